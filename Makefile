@@ -1,0 +1,51 @@
+# loas: every target depends on the venv, so `make sim-rtl LAYER=conv3` and `make test`
+# do all the set-up on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+LAYER   ?= conv3
+WORKLOAD ?= default
+SIM     ?= verilator
+WAVES   ?= 0
+JOBS    ?= 2
+
+.PHONY: install test test-fast sim-rtl verilog synth bench traces clean distclean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q --no-deps spikingjelly==2.0.0
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -n $(JOBS) tests
+
+test-fast: $(STAMP)
+	$(VPY) -m pytest -n $(JOBS) -m "not rtl and not slow" tests
+
+sim-rtl: $(STAMP)
+	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(filter 1,$(WAVES)),--waves)
+
+verilog: $(STAMP)
+	$(VENV)/bin/loas rtl verilog --out build/verilog
+
+synth: $(STAMP)
+	$(VENV)/bin/loas rtl synth --out build/synth
+
+bench: $(STAMP)
+	$(VPY) bench/run.py
+
+traces: $(STAMP)
+	$(VENV)/bin/loas export --checkpoint models/checkpoints/default.pt --out traces/default
+
+clean:
+	rm -rf build sim_build .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

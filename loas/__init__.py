@@ -1,0 +1,1 @@
+"""Front door of the loas tool: the `loas` command line (see loas.cli)."""

@@ -1,0 +1,52 @@
+"""The `loas` command line.
+
+Exit codes: 0 success, 1 a check failed (e.g. RTL mismatch), 2 user error (one line on stderr,
+no traceback). Set LOAS_DEBUG=1 to see tracebacks of user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+from sim.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import loas.commands as commands
+
+    parser = argparse.ArgumentParser(
+        prog="loas",
+        description="Simulator of the LoAS dual-sparse SNN accelerator, with RTL cosimulation.",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"loas.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except UserError as exc:
+        if os.environ.get("LOAS_DEBUG"):
+            raise
+        print(f"loas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loas: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""`loas trace stats` and `loas golden`: numpy-only commands on trace workloads."""
+
+from __future__ import annotations
+
+import json
+
+from loas.commands import add_json, group
+
+
+def register(sub):
+    g = group(sub, "trace", "inspect and create trace workloads")
+    p = g.add_parser("stats", help="per-layer and whole-network statistics of a workload")
+    p.add_argument("workload", help="a name under traces/ or a workload directory")
+    p.add_argument("--sample", type=int, default=0, help="sample index (default 0)")
+    add_json(p)
+    p.set_defaults(func=cmd_stats)
+
+    p = g.add_parser("verify", help="check every layer's expected outputs against the golden model")
+    p.add_argument("workload")
+    add_json(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("golden", help="run one layer through the golden model")
+    p.add_argument("workload", help="a name under traces/ or a workload directory")
+    p.add_argument("--layer", required=True, help="layer name, e.g. conv3")
+    p.add_argument("--sample", type=int, default=0)
+    add_json(p)
+    p.set_defaults(func=cmd_golden)
+
+
+def layer_stats(layer, sample: int = 0) -> dict:
+    """Trace statistics of one layer (no arithmetic beyond counting)."""
+    import numpy as np
+
+    g = layer.geometry
+    words = layer.words(sample)
+    w = layer.weights_kn()
+    bits = layer.T * words.size
+    spikes = int(np.bitwise_count(words).sum(dtype=np.int64))
+    # Statistics of the neurons themselves (the C x H x W input), not of im2col copies.
+    img = layer.spike_words[sample]
+    img_spikes = int(np.bitwise_count(img).sum(dtype=np.int64))
+    return {
+        "layer": layer.name,
+        "T": layer.T,
+        "M": g.M,
+        "K": g.K,
+        "N": g.N,
+        "neurons": int(img.size),
+        "spike_sparsity": 1.0 - img_spikes / (layer.T * img.size),
+        "silent_ratio": float((img == 0).mean()),
+        "gemm_spike_sparsity": 1.0 - spikes / bits,
+        "weight_sparsity": float((w == 0).mean()),
+        "weights": int(w.size),
+        "n_mask": layer.n_mask,
+    }
+
+
+def workload_stats(wl, sample: int = 0) -> dict:
+    layers = [layer_stats(layer, sample) for layer in wl.layers()]
+    neurons = sum(s["neurons"] for s in layers)
+    weights = sum(s["weights"] for s in layers)
+    total = {
+        "T": wl.T,
+        "layers": len(layers),
+        "neurons": neurons,
+        # Whole-network figures weight each layer by its neuron (or weight) count, as LoAS Table II.
+        "spike_sparsity": sum(s["spike_sparsity"] * s["neurons"] for s in layers) / neurons,
+        "silent_ratio": sum(s["silent_ratio"] * s["neurons"] for s in layers) / neurons,
+        "weight_sparsity": sum(s["weight_sparsity"] * s["weights"] for s in layers) / weights,
+    }
+    return {"workload": wl.name, "path": str(wl.path), "sample": sample, "layers": layers, "total": total}
+
+
+def cmd_stats(args) -> int:
+    from sim.trace import load_workload
+
+    wl = load_workload(args.workload)
+    res = workload_stats(wl, args.sample)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"workload {res['workload']} ({res['path']}), T={wl.T}, sample {args.sample}")
+    print(f"{'layer':<10}{'M':>7}{'K':>7}{'N':>6}{'spike sp.':>11}{'silent':>9}{'weight sp.':>12}")
+    for s in res["layers"]:
+        print(f"{s['layer']:<10}{s['M']:>7}{s['K']:>7}{s['N']:>6}{s['spike_sparsity']:>11.2%}"
+              f"{s['silent_ratio']:>9.2%}{s['weight_sparsity']:>12.2%}")
+    t = res["total"]
+    print(f"{'network':<26}{t['spike_sparsity']:>11.2%}{t['silent_ratio']:>9.2%}{t['weight_sparsity']:>12.2%}")
+    return 0
+
+
+def golden_layer(layer, sample: int = 0):
+    from sim.golden import run_layer
+
+    return run_layer(layer.words(sample), layer.weights_kn(), layer.bias, layer.lif, layer.T,
+                     n_mask=layer.n_mask, context=str(layer.path))
+
+
+def cmd_golden(args) -> int:
+    from sim.trace import load_workload
+
+    wl = load_workload(args.workload)
+    layer = wl.layer(args.layer)
+    res = golden_layer(layer, args.sample)
+    expected_ok = bool((res.out_words == layer.expected(args.sample)).all())
+    out = {
+        "workload": wl.name,
+        "layer": layer.name,
+        "sample": args.sample,
+        **res.stats.to_dict(),
+        "output_sha256": res.digest(),
+        "matches_expected": expected_ok,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for k, v in out.items():
+            print(f"{k:>22}: {v}")
+    return 0 if expected_ok else 1
+
+
+def cmd_verify(args) -> int:
+    from sim.trace import load_workload
+
+    wl = load_workload(args.workload)
+    rows = []
+    for layer in wl.layers():
+        for s in range(layer.samples):
+            res = golden_layer(layer, s)
+            bad = int((res.out_words != layer.expected(s)).sum())
+            rows.append({"layer": layer.name, "sample": s, "mismatched_words": bad})
+    ok = all(r["mismatched_words"] == 0 for r in rows)
+    if args.json:
+        print(json.dumps({"workload": wl.name, "match": ok, "layers": rows}, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['layer']:<10} sample {r['sample']}: {'PASS' if not r['mismatched_words'] else 'FAIL'}"
+                  f" ({r['mismatched_words']} mismatched words)")
+        print("PASS" if ok else "FAIL")
+    return 0 if ok else 1

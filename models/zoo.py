@@ -1,0 +1,305 @@
+"""The model zoo: LoAS's VGG16, ResNet19 and AlexNet (CIFAR shapes) and the small default network.
+
+Every network takes an analog image ``[B, C, H, W]``, encodes it directly (first conv + BN once, the
+current repeated over T, then a LIF), runs its spike layers on ``[T, B, ...]`` and returns logits
+averaged over T (``[B, classes]``); the per-timestep logits are kept in ``last_logits`` for a
+per-t loss. Layer (module) names are ``conv1..convN`` and ``fc1..`` in forward order where the
+architecture is a plain chain (spec/snn.md section 2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+
+from .layers import (
+    SpikeConv,
+    SpikeLinear,
+    _SpikeLayer,
+    apply_n_mask,
+    check_n_mask,
+    check_T,
+    seq_apply,
+    spike_layers,
+)
+
+
+class SNN(nn.Module):
+    """Base class: T, n_mask and integer-mode switches shared by every network of the zoo.
+
+    Parameters
+    ----------
+    T : int
+        Timesteps (positive).
+    n_mask : int
+        0, 1 or 2: after every LIF but the encoding one, zero neurons that fired exactly once
+        (1) or once or twice (2).
+
+    Raises
+    ------
+    ValueError
+        If T is not a positive int or n_mask is not 0, 1 or 2.
+    """
+
+    def __init__(self, T: int = 4, n_mask: int = 0):
+        super().__init__()
+        self._T = check_T(T)
+        self._n_mask = check_n_mask(n_mask)
+        self.last_logits: torch.Tensor | None = None
+
+    def _finish(self):
+        """Push T and n_mask into the layers; call at the end of a subclass constructor."""
+        self.T = self._T
+        self.n_mask = self._n_mask
+
+    @property
+    def T(self) -> int:
+        return self._T
+
+    @T.setter
+    def T(self, value: int) -> None:
+        self._T = check_T(value)
+        for _, m in spike_layers(self):
+            m.T = self._T
+
+    @property
+    def n_mask(self) -> int:
+        return self._n_mask
+
+    @n_mask.setter
+    def n_mask(self, value: int) -> None:
+        self._n_mask = check_n_mask(value)
+        for _, m in spike_layers(self):
+            if not m.encoding:
+                m.n_mask = self._n_mask
+
+    def set_integer(self, on: bool = True) -> None:
+        """Run every spike layer but the encoding one in the golden model's integer arithmetic.
+
+        Raises
+        ------
+        NotImplementedError
+            For networks whose spike layers are not a plain chain (residual blocks).
+        """
+        for _, m in spike_layers(self):
+            if not m.encoding:
+                m.set_integer(on)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        functional.reset_net(self)
+        out = self.features(x)
+        self.last_logits = out
+        return out.mean(0)
+
+
+def _pool(kind: str, k: int):
+    return nn.MaxPool2d(k) if kind == "max" else nn.AvgPool2d(k)
+
+
+class ChainSNN(SNN):
+    """A plain chain of named stages: spike layers, pools (``seq_apply``), flatten, classifier.
+
+    ``stages`` is a list of ``(name, module)``; names are kept as module names so state dicts and layer
+    names read ``conv1``, ``conv2``, ..., ``fc1``.
+    """
+
+    def __init__(self, stages, T=4, n_mask=0):
+        super().__init__(T, n_mask)
+        self.stages = nn.ModuleDict(stages)
+        self._finish()
+
+    def features(self, x):
+        first = True
+        for name, m in self.stages.items():
+            if first:
+                x = m(x)  # the encoding layer: [B, C, H, W] -> spikes [T, B, ...]
+                first = False
+            elif isinstance(m, _SpikeLayer):
+                x = m(x)
+            elif isinstance(m, nn.Flatten):
+                x = x.flatten(2)
+            else:
+                x = seq_apply(m, x)
+        return x
+
+
+def default_net(T: int = 4, n_mask: int = 0, width: int = 16, in_ch: int = 1, classes: int = 10):
+    """The small default network for 28x28 one-channel images (Fashion-MNIST), VGG style.
+
+    conv1 (encoding) ``in_ch->w`` 28x28, maxpool -> 14; conv2 ``w->2w``; conv3 ``2w->2w``,
+    maxpool -> 7; conv4 ``2w->4w``; conv5 ``4w->4w``, maxpool -> 3; fc1 ``4w*9 -> classes``.
+    Spike layers run by LoAS: conv2..conv5. The pool right after the encoding layer keeps the
+    spike layers at 14x14 and below, which is what makes CPU training affordable.
+    """
+    w = width
+    stages = [
+        ("conv1", SpikeConv(in_ch, w, encoding=True)),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", SpikeConv(w, 2 * w, n_mask=n_mask)),
+        ("conv3", SpikeConv(2 * w, 2 * w, n_mask=n_mask)),
+        ("pool3", nn.MaxPool2d(2)),
+        ("conv4", SpikeConv(2 * w, 4 * w, n_mask=n_mask)),
+        ("conv5", SpikeConv(4 * w, 4 * w, n_mask=n_mask)),
+        ("pool5", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(4 * w * 9, classes)),
+    ]
+    return ChainSNN(stages, T, n_mask)
+
+
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3):
+    """LoAS VGG16 (cfg D with BN, 13 convs 3x3 pad 1, maxpool after conv2, 4, 7, 10, 13; fc 512->classes)."""
+    stages, c, i = [], in_ch, 0
+    for v in VGG16_CFG:
+        if v == "M":
+            stages.append((f"pool{i}", nn.MaxPool2d(2)))
+        else:
+            i += 1
+            stages.append((f"conv{i}", SpikeConv(c, v, n_mask=n_mask, encoding=(i == 1))))
+            c = v
+    stages += [("flatten", nn.Flatten()), ("fc1", nn.Linear(512, classes))]
+    return ChainSNN(stages, T, n_mask)
+
+
+def alexnet(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3, loas_bug: bool = False):
+    """LoAS AlexNet: conv1 3->64 k3 s2, maxpool, conv2 ->192, [maxpool], conv3 ->384, conv4 ->256,
+    conv5 ->256, maxpool, adaptive avgpool 2x2, fc 1024->classes.
+
+    ``loas_bug=True`` drops the second maxpool as the LoAS code does (conv3..5 then run at 8x8).
+    """
+    stages = [
+        ("conv1", SpikeConv(in_ch, 64, 3, 2, 1, encoding=True)),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", SpikeConv(64, 192, n_mask=n_mask)),
+    ]
+    if not loas_bug:
+        stages.append(("pool2", nn.MaxPool2d(2)))
+    stages += [
+        ("conv3", SpikeConv(192, 384, n_mask=n_mask)),
+        ("conv4", SpikeConv(384, 256, n_mask=n_mask)),
+        ("conv5", SpikeConv(256, 256, n_mask=n_mask)),
+        ("pool5", nn.MaxPool2d(2)),
+        ("avgpool", nn.AdaptiveAvgPool2d((2, 2))),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(1024, classes)),
+    ]
+    return ChainSNN(stages, T, n_mask)
+
+
+class BasicBlock(nn.Module):
+    """Spiking BasicBlock: conv-BN-LIF, conv-BN, + shortcut (identity or 1x1 conv-BN), LIF."""
+
+    def __init__(self, c_in, c_out, stride, n_mask):
+        super().__init__()
+        self.conv1 = SpikeConv(c_in, c_out, 3, stride, 1, n_mask=n_mask)
+        self.conv2 = SpikeConv(c_out, c_out, 3, 1, 1, n_mask=n_mask)
+        self.shortcut = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        out = self.conv1(x)
+        c2 = self.conv2
+        if c2.integer:
+            raise NotImplementedError("integer mode is not defined for residual blocks")
+        cur = seq_apply(lambda z: c2.bn(c2.op(z)), out)
+        cur = cur + (x if self.shortcut is None else seq_apply(self.shortcut, x))
+        return apply_n_mask(c2.lif(cur), c2.n_mask)
+
+
+class ResNet19(SNN):
+    """LoAS ResNet19: conv1 3->64, BasicBlocks 3x128 (stride 2), 3x256 (s2), 2x512 (s2), avgpool,
+    fc1 512->256 + LIF, fc2 256->classes."""
+
+    def __init__(self, T=4, n_mask=0, classes=10, in_ch=3):
+        super().__init__(T, n_mask)
+        self.conv1 = SpikeConv(in_ch, 64, encoding=True)
+        blocks, c = [], 64
+        for width, n, stride in ((128, 3, 2), (256, 3, 2), (512, 2, 2)):
+            for j in range(n):
+                blocks.append(BasicBlock(c, width, stride if j == 0 else 1, n_mask))
+                c = width
+        self.blocks = nn.Sequential(*blocks)
+        self.fc1 = SpikeLinear(512, 256, n_mask=n_mask)
+        self.fc2 = nn.Linear(256, classes)
+        self._finish()
+
+    def set_integer(self, on=True):
+        raise NotImplementedError("integer mode is not defined for ResNet19 (residual blocks)")
+
+    def features(self, x):
+        x = self.conv1(x)
+        for b in self.blocks:
+            x = b(x)
+        x = seq_apply(lambda z: F.adaptive_avg_pool2d(z, 1).flatten(1), x)
+        x = self.fc1(x)
+        return seq_apply(self.fc2, x)
+
+
+def resnet19(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3):
+    """See :class:`ResNet19`."""
+    return ResNet19(T, n_mask, classes, in_ch)
+
+
+#: name -> (constructor, input shape [C, H, W]) of every network in the zoo.
+ZOO = {
+    "default": (default_net, (1, 28, 28)),
+    "vgg16": (vgg16, (3, 32, 32)),
+    "resnet19": (resnet19, (3, 32, 32)),
+    "alexnet": (alexnet, (3, 32, 32)),
+}
+
+
+def build(name: str, **kwargs) -> SNN:
+    """Build zoo network ``name`` with keyword arguments of its constructor.
+
+    Raises
+    ------
+    KeyError
+        For an unknown name (the message lists the known ones).
+    """
+    if name not in ZOO:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
+    return ZOO[name][0](**kwargs)
+
+
+def gemm_shapes(model: SNN, input_shape) -> dict[str, tuple[int, int, int]]:
+    """(M, K, N) of every conv (im2col: M output pixels, K = C_in*k*k, N = C_out), by module name.
+
+    Runs one sample at T=1 through the network with forward hooks; shortcut convs are included under
+    their module names.
+    """
+    shapes: dict[str, tuple[int, int, int]] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+
+            def hook(mod, inp, out, name=name):
+                k = mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
+                shapes[name.removeprefix("stages.").removesuffix(".op")] = (
+                    out.shape[-2] * out.shape[-1], k, mod.out_channels)
+
+            hooks.append(m.register_forward_hook(hook))
+    T = model.T
+    was_training = model.training
+    try:
+        model.T = 1
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.T = T
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return shapes

@@ -1,0 +1,179 @@
+"""Validated, frozen configuration loaded from YAML.
+
+Every configuration object is a frozen dataclass; :func:`load` maps a YAML mapping onto it,
+recursively for nested dataclasses. An unknown key, a missing key without default, a value of the
+wrong type or one that fails the class's own check raises :class:`~sim.errors.ConfigError` naming
+the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sim.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def _is_pow2(v: int) -> bool:
+    return v > 0 and not v & (v - 1)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Tile sizes of the mntk loop nest (spec/loas.md section 8)."""
+
+    m: int = 16
+    k: int = 128
+    n: int = 32
+
+    def check(self):
+        for name in ("m", "k", "n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """FiberCache-like global buffer."""
+
+    capacity_kb: int = 256
+    banks: int = 16
+    ways: int = 16
+    line_bytes: int = 32
+
+    def check(self):
+        for name in ("capacity_kb", "banks", "ways", "line_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class LoASConfig:
+    """LoAS accelerator parameters (defaults: the paper's Table III, spec/loas.md section 6).
+
+    Parameters
+    ----------
+    pes : int               number of TPPEs (P)
+    timesteps : int         T the hardware is built for (1..16)
+    chunk_bits : int        bitmask chunk width (power of two)
+    laggy_adders : int      adders of the A-side laggy prefix-sum (divides chunk_bits)
+    fifo_depth : int        depth of FIFO-mp and FIFO-B
+    weight_bits : int       weight width
+    acc_bits : int | None   accumulator width; None = derived from max_k so overflow is impossible
+    max_k : int             largest K the datapath is sized for
+    loop_order : str        'mntk' (LoAS) or 'nmtk' (ablation)
+    clock_mhz, dram_gbps    clock and DRAM bandwidth
+    tile, buffer            see TileConfig, BufferConfig
+
+    Raises
+    ------
+    ConfigError (from :func:`load`) or ValueError (direct construction) on an invalid value.
+    """
+
+    pes: int = 16
+    timesteps: int = 4
+    chunk_bits: int = 128
+    laggy_adders: int = 16
+    fifo_depth: int = 8
+    weight_bits: int = 8
+    acc_bits: typing.Optional[int] = None
+    max_k: int = 4608
+    loop_order: str = "mntk"
+    clock_mhz: float = 800.0
+    dram_gbps: float = 128.0
+    tile: TileConfig = field(default_factory=TileConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+
+    def check(self):
+        if self.pes < 1:
+            raise ValueError(f"pes: must be >= 1, got {self.pes}")
+        if not 1 <= self.timesteps <= 16:
+            raise ValueError(f"timesteps: must be in 1..16, got {self.timesteps}")
+        if not _is_pow2(self.chunk_bits):
+            raise ValueError(f"chunk_bits: must be a power of two, got {self.chunk_bits}")
+        if self.laggy_adders < 1 or self.chunk_bits % self.laggy_adders:
+            raise ValueError(f"laggy_adders: must divide chunk_bits={self.chunk_bits}, got {self.laggy_adders}")
+        if self.fifo_depth < 1:
+            raise ValueError(f"fifo_depth: must be >= 1, got {self.fifo_depth}")
+        if not 2 <= self.weight_bits <= 16:
+            raise ValueError(f"weight_bits: must be in 2..16, got {self.weight_bits}")
+        if self.acc_bits is not None and not self.weight_bits < self.acc_bits <= 64:
+            raise ValueError(f"acc_bits: must be in {self.weight_bits + 1}..64, got {self.acc_bits}")
+        if self.max_k < 1:
+            raise ValueError(f"max_k: must be >= 1, got {self.max_k}")
+        if self.loop_order not in ("mntk", "nmtk"):
+            raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
+        if self.clock_mhz <= 0 or self.dram_gbps <= 0:
+            raise ValueError("clock_mhz and dram_gbps: must be > 0")
+
+    @property
+    def laggy_cycles(self) -> int:
+        """Cycles the laggy prefix-sum needs per chunk (128 / 16 = 8 in LoAS)."""
+        return self.chunk_bits // self.laggy_adders
+
+
+def _type_ok(value, typ) -> bool:
+    origin = typing.get_origin(typ)
+    if origin is typing.Union:
+        return any(_type_ok(value, t) for t in typing.get_args(typ))
+    if typ is type(None):
+        return value is None
+    if typ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def from_mapping(cls, data, *, path="<dict>", prefix=""):
+    """Build the frozen dataclass `cls` from a mapping, validating keys, types and values."""
+    if not isinstance(data, dict):
+        raise ConfigError(path, prefix or "<root>", f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(path, prefix + str(unknown[0]), f"unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        typ = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = from_mapping(typ, value, path=path, prefix=key + ".")
+        elif not _type_ok(value, typ):
+            want = getattr(typ, "__name__", str(typ))
+            raise ConfigError(path, key, f"wrong type {type(value).__name__} (value {value!r}), expected {want}")
+        else:
+            kwargs[name] = float(value) if typ is float else value
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(path, prefix or "<root>", str(exc)) from None
+    try:
+        if hasattr(obj, "check"):
+            obj.check()
+    except ValueError as exc:
+        msg = str(exc)
+        name, _, problem = msg.partition(": ")
+        raise ConfigError(path, prefix + name if problem else prefix or "<root>", problem or msg) from None
+    return obj
+
+
+def load(path: str | Path, cls=LoASConfig):
+    """Load a YAML file into `cls`; a bare name like 'loas' means sim/configs/loas.yaml."""
+    p = Path(path)
+    if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").exists():
+        p = CONFIG_DIR / f"{path}.yaml"
+    if not p.is_file():
+        raise ConfigError(p, "<file>", "does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(p, "<yaml>", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    return from_mapping(cls, data if data is not None else {}, path=p)

@@ -1,0 +1,428 @@
+"""Trace format v1: the on-disk workload that joins models/, sim/ and hw/ (see traces/README.md).
+
+A workload is a directory with ``manifest.yaml`` and one compressed ``.npz`` per spike layer.
+Everything is validated on load; any problem raises :class:`~sim.errors.TraceError` naming the file
+and the field. Writers are atomic (temp file in the same directory, then ``os.replace``), so an
+interrupted export never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from sim.errors import TraceError
+from sim.fibers import MAX_T
+from sim.golden import LIFParams
+
+FORMAT = "loas-trace"
+VERSION = 1
+TRACES_DIR = Path(os.environ.get("LOAS_TRACES", Path(__file__).resolve().parent.parent / "traces"))
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+# npz members of a layer file, with the dtypes a loader accepts.
+_LAYER_FIELDS = {
+    "format_version": ("integer", ()),
+    "T": ("integer", ()),
+    "geometry": ("integer", (7,)),
+    "spike_words": ("uint16", None),
+    "weight": ("int8", None),
+    "bias": ("integer", None),
+    "threshold": ("integer", ()),
+    "decay_shift": ("integer", ()),
+    "n_mask": ("integer", ()),
+    "expected_out_words": ("uint16", None),
+}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Convolution geometry of a spike layer; a fully connected layer is a 1x1 conv on a 1x1 image.
+
+    GEMM view (spec/loas.md section 1): M = h_out * w_out, K = c_in * kernel^2, N = c_out; the K
+    order is (c_in, ky, kx), i.e. torch's ``weight.reshape(c_out, -1)``.
+    """
+
+    c_in: int
+    h: int
+    w: int
+    kernel: int
+    stride: int
+    padding: int
+    c_out: int
+
+    def __post_init__(self):
+        for name in ("c_in", "h", "w", "kernel", "stride", "c_out"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"geometry {name} must be >= 1, got {getattr(self, name)}")
+        if self.padding < 0:
+            raise ValueError(f"geometry padding must be >= 0, got {self.padding}")
+        if self.h_out < 1 or self.w_out < 1:
+            raise ValueError(f"geometry gives an empty output ({self.h_out}x{self.w_out})")
+
+    @classmethod
+    def fc(cls, k: int, n: int) -> "Geometry":
+        return cls(c_in=k, h=1, w=1, kernel=1, stride=1, padding=0, c_out=n)
+
+    @property
+    def h_out(self) -> int:
+        return (self.h + 2 * self.padding - self.kernel) // self.stride + 1
+
+    @property
+    def w_out(self) -> int:
+        return (self.w + 2 * self.padding - self.kernel) // self.stride + 1
+
+    @property
+    def M(self) -> int:
+        return self.h_out * self.w_out
+
+    @property
+    def K(self) -> int:
+        return self.c_in * self.kernel * self.kernel
+
+    @property
+    def N(self) -> int:
+        return self.c_out
+
+    def as_array(self) -> np.ndarray:
+        return np.array(
+            [self.c_in, self.h, self.w, self.kernel, self.stride, self.padding, self.c_out], dtype=np.int64
+        )
+
+
+def im2col(image: np.ndarray, g: Geometry) -> np.ndarray:
+    """(C, H, W) array -> (M, K) GEMM rows, zero padding, K order (c, ky, kx)."""
+    p = g.padding
+    padded = np.pad(image, ((0, 0), (p, p), (p, p))) if p else image
+    win = np.lib.stride_tricks.sliding_window_view(padded, (g.kernel, g.kernel), axis=(1, 2))
+    win = win[:, :: g.stride, :: g.stride][:, : g.h_out, : g.w_out]  # (C, Ho, Wo, k, k)
+    return np.ascontiguousarray(win.transpose(1, 2, 0, 3, 4)).reshape(g.M, g.K)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call write(fileobj) on a temp file beside path, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Layer:
+    """One spike layer of a workload, loaded and validated from its ``.npz`` file.
+
+    Attributes
+    ----------
+    name, path, T, geometry (:class:`Geometry`), lif (:class:`~sim.golden.LIFParams`), n_mask,
+    samples (S), spike_words (uint16 (S, C_in, H, W)), weight (int8 (C_out, C_in, k, k)),
+    bias (int64 (C_out,)), expected_out_words (uint16 (S, M, N)).
+
+    Raises
+    ------
+    TraceError
+        On a missing, unreadable or inconsistent file or field.
+    """
+
+    def __init__(self, path: Path, *, T: int | None = None, name: str | None = None):
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        data = self._read()
+        fv = int(data["format_version"])
+        if fv != VERSION:
+            self._fail("format_version", f"unknown version {fv} (this loas reads version {VERSION})")
+        self.T = int(data["T"])
+        if not 1 <= self.T <= MAX_T:
+            self._fail("T", f"must be in 1..{MAX_T}, got {self.T}")
+        if T is not None and self.T != T:
+            self._fail("T", f"is {self.T} but the manifest says T={T}")
+        try:
+            self.geometry = Geometry(*(int(v) for v in data["geometry"]))
+        except ValueError as exc:
+            self._fail("geometry", f"{data['geometry'].tolist()}: {exc}")
+        g = self.geometry
+        words = data["spike_words"]
+        if words.ndim != 4 or words.shape[1:] != (g.c_in, g.h, g.w):
+            self._fail("spike_words", f"shape {words.shape} does not match geometry (S, {g.c_in}, {g.h}, {g.w})")
+        if words.shape[0] < 1:
+            self._fail("spike_words", "holds no sample (S = 0)")
+        if int(words.max(initial=0)) >> self.T:
+            bad = int(words.max())
+            self._fail("spike_words", f"non-binary spikes: word {bad} has bits above T={self.T}")
+        self.spike_words = words
+        self.samples = words.shape[0]
+        weight = data["weight"]
+        if weight.shape != (g.c_out, g.c_in, g.kernel, g.kernel):
+            self._fail("weight", f"shape {weight.shape} does not match geometry ({g.c_out}, {g.c_in}, {g.kernel}, {g.kernel}) (K mismatch)")
+        self.weight = weight
+        bias = data["bias"]
+        if bias.shape != (g.c_out,):
+            self._fail("bias", f"shape {bias.shape}, expected ({g.c_out},)")
+        if np.abs(bias.astype(np.int64)).max(initial=0) >= 2**31:
+            self._fail("bias", f"value {int(np.abs(bias).max())} outside the int32 range")
+        self.bias = bias.astype(np.int64)
+        try:
+            self.lif = LIFParams(int(data["threshold"]), int(data["decay_shift"]))
+        except ValueError as exc:
+            self._fail("threshold", str(exc))
+        self.n_mask = int(data["n_mask"])
+        if self.n_mask not in (0, 1, 2):
+            self._fail("n_mask", f"must be 0, 1 or 2, got {self.n_mask}")
+        exp = data["expected_out_words"]
+        if exp.shape != (self.samples, g.M, g.N):
+            self._fail("expected_out_words", f"shape {exp.shape}, expected ({self.samples}, {g.M}, {g.N})")
+        if int(exp.max(initial=0)) >> self.T:
+            self._fail("expected_out_words", f"word {int(exp.max())} has bits above T={self.T}")
+        self.expected_out_words = exp
+
+    def _fail(self, field: str, problem: str):
+        raise TraceError(self.path, field, problem)
+
+    def _read(self) -> dict:
+        if not self.path.is_file():
+            self._fail("file", "does not exist")
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                data = {}
+                for key, (kind, shape) in _LAYER_FIELDS.items():
+                    if key not in npz.files:
+                        self._fail(key, "missing")
+                    arr = npz[key]
+                    if kind == "integer":
+                        ok = np.issubdtype(arr.dtype, np.integer)
+                    else:
+                        ok = arr.dtype == np.dtype(kind)
+                    if not ok:
+                        self._fail(key, f"wrong dtype {arr.dtype}, expected {kind}")
+                    if shape is not None and arr.shape != shape:
+                        self._fail(key, f"wrong shape {arr.shape}, expected {shape}")
+                    data[key] = arr
+        except TraceError:
+            raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            self._fail("npz", f"not a readable npz archive ({type(exc).__name__}: {exc})")
+        return data
+
+    # GEMM views ----------------------------------------------------------------------------------
+    def words(self, sample: int = 0) -> np.ndarray:
+        """Packed input spike words of one sample as the GEMM operand A: uint16 (M, K)."""
+        self._check_sample(sample)
+        return im2col(self.spike_words[sample], self.geometry)
+
+    def weights_kn(self) -> np.ndarray:
+        """Weights as the GEMM operand B: int8 (K, N)."""
+        return np.ascontiguousarray(self.weight.reshape(self.geometry.N, self.geometry.K).T)
+
+    def expected(self, sample: int = 0) -> np.ndarray:
+        self._check_sample(sample)
+        return self.expected_out_words[sample]
+
+    def _check_sample(self, sample: int) -> None:
+        if not 0 <= sample < self.samples:
+            raise TraceError(self.path, "sample", f"{sample} out of range: the layer holds {self.samples} sample(s)")
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    name: str
+    file: str
+    kind: str
+
+
+class Workload:
+    """A trace workload directory: the manifest plus lazily loaded :class:`Layer` objects.
+
+    Parameters
+    ----------
+    path : Path
+        The workload directory (containing ``manifest.yaml``).
+
+    Raises
+    ------
+    TraceError
+        When the manifest is missing or invalid (unknown format version, bad T, bad layer list).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        mpath = self.path / "manifest.yaml"
+        if not mpath.is_file():
+            raise TraceError(mpath, "file", "does not exist (not a trace workload directory)")
+        try:
+            with open(mpath) as f:
+                man = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise TraceError(mpath, "yaml", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(man, dict):
+            raise TraceError(mpath, "manifest", "must be a mapping")
+
+        def need(key, typ):
+            if key not in man:
+                raise TraceError(mpath, key, "missing")
+            if not isinstance(man[key], typ) or isinstance(man[key], bool) and typ is not bool:
+                raise TraceError(mpath, key, f"wrong type {type(man[key]).__name__}, value {man[key]!r}")
+            return man[key]
+
+        if need("format", str) != FORMAT:
+            raise TraceError(mpath, "format", f"is {man['format']!r}, expected {FORMAT!r}")
+        version = need("version", int)
+        if version != VERSION:
+            raise TraceError(mpath, "version", f"unknown version {version} (this loas reads version {VERSION})")
+        self.manifest_path = mpath
+        self.name = need("name", str)
+        self.T = need("T", int)
+        if not 1 <= self.T <= MAX_T:
+            raise TraceError(mpath, "T", f"must be in 1..{MAX_T}, got {self.T}")
+        self.provenance = need("provenance", dict)
+        entries = need("layers", list)
+        if not entries:
+            raise TraceError(mpath, "layers", "is empty")
+        self.entries: list[LayerEntry] = []
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or set(e) != {"name", "file", "kind"}:
+                raise TraceError(mpath, f"layers[{i}]", f"must have exactly the keys name, file, kind; got {e!r}")
+            if not isinstance(e["name"], str) or not _NAME_RE.match(e["name"]):
+                raise TraceError(mpath, f"layers[{i}].name", f"invalid layer name {e['name']!r}")
+            if e["kind"] not in ("conv", "fc"):
+                raise TraceError(mpath, f"layers[{i}].kind", f"must be conv or fc, got {e['kind']!r}")
+            if not isinstance(e["file"], str) or "/" in e["file"] or not e["file"].endswith(".npz"):
+                raise TraceError(mpath, f"layers[{i}].file", f"must be a .npz file name in the workload, got {e['file']!r}")
+            self.entries.append(LayerEntry(e["name"], e["file"], e["kind"]))
+        names = [e.name for e in self.entries]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise TraceError(mpath, "layers", f"duplicate layer names {sorted(dup)}")
+        self._cache: dict[str, Layer] = {}
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def layer(self, name: str) -> Layer:
+        """Load (once) and return the named layer; an unknown name lists the existing ones."""
+        if name not in self._cache:
+            entry = next((e for e in self.entries if e.name == name), None)
+            if entry is None:
+                raise TraceError(
+                    self.manifest_path, "layers", f"no layer {name!r}; this workload has {', '.join(self.layer_names)}"
+                )
+            self._cache[name] = Layer(self.path / entry.file, T=self.T, name=name)
+        return self._cache[name]
+
+    def layers(self):
+        for name in self.layer_names:
+            yield self.layer(name)
+
+
+def available_workloads(root: Path = None) -> list[str]:
+    root = Path(root or TRACES_DIR)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "manifest.yaml").is_file())
+
+
+def resolve_workload(name_or_path: str | Path) -> Path:
+    """A workload given as a directory path or as a name under traces/."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    q = TRACES_DIR / str(name_or_path)
+    if q.is_dir():
+        return q
+    avail = available_workloads()
+    raise TraceError(
+        name_or_path, "workload",
+        f"no such workload directory or name under {TRACES_DIR}; available: {', '.join(avail) or 'none'}",
+    )
+
+
+def load_workload(name_or_path: str | Path) -> Workload:
+    return Workload(resolve_workload(name_or_path))
+
+
+# Writers ----------------------------------------------------------------------------------------
+def write_layer(
+    path: str | Path,
+    *,
+    T: int,
+    geometry: Geometry,
+    spike_words: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    lif: LIFParams,
+    n_mask: int,
+    expected_out_words: np.ndarray,
+) -> Path:
+    """Validate and atomically write one layer file. Raises TraceError naming the bad field."""
+    path = Path(path)
+
+    def fail(field, problem):
+        raise TraceError(path, field, problem)
+
+    spike_words = np.asarray(spike_words)
+    if not 1 <= T <= MAX_T:
+        fail("T", f"must be in 1..{MAX_T}, got {T}")
+    if spike_words.dtype != np.uint16:
+        fail("spike_words", f"must be uint16 packed words, got {spike_words.dtype}")
+    if int(spike_words.max(initial=0)) >> T:
+        fail("spike_words", f"non-binary spikes: word {int(spike_words.max())} has bits above T={T}")
+    weight = np.asarray(weight)
+    if weight.dtype != np.int8:
+        fail("weight", f"must be int8, got {weight.dtype}")
+    bias = np.asarray(bias)
+    if not np.issubdtype(bias.dtype, np.integer):
+        fail("bias", f"must be integer, got {bias.dtype}")
+    arrays = dict(
+        format_version=np.int64(VERSION),
+        T=np.int64(T),
+        geometry=geometry.as_array(),
+        spike_words=spike_words,
+        weight=weight,
+        bias=bias.astype(np.int64),
+        threshold=np.int64(lif.threshold),
+        decay_shift=np.int64(lif.decay_shift),
+        n_mask=np.int64(n_mask),
+        expected_out_words=np.asarray(expected_out_words, dtype=np.uint16),
+    )
+    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    Layer(path, T=T)  # re-read: never leave a file behind that our own loader would refuse
+    return path
+
+
+def write_manifest(
+    directory: str | Path,
+    *,
+    name: str,
+    T: int,
+    layers: list[tuple[str, str]],
+    provenance: dict,
+) -> Path:
+    """Atomically write ``manifest.yaml``. ``layers`` is [(layer name, kind)] in forward order."""
+    directory = Path(directory)
+    man = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": name,
+        "T": int(T),
+        "provenance": {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **provenance},
+        "layers": [{"name": n, "file": f"{n}.npz", "kind": k} for n, k in layers],
+    }
+    text = yaml.safe_dump(man, sort_keys=False).encode()
+    path = directory / "manifest.yaml"
+    _atomic_write(path, lambda f: f.write(text))
+    Workload(directory)
+    return path
