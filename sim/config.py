@@ -134,7 +134,7 @@ def _type_ok(value, typ) -> bool:
 def from_mapping(cls, data, *, path="<dict>", prefix=""):
     """Build the frozen dataclass `cls` from a mapping, validating keys, types and values."""
     if not isinstance(data, dict):
-        raise ConfigError(path, prefix or "<root>", f"must be a mapping, got {type(data).__name__}")
+        raise ConfigError(path, prefix.rstrip(".") or "<root>", f"must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

@@ -196,7 +196,8 @@ class Layer:
         if not self.path.is_file():
             self._fail("file", "does not exist")
         try:
-            with np.load(self.path, allow_pickle=False) as npz:
+            # Open the file ourselves: np.load leaks its handle when the zip directory is corrupt.
+            with open(self.path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 data = {}
                 for key, (kind, shape) in _LAYER_FIELDS.items():
                     if key not in npz.files:

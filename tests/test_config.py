@@ -1,0 +1,49 @@
+import pytest
+
+from sim.config import LoASConfig, load
+from sim.errors import ConfigError
+
+
+def test_default_is_papers_table_iii():
+    c = load("loas")
+    assert (c.pes, c.timesteps, c.chunk_bits, c.laggy_adders, c.fifo_depth, c.weight_bits) == (16, 4, 128, 16, 8, 8)
+    assert c.laggy_cycles == 8 and c.buffer.capacity_kb == 256 and c.clock_mhz == 800.0
+    assert c == LoASConfig()
+    with pytest.raises(Exception):
+        c.pes = 4  # frozen
+
+
+@pytest.mark.parametrize("text, key, msg", [
+    ("pes: 16\npe: 4\n", "pe", "unknown key"),
+    ("pes: '16'\n", "pes", "wrong type str"),
+    ("pes: true\n", "pes", "wrong type bool"),
+    ("pes: 0\n", "pes", "must be >= 1"),
+    ("chunk_bits: 100\n", "chunk_bits", "power of two"),
+    ("fifo_depth: 0\n", "fifo_depth", "must be >= 1"),
+    ("timesteps: 17\n", "timesteps", "1..16"),
+    ("laggy_adders: 24\n", "laggy_adders", "divide"),
+    ("loop_order: kmnt\n", "loop_order", "mntk"),
+    ("tile: {m: 16, q: 2}\n", "tile.q", "unknown key"),
+    ("buffer: {banks: 0}\n", "buffer.banks", "must be >= 1"),
+    ("buffer: 5\n", "buffer", "must be a mapping"),
+    ("pes: [16\n", "<yaml>", "not valid YAML"),
+])
+def test_errors_name_file_and_key(tmp_path, text, key, msg):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load(p)
+    assert ei.value.key == key and str(p) in str(ei.value) and msg in str(ei.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "none.yaml")
+
+
+def test_partial_file_keeps_defaults(tmp_path):
+    p = tmp_path / "small.yaml"
+    p.write_text("pes: 4\nclock_mhz: 1000\ntile: {m: 4}\n")
+    c = load(p)
+    assert c.pes == 4 and c.clock_mhz == 1000.0 and isinstance(c.clock_mhz, float)
+    assert c.tile.m == 4 and c.tile.k == 128 and c.timesteps == 4

@@ -1,0 +1,149 @@
+"""Trace format v1: round trip, atomic writes and every loader error path."""
+
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from sim.errors import TraceError
+from sim.golden import LIFParams, run_layer
+from sim.synthetic import random_layer, write_random_workload
+from sim.trace import Geometry, Layer, Workload, im2col, load_workload, write_layer
+
+LAYERS = {"conv2": Geometry(8, 10, 10, 3, 1, 1, 16), "conv3": Geometry(16, 5, 5, 3, 2, 0, 8),
+          "fc1": Geometry.fc(40, 10)}
+
+
+@pytest.fixture()
+def workload(tmp_path):
+    return write_random_workload(tmp_path / "wl", LAYERS, T=4, seed=3, samples=2)
+
+
+def test_round_trip_and_gemm_view(workload):
+    wl = load_workload(workload)
+    assert wl.layer_names == ["conv2", "conv3", "fc1"] and wl.T == 4
+    l3 = wl.layer("conv3")
+    g = l3.geometry
+    assert (g.M, g.K, g.N) == (4, 144, 8)  # (5 - 3) // 2 + 1 = 2 -> M = 4
+    assert l3.words(1).shape == (4, 144) and l3.weights_kn().shape == (144, 8)
+    for layer in wl.layers():
+        for s in range(layer.samples):
+            res = run_layer(layer.words(s), layer.weights_kn(), layer.bias, layer.lif, layer.T, n_mask=layer.n_mask)
+            np.testing.assert_array_equal(res.out_words, layer.expected(s))
+    assert wl.layer("fc1").words(0).shape == (1, 40)
+
+
+def test_im2col_matches_torch_unfold_order():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    g = Geometry(3, 7, 6, 3, 2, 1, 4)
+    img = rng.integers(0, 16, (3, 7, 6)).astype(np.uint16)
+    cols = torch.nn.functional.unfold(torch.from_numpy(img.astype(np.float32))[None], 3, padding=1, stride=2)
+    np.testing.assert_array_equal(im2col(img, g), cols[0].T.numpy().astype(np.uint16))
+
+
+def _rewrite(path, **changes):
+    with np.load(path) as z:
+        data = dict(z)
+    for k, v in changes.items():
+        if v is None:
+            del data[k]
+        else:
+            data[k] = v
+    np.savez_compressed(path, **data)
+
+
+@pytest.mark.parametrize("change, field, msg", [
+    ({"spike_words": None}, "spike_words", "missing"),
+    ({"weight": np.zeros((16, 8, 3, 3), np.int16)}, "weight", "wrong dtype int16"),
+    ({"weight": np.zeros((16, 7, 3, 3), np.int8)}, "weight", "K mismatch"),
+    ({"spike_words": np.full((2, 8, 10, 10), 17, np.uint16)}, "spike_words", "non-binary spikes: word 17"),
+    ({"format_version": np.int64(2)}, "format_version", "unknown version 2"),
+    ({"T": np.int64(17)}, "T", "must be in 1..16"),
+    ({"T": np.int64(5)}, "T", "manifest says T=4"),
+    ({"bias": np.zeros(3, np.int64)}, "bias", "shape"),
+    ({"threshold": np.int64(0)}, "threshold", "threshold"),
+    ({"n_mask": np.int64(3)}, "n_mask", "0, 1 or 2"),
+    ({"geometry": np.array([8, 10, 10, 30, 1, 0, 16])}, "geometry", "empty output"),
+    ({"expected_out_words": np.zeros((2, 3, 16), np.uint16)}, "expected_out_words", "shape"),
+    ({"spike_words": np.zeros((2, 8, 10, 10), np.float32)}, "spike_words", "wrong dtype float32"),
+])
+def test_layer_errors_name_file_and_field(workload, change, field, msg):
+    path = workload / "conv2.npz"
+    _rewrite(path, **change)
+    with pytest.raises(TraceError) as ei:
+        load_workload(workload).layer("conv2")
+    assert ei.value.field == field and str(path) in str(ei.value)
+    assert msg in str(ei.value)
+
+
+def test_truncated_npz(workload):
+    path = workload / "conv2.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceError, match=r"conv2.npz: field 'npz': not a readable npz"):
+        load_workload(workload).layer("conv2")
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: m.update(version=9), "version"),
+    (lambda m: m.update(format="other"), "format"),
+    (lambda m: m.update(T=0), "T"),
+    (lambda m: m.update(T="4"), "T"),
+    (lambda m: m.pop("layers"), "layers"),
+    (lambda m: m["layers"].append(dict(m["layers"][0])), "layers"),
+    (lambda m: m["layers"][0].update(kind="pool"), "layers[0].kind"),
+    (lambda m: m["layers"][0].update(file="../x.npz"), "layers[0].file"),
+    (lambda m: m["layers"][0].update(extra=1), "layers[0]"),
+])
+def test_manifest_errors(workload, edit, field):
+    mpath = workload / "manifest.yaml"
+    man = yaml.safe_load(mpath.read_text())
+    edit(man)
+    mpath.write_text(yaml.safe_dump(man))
+    with pytest.raises(TraceError) as ei:
+        Workload(workload)
+    assert ei.value.field == field and "manifest.yaml" in str(ei.value)
+
+
+def test_unknown_layer_and_workload_list_what_exists(workload, tmp_path):
+    with pytest.raises(TraceError, match="this workload has conv2, conv3, fc1"):
+        load_workload(workload).layer("conv9")
+    with pytest.raises(TraceError, match="no such workload"):
+        load_workload(tmp_path / "nope")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.yaml").write_text("{ not: [yaml")
+    with pytest.raises(TraceError, match="not valid YAML"):
+        Workload(tmp_path / "bad")
+
+
+def test_writer_refuses_bad_data_and_is_atomic(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    kw = random_layer(rng, Geometry(4, 4, 4, 3, 1, 1, 4), 4)
+    target = tmp_path / "l.npz"
+    with pytest.raises(TraceError, match="non-binary spikes"):
+        write_layer(target, **{**kw, "spike_words": kw["spike_words"] | np.uint16(32)})
+    with pytest.raises(TraceError, match="must be int8"):
+        write_layer(target, **{**kw, "weight": kw["weight"].astype(np.int16)})
+    assert not list(tmp_path.iterdir())
+    write_layer(target, **kw)
+    before = target.read_bytes()
+
+    # An export interrupted in the middle of writing leaves the old file intact and no temp file.
+    def boom(f, **arrays):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_layer(target, **kw)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["l.npz"]
+    Layer(target)
+
+
+def test_sample_out_of_range(workload):
+    layer = load_workload(workload).layer("conv2")
+    with pytest.raises(TraceError, match="sample"):
+        layer.words(5)
