@@ -23,10 +23,10 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VPY) -m pytest -n $(JOBS) tests
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) tests
 
 test-fast: $(STAMP)
-	$(VPY) -m pytest -n $(JOBS) -m "not rtl and not slow" tests
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not rtl and not slow" tests
 
 sim-rtl: $(STAMP)
 	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(filter 1,$(WAVES)),--waves)

@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("loas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `loas ... | head`: the reader left; not an error of ours. Silence the flush at exit too.
+        sys.stdout = open(os.devnull, "w")
+        return 0
     return int(rc or 0)
 
 
