@@ -1,0 +1,313 @@
+"""Cycle-level model of LoAS (spec/loas.md sections 2-8) and the result type every design shares.
+
+Compute timing comes from :func:`sim.tppe.core_cycles` (owned by the hardware side: the same
+microarchitecture as the RTL in hw/); this module builds the rest of the accelerator around it:
+tiling and loop order, the FiberCache-like global buffer, DRAM bandwidth, traffic by operand and
+energy by component.
+
+LoAS data movement (loop order ``mntk``, the paper's): the A tile (``tile.m`` spike rows of the
+layer, as bitmask + packed T-bit words) stays resident while every weight fiber streams past and is
+broadcast to all TPPEs, so
+
+* DRAM: A read once; B swept once per m-tile (misses only for what does not fit beside the A tile,
+  see :mod:`sim.memory`); output fibers written once.
+* Buffer: each TPPE loads its A chunk once per (n-tile, k-chunk) and keeps it for the ``tile.n``
+  columns of the tile; each B chunk is read once per m-tile and broadcast.
+
+Loop order ``nmtk`` (ablation) swaps the roles: a ``tile.n``-column weight tile stays resident and
+the spike fibers are swept once per n-tile. Buffer reads are the same; DRAM traffic differs.
+The GEMM (im2col) view of A is used for traffic, as for every design in :mod:`sim.baselines`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, asdict
+
+import numpy as np
+
+from sim.config import LoASConfig
+from sim.energy import EnergyConfig, energy_breakdown, load_energy
+from sim.memory import OPERANDS, Traffic, capacity_bytes, memory_timing, nbytes, refetch_bytes
+
+DESIGN_NAMES = ("loas", "sparten", "gospa", "gamma", "ptb", "stellar")
+
+
+@dataclass(frozen=True, eq=False)
+class LayerSim:
+    """Result of simulating one layer on one design (all designs share this type).
+
+    Attributes
+    ----------
+    design, layer : str
+    M, K, N, T : int
+    cycles : int                 total cycles (compute and memory overlapped, plus first fill)
+    compute_cycles : int         cycles of the PE array alone
+    stalls : dict[str, int]      breakdown of the cycles the PEs are not busy (PE-average), plus
+                                 ``dram`` / ``buffer`` = cycles added by bandwidth beyond compute
+    effectual_ops : int          accumulations the design performs (for LoAS: the golden match
+                                 count; for per-timestep designs: spike x weight pairs)
+    chunks_scanned : int         128-bit bitmask chunk pairs joined (inner-product designs; else 0)
+    pe_busy : list[int]          busy cycles per PE
+    sram, dram : dict[str, int]  bytes by operand (:data:`sim.memory.OPERANDS`)
+    buffer_hits, buffer_misses : int   global-buffer lines
+    energy : dict[str, float]    pJ by component (:data:`sim.energy.COMPONENTS`)
+    clock_mhz : float
+    detail : dict                design-specific figures
+    """
+
+    design: str
+    layer: str
+    M: int
+    K: int
+    N: int
+    T: int
+    cycles: int
+    compute_cycles: int
+    stalls: dict
+    effectual_ops: int
+    chunks_scanned: int
+    pe_busy: list
+    sram: dict
+    dram: dict
+    buffer_hits: int
+    buffer_misses: int
+    energy: dict
+    clock_mhz: float
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def sram_bytes(self) -> int:
+        return int(sum(self.sram.values()))
+
+    @property
+    def dram_bytes(self) -> int:
+        return int(sum(self.dram.values()))
+
+    @property
+    def energy_total(self) -> float:
+        return float(sum(self.energy.values()))
+
+    @property
+    def time_s(self) -> float:
+        return self.cycles / (self.clock_mhz * 1e6)
+
+    @property
+    def pe_utilization(self) -> float:
+        return float(np.mean(self.pe_busy)) / self.cycles if self.cycles else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(sram_bytes=self.sram_bytes, dram_bytes=self.dram_bytes, energy_pj=self.energy_total,
+                 energy=self.energy_total, energy_breakdown=dict(self.energy), time_s=self.time_s,
+                 pe_utilization=self.pe_utilization)
+        return d
+
+
+def finish(design: str, layer: str, *, M, K, N, T, compute_cycles: int, pe_busy, core_stalls: dict,
+           effectual_ops: int, chunks_scanned: int, traffic: Traffic, cfg: LoASConfig,
+           econf: EnergyConfig | None, first_tile_bytes: float = 0.0, detail: dict | None = None,
+           energy_ops: int | None = None) -> LayerSim:
+    """Overlap compute with memory, add the stall causes and the energy: the common last step of
+    every design model."""
+    mt = memory_timing(traffic, cfg, first_tile_bytes=first_tile_bytes)
+    compute_cycles = int(compute_cycles)
+    mem = max(mt.dram_cycles, mt.sram_cycles)
+    cycles = max(compute_cycles, mem) + mt.fill_cycles
+    stalls = {k: int(v) for k, v in core_stalls.items()}
+    extra = max(0, mem - compute_cycles)
+    stalls["dram"] = (extra if mt.dram_cycles >= mt.sram_cycles else 0) + mt.fill_cycles
+    stalls["buffer"] = extra if mt.dram_cycles < mt.sram_cycles else 0
+    econf = econf or load_energy()
+    energy = energy_breakdown(design, cycles=cycles, clock_mhz=cfg.clock_mhz,
+                              ops=effectual_ops if energy_ops is None else energy_ops,
+                              sram_bytes=traffic.sram_total, dram_bytes=traffic.dram_total, econf=econf)
+    det = {"dram_cycles": mt.dram_cycles, "buffer_cycles": mt.sram_cycles, "fill_cycles": mt.fill_cycles,
+           "buffer_accesses": mt.buffer_accesses}
+    det.update(detail or {})
+    return LayerSim(design=design, layer=layer, M=int(M), K=int(K), N=int(N), T=int(T), cycles=int(cycles),
+                    compute_cycles=compute_cycles, stalls=stalls, effectual_ops=int(effectual_ops),
+                    chunks_scanned=int(chunks_scanned), pe_busy=[int(b) for b in np.asarray(pe_busy).ravel()],
+                    sram=dict(traffic.sram), dram=dict(traffic.dram), buffer_hits=mt.buffer_hits,
+                    buffer_misses=mt.buffer_misses, energy=energy, clock_mhz=cfg.clock_mhz, detail=det)
+
+
+# Inner join statistics (vectorized) --------------------------------------------------------------
+@dataclass(frozen=True)
+class JoinCost:
+    """Cycles of an inner-product PE array built like LoAS's core but with a fast prefix-sum on
+    both sides (SparTen's PE): rows in groups of P (one row per PE); for each column n the P PEs
+    start together on the shared B fiber and the step costs the max over the group. A PE spends
+    ``max(1, matches)`` cycles per 128-bit chunk pair (one join cycle, one match per cycle, as the
+    TPPE's F side in sim/tppe.py) plus ``overhead`` cycles per output (start and result, as the
+    TPPE)."""
+
+    cycles: int
+    busy: np.ndarray  # (P,)
+    matches: int
+    scanned: int
+
+
+def _pack_chunks(nz: np.ndarray, chunk: int) -> np.ndarray:
+    """Boolean (R, L) -> (R, C, W) words holding each chunk's bitmask (bit order irrelevant here)."""
+    R, L = nz.shape
+    C = max(1, -(-L // chunk))
+    bits = np.zeros((R, C * chunk), bool)
+    bits[:, :L] = nz
+    packed = np.packbits(bits.reshape(R, C, chunk), axis=2, bitorder="little")  # (R, C, bytes)
+    word = {1: np.uint8, 2: np.uint16, 4: np.uint32}.get(packed.shape[2], np.uint64)
+    return np.ascontiguousarray(packed).view(word)
+
+
+def join_cost(nz_a: np.ndarray, nz_b: np.ndarray, *, chunk: int, pes: int, overhead: int = 2,
+              block_bytes: int = 32 << 20) -> JoinCost:
+    """Group-synchronised inner-join cycles of boolean operands nz_a (M, K) and nz_b (K, N).
+
+    Matches per chunk pair are popcounts of ANDed bitmask words (no BLAS: exact, and immune to
+    BLAS thread oversubscription on a loaded machine)."""
+    M, K = nz_a.shape
+    N = nz_b.shape[1]
+    C = max(1, -(-K // chunk))
+    Mp = -(-M // pes) * pes
+    a = _pack_chunks(np.asarray(nz_a, bool), chunk)  # (M, C, W)
+    b = _pack_chunks(np.asarray(nz_b, bool).T, chunk)  # (N, C, W)
+    W = a.shape[2]
+    rows = max(pes, (block_bytes // max(1, N * C * W * a.itemsize)) // pes * pes)
+    cycles, matches = 0, 0
+    busy = np.zeros(pes, np.int64)
+    for m0 in range(0, Mp, rows):  # a few blocks of rows, to bound memory; not a per-match loop
+        blk = a[m0:m0 + rows]
+        x = np.bitwise_count(blk[:, None] & b[None]).sum(axis=3, dtype=np.int32)  # (mb, N, C)
+        cost = np.maximum(x, 1).sum(axis=2, dtype=np.int64) + overhead  # (mb, N)
+        mb = cost.shape[0]
+        padded = np.zeros((-(-mb // pes) * pes, N), np.int64)
+        padded[:mb] = cost
+        per_pe = padded.reshape(-1, pes, N)
+        cycles += int(per_pe.max(axis=1).sum())
+        busy += per_pe.sum(axis=(0, 2))
+        matches += int(x.sum(dtype=np.int64))
+    return JoinCost(cycles, busy, matches, M * N * C)
+
+
+# LoAS --------------------------------------------------------------------------------------------
+def _core_timing(words, weights, cfg: LoASConfig):
+    """Compute timing of the TPPE array from sim.tppe (the RTL's microarchitecture)."""
+    from sim.tppe import core_cycles
+
+    # The core executes the same (row group, column) steps in either loop order; only the order,
+    # hence the data movement, differs, so nmtk reuses the mntk step costs.
+    return core_cycles(words, weights, dataclasses.replace(cfg, loop_order="mntk"))
+
+
+def fiber_sizes(words: np.ndarray, weights: np.ndarray, T: int, cfg: LoASConfig,
+                out_words: np.ndarray | None = None) -> dict:
+    """Bytes of the compressed LoAS fibers (spec/loas.md section 3): bitmasks padded to whole
+    chunks, T bits per packed spike word, weight_bits per weight. Without ``out_words`` the output
+    is assumed as silent as the input (the ratio of non-silent words carries over)."""
+    M, K = words.shape
+    N = weights.shape[1]
+    ch = cfg.chunk_bits
+    kp = -(-K // ch) * ch
+    np_ = -(-N // ch) * ch
+    nnz_a = int(np.count_nonzero(words))
+    nnz_b = int(np.count_nonzero(weights))
+    if out_words is None:
+        nnz_o = int(round(nnz_a / max(1, words.size) * M * N))
+    else:
+        nnz_o = int(np.count_nonzero(out_words))
+    return {
+        "a_bitmask": nbytes(M * kp), "a_values": nbytes(nnz_a * T),
+        "b_bitmask": nbytes(N * kp), "b_values": nbytes(nnz_b * cfg.weight_bits),
+        "o_bitmask": nbytes(M * np_), "o_values": nbytes(nnz_o * T),
+        "nnz_a": nnz_a, "nnz_b": nnz_b, "nnz_o": nnz_o,
+    }
+
+
+def loas_traffic(sz: dict, M: int, N: int, cfg: LoASConfig) -> tuple[Traffic, float]:
+    """Buffer and DRAM bytes of LoAS for one layer; returns (traffic, first-tile bytes)."""
+    tr = Traffic()
+    cap = capacity_bytes(cfg)
+    n_mt = -(-M // cfg.tile.m)
+    n_nt = -(-N // cfg.tile.n)
+    size_a = sz["a_bitmask"] + sz["a_values"]
+    size_b = sz["b_bitmask"] + sz["b_values"]
+    out_tile = (sz["o_bitmask"] + sz["o_values"]) * min(1.0, cfg.tile.m / M)
+    if cfg.loop_order == "mntk":
+        a_tile = size_a * min(1.0, cfg.tile.m / M)
+        fa = 1.0
+        fb = refetch_bytes(size_b, n_mt, cap - a_tile - out_tile) / size_b if size_b else 0.0
+        first = a_tile + size_b * min(1.0, cfg.tile.n / N)
+    else:
+        b_tile = size_b * min(1.0, cfg.tile.n / N)
+        fb = 1.0
+        fa = refetch_bytes(size_a, n_nt, cap - b_tile - out_tile) / size_a if size_a else 0.0
+        first = b_tile + size_a * min(1.0, cfg.tile.m / M)
+    # DRAM: reads of A and B (scaled by their refetch factors), output fibers written once.
+    tr.add("dram", "spikes", sz["a_values"] * fa)
+    tr.add("dram", "weights", sz["b_values"] * fb)
+    tr.add("dram", "bitmasks", sz["a_bitmask"] * fa + sz["b_bitmask"] * fb + sz["o_bitmask"])
+    tr.add("dram", "outputs", sz["o_values"])
+    # Buffer: PE reads (A per n-tile, B broadcast per m-tile), fills from DRAM, output writes.
+    tr.add("sram", "spikes", sz["a_values"] * (n_nt + fa))
+    tr.add("sram", "weights", sz["b_values"] * (n_mt + fb))
+    tr.add("sram", "bitmasks", sz["a_bitmask"] * (n_nt + fa) + sz["b_bitmask"] * (n_mt + fb) + 2 * sz["o_bitmask"])
+    tr.add("sram", "outputs", 2 * sz["o_values"])
+    return tr, first
+
+
+def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | None = None, *,
+                   T: int | None = None, out_words: np.ndarray | None = None, name: str = "layer",
+                   econf: EnergyConfig | None = None) -> LayerSim:
+    """Simulate one layer on LoAS.
+
+    Parameters
+    ----------
+    words : uint16 (M, K)      packed input spike words
+    weights : int8 (K, N)
+    cfg : LoASConfig           defaults to the paper's configuration
+    T : int                    timesteps of the trace (defaults to cfg.timesteps)
+    out_words : uint16 (M, N)  the layer's output words (from the trace), for output traffic
+    name : str                 layer name in the result
+    econf : EnergyConfig       energy constants (defaults to sim/configs/energy.yaml)
+
+    Raises
+    ------
+    ValueError
+        On operands of the wrong dtype or shape, or spike words wider than T.
+    """
+    cfg = cfg or LoASConfig()
+    T = int(T or cfg.timesteps)
+    if T > cfg.timesteps:
+        raise ValueError(f"the trace has T={T} but the hardware is built for timesteps={cfg.timesteps}")
+    words, weights = _check(words, weights, T)
+    M, K = words.shape
+    N = weights.shape[1]
+    core = _core_timing(words, weights, cfg)
+    # sum_{m,n} |nz(A[m]) & nz(B[:, n])| = sum_k (non-silent words in column k) x (non-zeros in row k)
+    ops = int(np.dot(np.count_nonzero(words, axis=0).astype(np.int64), np.count_nonzero(weights, axis=1).astype(np.int64)))
+    sz = fiber_sizes(words, weights, T, cfg, out_words)
+    tr, first = loas_traffic(sz, M, N, cfg)
+    busy = np.asarray(core.busy)
+    scanned = M * N * max(1, -(-K // cfg.chunk_bits))  # the TPPE visits every chunk pair
+    return finish("loas", name, M=M, K=K, N=N, T=T, compute_cycles=int(core.total), pe_busy=busy,
+                  core_stalls=dict(core.stalls), effectual_ops=ops, chunks_scanned=scanned, traffic=tr,
+                  cfg=cfg, econf=econf, first_tile_bytes=first,
+                  detail={"loop_order": cfg.loop_order,
+                          "nnz_spike_words": sz["nnz_a"], "nnz_weights": sz["nnz_b"]})
+
+
+def _check(words, weights, T: int):
+    words, weights = np.asarray(words), np.asarray(weights)
+    if words.dtype != np.uint16 or words.ndim != 2:
+        raise ValueError(f"spike words must be uint16 (M, K), got {words.dtype} {words.shape}")
+    if weights.dtype != np.int8 or weights.ndim != 2:
+        raise ValueError(f"weights must be int8 (K, N), got {weights.dtype} {weights.shape}")
+    if words.shape[1] != weights.shape[0]:
+        raise ValueError(f"K mismatch: spikes have K={words.shape[1]}, weights K={weights.shape[0]}")
+    if int(words.max(initial=0)) >> T:
+        raise ValueError(f"spike words have bits above T={T}")
+    return words, weights
+
+
+__all__ = ["LayerSim", "JoinCost", "join_cost", "simulate_layer", "fiber_sizes", "loas_traffic", "finish",
+           "DESIGN_NAMES", "OPERANDS"]

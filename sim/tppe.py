@@ -1,0 +1,183 @@
+"""Cycle-exact timing model of the TPPE and of the core's compute (hw/README.md describes the
+microarchitecture both this model and the RTL in hw/ follow; keep the three in step).
+
+Summary of the timing contract (cycle 0 = the cycle the scheduler asserts a TPPE's ``start``):
+
+* F side (fast join + pseudo-accumulator), from cycle 1: one cycle per empty chunk pair, one cycle
+  per match otherwise (``max(1, matches)`` per chunk pair); a match is pushed into FIFO-mp/FIFO-B in
+  its cycle unless the FIFOs are full (``level == depth``; a pop in the same cycle does not help).
+* L side (laggy A-side prefix-sum + correction): serves the FIFO head from the cycle after it was
+  pushed; walking from segment 0 of a new chunk (or from where it stopped in the same chunk), it
+  spends one cycle per segment of ``chunk_bits / laggy_adders`` bits it must pass and one cycle to
+  resolve (pop) the match.
+* The TPPE's result is valid at ``max(F end, last pop + 1) + 1``; that number of cycles is
+  :func:`tppe_cycles`.
+* Core (loop order mntk): rows in groups of P (one row per TPPE), for each column n all P TPPEs
+  start together on the shared B fiber; the next column starts in the cycle all results are valid,
+  so a step costs the max over the group's TPPEs. The core's cycle counter is the sum of the steps.
+
+The model is vectorized over all output neurons; it loops over match rank (the j-th match of every
+fiber at once), never over individual matches or cycles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.config import LoASConfig
+
+
+@dataclass(frozen=True, eq=False)
+class CoreTiming:
+    """Cycles of one layer on the core.
+
+    Attributes
+    ----------
+    total : int              core cycles for the whole layer (the RTL's cycle counter)
+    busy : int64 (P,)        cycles each TPPE spends computing (sum of its own fiber times)
+    stalls : dict            name -> cycles: ``fifo_full`` (F side blocked by full FIFOs, summed
+                             over neurons), ``laggy_drain`` (result waits for the L side after the
+                             F side ended), ``imbalance`` (TPPE idle waiting for the slowest of its
+                             group, summed over TPPEs)
+    tppe : int64 (M, N)      cycles per output neuron (:func:`tppe_cycles`)
+    steps : int              number of (group, column) steps
+    """
+
+    total: int
+    busy: np.ndarray
+    stalls: dict = field(default_factory=dict)
+    tppe: np.ndarray = None
+    steps: int = 0
+
+
+def _check(words, weights, cfg):
+    words = np.asarray(words)
+    weights = np.asarray(weights)
+    if words.ndim != 2 or weights.ndim != 2 or words.shape[1] != weights.shape[0]:
+        raise ValueError(f"need words (M, K) and weights (K, N); got {words.shape} and {weights.shape}")
+    if not isinstance(cfg, LoASConfig):
+        raise TypeError(f"cfg must be a LoASConfig, got {type(cfg).__name__}")
+    cfg.check()
+    return words, weights
+
+
+def _fiber_timing(words, weights, cfg):
+    """(tau (M, N), fifo_stall (M, N), drain (M, N)) for every output neuron."""
+    M, K = words.shape
+    N = weights.shape[1]
+    W = cfg.chunk_bits
+    C = max(1, -(-K // W))
+    seg_bits = cfg.laggy_adders
+    D = cfg.fifo_depth
+    tau = np.zeros((M, N), dtype=np.int64)
+    fifo_stall = np.zeros((M, N), dtype=np.int64)
+    drain = np.zeros((M, N), dtype=np.int64)
+    nz_b = np.zeros((C * W, N), dtype=bool)
+    nz_b[:K] = weights != 0
+    # Row blocks bound the (rows, N, K) match tensor to a few tens of MB.
+    block = max(1, int(2**25 // max(1, N * C * W)))
+    for m0 in range(0, M, block):
+        nz_a = np.zeros((min(block, M - m0), C * W), dtype=bool)
+        nz_a[:, :K] = words[m0 : m0 + block] != 0
+        match = nz_a[:, None, :] & nz_b.T[None, :, :]  # (Mb, N, CW)
+        Mb = match.shape[0]
+        flat = match.reshape(Mb * N, C * W)
+        R = flat.shape[0]
+        per_chunk = flat.reshape(R, C, W).sum(axis=2)
+        J = per_chunk.sum(axis=1)
+        empty = per_chunk == 0
+        empties_before = np.cumsum(empty, axis=1) - empty  # exclusive
+        jmax = int(J.max(initial=0))
+        rows, ks = np.nonzero(flat)  # row-major: k ascending within each neuron
+        rank = np.arange(len(rows)) - np.concatenate(([0], np.cumsum(J)))[rows]
+        pos = np.zeros((R, max(jmax, 1)), dtype=np.int64)
+        pos[rows, rank] = ks
+        chunk = pos // W
+        seg = (pos % W) // seg_bits
+        phi = np.arange(pos.shape[1])[None, :] + np.take_along_axis(empties_before, chunk, axis=1)
+        r_hist = np.zeros((R, max(jmax, 1)), dtype=np.int64)
+        u = np.zeros(R, dtype=np.int64)
+        r = np.full(R, -(10**9), dtype=np.int64)
+        stall = np.zeros(R, dtype=np.int64)
+        for j in range(jmax):
+            live = j < J
+            if j == 0:
+                u_free = 1 + phi[:, 0]
+            else:
+                u_free = u + phi[:, j] - phi[:, j - 1]
+            u_new = u_free
+            if j >= D:
+                u_new = np.maximum(u_free, r_hist[:, j - D] + 1)
+            if j == 0:
+                adv = seg[:, 0]
+            else:
+                adv = seg[:, j] - np.where(chunk[:, j] == chunk[:, j - 1], seg[:, j - 1], 0)
+            r_new = np.maximum(u_new + 1, r + 1) + adv
+            stall = np.where(live, stall + (u_new - u_free), stall)
+            u = np.where(live, u_new, u)
+            r = np.where(live, r_new, r)
+            r_hist[:, j] = r
+        last_chunk = np.where(J > 0, np.take_along_axis(chunk, np.maximum(J - 1, 0)[:, None], axis=1)[:, 0], 0)
+        e_trail = C - 1 - last_chunk
+        f_end = np.where(J > 0, u + 1 + e_trail, 1 + C)
+        l_end = np.where(J > 0, r + 1, 0)
+        d = np.maximum(f_end, l_end) + 1
+        sl = slice(m0, m0 + Mb)
+        tau[sl] = d.reshape(Mb, N)
+        fifo_stall[sl] = stall.reshape(Mb, N)
+        drain[sl] = np.maximum(l_end - f_end, 0).reshape(Mb, N)
+    return tau, fifo_stall, drain
+
+
+def tppe_cycles(words, weights, cfg: LoASConfig) -> np.ndarray:
+    """Cycles of one TPPE for every output neuron: int64 (M, N), from its start to its valid result.
+
+    Parameters
+    ----------
+    words : uint16 (M, K)   packed spike words (only non-zero-ness matters for timing)
+    weights : int8 (K, N)   weights (only non-zero-ness matters)
+    cfg : LoASConfig        chunk_bits, laggy_adders and fifo_depth are used
+
+    Raises
+    ------
+    ValueError on mismatched shapes or an invalid configuration; TypeError when cfg is not a LoASConfig.
+    """
+    words, weights = _check(words, weights, cfg)
+    return _fiber_timing(words, weights, cfg)[0]
+
+
+def core_cycles(words, weights, cfg: LoASConfig) -> CoreTiming:
+    """Cycles of the core (P = cfg.pes TPPEs, loop order mntk) for one whole layer.
+
+    Rows are taken in groups of P (row g*P + i on TPPE i); for each group every column n is one
+    step costing the max over the group's TPPEs. Rows past M leave their TPPE idle.
+
+    Raises
+    ------
+    ValueError / TypeError as :func:`tppe_cycles`.
+    """
+    words, weights = _check(words, weights, cfg)
+    if cfg.loop_order != "mntk":
+        raise ValueError(f"loop_order: the core implements 'mntk' only, got {cfg.loop_order!r}")
+    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg)
+    M, N = tau.shape
+    P = cfg.pes
+    G = -(-M // P)
+    padded = np.zeros((G * P, N), dtype=np.int64)
+    padded[:M] = tau
+    grouped = padded.reshape(G, P, N)
+    step = grouped.max(axis=1)  # (G, N)
+    busy = grouped.sum(axis=(0, 2))
+    live = np.zeros((G * P,), dtype=bool)
+    live[:M] = True
+    live = live.reshape(G, P)[:, :, None]
+    imbalance = int(((step[:, None, :] - grouped) * live).sum())
+    return CoreTiming(
+        total=int(step.sum()),
+        busy=busy.astype(np.int64),
+        stalls={"fifo_full": int(fifo_stall.sum()), "laggy_drain": int(drain.sum()), "imbalance": imbalance},
+        tppe=tau,
+        steps=int(G * N),
+    )

@@ -1,0 +1,92 @@
+"""`loas sim`, `loas compare`, `loas sweep` as a user runs them."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sim.synthetic import write_random_workload
+from sim.trace import Geometry
+
+
+def loas(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "loas.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def wl(tmp_path_factory):
+    return write_random_workload(tmp_path_factory.mktemp("w") / "small",
+                                 {"conv2": Geometry(16, 8, 8, 3, 1, 1, 32), "fc": Geometry.fc(128, 10)},
+                                 T=4, seed=3, weight_density=0.1)
+
+
+def test_sim_json_has_per_layer_and_total(wl):
+    r = loas("sim", wl, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    keys = {"cycles", "effectual_ops", "sram_bytes", "dram_bytes", "energy"}
+    assert [l["layer"] for l in out["layers"]] == ["conv2", "fc"]
+    for part in out["layers"] + [out["total"]]:
+        assert keys <= set(part)
+    assert out["total"]["cycles"] == sum(l["cycles"] for l in out["layers"])
+    g = json.loads(loas("golden", wl, "--layer", "conv2", "--json").stdout)
+    assert out["layers"][0]["effectual_ops"] == g["effectual_ops"]
+    one = json.loads(loas("sim", wl, "--layer", "fc", "--design", "gospa", "--json").stdout)
+    assert one["design"] == "gospa" and len(one["layers"]) == 1
+
+
+def test_compare_writes_report(wl, tmp_path):
+    r = loas("compare", wl, "--out", tmp_path / "rep", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out["baselines"]) == {"sparten", "gospa", "gamma", "ptb", "stellar"}
+    for v in out["baselines"].values():
+        assert v["speedup"] > 0 and v["energy_efficiency"] > 0 and len(v["layers"]) == 2
+    for f in ("compare.csv", "compare.json", "speedup.png", "energy_breakdown.png", "layer_speedup.png"):
+        assert (tmp_path / "rep" / f).stat().st_size > 0
+    with open(tmp_path / "rep" / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["design"], r["layer"]) for r in rows} >= {("loas", "total"), ("gamma", "conv2")}
+    txt = loas("compare", wl, "--designs", "sparten", "--out", tmp_path / "r2")
+    assert txt.returncode == 0 and "sparten" in txt.stdout
+
+
+def test_sweep_runs_workers_and_writes_table(tmp_path):
+    r = loas("sweep", "--param", "pes=4,8,16", "--param", "timesteps=4,8", "--layer", "conv13", "--jobs", "2",
+             "--out", tmp_path / "sw", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "sweep" in r.stderr and "6/6" in r.stderr  # tqdm progress bar
+    rows = json.loads(r.stdout)["rows"]
+    assert [(x["pes"], x["timesteps"]) for x in rows] == [(p, t) for p in (4, 8, 16) for t in (4, 8)]
+    assert all(x["speedup_vs_sparten"] > 0 for x in rows)
+    for f in ("sweep.csv", "sweep.json", "sweep.png"):
+        assert (tmp_path / "sw" / f).stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("sweep", "--param", "pez=4"), "key 'pez'"),
+    (("sweep", "--param", "pes=0"), "key 'pes'"),
+    (("sweep", "--param", "loop_order=xyz"), "key 'loop_order'"),
+])
+def test_sweep_errors_are_one_line(args, needle):
+    r = loas(*args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_errors_name_file_and_key(wl, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pes: 16\nbuffer: {capacity_kb: 256, bankz: 4}\n")
+    r = loas("sim", wl, "--config", bad)
+    assert r.returncode == 2 and str(bad) in r.stderr and "buffer.bankz" in r.stderr
+    bad.write_text("timesteps: 2\n")
+    r = loas("sim", wl, "--config", bad)
+    assert r.returncode == 2 and "timesteps" in r.stderr and str(bad) in r.stderr
+    e = tmp_path / "e.yaml"
+    e.write_text("dram_nj_per_access: fast\n")
+    r = loas("compare", wl, "--energy", e, "--out", tmp_path / "x")
+    assert r.returncode == 2 and str(e) in r.stderr and "dram_nj_per_access" in r.stderr
+    r = loas("compare", wl, "--designs", "tpu", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "tpu" in r.stderr
