@@ -1,0 +1,232 @@
+"""The LoAS core: P TPPEs sharing the B fiber, an mntk scheduler, P-LIF and output compressors per
+TPPE, memories the testbench loads, start/done and a cycle counter (hw/README.md "Core").
+
+Memory map of the load port (``ld_sel``):
+0 A bitmask chunks (row r chunk c at r*C + c)   1 A packed spike words (fiber order)
+2 A row pointers (M + 1)                         3 B bitmask chunks (column n chunk c at n*C + c)
+4 B packed weights (fiber order)                 5 B column pointers (N + 1)
+6 bias (N)
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.compress import OutputCompressor
+from hw.params import validated, check_adders, check_int, check_pow2, check_timesteps
+from hw.plif import PLIF
+from hw.tppe import TPPE, acc_bits_for
+
+LD_A_MASK, LD_A_VAL, LD_A_PTR, LD_B_MASK, LD_B_VAL, LD_B_PTR, LD_BIAS = range(7)
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
+
+
+class Core(wiring.Component):
+    """LoAS core for one layer shape.
+
+    Parameters (keyword-only)
+    ----------
+    pes : int            P, number of TPPEs (>= 1)
+    timesteps : int      T, 1..16
+    chunk_bits : int     bitmask chunk width (power of two)
+    weight_bits : int    signed weight width
+    laggy_adders : int   A-side laggy prefix-sum adders (power of two <= chunk_bits)
+    fifo_depth : int     FIFO-mp / FIFO-B depth (>= 1)
+    rows, cols, k : int  largest layer shape M, N, K the memories are sized for; the layer's own
+                         shape is given at run time (``rows``, ``cols``, ``chunks`` inputs), so one
+                         build serves every layer that fits
+    bias_bits : int      signed bias width
+    a_nnz, b_nnz : int or None   value-memory depths (default M*K and K*N)
+
+    Ports
+    -----
+    ld_sel, ld_addr, ld_data, ld_en : In     memory load port (one word per cycle; map above)
+    threshold : In(signed), decay_shift : In(5), n_mask : In(1)   layer LIF / compression settings
+    rows, cols, chunks : In   shape of the layer to run (M, N, ceil(K / chunk_bits))
+    start : In(1)        pulse: run the whole layer
+    done : Out(1)        high from the end of the run until the next start
+    cycles : Out(32)     cycles of the last run (sim/tppe.py core_cycles' ``total``)
+    out : Out(stream)    one beat per (group g, column n): ``g``, ``n``, per lane ``word``, ``nz``,
+                         ``index`` (output fiber of row g*P + lane) and ``active``
+
+    Raises
+    ------
+    TypeError, ValueError naming the parameter (P = 0, T > 16, chunk not a power of two, FIFO
+    depth 0, ...).
+    """
+
+    @validated
+    def __init__(self, *, pes=16, timesteps=4, chunk_bits=128, weight_bits=8, laggy_adders=16,
+                 fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None):
+        self.P = check_int("pes", pes, lo=1, hi=256)
+        self.T = check_timesteps(timesteps)
+        self.W = check_pow2("chunk_bits", chunk_bits)
+        self.weight_bits = check_int("weight_bits", weight_bits, lo=2, hi=16)
+        self.laggy_adders = check_adders(chunk_bits, laggy_adders)
+        self.fifo_depth = check_int("fifo_depth", fifo_depth, lo=1)
+        self.M = check_int("rows", rows, lo=1)
+        self.N = check_int("cols", cols, lo=1)
+        self.K = check_int("k", k, lo=1)
+        self.bias_bits = check_int("bias_bits", bias_bits, lo=1, hi=32)
+        self.C = -(-self.K // self.W)
+        self.G = -(-self.M // self.P)
+        self.a_nnz = check_int("a_nnz", a_nnz if a_nnz is not None else self.M * self.K, lo=1)
+        self.b_nnz = check_int("b_nnz", b_nnz if b_nnz is not None else self.K * self.N, lo=1)
+        self.acc_bits = acc_bits_for(chunks=self.C, chunk_bits=self.W, weight_bits=weight_bits, bias_bits=bias_bits)
+        self.mem_bits = self.acc_bits + 1
+        self.mask_addr_bits = _bits(max(self.M, self.N) * self.C)
+        self.a_ptr_bits = _bits(self.a_nnz + self.W)
+        self.b_ptr_bits = _bits(self.b_nnz + self.W)
+        self.index_bits = _bits(self.N)
+        lane = data.StructLayout({"word": unsigned(self.T), "nz": unsigned(1),
+                                  "index": unsigned(self.index_bits), "active": unsigned(1)})
+        self.out_layout = data.StructLayout({
+            "g": unsigned(_bits(self.G)), "n": unsigned(_bits(self.N)),
+            "lanes": data.ArrayLayout(lane, self.P),
+        })
+        super().__init__({
+            "ld_sel": In(3), "ld_addr": In(32), "ld_data": In(max(self.W, 32)), "ld_en": In(1),
+            "threshold": In(signed(self.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
+            "rows": In(range(1, self.M + 1)), "cols": In(range(1, self.N + 1)),
+            "chunks": In(range(1, self.C + 1)),
+            "start": In(1), "done": Out(1), "cycles": Out(32),
+            "out": Out(stream.Signature(self.out_layout)),
+        })
+
+    def tppe(self) -> TPPE:
+        return TPPE(timesteps=self.T, chunk_bits=self.W, chunks=self.C, weight_bits=self.weight_bits,
+                    bias_bits=self.bias_bits, laggy_adders=self.laggy_adders, fifo_depth=self.fifo_depth,
+                    mask_addr_bits=self.mask_addr_bits, a_ptr_bits=self.a_ptr_bits, b_ptr_bits=self.b_ptr_bits)
+
+    def elaborate(self, platform):
+        m = Module()
+        P, T, W, G = self.P, self.T, self.W, self.G
+        Mx, Nx, Cx = self.M, self.N, self.C
+        M, N, C = self.rows, self.cols, self.chunks  # run-time shape
+        mems = {
+            LD_A_MASK: Memory(shape=W, depth=Mx * Cx, init=[]),
+            LD_A_VAL: Memory(shape=T, depth=self.a_nnz, init=[]),
+            LD_A_PTR: Memory(shape=self.a_ptr_bits, depth=Mx + 1, init=[]),
+            LD_B_MASK: Memory(shape=W, depth=Nx * Cx, init=[]),
+            LD_B_VAL: Memory(shape=signed(self.weight_bits), depth=self.b_nnz, init=[]),
+            LD_B_PTR: Memory(shape=self.b_ptr_bits, depth=Nx + 1, init=[]),
+            LD_BIAS: Memory(shape=signed(self.bias_bits), depth=Nx, init=[]),
+        }
+        names = ["a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias"]
+        for sel, mem in mems.items():
+            m.submodules[f"mem_{names[sel]}"] = mem
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data),
+                         wp.en.eq(self.ld_en & (self.ld_sel == sel))]
+
+        g = Signal(range(max(G, 2)))
+        n = Signal(range(max(Nx, 2)))
+        g_next = Signal.like(g)
+        n_next = Signal.like(n)
+        issue = Signal()
+        last = Signal()
+        m.d.comb += last.eq(((g + 1) * P >= M) & (n == N - 1))
+        with m.If(n == N - 1):
+            m.d.comb += [n_next.eq(0), g_next.eq(g + 1)]
+        with m.Else():
+            m.d.comb += [n_next.eq(n + 1), g_next.eq(g)]
+
+        b_ptr_rp = mems[LD_B_PTR].read_port(domain="comb")
+        bias_rp = mems[LD_BIAS].read_port(domain="comb")
+        ig = Signal.like(g)  # coordinates of the step being issued this cycle
+        in_ = Signal.like(n)
+        m.d.comb += [b_ptr_rp.addr.eq(in_), bias_rp.addr.eq(in_)]
+
+        all_ok = Signal()
+        fire = Signal()
+        oks = []
+        tppes = []
+        for i in range(P):
+            t = self.tppe()
+            m.submodules[f"tppe{i}"] = t
+            tppes.append(t)
+            plif = PLIF(timesteps=T, acc_bits=self.acc_bits, mem_bits=self.mem_bits)
+            comp = OutputCompressor(timesteps=T, index_bits=self.index_bits)
+            m.submodules[f"plif{i}"] = plif
+            m.submodules[f"comp{i}"] = comp
+            for port_name, mem, addr, dat in (
+                ("F A mask", LD_A_MASK, t.a_mask_addr, t.a_mask_data),
+                ("L A mask", LD_A_MASK, t.al_mask_addr, t.al_mask_data),
+                ("A words", LD_A_VAL, t.a_val_addr, t.a_val_data),
+                ("B mask", LD_B_MASK, t.b_mask_addr, t.b_mask_data),
+                ("B weights", LD_B_VAL, t.b_val_addr, t.b_val_data),
+            ):
+                rp = mems[mem].read_port(domain="comb")
+                m.d.comb += [rp.addr.eq(addr), dat.eq(rp.data)]
+            a_ptr_rp = mems[LD_A_PTR].read_port(domain="comb")
+            m.d.comb += t.chunks.eq(C)
+            row_issue = Signal(range(G * P + 1), name=f"row_issue{i}")
+            m.d.comb += [row_issue.eq(ig * P + i), a_ptr_rp.addr.eq(row_issue)]
+            active = Signal(name=f"active{i}")
+            m.d.comb += active.eq(g * P + i < M)
+            m.d.comb += [
+                t.job.valid.eq(issue & (row_issue < M)),
+                t.job.payload.a_row.eq(row_issue * C),
+                t.job.payload.a_ptr.eq(a_ptr_rp.data),
+                t.job.payload.b_col.eq(in_ * C),
+                t.job.payload.b_ptr.eq(b_ptr_rp.data),
+                t.job.payload.bias.eq(bias_rp.data),
+                plif.i.valid.eq(t.result.valid & all_ok),
+                plif.i.payload.eq(t.result.payload.o),
+                t.result.ready.eq(plif.i.ready),
+                plif.threshold.eq(self.threshold),
+                plif.decay_shift.eq(self.decay_shift),
+                comp.i.valid.eq(plif.o.valid),
+                comp.i.payload.word.eq(plif.o.payload),
+                comp.i.payload.first.eq(n == 0),
+                plif.o.ready.eq(comp.i.ready),
+                comp.o.ready.eq(fire),
+                comp.n_mask.eq(self.n_mask),
+            ]
+            lane = self.out.payload.lanes[i]
+            m.d.comb += [lane.word.eq(comp.o.payload.word), lane.nz.eq(comp.o.payload.nz),
+                         lane.index.eq(comp.o.payload.index), lane.active.eq(active)]
+            oks.append(t.result.valid | ~active)
+        m.d.comb += self.out.payload.g.eq(g)
+        m.d.comb += self.out.payload.n.eq(n)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += [ig.eq(0), in_.eq(0)]
+                with m.If(self.start):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += [g.eq(0), n.eq(0), self.cycles.eq(1)]
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                # Every active TPPE holds a valid result: P-LIF, compress and emit them all in this
+                # cycle and start the next column on the same shared B fiber (no bubble).
+                m.d.comb += [all_ok.eq(_and(oks)),
+                             self.out.valid.eq(all_ok), fire.eq(all_ok & self.out.ready),
+                             ig.eq(g_next), in_.eq(n_next)]
+                with m.If(fire & last):
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(fire & ~last):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += [g.eq(g_next), n.eq(n_next)]
+            with m.State("DONE"):
+                m.d.comb += [self.done.eq(1), ig.eq(0), in_.eq(0)]
+                with m.If(self.start):
+                    m.d.comb += issue.eq(1)
+                    m.d.sync += [g.eq(0), n.eq(0), self.cycles.eq(1)]
+                    m.next = "WAIT"
+        return m
+
+
+def _and(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out & v
+    return out

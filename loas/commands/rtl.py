@@ -1,0 +1,122 @@
+"""`loas rtl sim|verilog|synth`: RTL of the LoAS core (hw/), cosimulated against the golden model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from loas.commands import add_json, group
+
+
+def register(sub):
+    g = group(sub, "rtl", "RTL of the LoAS core: cosimulation, Verilog, synthesis estimate")
+    p = g.add_parser("sim", help="run one layer through the RTL core and compare with the golden model")
+    p.add_argument("workload", help="a name under traces/ or a workload directory")
+    p.add_argument("--layer", required=True, help="layer name, e.g. conv3")
+    p.add_argument("--sample", type=int, default=0)
+    p.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
+    p.add_argument("--waves", action="store_true", help="write a waveform file")
+    p.add_argument("--config", default="loas", help="LoAS config (name under sim/configs or YAML path)")
+    add_json(p)
+    p.set_defaults(func=cmd_sim)
+
+    p = g.add_parser("verilog", help="write one Verilog file per block and one for the core")
+    p.add_argument("--out", default="build/verilog")
+    p.add_argument("--no-lint", action="store_true", help="skip verilator --lint-only")
+    add_json(p)
+    p.set_defaults(func=cmd_verilog)
+
+    p = g.add_parser("synth", help="Yosys cell and LUT/FF estimate per block and for the core")
+    p.add_argument("--out", default="build/synth")
+    add_json(p)
+    p.set_defaults(func=cmd_synth)
+
+
+def cmd_sim(args) -> int:
+    import time
+
+    from sim.config import load
+    from sim.errors import UserError
+    from sim.trace import load_workload
+    from sim.tppe import core_cycles
+
+    if args.simulator not in ("verilator", "icarus"):
+        raise UserError(f"--simulator: must be verilator or icarus, got {args.simulator!r}")
+    from hw.cosim import run_core, simulator_available
+    from hw.host import Collector, check, core_params
+
+    if not simulator_available(args.simulator):
+        raise UserError(f"--simulator: {args.simulator} is not installed"
+                        + (" (apt-get install iverilog)" if args.simulator == "icarus" else ""))
+    cfg = load(args.config)
+    wl = load_workload(args.workload)
+    layer = wl.layer(args.layer)
+    words, weights = layer.words(args.sample), layer.weights_kn()
+    if layer.n_mask > 1:
+        raise UserError(f"{layer.path}: n_mask={layer.n_mask}: the output compressor implements n_mask <= 1")
+    if cfg.weight_bits != 8:
+        raise UserError(f"config weight_bits={cfg.weight_bits}: the traces hold int8 weights")
+    params = core_params(words, weights, pes=cfg.pes, chunk_bits=cfg.chunk_bits, laggy_adders=cfg.laggy_adders,
+                         fifo_depth=cfg.fifo_depth, T=layer.T, bias=layer.bias)
+    t0 = time.perf_counter()
+    res = run_core(words, weights, layer.bias, layer.lif, layer.T, layer.n_mask, params,
+                   simulator=args.simulator, waves=args.waves)
+    wall = time.perf_counter() - t0
+    M, N = words.shape[0], weights.shape[1]
+    col = Collector(M, N, cfg.pes)
+    for g_, n_, lanes in res["beats"]:
+        col.beat(g_, n_, lanes)
+    chk = check(col, words, weights, layer.bias, layer.lif, layer.T, layer.n_mask)
+    model = core_cycles(words, weights, cfg).total
+    rtl = res["rtl_cycles"]
+    out = {
+        "workload": wl.name, "layer": layer.name, "sample": args.sample, "simulator": args.simulator,
+        "match": chk.match, "outputs_checked": chk.outputs_checked, "mismatches": chk.mismatches,
+        "rtl_cycles": rtl, "model_cycles": model, "cycle_diff": rtl - model,
+        "cycle_diff_pct": 100.0 * (rtl - model) / model if model else 0.0,
+        "M": M, "K": words.shape[1], "N": N, "pes": cfg.pes,
+        "wall_s": round(wall, 3), "build_s": round(res["build_s"], 3), "sim_s": round(res["sim_wall_s"], 3),
+        "sim_cycles_per_s": round(rtl / res["sim_wall_s"]) if res["sim_wall_s"] > 0 else None,
+        "waves": res.get("wave_files", []),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{wl.name}/{layer.name} sample {args.sample} on {args.simulator}: M={M} K={out['K']} N={N}, P={cfg.pes}")
+        if chk.match:
+            print(f"PASS: {chk.outputs_checked} output words and {M} output fibers match the golden model")
+        else:
+            print("FAIL: first mismatches:")
+            for line in chk.mismatches:
+                print(f"  {line}")
+        print(f"RTL cycles {rtl}, model (sim/tppe.py) {model}, difference {rtl - model} ({out['cycle_diff_pct']:+.2f} %)")
+        print(f"wall {wall:.1f} s (build {res['build_s']:.1f} s, simulation {res['sim_wall_s']:.1f} s), "
+              f"{out['sim_cycles_per_s']} simulated cycles/s")
+        for w in out["waves"]:
+            print(f"waves: {w}")
+    return 0 if chk.match else 1
+
+
+def cmd_verilog(args) -> int:
+    from hw.blocks import write_verilog
+
+    rows = write_verilog(args.out, lint=not args.no_lint)
+    ok = all(r["lint"] in ("clean", "skipped") for r in rows)
+    if args.json:
+        print(json.dumps({"out": args.out, "files": rows, "lint_ok": ok}, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['file']:<40} lint: {r['lint']}")
+    return 0 if ok else 1
+
+
+def cmd_synth(args) -> int:
+    from hw.blocks import synth_table
+
+    res = synth_table(args.out)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(res["table"])
+        print(f"written: {res['files']}")
+    return 0

@@ -1,0 +1,81 @@
+"""Fast unit tests of the hw/ blocks in Amaranth's own simulator (no Verilog build)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.core import Core
+from hw.host import Collector, check, core_params, load_image
+from sim.config import LoASConfig
+from sim.golden import LIFParams
+from sim.synthetic import random_weights, random_words
+from sim.tppe import tppe_cycles, core_cycles
+
+
+def run_core_amaranth(words, weights, bias, lif, T, n_mask, **kw):
+    params = core_params(words, weights, T=T, bias=bias, exact=True, **kw)
+    dut = Core(**params)
+    image = load_image(words, weights, bias, params["chunk_bits"])
+    M, N = words.shape[0], weights.shape[1]
+    col = Collector(M, N, params["pes"])
+    steps = []
+    res = {}
+
+    async def tb(ctx):
+        for sel, addr, val in image:
+            ctx.set(dut.ld_sel, sel)
+            ctx.set(dut.ld_addr, addr)
+            ctx.set(dut.ld_data, val)
+            ctx.set(dut.ld_en, 1)
+            await ctx.tick()
+        ctx.set(dut.ld_en, 0)
+        ctx.set(dut.threshold, lif.threshold)
+        ctx.set(dut.decay_shift, lif.decay_shift)
+        ctx.set(dut.n_mask, n_mask)
+        ctx.set(dut.rows, M)
+        ctx.set(dut.cols, N)
+        ctx.set(dut.chunks, -(-words.shape[1] // params["chunk_bits"]))
+        ctx.set(dut.out.ready, 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cyc = 1
+        last = 0
+        while not ctx.get(dut.done):
+            if ctx.get(dut.out.valid):
+                p = ctx.get(dut.out.payload)
+                col.beat(int(p.g), int(p.n), [(int(l.word), int(l.nz), int(l.index), int(l.active)) for l in p.lanes])
+                steps.append(cyc - last)
+                last = cyc
+            await ctx.tick()
+            cyc += 1
+            assert cyc < 10**6
+        res["cycles"] = ctx.get(dut.cycles)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return col, res["cycles"], steps, params
+
+
+@pytest.mark.parametrize("P,adders,depth,K", [(1, 16, 8, 300), (1, 4, 2, 256), (3, 16, 8, 200), (2, 128, 1, 130)])
+def test_core_small_exact(P, adders, depth, K):
+    rng = np.random.default_rng(P * 100 + adders + depth)
+    T = 4
+    M, N = 5, 4
+    words = random_words(rng, (M, K), T, 0.5)
+    weights = random_weights(rng, (K, N), 0.3)
+    bias = rng.integers(-64, 64, size=N)
+    lif = LIFParams(threshold=40)
+    col, cycles, steps, params = run_core_amaranth(words, weights, bias, lif, T, n_mask=1,
+                                                   pes=P, laggy_adders=adders, fifo_depth=depth)
+    res = check(col, words, weights, bias, lif, T, 1)
+    assert res.match, res.mismatches
+    cfg = LoASConfig(pes=P, chunk_bits=128, laggy_adders=adders, fifo_depth=depth)
+    model = core_cycles(words, weights, cfg)
+    if P == 1:
+        assert steps == list(tppe_cycles(words, weights, cfg).reshape(-1))
+    assert cycles == model.total

@@ -1,0 +1,227 @@
+"""Per-block tests in Amaranth's simulator: seeded constrained-random stimulus with idle cycles on
+the source and backpressure on the sink, an in-order scoreboard against sim/golden.py, and an
+empty-queue check at the end. Also: parameter sets that cannot work are refused at elaboration."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import numpy as np
+import pytest
+from amaranth import Module, Signal
+from amaranth.sim import Simulator
+
+from hw.compress import OutputCompressor
+from hw.core import Core
+from hw.join import InnerJoin
+from hw.plif import PLIF
+from hw.prefix import FastPrefixSum, LaggyPrefixSum
+from hw.tppe import TPPE
+from sim.golden import LIFParams, plif, strong_mask
+
+
+def _stream_bench(dut, items, expect, drive, sample, seed, idle=0.3, backpressure=0.3, max_cycles=20000):
+    """Drive ``items`` into dut.i with idle cycles, take dut.o with backpressure, compare in order."""
+    rng = random.Random(seed)
+    queue = deque(expect)
+    got = []
+
+    async def tb(ctx):
+        pending = list(items)
+        cycles = 0
+        ctx.set(dut.i.valid, 0)
+        while (pending or len(got) < len(expect)) and cycles < max_cycles:
+            if pending and rng.random() >= idle:
+                drive(ctx, pending[0])
+                ctx.set(dut.i.valid, 1)
+            else:
+                ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, int(rng.random() >= backpressure))
+            _, _, i_valid, i_ready, o_valid, o_ready, payload = await ctx.tick().sample(
+                dut.i.valid, dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload)
+            if o_valid and o_ready:
+                got.append(sample(payload))
+            if i_valid and i_ready:
+                pending.pop(0)
+            cycles += 1
+
+    # Combinational stages have no clock domain of their own: give the bench one.
+    top = Module()
+    top.submodules.dut = dut
+    tick = Signal()
+    top.d.sync += tick.eq(~tick)
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    for g in got:
+        assert queue, "output beyond the expected items"
+        assert g == queue.popleft()
+    assert not queue, f"{len(queue)} expected items never came out"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_plif_against_golden(seed):
+    rng = np.random.default_rng(seed)
+    T = [1, 4, 16][seed]
+    acc = 14
+    lif = LIFParams(threshold=int(rng.integers(1, 400)), decay_shift=int(rng.integers(0, 4)))
+    o = rng.integers(-(1 << (acc - 1)), 1 << (acc - 1), size=(T, 300))
+    o[:, :100] = rng.integers(-300, 600, size=(T, 100))  # near the threshold: both branches
+    words, _ = plif(o, lif)
+    dut = PLIF(timesteps=T, acc_bits=acc)
+    captured = {}
+
+    def drive(ctx, col):
+        ctx.set(dut.threshold, lif.threshold)
+        ctx.set(dut.decay_shift, lif.decay_shift)
+        for t in range(T):
+            ctx.set(dut.i.payload[t], int(col[t]))
+        captured["cur"] = col
+
+    def sample(p):
+        return int(p)
+
+    # The stage is combinational: the sampled output belongs to the item presented this cycle.
+    _stream_bench(dut, [o[:, j] for j in range(o.shape[1])], [int(w) for w in words], drive, sample, seed)
+
+
+@pytest.mark.parametrize("n_mask", [0, 1])
+def test_output_compressor_against_golden(n_mask):
+    rng = np.random.default_rng(5 + n_mask)
+    T, M, N = 4, 6, 20
+    words = rng.integers(0, 16, size=(M, N)).astype(np.uint16)
+    words[rng.random((M, N)) < 0.5] = 0
+    masked = strong_mask(words, n_mask)
+    expect = []
+    for r in range(M):
+        idx = 0
+        for n in range(N):
+            w = int(masked[r, n])
+            expect.append((w, int(w != 0), idx if w else None))
+            idx += w != 0
+    dut = OutputCompressor(timesteps=T, index_bits=6)
+    items = [(int(words[r, n]), n == 0) for r in range(M) for n in range(N)]
+
+    def drive(ctx, item):
+        ctx.set(dut.n_mask, n_mask)
+        ctx.set(dut.i.payload.word, item[0])
+        ctx.set(dut.i.payload.first, int(item[1]))
+
+    def sample(p):
+        return (int(p.word), int(p.nz), int(p.index) if p.nz else None)
+
+    _stream_bench(dut, items, expect, drive, sample, seed=n_mask)
+
+
+def _comb_check(dut, cases, check):
+    async def tb(ctx):
+        for case in cases:
+            check(ctx, case)
+            await ctx.delay(1e-9)
+
+    sim = Simulator(dut)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_fast_prefix_sum_and_inner_join():
+    rng = random.Random(3)
+    W = 32
+    fast = FastPrefixSum(width=W)
+    masks = [rng.getrandbits(W) & rng.getrandbits(W) for _ in range(50)] + [0, (1 << W) - 1]
+
+    async def tb(ctx):
+        for mk in masks:
+            ctx.set(fast.mask, mk)
+            await ctx.delay(1e-9)
+            offs = [int(v) for v in ctx.get(fast.offset)]
+            assert offs == [bin(mk & ((1 << i) - 1)).count("1") for i in range(W)]
+            assert ctx.get(fast.total) == bin(mk).count("1")
+
+    sim = Simulator(fast)
+    sim.add_testbench(tb)
+    sim.run()
+
+    join = InnerJoin(chunk_bits=W)
+
+    async def tb2(ctx):
+        for a in masks:
+            b = rng.getrandbits(W)
+            consumed = 0
+            want = [i for i in range(W) if (a >> i) & (b >> i) & 1]
+            for k, p in enumerate(want):
+                ctx.set(join.a_mask, a)
+                ctx.set(join.b_mask, b)
+                ctx.set(join.consumed, consumed)
+                await ctx.delay(1e-9)
+                assert ctx.get(join.has_match) and ctx.get(join.pos) == p
+                assert ctx.get(join.b_offset) == bin(b & ((1 << p) - 1)).count("1")
+                assert ctx.get(join.last) == (k == len(want) - 1)
+                consumed |= 1 << p
+            ctx.set(join.a_mask, a)
+            ctx.set(join.b_mask, b)
+            ctx.set(join.consumed, consumed)
+            await ctx.delay(1e-9)
+            assert not ctx.get(join.has_match)
+
+    sim = Simulator(join)
+    sim.add_testbench(tb2)
+    sim.run()
+
+
+def test_laggy_prefix_sum_walk():
+    """Offsets of increasing positions; cycles = one per segment passed plus one per position."""
+    W, A = 64, 8
+    dut = LaggyPrefixSum(chunk_bits=W, adders=A, ptr_bits=12)
+    rng = random.Random(9)
+
+    async def tb(ctx):
+        for _ in range(20):
+            mask = rng.getrandbits(W)
+            base = rng.randrange(100)
+            targets = sorted(rng.sample(range(W), 4))
+            restart = True
+            cycles = 0
+            for p in targets:
+                while True:
+                    ctx.set(dut.mask, mask)
+                    ctx.set(dut.pos, p)
+                    ctx.set(dut.base, base)
+                    ctx.set(dut.restart, int(restart))
+                    ctx.set(dut.en, 1)
+                    await ctx.delay(1e-9)
+                    hit, off = ctx.get(dut.hit), ctx.get(dut.offset)
+                    await ctx.tick()
+                    restart = False
+                    cycles += 1
+                    if hit:
+                        assert off == base + bin(mask & ((1 << p) - 1)).count("1")
+                        break
+            assert cycles == targets[-1] // A + len(targets)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Core(pes=0), "pes"),
+    (lambda: Core(timesteps=17), "timesteps"),
+    (lambda: Core(chunk_bits=96), "chunk_bits"),
+    (lambda: Core(fifo_depth=0), "fifo_depth"),
+    (lambda: TPPE(fifo_depth=0), "fifo_depth"),
+    (lambda: TPPE(laggy_adders=3), "laggy_adders"),
+    (lambda: PLIF(timesteps=0), "timesteps"),
+    (lambda: FastPrefixSum(width=100), "chunk_bits"),
+])
+def test_bad_parameters_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_bad_parameter_type_refused():
+    with pytest.raises(TypeError, match="pes"):
+        Core(pes=2.0)

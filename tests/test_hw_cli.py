@@ -1,0 +1,110 @@
+"""`loas rtl ...` command line: user errors (exit 2, list what exists) and Verilog + lint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loas.cli import main
+from sim.config import LoASConfig
+from sim.synthetic import random_weights, random_words, write_random_workload
+from sim.trace import Geometry
+from sim.tppe import core_cycles, tppe_cycles
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wl") / "tiny"
+    return write_random_workload(d, {"conv3": Geometry(8, 6, 6, 3, 1, 1, 8)}, silent_ratio=0.75,
+                                 weight_density=0.05, seed=1)
+
+
+def test_unknown_layer_lists_layers(workload, capsys):
+    assert main(["rtl", "sim", str(workload), "--layer", "conv9"]) == 2
+    err = capsys.readouterr().err
+    assert "conv9" in err and "conv3" in err
+
+
+def test_unknown_workload_lists_workloads(capsys):
+    assert main(["rtl", "sim", "no-such-workload", "--layer", "conv3"]) == 2
+    assert "available" in capsys.readouterr().err
+
+
+def test_unknown_simulator(workload, capsys):
+    assert main(["rtl", "sim", str(workload), "--layer", "conv3", "--simulator", "vcs"]) == 2
+    assert "vcs" in capsys.readouterr().err
+
+
+def test_timing_model_fast_prefix_closed_form():
+    """With a fast prefix-sum on both sides and deep FIFOs, a TPPE takes one cycle per empty chunk
+    pair or per match, plus 2 (start and result cycles), plus 1 when the fiber's last chunk pair has
+    a match (its correction lands one cycle after its push)."""
+    rng = np.random.default_rng(4)
+    words = random_words(rng, (30, 700), 4, 0.7)
+    weights = random_weights(rng, (700, 9), 0.1)
+    cfg = LoASConfig(laggy_adders=128, fifo_depth=64)
+    W = 128
+    C = -(-700 // W)
+    nz_a = np.zeros((30, C * W), bool)
+    nz_a[:, :700] = words != 0
+    nz_b = np.zeros((C * W, 9), bool)
+    nz_b[:700] = weights != 0
+    per_chunk = np.einsum("mck,cnk->mnc", nz_a.reshape(30, C, W).astype(int),
+                          nz_b.T.reshape(9, C, W).transpose(1, 0, 2).astype(int))
+    expect = np.maximum(per_chunk, 1).sum(axis=2) + 2 + (per_chunk[:, :, -1] > 0)
+    assert (tppe_cycles(words, weights, cfg) == expect).all()
+    core = core_cycles(words, weights, LoASConfig(pes=4, laggy_adders=128, fifo_depth=64))
+    pad = np.zeros((32, 9), np.int64)
+    pad[:30] = expect
+    assert core.total == pad.reshape(8, 4, 9).max(axis=1).sum()
+    assert core.busy.sum() == expect.sum()
+
+
+def test_timing_model_laggy_never_faster():
+    rng = np.random.default_rng(5)
+    words = random_words(rng, (20, 500), 4, 0.6)
+    weights = random_weights(rng, (500, 7), 0.2)
+    lag = tppe_cycles(words, weights, LoASConfig())
+    fast = tppe_cycles(words, weights, LoASConfig(laggy_adders=128))
+    assert (lag >= fast).all()
+
+
+@pytest.mark.rtl
+def test_verilog_and_lint(tmp_path, capsys):
+    assert main(["rtl", "verilog", "--out", str(tmp_path)]) == 0
+    files = sorted(p.name for p in tmp_path.glob("*.v"))
+    assert {"loas_core.v", "loas_core_p1.v", "loas_tppe.v", "loas_plif.v", "loas_inner_join.v"} <= set(files)
+
+
+def test_scoreboard_reports_mismatches():
+    """hw.host.check: a flipped output word and a missing output are reported, not ignored."""
+    from hw.host import Collector, check
+    from sim.golden import LIFParams, run_layer
+
+    rng = np.random.default_rng(8)
+    words = random_words(rng, (5, 200), 4, 0.5)
+    weights = random_weights(rng, (200, 6), 0.3)
+    bias = rng.integers(-20, 20, size=6)
+    lif = LIFParams(30)
+    gold = run_layer(words, weights, bias, lif, 4, n_mask=0)
+    col = Collector(5, 6, 2)
+    for g in range(3):
+        for n in range(6):
+            lanes = []
+            for i in range(2):
+                r = g * 2 + i
+                if r < 5:
+                    w = int(gold.out_words[r, n])
+                    idx = int((gold.out_words[r, :n] != 0).sum())
+                    lanes.append((w, int(w != 0), idx, 1))
+                else:
+                    lanes.append((0, 0, 0, 0))
+            col.beat(g, n, lanes)
+    assert check(col, words, weights, bias, lif, 4, 0).match
+    col.words[2, 3] ^= 1
+    res = check(col, words, weights, bias, lif, 4, 0)
+    assert not res.match and any("word (2, 3)" in m for m in res.mismatches)
+    col.words[2, 3] ^= 1
+    col.seen[4, 5] = False
+    res = check(col, words, weights, bias, lif, 4, 0)
+    assert not res.match and any("never emitted" in m for m in res.mismatches)
