@@ -43,6 +43,7 @@ class Core(wiring.Component):
                          build serves every layer that fits
     bias_bits : int      signed bias width
     a_nnz, b_nnz : int or None   value-memory depths (default M*K and K*N)
+    seg_cache : bool     TPPE segment-base cache for the resident A row (hw/README.md; default True)
 
     Ports
     -----
@@ -63,7 +64,11 @@ class Core(wiring.Component):
 
     @validated
     def __init__(self, *, pes=16, timesteps=4, chunk_bits=128, weight_bits=8, laggy_adders=16,
-                 fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None):
+                 fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None,
+                 seg_cache=True):
+        if not isinstance(seg_cache, bool):
+            raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
+        self.seg_cache = seg_cache
         self.P = check_int("pes", pes, lo=1, hi=256)
         self.T = check_timesteps(timesteps)
         self.W = check_pow2("chunk_bits", chunk_bits)
@@ -102,7 +107,8 @@ class Core(wiring.Component):
     def tppe(self) -> TPPE:
         return TPPE(timesteps=self.T, chunk_bits=self.W, chunks=self.C, weight_bits=self.weight_bits,
                     bias_bits=self.bias_bits, laggy_adders=self.laggy_adders, fifo_depth=self.fifo_depth,
-                    mask_addr_bits=self.mask_addr_bits, a_ptr_bits=self.a_ptr_bits, b_ptr_bits=self.b_ptr_bits)
+                    mask_addr_bits=self.mask_addr_bits, a_ptr_bits=self.a_ptr_bits, b_ptr_bits=self.b_ptr_bits,
+                    seg_cache=self.seg_cache)
 
     def elaborate(self, platform):
         m = Module()
@@ -177,6 +183,7 @@ class Core(wiring.Component):
                 t.job.payload.b_col.eq(in_ * C),
                 t.job.payload.b_ptr.eq(b_ptr_rp.data),
                 t.job.payload.bias.eq(bias_rp.data),
+                t.job.payload.new_row.eq(in_ == 0),  # mntk: column 0 starts the lane's next row
                 plif.i.valid.eq(t.result.valid & all_ok),
                 plif.i.payload.eq(t.result.payload.o),
                 t.result.ready.eq(plif.i.ready),

@@ -24,7 +24,7 @@ def _round_up_pow2(v: int) -> int:
 
 
 def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo_depth=8, T=4,
-                bias=None, exact=False) -> dict:
+                bias=None, exact=False, seg_cache=True) -> dict:
     """Core constructor parameters that fit this layer.
 
     By default the capacities of :data:`CAPACITY` (grown to powers of two when the layer is larger),
@@ -41,7 +41,7 @@ def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo
     else:
         cap = {key: max(CAPACITY[key], _round_up_pow2(v) if key != "bias_bits" else v) for key, v in need.items()}
     return dict(pes=pes, timesteps=T, chunk_bits=chunk_bits, weight_bits=8, laggy_adders=laggy_adders,
-                fifo_depth=fifo_depth, **cap)
+                fifo_depth=fifo_depth, seg_cache=seg_cache, **cap)
 
 
 def load_image(words, weights, bias, chunk_bits: int) -> list[tuple[int, int, int]]:

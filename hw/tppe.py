@@ -10,14 +10,15 @@ O[t] = pseudo - correction[t] is valid once both sides are done. Cycle contract:
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.join import InnerJoin
 from hw.params import validated, check_adders, check_int, check_pow2, check_timesteps, signed_width
-from hw.prefix import LaggyPrefixSum
+from hw.prefix import popcount
 
 
 def acc_bits_for(*, chunks: int, chunk_bits: int, weight_bits: int, bias_bits: int) -> int:
@@ -41,12 +42,16 @@ class TPPE(wiring.Component):
     mask_addr_bits, a_ptr_bits, b_ptr_bits : int   memory address widths
     acc_bits : int or None   accumulator width; None derives the overflow-free width; a smaller
                              explicit width sets ``overflow`` (sticky per job) when a sum wraps
+    seg_cache : bool     keep the segment bases the laggy walk computed for the resident A row
+                         across jobs until a job with ``new_row`` (default True); False forgets
+                         them at every job (the walk restarts at segment 0 for every matched chunk)
 
     Ports
     -----
     job : In(stream)     payload ``a_row`` (mask address of A chunk 0), ``a_ptr`` (A value address
-                         of the fiber), ``b_col``, ``b_ptr``, ``bias``; accepted when idle or when
-                         the result is taken in the same cycle
+                         of the fiber), ``b_col``, ``b_ptr``, ``bias``, ``new_row`` (1: the A row
+                         differs from the previous job's; clears the segment-base cache); accepted
+                         when idle or when the result is taken in the same cycle
     result : Out(stream) payload ``o``: T signed accumulators O[t]; ``overflow`` flag
     chunks : In          chunks per fiber of the running layer (1..chunks parameter)
     a_mask_addr/a_mask_data, al_mask_addr/al_mask_data, a_val_addr/a_val_data,
@@ -62,7 +67,10 @@ class TPPE(wiring.Component):
     @validated
     def __init__(self, *, timesteps=4, chunk_bits=128, chunks=1, weight_bits=8, bias_bits=16,
                  laggy_adders=16, fifo_depth=8, mask_addr_bits=16, a_ptr_bits=20, b_ptr_bits=20,
-                 acc_bits=None):
+                 acc_bits=None, seg_cache=True):
+        if not isinstance(seg_cache, bool):
+            raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
+        self.seg_cache = seg_cache
         self.T = check_timesteps(timesteps)
         self.chunk_bits = check_pow2("chunk_bits", chunk_bits)
         self.max_chunks = check_int("chunks", chunks, lo=1)
@@ -79,7 +87,7 @@ class TPPE(wiring.Component):
         self.job_layout = data.StructLayout({
             "a_row": unsigned(mask_addr_bits), "a_ptr": unsigned(a_ptr_bits),
             "b_col": unsigned(mask_addr_bits), "b_ptr": unsigned(b_ptr_bits),
-            "bias": signed(bias_bits),
+            "bias": signed(bias_bits), "new_row": unsigned(1),
         })
         self.result_layout = data.StructLayout({
             "o": data.ArrayLayout(signed(self.acc_bits), self.T), "overflow": unsigned(1),
@@ -104,8 +112,6 @@ class TPPE(wiring.Component):
         pw = max(1, (W - 1).bit_length())
         cw = max(1, len(C))
         m.submodules.join = join = InnerJoin(chunk_bits=W)
-        m.submodules.laggy = laggy = LaggyPrefixSum(chunk_bits=W, adders=self.laggy_adders,
-                                                    ptr_bits=self.a_ptr_bits)
         mp_layout = data.StructLayout({"pos": unsigned(pw), "chunk": unsigned(cw), "a_base": unsigned(self.a_ptr_bits)})
         m.submodules.fifo_mp = fifo_mp = SyncFIFO(width=mp_layout.size, depth=D)
         m.submodules.fifo_b = fifo_b = SyncFIFO(width=self.weight_bits, depth=D)
@@ -119,47 +125,83 @@ class TPPE(wiring.Component):
         pseudo = Signal(signed(acc))
         corr = Signal(data.ArrayLayout(signed(acc), T))
         overflow = Signal()
-        l_valid = Signal()
-        l_chunk = Signal(cw)
 
-        # ---- F side: fast join + pseudo-accumulator (one match or one empty chunk per cycle) ----
-        m.d.comb += [
-            self.a_mask_addr.eq(a_row + chunk),
-            self.b_mask_addr.eq(b_col + chunk),
-            join.a_mask.eq(self.a_mask_data),
-            join.b_mask.eq(self.b_mask_data),
-            join.consumed.eq(consumed),
-            self.b_val_addr.eq(b_ptr + join.b_offset),
-        ]
-        mp_in = data.View(mp_layout, fifo_mp.w_data)
-        m.d.comb += [
-            mp_in.pos.eq(join.pos), mp_in.chunk.eq(chunk), mp_in.a_base.eq(a_ptr),
-            fifo_b.w_data.eq(self.b_val_data),
-        ]
         push = Signal()
         advance = Signal()
         start = Signal()
         m.d.comb += start.eq(self.job.valid & self.job.ready)
-
-        # ---- L side: laggy prefix-sum walk + correction accumulators ----
-        head = data.View(mp_layout, fifo_mp.r_data)
-        restart = Signal()
+        # F side of the job being accepted runs in its accept cycle (cycle 0) on the payload, so the
+        # effective registers are muxed with it; the result of the previous job is read in the
+        # same cycle from the registers (hw/README.md "TPPE").
+        a_row_e = Mux(start, self.job.payload.a_row, a_row)
+        b_col_e = Mux(start, self.job.payload.b_col, b_col)
+        a_ptr_e = Mux(start, self.job.payload.a_ptr, a_ptr)
+        b_ptr_e = Mux(start, self.job.payload.b_ptr, b_ptr)
+        chunk_e = Mux(start, 0, chunk)
+        consumed_e = Mux(start, 0, consumed)
+        pseudo_e = Signal(signed(acc))
+        m.d.comb += pseudo_e.eq(Mux(start, self.job.payload.bias, pseudo))
+        # ---- F side: fast join + pseudo-accumulator (one match or one empty chunk per cycle) ----
         m.d.comb += [
-            restart.eq(~l_valid | (l_chunk != head.chunk)),
-            self.al_mask_addr.eq(a_row + head.chunk),
-            laggy.mask.eq(self.al_mask_data),
-            laggy.pos.eq(head.pos),
-            laggy.base.eq(head.a_base),
-            laggy.restart.eq(restart),
-            laggy.en.eq(fifo_mp.r_rdy),
-            self.a_val_addr.eq(laggy.offset),
+            self.a_mask_addr.eq(a_row_e + chunk_e),
+            self.b_mask_addr.eq(b_col_e + chunk_e),
+            join.a_mask.eq(self.a_mask_data),
+            join.b_mask.eq(self.b_mask_data),
+            join.consumed.eq(consumed_e),
+            self.b_val_addr.eq(b_ptr_e + join.b_offset),
+        ]
+        mp_in = data.View(mp_layout, fifo_mp.w_data)
+        m.d.comb += [
+            mp_in.pos.eq(join.pos), mp_in.chunk.eq(chunk_e), mp_in.a_base.eq(a_ptr_e),
+            fifo_b.w_data.eq(self.b_val_data),
+        ]
+
+        # ---- L side: laggy walk with the segment-base cache + correction accumulators ----
+        # reached[c] = highest segment of chunk c whose base (ones of the chunk below it) is in
+        # ``cache``; the walk computes one more segment base per cycle (the ``laggy_adders``
+        # adders), a match whose segment is reached resolves (pops) in one cycle.
+        head = data.View(mp_layout, fifo_mp.r_data)
+        A = self.laggy_adders
+        S = W // A
+        lb = (A - 1).bit_length()
+        pos_seg = head.pos >> lb if lb else head.pos
+        in_seg = head.pos[:lb] if lb else Const(0, 1)
+        m.d.comb += self.al_mask_addr.eq(a_row + head.chunk)
+        hit = Signal()
+        rd_seg = Signal(max(1, (S - 1).bit_length()))
+        seg_base = Signal(W.bit_length())
+        segbits = Signal(A)
+        below = Signal(A)
+        if S > 1:
+            sw = (S - 1).bit_length()
+            reached = Signal(self.max_chunks * sw)
+            w = Signal(sw)
+            m.submodules.seg_cache = cache = Memory(shape=W.bit_length(), depth=self.max_chunks * S, init=[])
+            rp = cache.read_port(domain="comb")
+            wp = cache.write_port()
+            m.d.comb += [
+                w.eq(reached.word_select(head.chunk, sw)),
+                hit.eq(pos_seg <= w),
+                rd_seg.eq(Mux(hit, pos_seg, w)),
+                rp.addr.eq(head.chunk * S + rd_seg),
+                seg_base.eq(Mux(rd_seg == 0, 0, rp.data)),  # segment 0's base is 0, never stored
+                segbits.eq(self.al_mask_data.word_select(rd_seg, A)),
+                wp.addr.eq(head.chunk * S + w + 1),
+                wp.data.eq(seg_base + popcount(segbits)),
+                wp.en.eq(fifo_mp.r_rdy & ~hit),
+            ]
+            with m.If(fifo_mp.r_rdy & ~hit):
+                m.d.sync += reached.word_select(head.chunk, sw).eq(w + 1)
+        else:
+            m.d.comb += [hit.eq(1), rd_seg.eq(0), seg_base.eq(0), segbits.eq(self.al_mask_data)]
+        m.d.comb += [
+            below.eq(segbits & ((Const(1, A + 1) << in_seg) - 1)[:A]),
+            self.a_val_addr.eq(head.a_base + seg_base + popcount(below)),
         ]
         pop = Signal()
-        m.d.comb += [pop.eq(fifo_mp.r_rdy & laggy.hit), fifo_mp.r_en.eq(pop), fifo_b.r_en.eq(pop)]
+        m.d.comb += [pop.eq(fifo_mp.r_rdy & hit), fifo_mp.r_en.eq(pop), fifo_b.r_en.eq(pop)]
         w_head = Signal(signed(self.weight_bits))
         m.d.comb += w_head.eq(fifo_b.r_data)
-        with m.If(fifo_mp.r_rdy):
-            m.d.sync += [l_valid.eq(1), l_chunk.eq(head.chunk)]
         with m.If(pop):
             for t in range(T):
                 with m.If(~self.a_val_data[t]):
@@ -169,52 +211,62 @@ class TPPE(wiring.Component):
                         with m.If(s[acc] != s[acc - 1]):  # sign bits differ: the sum wrapped
                             m.d.sync += overflow.eq(1)
 
+        running = Signal()
+        with m.If(running):
+            with m.If(join.has_match):
+                m.d.comb += [push.eq(fifo_mp.w_rdy), advance.eq(fifo_mp.w_rdy & join.last)]
+            with m.Else():
+                m.d.comb += advance.eq(1)
+        f_last = Signal()
+        m.d.comb += f_last.eq(advance & (chunk_e == C - 1))
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.job.ready.eq(1)
+                m.d.comb += [self.job.ready.eq(1), running.eq(start)]
                 with m.If(start):
                     m.next = "RUN"
+                    with m.If(f_last):
+                        m.next = "DRAIN"
             with m.State("RUN"):
-                with m.If(join.has_match):
-                    m.d.comb += [push.eq(fifo_mp.w_rdy), advance.eq(fifo_mp.w_rdy & join.last)]
-                with m.Else():
-                    m.d.comb += advance.eq(1)
-                with m.If(advance & (chunk == C - 1)):
+                m.d.comb += running.eq(1)
+                with m.If(f_last):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                # Both FIFOs empty and the last correction registered: the result is exact.
-                with m.If(fifo_mp.level == 0):
-                    m.next = "DONE"
-            with m.State("DONE"):
-                m.d.comb += [self.result.valid.eq(1), self.job.ready.eq(self.result.ready)]
-                with m.If(self.result.ready):
-                    with m.If(start):
+                # FIFO-mp empty, so the last correction is registered: the result is exact.
+                m.d.comb += [self.result.valid.eq(fifo_mp.level == 0),
+                             self.job.ready.eq(self.result.valid & self.result.ready),
+                             running.eq(start)]
+                with m.If(start):
+                    with m.If(~f_last):
                         m.next = "RUN"
-                    with m.Else():
-                        m.next = "IDLE"
+                with m.Elif(self.result.valid & self.result.ready):
+                    m.next = "IDLE"
 
         m.d.comb += [fifo_mp.w_en.eq(push), fifo_b.w_en.eq(push)]
-        with m.If(push):
-            s = pseudo + self.b_val_data
-            m.d.sync += [pseudo.eq(s), consumed.eq(consumed | join.onehot)]
-            if not self.safe:
-                with m.If(s[acc] != s[acc - 1]):
-                    m.d.sync += overflow.eq(1)
-        with m.If(advance):
-            m.d.sync += [
-                chunk.eq(chunk + 1), consumed.eq(0),
-                a_ptr.eq(a_ptr + join.a_total), b_ptr.eq(b_ptr + join.b_total),
-            ]
         with m.If(start):
             # The bias is the pseudo-accumulator's initial value: added once per timestep for free.
             m.d.sync += [
                 a_row.eq(self.job.payload.a_row), b_col.eq(self.job.payload.b_col),
                 a_ptr.eq(self.job.payload.a_ptr), b_ptr.eq(self.job.payload.b_ptr),
-                pseudo.eq(self.job.payload.bias), chunk.eq(0), consumed.eq(0),
-                l_valid.eq(0), overflow.eq(0),
+                pseudo.eq(self.job.payload.bias), chunk.eq(0), consumed.eq(0), overflow.eq(0),
             ]
+            if S > 1 and not self.seg_cache:
+                m.d.sync += reached.eq(0)
+            elif S > 1:
+                with m.If(self.job.payload.new_row):
+                    m.d.sync += reached.eq(0)
             for t in range(T):
                 m.d.sync += corr[t].eq(0)
+        with m.If(push):
+            s = pseudo_e + self.b_val_data
+            m.d.sync += [pseudo.eq(s), consumed.eq(consumed_e | join.onehot)]
+            if not self.safe:
+                with m.If(s[acc] != s[acc - 1]):
+                    m.d.sync += overflow.eq(1)
+        with m.If(advance):
+            m.d.sync += [
+                chunk.eq(chunk_e + 1), consumed.eq(0),
+                a_ptr.eq(a_ptr_e + join.a_total), b_ptr.eq(b_ptr_e + join.b_total),
+            ]
         for t in range(T):
             m.d.comb += self.result.payload.o[t].eq(pseudo - corr[t])
         m.d.comb += self.result.payload.overflow.eq(overflow)

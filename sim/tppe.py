@@ -3,15 +3,17 @@ microarchitecture both this model and the RTL in hw/ follow; keep the three in s
 
 Summary of the timing contract (cycle 0 = the cycle the scheduler asserts a TPPE's ``start``):
 
-* F side (fast join + pseudo-accumulator), from cycle 1: one cycle per empty chunk pair, one cycle
-  per match otherwise (``max(1, matches)`` per chunk pair); a match is pushed into FIFO-mp/FIFO-B in
-  its cycle unless the FIFOs are full (``level == depth``; a pop in the same cycle does not help).
-* L side (laggy A-side prefix-sum + correction): serves the FIFO head from the cycle after it was
-  pushed; walking from segment 0 of a new chunk (or from where it stopped in the same chunk), it
-  spends one cycle per segment of ``chunk_bits / laggy_adders`` bits it must pass and one cycle to
-  resolve (pop) the match.
-* The TPPE's result is valid at ``max(F end, last pop + 1) + 1``; that number of cycles is
-  :func:`tppe_cycles`.
+* F side (fast join + pseudo-accumulator), from cycle 0 (the accept cycle works on the job's
+  payload): one cycle per empty chunk pair, one cycle per match otherwise (``max(1, matches)`` per
+  chunk pair); a match is pushed into FIFO-mp/FIFO-B in its cycle unless the FIFOs are full
+  (``level == depth``; a pop in the same cycle does not help).
+* L side (A-side walk with the segment-base cache + correction): serves the FIFO head from the
+  cycle after it was pushed; a match in segment s of chunk c costs max(0, s - reached) walk cycles
+  (one segment base of ``laggy_adders`` bits per cycle), where ``reached`` is the highest segment
+  of chunk c whose base is cached -- by this job or, with ``seg_cache``, by the earlier jobs on the
+  same A row (mntk: columns 0..n-1) -- plus one cycle to resolve (pop) the match.
+* The TPPE's result is valid at ``max(F end, last pop + 1)`` (DRAIN with FIFO-mp empty); that
+  number of cycles is :func:`tppe_cycles`; the next job is accepted in that cycle.
 * Core (loop order mntk): rows in groups of P (one row per TPPE), for each column n all P TPPEs
   start together on the shared B fiber; the next column starts in the cycle all results are valid,
   so a step costs the max over the group's TPPEs. The core's cycle counter is the sum of the steps.
@@ -63,7 +65,33 @@ def _check(words, weights, cfg):
     return words, weights
 
 
-def _fiber_timing(words, weights, cfg):
+def _walk_cycles(rows, ks, N, W, seg_bits, seg_cache):
+    """Laggy walk cycles of every match (flat order: neuron (m, n) row-major, k ascending).
+
+    A match at segment s of chunk c costs max(0, s - reached) cycles, where ``reached`` is the
+    highest segment of chunk c whose base the walk has already computed: within the job, or, with
+    the segment-base cache, within every earlier job on the same A row (columns 0..n-1 in mntk
+    order; the cache is cleared when a job starts a new row, i.e. at n = 0)."""
+    S = W // seg_bits
+    if S == 1 or len(rows) == 0:
+        return np.zeros(len(rows), dtype=np.int64)
+    chunk = ks // W
+    seg = (ks % W) // seg_bits
+    C = int(chunk.max()) + 1
+    owner = rows // N if seg_cache else rows  # whose walk history the match sees: row or neuron
+    key = owner.astype(np.int64) * C + chunk
+    order = np.argsort(key, kind="stable")  # stable: (n, k) order kept within each (owner, chunk)
+    k_s = key[order]
+    v = k_s * S + seg[order]
+    cm = np.maximum.accumulate(v)
+    prev = np.concatenate(([-1], cm[:-1]))
+    reached = np.maximum(prev, k_s * S) - k_s * S  # exclusive max within the group, >= 0
+    adv = np.empty(len(rows), dtype=np.int64)
+    adv[order] = np.maximum(0, seg[order] - reached)
+    return adv
+
+
+def _fiber_timing(words, weights, cfg, seg_cache=True):
     """(tau (M, N), fifo_stall (M, N), drain (M, N)) for every output neuron."""
     M, K = words.shape
     N = weights.shape[1]
@@ -94,8 +122,9 @@ def _fiber_timing(words, weights, cfg):
         rank = np.arange(len(rows)) - np.concatenate(([0], np.cumsum(J)))[rows]
         pos = np.zeros((R, max(jmax, 1)), dtype=np.int64)
         pos[rows, rank] = ks
+        walk = np.zeros((R, max(jmax, 1)), dtype=np.int64)
+        walk[rows, rank] = _walk_cycles(rows, ks, N, W, seg_bits, seg_cache)
         chunk = pos // W
-        seg = (pos % W) // seg_bits
         phi = np.arange(pos.shape[1])[None, :] + np.take_along_axis(empties_before, chunk, axis=1)
         r_hist = np.zeros((R, max(jmax, 1)), dtype=np.int64)
         u = np.zeros(R, dtype=np.int64)
@@ -104,26 +133,22 @@ def _fiber_timing(words, weights, cfg):
         for j in range(jmax):
             live = j < J
             if j == 0:
-                u_free = 1 + phi[:, 0]
+                u_free = phi[:, 0]  # the F side runs in the accept cycle (cycle 0)
             else:
                 u_free = u + phi[:, j] - phi[:, j - 1]
             u_new = u_free
             if j >= D:
                 u_new = np.maximum(u_free, r_hist[:, j - D] + 1)
-            if j == 0:
-                adv = seg[:, 0]
-            else:
-                adv = seg[:, j] - np.where(chunk[:, j] == chunk[:, j - 1], seg[:, j - 1], 0)
-            r_new = np.maximum(u_new + 1, r + 1) + adv
+            r_new = np.maximum(u_new + 1, r + 1) + walk[:, j]
             stall = np.where(live, stall + (u_new - u_free), stall)
             u = np.where(live, u_new, u)
             r = np.where(live, r_new, r)
             r_hist[:, j] = r
         last_chunk = np.where(J > 0, np.take_along_axis(chunk, np.maximum(J - 1, 0)[:, None], axis=1)[:, 0], 0)
         e_trail = C - 1 - last_chunk
-        f_end = np.where(J > 0, u + 1 + e_trail, 1 + C)
+        f_end = np.where(J > 0, u + 1 + e_trail, C)
         l_end = np.where(J > 0, r + 1, 0)
-        d = np.maximum(f_end, l_end) + 1
+        d = np.maximum(f_end, l_end)  # DRAIN with FIFO-mp empty: the result is valid
         sl = slice(m0, m0 + Mb)
         tau[sl] = d.reshape(Mb, N)
         fifo_stall[sl] = stall.reshape(Mb, N)
@@ -131,7 +156,7 @@ def _fiber_timing(words, weights, cfg):
     return tau, fifo_stall, drain
 
 
-def tppe_cycles(words, weights, cfg: LoASConfig) -> np.ndarray:
+def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True) -> np.ndarray:
     """Cycles of one TPPE for every output neuron: int64 (M, N), from its start to its valid result.
 
     Parameters
@@ -139,29 +164,38 @@ def tppe_cycles(words, weights, cfg: LoASConfig) -> np.ndarray:
     words : uint16 (M, K)   packed spike words (only non-zero-ness matters for timing)
     weights : int8 (K, N)   weights (only non-zero-ness matters)
     cfg : LoASConfig        chunk_bits, laggy_adders and fifo_depth are used
+    seg_cache : bool        the TPPE keeps the segment bases its walk computed for the resident A
+                            row (hw TPPE ``seg_cache``); jobs run in mntk order (row m's columns
+                            0..N-1 one after the other, n = 0 starting the row)
 
     Raises
     ------
     ValueError on mismatched shapes or an invalid configuration; TypeError when cfg is not a LoASConfig.
     """
     words, weights = _check(words, weights, cfg)
-    return _fiber_timing(words, weights, cfg)[0]
+    if not isinstance(seg_cache, bool):
+        raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
+    return _fiber_timing(words, weights, cfg, seg_cache)[0]
 
 
-def core_cycles(words, weights, cfg: LoASConfig) -> CoreTiming:
+def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True) -> CoreTiming:
     """Cycles of the core (P = cfg.pes TPPEs, loop order mntk) for one whole layer.
 
     Rows are taken in groups of P (row g*P + i on TPPE i); for each group every column n is one
     step costing the max over the group's TPPEs. Rows past M leave their TPPE idle.
+
+    ``seg_cache`` as :func:`tppe_cycles` (hw Core ``seg_cache``).
 
     Raises
     ------
     ValueError / TypeError as :func:`tppe_cycles`.
     """
     words, weights = _check(words, weights, cfg)
+    if not isinstance(seg_cache, bool):
+        raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
     if cfg.loop_order != "mntk":
         raise ValueError(f"loop_order: the core implements 'mntk' only, got {cfg.loop_order!r}")
-    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg)
+    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg, seg_cache)
     M, N = tau.shape
     P = cfg.pes
     G = -(-M // P)

@@ -61,21 +61,25 @@ def run_core_amaranth(words, weights, bias, lif, T, n_mask, **kw):
     return col, res["cycles"], steps, params
 
 
-@pytest.mark.parametrize("P,adders,depth,K", [(1, 16, 8, 300), (1, 4, 2, 256), (3, 16, 8, 200), (2, 128, 1, 130)])
-def test_core_small_exact(P, adders, depth, K):
-    rng = np.random.default_rng(P * 100 + adders + depth)
+@pytest.mark.parametrize("P,adders,depth,K,seg_cache,N,density", [
+    (1, 16, 8, 300, True, 4, 0.3), (1, 4, 2, 256, True, 4, 0.3), (3, 16, 8, 200, True, 4, 0.3),
+    (2, 128, 1, 130, True, 4, 0.3), (1, 16, 8, 300, False, 4, 0.3), (2, 8, 2, 384, False, 4, 0.3),
+    (1, 16, 4, 384, True, 9, 0.05), (2, 4, 8, 256, True, 7, 0.08)])
+def test_core_small_exact(P, adders, depth, K, seg_cache, N, density):
+    rng = np.random.default_rng(P * 100 + adders + depth + N)
     T = 4
-    M, N = 5, 4
+    M = 5
     words = random_words(rng, (M, K), T, 0.5)
-    weights = random_weights(rng, (K, N), 0.3)
+    weights = random_weights(rng, (K, N), density)
     bias = rng.integers(-64, 64, size=N)
     lif = LIFParams(threshold=40)
     col, cycles, steps, params = run_core_amaranth(words, weights, bias, lif, T, n_mask=1,
-                                                   pes=P, laggy_adders=adders, fifo_depth=depth)
+                                                   pes=P, laggy_adders=adders, fifo_depth=depth,
+                                                   seg_cache=seg_cache)
     res = check(col, words, weights, bias, lif, T, 1)
     assert res.match, res.mismatches
     cfg = LoASConfig(pes=P, chunk_bits=128, laggy_adders=adders, fifo_depth=depth)
-    model = core_cycles(words, weights, cfg)
+    model = core_cycles(words, weights, cfg, seg_cache=seg_cache)
     if P == 1:
-        assert steps == list(tppe_cycles(words, weights, cfg).reshape(-1))
+        assert steps == list(tppe_cycles(words, weights, cfg, seg_cache=seg_cache).reshape(-1))
     assert cycles == model.total

@@ -37,8 +37,8 @@ def test_unknown_simulator(workload, capsys):
 
 def test_timing_model_fast_prefix_closed_form():
     """With a fast prefix-sum on both sides and deep FIFOs, a TPPE takes one cycle per empty chunk
-    pair or per match, plus 2 (start and result cycles), plus 1 when the fiber's last chunk pair has
-    a match (its correction lands one cycle after its push)."""
+    pair or per match (the F side runs in the accept cycle and the result is valid in DRAIN), plus 1
+    when the fiber's last chunk pair has a match (its correction lands one cycle after its push)."""
     rng = np.random.default_rng(4)
     words = random_words(rng, (30, 700), 4, 0.7)
     weights = random_weights(rng, (700, 9), 0.1)
@@ -51,7 +51,7 @@ def test_timing_model_fast_prefix_closed_form():
     nz_b[:700] = weights != 0
     per_chunk = np.einsum("mck,cnk->mnc", nz_a.reshape(30, C, W).astype(int),
                           nz_b.T.reshape(9, C, W).transpose(1, 0, 2).astype(int))
-    expect = np.maximum(per_chunk, 1).sum(axis=2) + 2 + (per_chunk[:, :, -1] > 0)
+    expect = np.maximum(per_chunk, 1).sum(axis=2) + (per_chunk[:, :, -1] > 0)
     assert (tppe_cycles(words, weights, cfg) == expect).all()
     core = core_cycles(words, weights, LoASConfig(pes=4, laggy_adders=128, fifo_depth=64))
     pad = np.zeros((32, 9), np.int64)

@@ -106,8 +106,6 @@ def test_advantage_grows_with_weight_sparsity_with_a_full_width_a_side_prefix_su
     assert s[0] < s[1] < s[2] and s[2] > 3
 
 
-@pytest.mark.xfail(strict=True, reason="sim.tppe's laggy side walks the A chunk's 8 segments again for every "
-                   "output neuron, so at ~98 % weight sparsity LoAS is L-side bound (see the sim report)")
 def test_advantage_grows_with_weight_sparsity_paper_config():
     s = [_speedup(synthetic_inputs(4, weight_density=d, shapes=SHAPE), LoASConfig()) for d in (0.75, 0.3, 0.02)]
     assert s[0] < s[1] < s[2]
