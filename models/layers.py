@@ -12,13 +12,13 @@ the golden model's arithmetic (spec/loas.md section 7): int8 weights, integer bi
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 # spikingjelly logs a Triton warning on import; it is irrelevant on CPU.
-import logging
-
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
 from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
@@ -26,7 +26,7 @@ from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
 #: LIF time constant of every LoAS network: the charge V <- 0.25*V + 0.75*X.
 TAU = 4.0 / 3.0
 #: Multiplier applied to the input current by a spikingjelly LIF with tau 4/3 and decay_input.
-INPUT_GAIN = 1.0 - 1.0 / TAU
+INPUT_GAIN = 1.0 / TAU
 V_TH = 1.0
 
 
@@ -173,8 +173,7 @@ class _SpikeLayer(nn.Module):
             # repeated for every timestep before the LIF.
             cur = self.bn(self.op(x))
             cur = cur.unsqueeze(0).expand(self.T, *cur.shape)
-            s = self.lif(cur.contiguous())
-            return apply_n_mask(s, 0)
+            return self.lif(cur.contiguous())
         if self.integer:
             O = self._int_current(x)
             s = integer_lif(O, self.quant.threshold)
@@ -202,8 +201,6 @@ class SpikeConv(_SpikeLayer):
         If ``n_mask`` is not 0, 1 or 2.
     """
 
-    op_dims = 2
-
     def __init__(self, c_in, c_out, kernel=3, stride=1, padding=1, *, n_mask=0, encoding=False):
         super().__init__(n_mask, encoding)
         self.op = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)
@@ -222,8 +219,6 @@ class SpikeConv(_SpikeLayer):
 
 class SpikeLinear(_SpikeLayer):
     """Linear (no bias) -> BatchNorm1d -> LIF -> n_mask, on ``[T, B, F]`` (a hidden fc spike layer)."""
-
-    op_dims = 1
 
     def __init__(self, f_in, f_out, *, n_mask=0):
         super().__init__(n_mask, False)

@@ -1,0 +1,339 @@
+"""`loas train | prune | profile | finetune | export` and `loas trace import-prosperity` (models/)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from loas.commands import add_json, group
+from sim.errors import UserError
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="zoo network: default, vgg16, resnet19, alexnet")
+    p.add_argument("--width", type=int, default=16, help="base width of the default network")
+    p.add_argument("--T", type=int, default=4, help="timesteps")
+    p.add_argument("--n-mask", type=int, default=0, help="0, 1 or 2 (mask neurons firing once/twice)")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, cifar10 or cifar100")
+    p.add_argument("--data", default=None,
+                   help="dataset directory (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _train_args(p: argparse.ArgumentParser, prefix: str = "", epochs: int = 10, lr: float = 0.1) -> None:
+    p.add_argument(f"--{prefix}epochs", type=int, default=epochs)
+    p.add_argument(f"--{prefix}lr", type=float, default=lr)
+    if prefix:
+        return
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-subset", type=int, default=None, help="use the first N training samples")
+    p.add_argument("--pad", type=int, default=None, help="random-crop padding (default 4 CIFAR, 2 else)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    p.add_argument("--cutout", type=int, default=0, help="Cutout square side (0 = off)")
+
+
+def _train_config(args, epochs=None, lr=None):
+    from models.train import TrainConfig
+
+    pad = args.pad if args.pad is not None else (4 if args.dataset.startswith("cifar") else 2)
+    return TrainConfig(epochs=epochs if epochs is not None else args.epochs,
+                       lr=lr if lr is not None else args.lr, momentum=args.momentum,
+                       weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
+                       train_subset=args.train_subset, pad=pad, flip=not args.no_flip,
+                       cutout=args.cutout)
+
+
+def _setup(args):
+    import torch
+
+    n_mask = getattr(args, "n_mask", None)
+    if n_mask is not None and n_mask not in (0, 1, 2):
+        raise UserError(f"--n-mask: must be 0, 1 or 2, got {n_mask}")
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def _meta(args) -> dict:
+    from models.checkpoint import model_meta
+
+    return model_meta(args.model, dataset=args.dataset, T=args.T, n_mask=args.n_mask,
+                      width=args.width)
+
+
+def _load_data(args, splits=("train", "test")):
+    from models.data import load_dataset
+
+    out = []
+    for s in splits:
+        ds = load_dataset(args.dataset, args.data, s)
+        if s == "test":
+            ds = ds.subset(args.test_subset)
+        out.append(ds)
+    return out
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from models.checkpoint import build_from_meta, save_model
+    from models.train import default_device, evaluate, seed_everything, train
+
+    _setup(args)
+    meta = _meta(args)
+    train_ds, test_ds = _load_data(args)
+    seed_everything(args.seed)
+    model = build_from_meta(meta).to(default_device())
+    out = Path(args.out)
+    res = train(model, train_ds, _train_config(args), out.with_name(out.name + ".state"),
+                tag={"meta": meta})
+    acc = evaluate(model, test_ds, progress=True)
+    save_model(model, meta, out, record={"test_acc": acc, "train_seconds": res["seconds"]})
+    _emit(args, {"checkpoint": str(out), "test_acc": acc, "seconds": res["seconds"]},
+          f"test accuracy {acc:.4f}; checkpoint {out}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from pathlib import Path
+
+    from models.checkpoint import build_from_meta, save_model
+    from models.prune import PruneConfig, round_path, run_lth
+    from models.train import default_device, load_checkpoint
+
+    _setup(args)
+    meta = _meta(args)
+    cfg = PruneConfig(rounds=args.rounds, rate=args.rate, scope=args.scope,
+                      rewind_epoch=args.rewind_epoch,
+                      dense=_train_config(args),
+                      retrain=_train_config(args, epochs=args.round_epochs or args.epochs,
+                                            lr=args.round_lr or args.lr))
+    if args.round_train_subset is not None:
+        cfg.retrain.train_subset = args.round_train_subset
+    train_ds, test_ds = _load_data(args)
+    dev = default_device()
+    records = run_lth(lambda: build_from_meta(meta).to(dev), train_ds, test_ds, cfg, args.out,
+                      meta=meta)
+    last = records[-1]
+    if args.save:
+        model = build_from_meta(meta)
+        model.load_state_dict(load_checkpoint(round_path(args.out, last["round"]))["model"])
+        recipe = {"prune": cfg.to_dict(), "dataset": args.dataset, "rounds": [
+            {k: v for k, v in r.items() if k != "history"} for r in records]}
+        save_model(model, meta, Path(args.save), record={
+            "test_acc": last["test_acc"], "weight_sparsity": last["weight_sparsity"],
+            "train_seconds": sum(r["train_seconds"] for r in records), "recipe": recipe})
+    rows = [f"round {r['round']:2d}  sparsity {r['weight_sparsity']:.4f}  test acc {r['test_acc']:.4f}"
+            for r in records]
+    _emit(args, {"rounds": [{k: v for k, v in r.items() if k != "history"} for r in records]},
+          "\n".join(rows))
+    return 0
+
+
+def _test_batches(args, ds, batch_size=500):
+    from models.data import batches
+
+    return batches(ds, batch_size), (len(ds) + batch_size - 1) // batch_size
+
+
+def cmd_profile(args) -> int:
+    from models.checkpoint import load_model
+    from models.data import load_dataset
+    from models.profile import format_table, profile_model
+
+    _setup(args)
+    model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
+    ds = load_dataset(args.dataset or ck["meta"]["dataset"], args.data, "test").subset(args.test_subset)
+    it, total = _test_batches(args, ds)
+    rep = profile_model(model, it, progress=True, total=total)
+    rep["checkpoint"] = str(args.checkpoint)
+    _emit(args, rep, format_table(rep))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from pathlib import Path
+
+    from models.checkpoint import load_model, save_model
+    from models.finetune import finetune
+
+    _setup(args)
+    model, ck = load_model(args.checkpoint)
+    args.dataset = args.dataset or ck["meta"]["dataset"]
+    train_ds, test_ds = _load_data(args)
+    cfg = _train_config(args)
+    out = Path(args.out)
+    res = finetune(model, train_ds, test_ds, cfg, args.n_mask, out.with_name(out.name + ".state"))
+    meta = {**ck["meta"], "kwargs": {**ck["meta"]["kwargs"], "n_mask": args.n_mask}}
+    save_model(model, meta, out, record={**ck.get("record", {}), "finetune": res,
+                                         "test_acc": res["acc_final"]})
+    lines = [f"unmasked {res['acc_unmasked']:.4f}", f"n_mask {args.n_mask} {res['acc_masked']:.4f}"]
+    lines += [f"epoch {h['epoch']} {h['test_acc']:.4f}" for h in res["epochs"]]
+    _emit(args, res, "\n".join(lines) + f"\ncheckpoint {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import time
+    from pathlib import Path
+
+    from models.checkpoint import load_model
+    from models.data import load_dataset, normalise
+    from models.data import batches
+    from models.export import export_workload, file_sha256, float_vs_integer
+
+    _setup(args)
+    t0 = time.time()
+    model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
+    meta = ck["meta"]
+    name = args.name or Path(args.out).name
+    if args.samples < 1:
+        raise UserError(f"--samples: must be >= 1, got {args.samples}")
+    if args.first < 0 or args.check_samples < 0:
+        raise UserError(f"--first/--check-samples: must be >= 0, got {args.first}/{args.check_samples}")
+    dataset = args.dataset or meta["dataset"]
+    ds = load_dataset(dataset, args.data, "test")
+    idx = slice(args.first, args.first + args.samples)
+    images, labels = normalise(ds.images[idx], ds.name), ds.labels[idx]
+    if len(labels) < args.samples:
+        raise UserError(f"--samples: the test set has only {len(ds)} samples after --first {args.first}")
+    record = ck.get("record", {})
+    prov = {"model": meta["arch"], "model_kwargs": meta["kwargs"], "dataset": dataset,
+            "test_samples": f"{args.first}..{args.first + args.samples - 1}",
+            "checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+            "command": "loas " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("loas") else None}
+    for k in ("test_acc", "weight_sparsity", "train_seconds", "recipe"):
+        if k in record:
+            prov[k] = record[k]
+    if args.check_samples:
+        check = float_vs_integer(model, batches(ds.subset(args.check_samples), 250))
+        prov["float_vs_integer"] = {k: (round(v, 6) if isinstance(v, float) else v)
+                                    for k, v in check.items() if k != "spike_agreement"}
+        prov["float_vs_integer"]["spike_agreement"] = {
+            k: round(v, 6) for k, v in check["spike_agreement"].items()}
+    prov = {k: v for k, v in prov.items() if v is not None}
+    rep = export_workload(model, images, labels, args.out, name=name, provenance=prov, progress=True)
+    rep["seconds"] = time.time() - t0
+    lines = [f"{'layer':<8}{'M':>6}{'K':>6}{'N':>5}{'thr':>7}{'w sp':>8}{'agree(layer)':>14}{'agree(chain)':>14}"]
+    lines += [f"{r['name']:<8}{r['M']:>6}{r['K']:>6}{r['N']:>5}{r['threshold']:>7}{r['weight_sparsity']:>8.3f}"
+              f"{r['agreement_layerwise']:>14.5f}{r['agreement_end_to_end']:>14.5f}" for r in rep["layers"]]
+    lines.append(f"float acc {rep['float_acc']:.4f}, integer acc {rep['integer_acc']:.4f} on "
+                 f"{rep['samples']} samples; golden check: all layers equal; {rep['seconds']:.1f} s")
+    if args.check_samples:
+        rep["float_vs_integer"] = check
+        lines.append(f"first {check['samples']} test samples: float acc {check['float_acc']:.4f}, "
+                     f"integer acc {check['integer_acc']:.4f}, same prediction "
+                     f"{check['prediction_agreement']:.4f}")
+    lines.append(f"workload written to {args.out}")
+    _emit(args, rep, "\n".join(lines))
+    return 0
+
+
+def cmd_import_prosperity(args) -> int:
+    from pathlib import Path
+
+    from models.prosperity import import_prosperity
+    from sim.trace import TRACES_DIR
+
+    _setup(args)
+    out = Path(args.out) if args.out else TRACES_DIR / args.name
+    rep = import_prosperity(args.file, out, name=args.name, weight_sparsity=args.weight_sparsity,
+                            seed=args.seed, n_mask=args.n_mask)
+    lines = [f"{r['name']:<8} M {r['M']:>5} K {r['K']:>5} N {r['N']:>4}  spike sp {r['spike_sparsity']:.3f}"
+             f"  weight sp {r['weight_sparsity']:.3f}" for r in rep["layers"]]
+    lines.append(f"workload written to {out}")
+    _emit(args, rep, "\n".join(lines))
+    return 0
+
+
+def _emit(args, obj, text: str) -> None:
+    if getattr(args, "json", False):
+        json.dump(obj, sys.stdout, indent=2)
+        print()
+    else:
+        print(text)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a zoo SNN (SGD + cosine, resumable)")
+    _model_args(p)
+    _data_args(p)
+    _train_args(p)
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    add_json(p)
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("prune", help="lottery-ticket pruning with late rewinding (resumable)")
+    _model_args(p)
+    _data_args(p)
+    _train_args(p)
+    p.add_argument("--rounds", type=int, default=15, help="pruning rounds after the dense round")
+    p.add_argument("--rate", type=float, default=0.25, help="fraction of surviving weights per round")
+    p.add_argument("--scope", default="global", choices=("global", "local"))
+    p.add_argument("--rewind-epoch", type=int, default=1, help="dense epoch to rewind to")
+    p.add_argument("--round-epochs", type=int, default=None, help="epochs of rounds >= 1")
+    p.add_argument("--round-lr", type=float, default=None, help="lr of rounds >= 1")
+    p.add_argument("--round-train-subset", type=int, default=None,
+                   help="training samples of rounds >= 1 (default: as round 0)")
+    p.add_argument("--out", required=True, help="run directory (round checkpoints, masks, log)")
+    p.add_argument("--save", default=None, help="also write the last round as a compact checkpoint")
+    add_json(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = subparsers.add_parser("profile", help="silent-neuron profile per spike layer (LoAS Table II)")
+    p.add_argument("checkpoint", help="model checkpoint")
+    p.add_argument("--n-mask", type=int, default=None, help="override the checkpoint's n_mask (0, 1, 2)")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data", default=None, help="dataset directory")
+    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_json(p)
+    p.set_defaults(func=cmd_profile)
+
+    p = subparsers.add_parser("finetune", help="fine-tune with an n_mask, pruned weights kept at zero")
+    p.add_argument("checkpoint", help="model checkpoint (e.g. a pruned one)")
+    p.add_argument("--n-mask", type=int, default=1, help="0, 1 or 2")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data", default=None, help="dataset directory")
+    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    _train_args(p)
+    p.set_defaults(epochs=5, lr=0.02)
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    add_json(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = subparsers.add_parser("export", help="export spike layers as a trace workload")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint")
+    p.add_argument("--out", required=True, help="workload directory to write")
+    p.add_argument("--name", default=None, help="workload name (default: the directory name)")
+    p.add_argument("--samples", type=int, default=4, help="test samples to export")
+    p.add_argument("--first", type=int, default=0, help="index of the first test sample")
+    p.add_argument("--check-samples", type=int, default=1000,
+                   help="measure float vs integer accuracy on the first N test samples (0 = off)")
+    p.add_argument("--n-mask", type=int, default=None, help="override the checkpoint's n_mask")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
+    p.add_argument("--data", default=None, help="dataset directory")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_json(p)
+    p.set_defaults(func=cmd_export)
+
+    g = group(subparsers, "trace", "trace workloads: inspect, verify, import")
+    p = g.add_parser("import-prosperity", help="import LoAS spike data (Prosperity pickle) as a workload")
+    p.add_argument("file", help="the pickle (e.g. ../shared/data/prosperity-loas/vgg16_cifar10_loas.pkl)")
+    p.add_argument("--name", required=True, help="workload name")
+    p.add_argument("--weight-sparsity", type=float, default=0.98, help="global weight sparsity in [0, 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
+    p.add_argument("--n-mask", type=int, default=0, help="n_mask recorded in the workload")
+    p.add_argument("--out", default=None, help="workload directory (default traces/NAME)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_json(p)
+    p.set_defaults(func=cmd_import_prosperity)

@@ -1,0 +1,248 @@
+"""Training: SGD + cosine, per-epoch progress bar, atomic checkpoints, resume, pruning masks.
+
+A training run owns one checkpoint file. It is rewritten atomically (temp file in the same
+directory, then ``os.replace``) at the end of every epoch, so a run killed at any moment resumes
+from the last finished epoch; the batch order of an epoch depends only on (seed, epoch), so the
+resumed run replays exactly what the killed one would have done.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sim.errors import UserError
+
+from .data import Augment, Dataset, batches
+from .layers import prunable
+
+
+def log_stderr(msg: str) -> None:
+    """Default progress log: stderr, so that ``--json`` output on stdout stays clean."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def default_device() -> torch.device:
+    """CUDA when present, CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename over it (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write a text file atomically (temp file in the same directory, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path) -> dict:
+    """Load a checkpoint written by this package (plain tensors and containers only).
+
+    Raises
+    ------
+    UserError
+        If the file is missing or not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: not a loadable checkpoint ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(ck, dict):
+        raise UserError(f"{path}: field 'root': expected a dict, got {type(ck).__name__}")
+    return ck
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (all recorded in the checkpoint).
+
+    Parameters
+    ----------
+    epochs : int
+        Epochs of this run (the cosine schedule spans them).
+    lr, momentum, weight_decay : float
+        SGD settings; the learning rate follows a cosine from ``lr`` to ``lr * lr_min_ratio``.
+    batch_size : int
+    seed : int
+        Seeds initialisation, batch order and augmentation.
+    train_subset : int or None
+        Use only the first N training samples.
+    pad, flip, cutout :
+        :class:`~models.data.Augment` settings.
+    """
+
+    epochs: int = 10
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_min_ratio: float = 0.0
+    batch_size: int = 128
+    seed: int = 0
+    train_subset: int | None = None
+    pad: int = 0
+    flip: bool = False
+    cutout: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise UserError(f"--{name.replace('_', '-')}: must be a positive int, got {v!r}")
+        if not self.lr > 0:
+            raise UserError(f"--lr: must be > 0, got {self.lr!r}")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig):
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=cfg.epochs, eta_min=cfg.lr * cfg.lr_min_ratio)
+    return opt, sched
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor] | None) -> None:
+    """Zero pruned weights in place (``masks`` maps prunable weight names to 0/1 tensors)."""
+    if not masks:
+        return
+    with torch.no_grad():
+        for name, p in prunable(model):
+            if name in masks:
+                p.mul_(masks[name].to(p.device, p.dtype))
+
+
+def _mask_grads(model, masks):
+    if not masks:
+        return
+    for name, p in prunable(model):
+        if name in masks and p.grad is not None:
+            p.grad.mul_(masks[name].to(p.device, p.dtype))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ds: Dataset, batch_size: int = 500, progress: bool = False,
+             desc: str = "eval") -> float:
+    """Top-1 accuracy (fraction) of ``model`` on ``ds`` in eval mode."""
+    from tqdm import tqdm
+
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = 0
+    it = batches(ds, batch_size)
+    if progress:
+        it = tqdm(it, total=(len(ds) + batch_size - 1) // batch_size, desc=desc, leave=False)
+    for x, y in it:
+        correct += int((model(x.to(dev)).argmax(1).cpu() == y).sum())
+    model.train(was)
+    return correct / max(1, len(ds))
+
+
+def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
+          masks: dict[str, torch.Tensor] | None = None, tag: dict | None = None,
+          on_epoch=None, progress: bool = True, log=log_stderr) -> dict:
+    """Train ``model`` for ``cfg.epochs`` epochs, resuming from ``ckpt_path`` if it holds this run.
+
+    Parameters
+    ----------
+    masks : dict, optional
+        Pruning masks; masked weights and their gradients are zeroed so pruned weights stay exactly 0.
+    tag : dict, optional
+        Identifies the run (e.g. ``{"round": 3}``); a checkpoint with another tag is not resumed.
+    on_epoch : callable, optional
+        ``on_epoch(epoch_done, model)`` after each epoch (before the checkpoint is written), e.g. to
+        save a rewind point; a dict it returns is merged into that epoch's history record.
+
+    Returns
+    -------
+    dict
+        ``{"epochs": .., "history": [{"epoch", "loss", "train_acc", "seconds"}, ..], "seconds": ..}``.
+    """
+    from tqdm import tqdm
+
+    dev = next(model.parameters()).device
+    opt, sched = make_optimizer(model, cfg)
+    start, history = 0, []
+    ckpt_path = Path(ckpt_path)
+    tag = dict(tag or {})
+    if ckpt_path.is_file():
+        ck = load_checkpoint(ckpt_path)
+        if ck.get("tag") == tag and ck.get("config") == asdict(cfg):
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            start, history = int(ck["epoch"]), list(ck["history"])
+            log(f"resuming {ckpt_path} at epoch {start}/{cfg.epochs}")
+    apply_masks(model, masks)
+    aug = Augment(cfg.pad, cfg.flip, cfg.cutout) if (cfg.pad or cfg.flip or cfg.cutout) else None
+    ds = train_ds.subset(cfg.train_subset)
+    nb = (len(ds) + cfg.batch_size - 1) // cfg.batch_size
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        t0 = time.time()
+        tot_loss, correct, seen = 0.0, 0, 0
+        it = batches(ds, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch, augment=aug)
+        bar = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, mininterval=5.0)
+        for x, y in bar:
+            x, y = x.to(dev), y.to(dev)
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            _mask_grads(model, masks)
+            opt.step()
+            apply_masks(model, masks)
+            tot_loss += loss.item() * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        sched.step()
+        rec = {"epoch": epoch + 1, "loss": tot_loss / max(1, seen), "train_acc": correct / max(1, seen),
+               "seconds": time.time() - t0}
+        if on_epoch is not None:
+            rec.update(on_epoch(epoch + 1, model) or {})
+        history.append(rec)
+        extra = f" test acc {rec['test_acc']:.4f}" if "test_acc" in rec else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} train acc {rec['train_acc']:.4f}"
+            f"{extra} ({rec['seconds']:.0f} s)")
+        atomic_save({"tag": tag, "config": asdict(cfg), "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch + 1, "history": history}, ckpt_path)
+    return {"epochs": cfg.epochs, "history": history,
+            "seconds": sum(h["seconds"] for h in history)}

@@ -1,0 +1,156 @@
+"""Lottery-ticket pruning: sparsity per round, masks kept through training, resume after a kill."""
+
+import json
+
+import pytest
+import torch
+
+from models.data import Dataset
+from models.layers import prunable
+from models.prune import PruneConfig, full_masks, magnitude_masks, mask_sparsity, round_path, run_lth
+from models.train import TrainConfig, load_checkpoint, train
+from models.zoo import default_net
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tests run beside long trainings on 2 shared cores: a 2-thread OpenMP pool then spins and
+    # makes small convolutions ~100x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return Dataset(imgs, labels, "fashion-mnist", 10)
+
+
+def tiny_net():
+    return default_net(width=2)
+
+
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_sparsity_after_k_rounds(scope):
+    torch.manual_seed(0)
+    m = tiny_net()
+    masks = full_masks(m)
+    for k in range(1, 6):
+        # new random magnitudes each round, as after retraining
+        for _, p in prunable(m):
+            p.data.normal_()
+        masks = magnitude_masks(m, masks, 0.25, scope)
+        assert mask_sparsity(masks) == pytest.approx(1 - 0.75 ** k, abs=2e-3)
+    if scope == "local":
+        for name, mk in masks.items():
+            assert 1 - mk.float().mean() == pytest.approx(1 - 0.75 ** 5, abs=0.05), name
+
+
+def test_pruned_never_revive():
+    torch.manual_seed(0)
+    m = tiny_net()
+    masks = magnitude_masks(m, full_masks(m), 0.5)
+    for _, p in prunable(m):
+        p.data.normal_()  # a pruned weight grows large: it must stay pruned
+    again = magnitude_masks(m, masks, 0.5)
+    for n in masks:
+        assert not (again[n] & ~masks[n]).any()
+
+
+def test_masks_kept_through_training(tmp_path):
+    torch.manual_seed(0)
+    m = tiny_net()
+    masks = magnitude_masks(m, full_masks(m), 0.75)
+    cfg = TrainConfig(epochs=2, lr=0.5, batch_size=16, weight_decay=5e-4)
+    train(m, tiny_data(), cfg, tmp_path / "state.pt", masks=masks, progress=False, log=lambda s: None)
+    for name, p in prunable(m):
+        assert (p[~masks[name]] == 0).all(), name
+        assert (p[masks[name]] != 0).all(), name
+
+
+def lth_config():
+    t = TrainConfig(epochs=2, lr=0.2, batch_size=16, seed=1)
+    return PruneConfig(rounds=3, rate=0.5, rewind_epoch=1, dense=t,
+                       retrain=TrainConfig(epochs=2, lr=0.2, batch_size=16, seed=1))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_interruption_loses_nothing(tmp_path):
+    data = tiny_data()
+    quiet = dict(progress=False, log=lambda s: None)
+    ref = run_lth(tiny_net, data, data, lth_config(), tmp_path / "ref", **quiet)
+    assert [r["round"] for r in ref] == [0, 1, 2, 3]
+    assert ref[-1]["mask_sparsity"] == pytest.approx(1 - 0.5 ** 3, abs=1e-3)
+
+    seen = []
+
+    def killer(msg):
+        seen.append(msg)
+        if msg.startswith("epoch 2/2") and sum(s.startswith("round 2/") for s in seen):
+            raise Killed  # killed in the middle of round 2, after one epoch's checkpoint
+
+    with pytest.raises(Killed):
+        run_lth(tiny_net, data, data, lth_config(), tmp_path / "run", progress=False, log=killer)
+    assert round_path(tmp_path / "run", 1).is_file() and not round_path(tmp_path / "run", 2).is_file()
+    assert (tmp_path / "run" / "train_state.pt").is_file()
+    logs = []
+    resumed = run_lth(tiny_net, data, data, lth_config(), tmp_path / "run", progress=False,
+                      log=logs.append)
+    assert any(s.startswith("resuming") for s in logs)
+    assert not any(s.startswith("round 0/") or s.startswith("round 1/") for s in logs)
+    assert [r["round"] for r in resumed] == [0, 1, 2, 3]
+    for r in range(4):
+        a = load_checkpoint(round_path(tmp_path / "ref", r))
+        b = load_checkpoint(round_path(tmp_path / "run", r))
+        for n in a["masks"]:
+            assert torch.equal(a["masks"][n], b["masks"][n])
+        for n in a["model"]:
+            assert torch.equal(a["model"][n], b["model"][n]), (r, n)
+    log = json.loads((tmp_path / "run" / "lth.json").read_text())
+    assert [r["round"] for r in log["rounds"]] == [0, 1, 2, 3]
+
+
+def test_other_settings_refused(tmp_path):
+    from sim.errors import UserError
+
+    data = tiny_data(16)
+    cfg = PruneConfig(rounds=0, rate=0.5, rewind_epoch=1, dense=TrainConfig(epochs=1, batch_size=16))
+    run_lth(tiny_net, data, data, cfg, tmp_path, progress=False, log=lambda s: None)
+    cfg2 = PruneConfig(rounds=0, rate=0.4, rewind_epoch=1, dense=TrainConfig(epochs=1, batch_size=16))
+    with pytest.raises(UserError, match="other settings"):
+        run_lth(tiny_net, data, data, cfg2, tmp_path, progress=False, log=lambda s: None)
+
+
+def test_prune_config_validation():
+    from sim.errors import UserError
+
+    with pytest.raises(UserError, match="--rate"):
+        PruneConfig(rounds=1, rate=1.5)
+    with pytest.raises(UserError, match="--rewind-epoch"):
+        PruneConfig(rounds=1, rate=0.5, rewind_epoch=99)
+    with pytest.raises(UserError, match="--scope"):
+        PruneConfig(rounds=1, rate=0.5, scope="layer")
+
+
+def test_branch_with_other_retrain_settings(tmp_path):
+    import shutil
+
+    data = tiny_data(32)
+    quiet = dict(progress=False, log=lambda s: None)
+    cfg = PruneConfig(rounds=0, rate=0.5, rewind_epoch=1, dense=TrainConfig(epochs=1, batch_size=16))
+    run_lth(tiny_net, data, data, cfg, tmp_path / "a", **quiet)
+    (tmp_path / "b").mkdir()
+    for f in ("round_00.pt", "rewind.pt"):
+        shutil.copy(tmp_path / "a" / f, tmp_path / "b" / f)
+    cfg2 = PruneConfig(rounds=1, rate=0.5, rewind_epoch=1, dense=TrainConfig(epochs=1, batch_size=16),
+                       retrain=TrainConfig(epochs=1, batch_size=16, train_subset=16))
+    recs = run_lth(tiny_net, data, data, cfg2, tmp_path / "b", **quiet)
+    assert [r["round"] for r in recs] == [0, 1]
+    assert recs[0]["settings"]["prune"]["rounds"] == 0  # round 0 keeps the settings it was made with
+    assert recs[1]["mask_sparsity"] == pytest.approx(0.5, abs=1e-3)
