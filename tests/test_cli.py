@@ -1,19 +1,15 @@
 """The `loas` command line as a user runs it: exit codes, one-line errors, JSON output."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import loas
 
 from sim.golden import run_layer
 from sim.synthetic import write_random_workload
 from sim.trace import Geometry, load_workload
 
 
-def loas(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "loas.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,12 @@
 import json
 
 import pytest
-import torch
 
 from loas.cli import main
 from test_models_data import make_fmnist
 from test_models_prosperity import write_file
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

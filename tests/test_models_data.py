@@ -13,14 +13,6 @@ from models.data import (FASHION_MNIST_DIR, Augment, DatasetError, batches, load
                          load_dataset, load_fashion_mnist)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tests run beside long trainings on 2 shared cores: a 2-thread OpenMP pool then spins and
-    # makes small convolutions ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_idx(path, arr, magic_dtype=0x08):

@@ -13,14 +13,6 @@ from sim.golden import LIFParams, plif, run_layer
 from sim.trace import Layer, load_workload
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tests run beside long trainings on 2 shared cores: a 2-thread OpenMP pool then spins and
-    # makes small convolutions ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def lively(model, seed=0):

@@ -8,14 +8,6 @@ from models.layers import SpikeConv, apply_n_mask, integer_lif, make_lif
 from models.zoo import ZOO, build, default_net, gemm_shapes, vgg16
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tests run beside long trainings on 2 shared cores: a 2-thread OpenMP pool then spins and
-    # makes small convolutions ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def spikes_from_counts(pattern):

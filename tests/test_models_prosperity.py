@@ -14,12 +14,6 @@ from sim.golden import run_layer
 from sim.trace import Layer, load_workload
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_file(path, T=4, chans=(3, 4, 6, 6), sizes=(8, 8, 4, 4), features=6, seed=0):

@@ -12,14 +12,6 @@ from models.train import TrainConfig, load_checkpoint, train
 from models.zoo import default_net
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tests run beside long trainings on 2 shared cores: a 2-thread OpenMP pool then spins and
-    # makes small convolutions ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_data(n=48, seed=0):

@@ -2,18 +2,14 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import loas
 
 from sim.synthetic import write_random_workload
 from sim.trace import Geometry
 
 
-def loas(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "loas.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")

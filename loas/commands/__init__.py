@@ -7,6 +7,8 @@ so that `loas --help` and the numpy-only commands start fast.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 
 def group(subparsers, name: str, help: str):
@@ -25,3 +27,12 @@ def group(subparsers, name: str, help: str):
 
 def add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def emit(args, obj, text: str) -> None:
+    """Print `obj` as JSON when --json was given, else the human-readable `text`."""
+    if getattr(args, "json", False):
+        json.dump(obj, sys.stdout, indent=2)
+        print()
+    else:
+        print(text)

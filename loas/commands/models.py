@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from loas.commands import add_json, group
+from loas.commands import add_json, emit, group
 from sim.errors import UserError
 
 
@@ -97,7 +96,7 @@ def cmd_train(args) -> int:
                 tag={"meta": meta})
     acc = evaluate(model, test_ds, progress=True)
     save_model(model, meta, out, record={"test_acc": acc, "train_seconds": res["seconds"]})
-    _emit(args, {"checkpoint": str(out), "test_acc": acc, "seconds": res["seconds"]},
+    emit(args, {"checkpoint": str(out), "test_acc": acc, "seconds": res["seconds"]},
           f"test accuracy {acc:.4f}; checkpoint {out}")
     return 0
 
@@ -133,7 +132,7 @@ def cmd_prune(args) -> int:
             "train_seconds": sum(r["train_seconds"] for r in records), "recipe": recipe})
     rows = [f"round {r['round']:2d}  sparsity {r['weight_sparsity']:.4f}  test acc {r['test_acc']:.4f}"
             for r in records]
-    _emit(args, {"rounds": [{k: v for k, v in r.items() if k != "history"} for r in records]},
+    emit(args, {"rounds": [{k: v for k, v in r.items() if k != "history"} for r in records]},
           "\n".join(rows))
     return 0
 
@@ -155,7 +154,7 @@ def cmd_profile(args) -> int:
     it, total = _test_batches(args, ds)
     rep = profile_model(model, it, progress=True, total=total)
     rep["checkpoint"] = str(args.checkpoint)
-    _emit(args, rep, format_table(rep))
+    emit(args, rep, format_table(rep))
     return 0
 
 
@@ -177,7 +176,7 @@ def cmd_finetune(args) -> int:
                                          "test_acc": res["acc_final"]})
     lines = [f"unmasked {res['acc_unmasked']:.4f}", f"n_mask {args.n_mask} {res['acc_masked']:.4f}"]
     lines += [f"epoch {h['epoch']} {h['test_acc']:.4f}" for h in res["epochs"]]
-    _emit(args, res, "\n".join(lines) + f"\ncheckpoint {out}")
+    emit(args, res, "\n".join(lines) + f"\ncheckpoint {out}")
     return 0
 
 
@@ -233,7 +232,7 @@ def cmd_export(args) -> int:
                      f"integer acc {check['integer_acc']:.4f}, same prediction "
                      f"{check['prediction_agreement']:.4f}")
     lines.append(f"workload written to {args.out}")
-    _emit(args, rep, "\n".join(lines))
+    emit(args, rep, "\n".join(lines))
     return 0
 
 
@@ -250,16 +249,9 @@ def cmd_import_prosperity(args) -> int:
     lines = [f"{r['name']:<8} M {r['M']:>5} K {r['K']:>5} N {r['N']:>4}  spike sp {r['spike_sparsity']:.3f}"
              f"  weight sp {r['weight_sparsity']:.3f}" for r in rep["layers"]]
     lines.append(f"workload written to {out}")
-    _emit(args, rep, "\n".join(lines))
+    emit(args, rep, "\n".join(lines))
     return 0
 
-
-def _emit(args, obj, text: str) -> None:
-    if getattr(args, "json", False):
-        json.dump(obj, sys.stdout, indent=2)
-        print()
-    else:
-        print(text)
 
 
 def register(subparsers) -> None:

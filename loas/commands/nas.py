@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
-from loas.commands import add_json, group
+from loas.commands import add_json, emit, group
 from sim.errors import UserError
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100")
@@ -66,13 +65,6 @@ def _build(args, matrix, dataset):
                          second_avgpooling=args.second_avgpooling)
 
 
-def _emit(args, obj, text: str) -> None:
-    if getattr(args, "json", False):
-        json.dump(obj, sys.stdout, indent=2)
-        print()
-    else:
-        print(text)
-
 
 # search ----------------------------------------------------------------------------------------
 def cmd_search(args) -> int:
@@ -109,7 +101,7 @@ def cmd_search(args) -> int:
         lines.append(f"{r + 1:4d}  {s}  {str(c.matrix):19s}  {c.matrix.describe()}")
     lines.append(f"scored {len(ranked)} cells in {seconds:.1f} s on {dev}")
     lines.append(f"best: --cnt-mat {best.matrix}")
-    _emit(args, obj, "\n".join(lines))
+    emit(args, obj, "\n".join(lines))
     return 0
 
 
@@ -185,7 +177,7 @@ def cmd_train(args) -> int:
     acc = evaluate(model, test_ds, batch_size=args.batch_size, progress=not args.json)
     save_snasnet(model.cpu(), args.dataset, out, record={"test_acc": acc, "train_seconds": res["seconds"],
                                                          "cnt_mat": str(matrix), "epochs": args.epochs})
-    _emit(args, {"checkpoint": str(out), "cnt_mat": str(matrix), "test_acc": acc, "seconds": res["seconds"],
+    emit(args, {"checkpoint": str(out), "cnt_mat": str(matrix), "test_acc": acc, "seconds": res["seconds"],
                  "history": res["history"]},
           f"cnt-mat {matrix}: test accuracy {acc:.4f}; checkpoint {out}")
     return 0
@@ -208,7 +200,7 @@ def cmd_test(args) -> int:
     test_ds = load_dataset(ds_name, args.data, "test").subset(args.test_subset)
     _check_shape(model, test_ds, args.checkpoint)
     acc = evaluate(model.to(dev), test_ds, batch_size=args.batch_size, progress=not args.json)
-    _emit(args, {"checkpoint": args.checkpoint, "cnt_mat": str(model.matrix), "dataset": ds_name,
+    emit(args, {"checkpoint": args.checkpoint, "cnt_mat": str(model.matrix), "dataset": ds_name,
                  "samples": len(test_ds), "test_acc": acc},
           f"cnt-mat {model.matrix}: test accuracy {acc:.4f} on {len(test_ds)} {ds_name} samples")
     return 0
@@ -271,7 +263,7 @@ def cmd_export(args) -> int:
         lines.append(f"note: T={rep['T']} > the default LoAS build's {hw_T} timesteps (cycles above assume a "
                      f"build for T={rep['T']}); run loas sim with a --config that sets timesteps: {rep['T']}, "
                      f"or export with --T {hw_T}")
-    _emit(args, rep, "\n".join(lines))
+    emit(args, rep, "\n".join(lines))
     return 0
 
 
