@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     scripts = sorted(p for p in HERE.glob("*.py") if p.name != "run.py")
+    # Usage: python bench/run.py [NAME ...]  (NAME = script stem, e.g. golden sim rtl export)
     only = set(sys.argv[1:])
     failed = []
     for script in scripts:
@@ -21,7 +22,8 @@ def main() -> int:
             continue
         print(f"== bench/{script.name}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable, str(script)], cwd=HERE.parent)
+        # -P: do not put bench/ first on sys.path, where bench/sim.py would shadow the sim package.
+        rc = subprocess.call([sys.executable, "-P", str(script)], cwd=HERE.parent)
         print(f"   {'ok' if rc == 0 else f'FAILED rc={rc}'} in {time.perf_counter() - t0:.1f} s", flush=True)
         if rc:
             failed.append(script.name)
