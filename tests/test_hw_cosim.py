@@ -72,3 +72,17 @@ def test_core_idle_and_backpressure(seed):
     assert chk.match, chk.mismatches
     assert not col.errors and col.seen.all()  # empty-queue check: nothing missing, nothing extra
     assert res["rtl_cycles"] >= core_cycles(words, weights, LoASConfig(pes=4)).total
+
+
+def test_core_all_silent_layer_back_to_back_beats():
+    """An all-silent layer (an untrained network's): every fiber is empty, results come back to back
+    with out.valid held high for many cycles; the testbench must count every beat (regression: it
+    once counted rising edges of valid and hung)."""
+    g = Geometry(c_in=8, h=8, w=8, kernel=3, stride=1, padding=1, c_out=16)
+    words, weights, bias, lif, n_mask = _layer(3, g, silent=1.0, density=0.5)
+    assert not words.any()
+    res, col = _run(words, weights, bias, lif, n_mask, simulator="verilator", pes=4)
+    chk = check(col, words, weights, bias, lif, 4, n_mask)
+    assert chk.match, chk.mismatches
+    assert not col.errors and col.seen.all()
+    assert res["rtl_cycles"] == core_cycles(words, weights, LoASConfig(pes=4)).total

@@ -74,25 +74,26 @@ async def run_layer(dut):
     P = params["pes"]
     expected_beats = -(-cfg["rows"] // P) * cfg["cols"]
     bp = cfg["backpressure"]
-    if bp:
-        # Backpressure: sample every cycle, drop ready at random.
-        while len(beats) < expected_beats:
-            dut.out__ready.value = 0 if rng.random() < bp else 1
-            await ReadOnly()
-            if int(dut.out__valid.value) and int(dut.out__ready.value):
-                beats.append(int(dut.out__payload.value))
-            await RisingEdge(dut.clk)
-        dut.out__ready.value = 1
-    else:
-        while len(beats) < expected_beats:
-            await RisingEdge(dut.out__valid)
-            await ReadOnly()
+    # Sample every cycle (valid may stay high across back-to-back beats, so edges of valid cannot
+    # count beats). A hung design fails after a generous cycle budget instead of running forever.
+    budget = expected_beats * (cfg["chunks"] * params["chunk_bits"] * 4 + 64) + 10_000
+    cycle = 0
+    while len(beats) < expected_beats:
+        dut.out__ready.value = 0 if bp and rng.random() < bp else 1
+        await ReadOnly()
+        if int(dut.out__valid.value) and int(dut.out__ready.value):
             beats.append(int(dut.out__payload.value))
+        await RisingEdge(dut.clk)
+        cycle += 1
+        assert cycle <= budget, f"no progress: {len(beats)} of {expected_beats} beats after {cycle} cycles"
+    dut.out__ready.value = 1
     await RisingEdge(dut.clk)
     await ReadOnly()
     while not int(dut.done.value):
         await RisingEdge(dut.clk)
         await ReadOnly()
+        cycle += 1
+        assert cycle <= budget, "all beats taken but done never rose"
     sim_wall = time.perf_counter() - t0
     cycles = int(dut.cycles.value)
     out = []
