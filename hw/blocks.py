@@ -46,6 +46,9 @@ def blocks() -> dict:
         "laggy_prefix_sum": lambda: LaggyPrefixSum(chunk_bits=W, adders=DEFAULT["laggy_adders"], ptr_bits=20),
         "inner_join": lambda: InnerJoin(chunk_bits=W),
         "tppe": tppe,
+        # the same TPPE with a 4-chunk-pair F-side lookahead (skips empty chunk pairs; hw/README.md)
+        "tppe_la4": lambda: TPPE(timesteps=T, chunk_bits=W, chunks=36, laggy_adders=DEFAULT["laggy_adders"],
+                                 fifo_depth=DEFAULT["fifo_depth"], bias_bits=16, lookahead=4),
         "plif": lambda: PLIF(timesteps=T, acc_bits=acc),
         "output_compressor": lambda: OutputCompressor(timesteps=T, index_bits=10),
         "core": lambda: Core(pes=16, timesteps=T, chunk_bits=W, laggy_adders=DEFAULT["laggy_adders"],
@@ -56,7 +59,7 @@ def blocks() -> dict:
 
 # Synthesizing the 16-lane core flat takes far longer than a lane; its row is estimated as the
 # 1-lane core plus 15 more lanes (TPPE + P-LIF + compressor), which is how the core is built.
-SYNTH_BLOCKS = ["fast_prefix_sum", "laggy_prefix_sum", "inner_join", "tppe", "plif", "output_compressor", "core_p1"]
+SYNTH_BLOCKS = ["fast_prefix_sum", "laggy_prefix_sum", "inner_join", "tppe", "tppe_la4", "plif", "output_compressor", "core_p1"]
 
 
 def write_verilog(out: str | Path, lint: bool = True) -> list[dict]:

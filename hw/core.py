@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hw.compress import OutputCompressor
 from hw.params import validated, check_adders, check_int, check_pow2, check_timesteps
 from hw.plif import PLIF
-from hw.tppe import TPPE, acc_bits_for
+from hw.tppe import DEFAULT_LOOKAHEAD, TPPE, acc_bits_for
 
 LD_A_MASK, LD_A_VAL, LD_A_PTR, LD_B_MASK, LD_B_VAL, LD_B_PTR, LD_BIAS = range(7)
 
@@ -43,6 +43,7 @@ class Core(wiring.Component):
                          build serves every layer that fits
     bias_bits : int      signed bias width
     a_nnz, b_nnz : int or None   value-memory depths (default M*K and K*N)
+    lookahead : int      chunk pairs a TPPE's F side examines per cycle (TPPE ``lookahead``)
     seg_cache : bool     TPPE segment-base cache for the resident A row (hw/README.md; default True)
 
     Ports
@@ -65,7 +66,7 @@ class Core(wiring.Component):
     @validated
     def __init__(self, *, pes=16, timesteps=4, chunk_bits=128, weight_bits=8, laggy_adders=16,
                  fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None,
-                 seg_cache=True):
+                 seg_cache=True, lookahead=DEFAULT_LOOKAHEAD):
         if not isinstance(seg_cache, bool):
             raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
         self.seg_cache = seg_cache
@@ -75,6 +76,7 @@ class Core(wiring.Component):
         self.weight_bits = check_int("weight_bits", weight_bits, lo=2, hi=16)
         self.laggy_adders = check_adders(chunk_bits, laggy_adders)
         self.fifo_depth = check_int("fifo_depth", fifo_depth, lo=1)
+        self.lookahead = check_int("lookahead", lookahead, lo=1, hi=16)
         self.M = check_int("rows", rows, lo=1)
         self.N = check_int("cols", cols, lo=1)
         self.K = check_int("k", k, lo=1)
@@ -108,7 +110,7 @@ class Core(wiring.Component):
         return TPPE(timesteps=self.T, chunk_bits=self.W, chunks=self.C, weight_bits=self.weight_bits,
                     bias_bits=self.bias_bits, laggy_adders=self.laggy_adders, fifo_depth=self.fifo_depth,
                     mask_addr_bits=self.mask_addr_bits, a_ptr_bits=self.a_ptr_bits, b_ptr_bits=self.b_ptr_bits,
-                    seg_cache=self.seg_cache)
+                    seg_cache=self.seg_cache, lookahead=self.lookahead)
 
     def elaborate(self, platform):
         m = Module()
@@ -116,10 +118,12 @@ class Core(wiring.Component):
         Mx, Nx, Cx = self.M, self.N, self.C
         M, N, C = self.rows, self.cols, self.chunks  # run-time shape
         mems = {
-            LD_A_MASK: Memory(shape=W, depth=Mx * Cx, init=[]),
+            # Mask memories padded by lookahead - 1 chunks: the F side's window may reach past the
+            # last fiber (those chunks are masked off in the TPPE).
+            LD_A_MASK: Memory(shape=W, depth=Mx * Cx + self.lookahead - 1, init=[]),
             LD_A_VAL: Memory(shape=T, depth=self.a_nnz, init=[]),
             LD_A_PTR: Memory(shape=self.a_ptr_bits, depth=Mx + 1, init=[]),
-            LD_B_MASK: Memory(shape=W, depth=Nx * Cx, init=[]),
+            LD_B_MASK: Memory(shape=W, depth=Nx * Cx + self.lookahead - 1, init=[]),
             LD_B_VAL: Memory(shape=signed(self.weight_bits), depth=self.b_nnz, init=[]),
             LD_B_PTR: Memory(shape=self.b_ptr_bits, depth=Nx + 1, init=[]),
             LD_BIAS: Memory(shape=signed(self.bias_bits), depth=Nx, init=[]),
@@ -161,11 +165,14 @@ class Core(wiring.Component):
             comp = OutputCompressor(timesteps=T, index_bits=self.index_bits)
             m.submodules[f"plif{i}"] = plif
             m.submodules[f"comp{i}"] = comp
+            for j in range(self.lookahead):  # F side window: chunks addr .. addr + lookahead - 1
+                for mem, addr, dat in ((LD_A_MASK, t.a_mask_addr, t.a_mask_data),
+                                       (LD_B_MASK, t.b_mask_addr, t.b_mask_data)):
+                    rp = mems[mem].read_port(domain="comb")
+                    m.d.comb += [rp.addr.eq(addr + j), dat[j * W:(j + 1) * W].eq(rp.data)]
             for port_name, mem, addr, dat in (
-                ("F A mask", LD_A_MASK, t.a_mask_addr, t.a_mask_data),
                 ("L A mask", LD_A_MASK, t.al_mask_addr, t.al_mask_data),
                 ("A words", LD_A_VAL, t.a_val_addr, t.a_val_data),
-                ("B mask", LD_B_MASK, t.b_mask_addr, t.b_mask_data),
                 ("B weights", LD_B_VAL, t.b_val_addr, t.b_val_data),
             ):
                 rp = mems[mem].read_port(domain="comb")

@@ -10,6 +10,7 @@ import numpy as np
 from sim.fibers import spike_fibers, weight_fibers
 from sim.golden import LIFParams, run_layer
 
+from hw.tppe import DEFAULT_LOOKAHEAD
 from hw.core import LD_A_MASK, LD_A_PTR, LD_A_VAL, LD_B_MASK, LD_B_PTR, LD_B_VAL, LD_BIAS
 
 
@@ -24,7 +25,7 @@ def _round_up_pow2(v: int) -> int:
 
 
 def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo_depth=8, T=4,
-                bias=None, exact=False, seg_cache=True) -> dict:
+                bias=None, exact=False, seg_cache=True, lookahead=None) -> dict:
     """Core constructor parameters that fit this layer.
 
     By default the capacities of :data:`CAPACITY` (grown to powers of two when the layer is larger),
@@ -41,7 +42,8 @@ def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo
     else:
         cap = {key: max(CAPACITY[key], _round_up_pow2(v) if key != "bias_bits" else v) for key, v in need.items()}
     return dict(pes=pes, timesteps=T, chunk_bits=chunk_bits, weight_bits=8, laggy_adders=laggy_adders,
-                fifo_depth=fifo_depth, seg_cache=seg_cache, **cap)
+                fifo_depth=fifo_depth, seg_cache=seg_cache,
+                lookahead=DEFAULT_LOOKAHEAD if lookahead is None else lookahead, **cap)
 
 
 def load_image(words, weights, bias, chunk_bits: int) -> list[tuple[int, int, int]]:

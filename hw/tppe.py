@@ -10,7 +10,7 @@ O[t] = pseudo - correction[t] is valid once both sides are done. Cycle contract:
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -19,6 +19,10 @@ from amaranth.lib.wiring import In, Out
 from hw.join import InnerJoin
 from hw.params import validated, check_adders, check_int, check_pow2, check_timesteps, signed_width
 from hw.prefix import popcount
+
+#: chunk pairs the F side examines per cycle (hw/README.md "TPPE"); sim/tppe.py uses the same default.
+#: 1 until sim/loas.py counts scanned chunk pairs per window (its scan bound assumes one per cycle).
+DEFAULT_LOOKAHEAD = 1
 
 
 def acc_bits_for(*, chunks: int, chunk_bits: int, weight_bits: int, bias_bits: int) -> int:
@@ -42,6 +46,9 @@ class TPPE(wiring.Component):
     mask_addr_bits, a_ptr_bits, b_ptr_bits : int   memory address widths
     acc_bits : int or None   accumulator width; None derives the overflow-free width; a smaller
                              explicit width sets ``overflow`` (sticky per job) when a sum wraps
+    lookahead : int      chunk pairs the F side examines per cycle (1..16, default
+                         ``DEFAULT_LOOKAHEAD``): empty chunk pairs among them are skipped in the
+                         same cycle (1: one cycle per empty chunk pair, the original behaviour)
     seg_cache : bool     keep the segment bases the laggy walk computed for the resident A row
                          across jobs until a job with ``new_row`` (default True); False forgets
                          them at every job (the walk restarts at segment 0 for every matched chunk)
@@ -54,8 +61,10 @@ class TPPE(wiring.Component):
                          when idle or when the result is taken in the same cycle
     result : Out(stream) payload ``o``: T signed accumulators O[t]; ``overflow`` flag
     chunks : In          chunks per fiber of the running layer (1..chunks parameter)
-    a_mask_addr/a_mask_data, al_mask_addr/al_mask_data, a_val_addr/a_val_data,
-    b_mask_addr/b_mask_data, b_val_addr/b_val_data: combinational-read memory ports (F side A and
+    a_mask_addr/a_mask_data, b_mask_addr/b_mask_data: the F side reads ``lookahead`` consecutive
+                         chunks (data = chunk addr + i at bits [i*W, (i+1)*W))
+    al_mask_addr/al_mask_data, a_val_addr/a_val_data,
+    b_val_addr/b_val_data: combinational-read memory ports (F side A and
                          B masks, L side A mask, L side spike words, F side weights)
 
     Raises
@@ -67,7 +76,7 @@ class TPPE(wiring.Component):
     @validated
     def __init__(self, *, timesteps=4, chunk_bits=128, chunks=1, weight_bits=8, bias_bits=16,
                  laggy_adders=16, fifo_depth=8, mask_addr_bits=16, a_ptr_bits=20, b_ptr_bits=20,
-                 acc_bits=None, seg_cache=True):
+                 acc_bits=None, seg_cache=True, lookahead=DEFAULT_LOOKAHEAD):
         if not isinstance(seg_cache, bool):
             raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
         self.seg_cache = seg_cache
@@ -78,6 +87,7 @@ class TPPE(wiring.Component):
         self.bias_bits = check_int("bias_bits", bias_bits, lo=1, hi=32)
         self.laggy_adders = check_adders(chunk_bits, laggy_adders)
         self.fifo_depth = check_int("fifo_depth", fifo_depth, lo=1)
+        self.lookahead = check_int("lookahead", lookahead, lo=1, hi=16)
         for name, v in (("mask_addr_bits", mask_addr_bits), ("a_ptr_bits", a_ptr_bits), ("b_ptr_bits", b_ptr_bits)):
             check_int(name, v, lo=1, hi=40)
         self.mask_addr_bits, self.a_ptr_bits, self.b_ptr_bits = mask_addr_bits, a_ptr_bits, b_ptr_bits
@@ -96,10 +106,10 @@ class TPPE(wiring.Component):
         super().__init__({
             "job": In(stream.Signature(self.job_layout)),
             "result": Out(stream.Signature(self.result_layout)),
-            "a_mask_addr": Out(mask_addr_bits), "a_mask_data": In(W),
+            "a_mask_addr": Out(mask_addr_bits), "a_mask_data": In(W * self.lookahead),
             "al_mask_addr": Out(mask_addr_bits), "al_mask_data": In(W),
             "a_val_addr": Out(a_ptr_bits), "a_val_data": In(self.T),
-            "b_mask_addr": Out(mask_addr_bits), "b_mask_data": In(W),
+            "b_mask_addr": Out(mask_addr_bits), "b_mask_data": In(W * self.lookahead),
             "b_val_addr": Out(b_ptr_bits), "b_val_data": In(signed(weight_bits)),
             "chunks": In(range(1, chunks + 1)),
         })
@@ -141,18 +151,46 @@ class TPPE(wiring.Component):
         consumed_e = Mux(start, 0, consumed)
         pseudo_e = Signal(signed(acc))
         m.d.comb += pseudo_e.eq(Mux(start, self.job.payload.bias, pseudo))
-        # ---- F side: fast join + pseudo-accumulator (one match or one empty chunk per cycle) ----
+        # ---- F side: fast join + pseudo-accumulator (one match per cycle; empty chunk pairs of
+        # the ``lookahead`` window are skipped in the same cycle) ----
+        L = self.lookahead
+        m.d.comb += [self.a_mask_addr.eq(a_row_e + chunk_e), self.b_mask_addr.eq(b_col_e + chunk_e)]
+        a_ch = [self.a_mask_data[i * W:(i + 1) * W] for i in range(L)]
+        b_ch = [self.b_mask_data[i * W:(i + 1) * W] for i in range(L)]
+        any_ = []
+        for i in range(L):
+            ai = Signal(name=f"la_any{i}")
+            rem = a_ch[i] & b_ch[i] & (~consumed_e if i == 0 else Const(-1, W))
+            m.d.comb += ai.eq(rem.any() & (chunk_e + i < C))  # chunks past the fiber are not its
+            any_.append(ai)
+        found = Signal()
+        m.d.comb += found.eq(Cat(*any_).any())
+        sel = Signal(range(max(L, 2)))
+        for i in reversed(range(L)):  # the lowest chunk with a match wins
+            with m.If(any_[i]):
+                m.d.comb += sel.eq(i)
+        ow = W.bit_length() + max(1, L.bit_length())
+        askip = [Const(0, ow)]
+        bskip = [Const(0, ow)]
+        for i in range(L):  # popcounts of the chunks skipped before chunk i of the window
+            sa, sb = Signal(ow, name=f"la_askip{i + 1}"), Signal(ow, name=f"la_bskip{i + 1}")
+            m.d.comb += [sa.eq(askip[-1] + popcount(a_ch[i])), sb.eq(bskip[-1] + popcount(b_ch[i]))]
+            askip.append(sa)
+            bskip.append(sb)
+        a_skip = Signal(ow)
+        b_skip = Signal(ow)
+        consumed_sel = Signal(W)
         m.d.comb += [
-            self.a_mask_addr.eq(a_row_e + chunk_e),
-            self.b_mask_addr.eq(b_col_e + chunk_e),
-            join.a_mask.eq(self.a_mask_data),
-            join.b_mask.eq(self.b_mask_data),
-            join.consumed.eq(consumed_e),
-            self.b_val_addr.eq(b_ptr_e + join.b_offset),
+            a_skip.eq(Array(askip[:L])[sel]), b_skip.eq(Array(bskip[:L])[sel]),
+            consumed_sel.eq(Mux(sel == 0, consumed_e, 0)),
+            join.a_mask.eq(Array(a_ch)[sel]),
+            join.b_mask.eq(Array(b_ch)[sel]),
+            join.consumed.eq(consumed_sel),
+            self.b_val_addr.eq(b_ptr_e + b_skip + join.b_offset),
         ]
         mp_in = data.View(mp_layout, fifo_mp.w_data)
         m.d.comb += [
-            mp_in.pos.eq(join.pos), mp_in.chunk.eq(chunk_e), mp_in.a_base.eq(a_ptr_e),
+            mp_in.pos.eq(join.pos), mp_in.chunk.eq(chunk_e + sel), mp_in.a_base.eq(a_ptr_e + a_skip),
             fifo_b.w_data.eq(self.b_val_data),
         ]
 
@@ -212,13 +250,14 @@ class TPPE(wiring.Component):
                             m.d.sync += overflow.eq(1)
 
         running = Signal()
+        skip_all = Signal()
         with m.If(running):
-            with m.If(join.has_match):
+            with m.If(found):
                 m.d.comb += [push.eq(fifo_mp.w_rdy), advance.eq(fifo_mp.w_rdy & join.last)]
             with m.Else():
-                m.d.comb += advance.eq(1)
+                m.d.comb += skip_all.eq(1)
         f_last = Signal()
-        m.d.comb += f_last.eq(advance & (chunk_e == C - 1))
+        m.d.comb += f_last.eq((skip_all & (chunk_e + L >= C)) | (advance & (chunk_e + sel == C - 1)))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.job.ready.eq(1), running.eq(start)]
@@ -258,15 +297,19 @@ class TPPE(wiring.Component):
                 m.d.sync += corr[t].eq(0)
         with m.If(push):
             s = pseudo_e + self.b_val_data
-            m.d.sync += [pseudo.eq(s), consumed.eq(consumed_e | join.onehot)]
+            m.d.sync += [pseudo.eq(s), consumed.eq(consumed_sel | join.onehot), chunk.eq(chunk_e + sel),
+                         a_ptr.eq(a_ptr_e + a_skip), b_ptr.eq(b_ptr_e + b_skip)]
             if not self.safe:
                 with m.If(s[acc] != s[acc - 1]):
                     m.d.sync += overflow.eq(1)
         with m.If(advance):
             m.d.sync += [
-                chunk.eq(chunk_e + 1), consumed.eq(0),
-                a_ptr.eq(a_ptr_e + join.a_total), b_ptr.eq(b_ptr_e + join.b_total),
+                chunk.eq(chunk_e + sel + 1), consumed.eq(0),
+                a_ptr.eq(a_ptr_e + a_skip + join.a_total), b_ptr.eq(b_ptr_e + b_skip + join.b_total),
             ]
+        with m.If(skip_all):
+            m.d.sync += [chunk.eq(chunk_e + L), consumed.eq(0),
+                         a_ptr.eq(a_ptr_e + askip[L]), b_ptr.eq(b_ptr_e + bskip[L])]
         for t in range(T):
             m.d.comb += self.result.payload.o[t].eq(pseudo - corr[t])
         m.d.comb += self.result.payload.overflow.eq(overflow)

@@ -4,8 +4,9 @@ microarchitecture both this model and the RTL in hw/ follow; keep the three in s
 Summary of the timing contract (cycle 0 = the cycle the scheduler asserts a TPPE's ``start``):
 
 * F side (fast join + pseudo-accumulator), from cycle 0 (the accept cycle works on the job's
-  payload): one cycle per empty chunk pair, one cycle per match otherwise (``max(1, matches)`` per
-  chunk pair); a match is pushed into FIFO-mp/FIFO-B in its cycle unless the FIFOs are full
+  payload): one cycle per match; it examines ``lookahead`` (L) chunk pairs per cycle and jumps to
+  the first with a match, so a run of e empty chunk pairs before a match costs floor(e / L) cycles
+  and after the last match ceil(e / L) (L = 1: ``max(1, matches)`` per chunk pair); a match is pushed into FIFO-mp/FIFO-B in its cycle unless the FIFOs are full
   (``level == depth``; a pop in the same cycle does not help).
 * L side (A-side walk with the segment-base cache + correction): serves the FIFO head from the
   cycle after it was pushed; a match in segment s of chunk c costs max(0, s - reached) walk cycles
@@ -29,6 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.config import LoASConfig
+
+#: chunk pairs the TPPE's F side examines per cycle; equal to hw.tppe.DEFAULT_LOOKAHEAD (a test holds
+#: them equal; sim/ does not import hw/, which needs Amaranth)
+DEFAULT_LOOKAHEAD = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,7 +96,7 @@ def _walk_cycles(rows, ks, N, W, seg_bits, seg_cache):
     return adv
 
 
-def _fiber_timing(words, weights, cfg, seg_cache=True):
+def _fiber_timing(words, weights, cfg, seg_cache=True, lookahead=1):
     """(tau (M, N), fifo_stall (M, N), drain (M, N)) for every output neuron."""
     M, K = words.shape
     N = weights.shape[1]
@@ -115,8 +120,16 @@ def _fiber_timing(words, weights, cfg, seg_cache=True):
         R = flat.shape[0]
         per_chunk = flat.reshape(R, C, W).sum(axis=2)
         J = per_chunk.sum(axis=1)
-        empty = per_chunk == 0
-        empties_before = np.cumsum(empty, axis=1) - empty  # exclusive
+        L = lookahead
+        matched = per_chunk > 0
+        # Empty cycles of the F side: a gap of e empty chunk pairs before a matched chunk costs
+        # floor(e / L) cycles (the window of L chunk pairs jumps to the first match in it; a
+        # window with no match costs a cycle and moves on by L), trailing empties ceil(e / L).
+        idx = np.arange(C)[None, :]
+        prev_m = np.maximum.accumulate(np.where(matched, idx, -1), axis=1)
+        prev_m = np.concatenate((np.full((R, 1), -1), prev_m[:, :-1]), axis=1)  # last matched < c
+        gap_cost = np.where(matched, (idx - prev_m - 1) // L, 0)
+        empties_before = np.cumsum(gap_cost, axis=1)  # empty cycles before a matched chunk's first match
         jmax = int(J.max(initial=0))
         rows, ks = np.nonzero(flat)  # row-major: k ascending within each neuron
         rank = np.arange(len(rows)) - np.concatenate(([0], np.cumsum(J)))[rows]
@@ -146,7 +159,7 @@ def _fiber_timing(words, weights, cfg, seg_cache=True):
             r_hist[:, j] = r
         last_chunk = np.where(J > 0, np.take_along_axis(chunk, np.maximum(J - 1, 0)[:, None], axis=1)[:, 0], 0)
         e_trail = C - 1 - last_chunk
-        f_end = np.where(J > 0, u + 1 + e_trail, C)
+        f_end = np.where(J > 0, u + 1 + -(-e_trail // L), -(-C // L))
         l_end = np.where(J > 0, r + 1, 0)
         d = np.maximum(f_end, l_end)  # DRAIN with FIFO-mp empty: the result is valid
         sl = slice(m0, m0 + Mb)
@@ -156,7 +169,16 @@ def _fiber_timing(words, weights, cfg, seg_cache=True):
     return tau, fifo_stall, drain
 
 
-def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True) -> np.ndarray:
+def _check_lookahead(lookahead):
+    if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)):
+        raise TypeError(f"lookahead must be an int, got {type(lookahead).__name__}")
+    if not 1 <= lookahead <= 16:
+        raise ValueError(f"lookahead must be in 1..16, got {lookahead}")
+    return int(lookahead)
+
+
+def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
+                lookahead: int = DEFAULT_LOOKAHEAD) -> np.ndarray:
     """Cycles of one TPPE for every output neuron: int64 (M, N), from its start to its valid result.
 
     Parameters
@@ -167,6 +189,8 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True) -> n
     seg_cache : bool        the TPPE keeps the segment bases its walk computed for the resident A
                             row (hw TPPE ``seg_cache``); jobs run in mntk order (row m's columns
                             0..N-1 one after the other, n = 0 starting the row)
+    lookahead : int         chunk pairs the F side examines per cycle (hw TPPE ``lookahead``, same
+                            default); 1 = one cycle per empty chunk pair
 
     Raises
     ------
@@ -175,16 +199,17 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True) -> n
     words, weights = _check(words, weights, cfg)
     if not isinstance(seg_cache, bool):
         raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
-    return _fiber_timing(words, weights, cfg, seg_cache)[0]
+    return _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead))[0]
 
 
-def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True) -> CoreTiming:
+def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
+                lookahead: int = DEFAULT_LOOKAHEAD) -> CoreTiming:
     """Cycles of the core (P = cfg.pes TPPEs, loop order mntk) for one whole layer.
 
     Rows are taken in groups of P (row g*P + i on TPPE i); for each group every column n is one
     step costing the max over the group's TPPEs. Rows past M leave their TPPE idle.
 
-    ``seg_cache`` as :func:`tppe_cycles` (hw Core ``seg_cache``).
+    ``seg_cache`` and ``lookahead`` as :func:`tppe_cycles` (hw Core parameters of the same names).
 
     Raises
     ------
@@ -195,7 +220,7 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True) -> C
         raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
     if cfg.loop_order != "mntk":
         raise ValueError(f"loop_order: the core implements 'mntk' only, got {cfg.loop_order!r}")
-    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg, seg_cache)
+    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead))
     M, N = tau.shape
     P = cfg.pes
     G = -(-M // P)

@@ -61,11 +61,14 @@ def run_core_amaranth(words, weights, bias, lif, T, n_mask, **kw):
     return col, res["cycles"], steps, params
 
 
-@pytest.mark.parametrize("P,adders,depth,K,seg_cache,N,density", [
-    (1, 16, 8, 300, True, 4, 0.3), (1, 4, 2, 256, True, 4, 0.3), (3, 16, 8, 200, True, 4, 0.3),
-    (2, 128, 1, 130, True, 4, 0.3), (1, 16, 8, 300, False, 4, 0.3), (2, 8, 2, 384, False, 4, 0.3),
-    (1, 16, 4, 384, True, 9, 0.05), (2, 4, 8, 256, True, 7, 0.08)])
-def test_core_small_exact(P, adders, depth, K, seg_cache, N, density):
+@pytest.mark.parametrize("P,adders,depth,K,seg_cache,N,density,la", [
+    (1, 16, 8, 300, True, 4, 0.3, 1), (1, 4, 2, 256, True, 4, 0.3, 4), (3, 16, 8, 200, True, 4, 0.3, 2),
+    (2, 128, 1, 130, True, 4, 0.3, 3), (1, 16, 8, 300, False, 4, 0.3, 4), (2, 8, 2, 384, False, 4, 0.3, 1),
+    (1, 16, 4, 384, True, 9, 0.05, 4), (2, 4, 8, 256, True, 7, 0.08, 1),
+    (2, 16, 8, 1024, True, 5, 0.02, 3), (1, 16, 2, 896, True, 6, 0.03, 4)])
+def test_core_small_exact(P, adders, depth, K, seg_cache, N, density, la):
+    """Bit-exact outputs and cycle-exact timing (sim/tppe.py) of the Amaranth core; ``la`` is the
+    F side's lookahead (1 = one cycle per empty chunk pair, the original behaviour)."""
     rng = np.random.default_rng(P * 100 + adders + depth + N)
     T = 4
     M = 5
@@ -75,11 +78,11 @@ def test_core_small_exact(P, adders, depth, K, seg_cache, N, density):
     lif = LIFParams(threshold=40)
     col, cycles, steps, params = run_core_amaranth(words, weights, bias, lif, T, n_mask=1,
                                                    pes=P, laggy_adders=adders, fifo_depth=depth,
-                                                   seg_cache=seg_cache)
+                                                   seg_cache=seg_cache, lookahead=la)
     res = check(col, words, weights, bias, lif, T, 1)
     assert res.match, res.mismatches
     cfg = LoASConfig(pes=P, chunk_bits=128, laggy_adders=adders, fifo_depth=depth)
-    model = core_cycles(words, weights, cfg, seg_cache=seg_cache)
+    model = core_cycles(words, weights, cfg, seg_cache=seg_cache, lookahead=la)
     if P == 1:
-        assert steps == list(tppe_cycles(words, weights, cfg, seg_cache=seg_cache).reshape(-1))
+        assert steps == list(tppe_cycles(words, weights, cfg, seg_cache=seg_cache, lookahead=la).reshape(-1))
     assert cycles == model.total

@@ -214,6 +214,8 @@ def test_laggy_prefix_sum_walk():
     (lambda: Core(fifo_depth=0), "fifo_depth"),
     (lambda: TPPE(fifo_depth=0), "fifo_depth"),
     (lambda: TPPE(laggy_adders=3), "laggy_adders"),
+    (lambda: TPPE(lookahead=0), "lookahead"),
+    (lambda: Core(lookahead=17), "lookahead"),
     (lambda: PLIF(timesteps=0), "timesteps"),
     (lambda: FastPrefixSum(width=100), "chunk_bits"),
 ])
@@ -225,3 +227,5 @@ def test_bad_parameters_refused(make, message):
 def test_bad_parameter_type_refused():
     with pytest.raises(TypeError, match="pes"):
         Core(pes=2.0)
+    with pytest.raises(TypeError, match="lookahead"):
+        TPPE(lookahead=2.0)

@@ -52,12 +52,63 @@ def test_timing_model_fast_prefix_closed_form():
     per_chunk = np.einsum("mck,cnk->mnc", nz_a.reshape(30, C, W).astype(int),
                           nz_b.T.reshape(9, C, W).transpose(1, 0, 2).astype(int))
     expect = np.maximum(per_chunk, 1).sum(axis=2) + (per_chunk[:, :, -1] > 0)
-    assert (tppe_cycles(words, weights, cfg) == expect).all()
-    core = core_cycles(words, weights, LoASConfig(pes=4, laggy_adders=128, fifo_depth=64))
+    assert (tppe_cycles(words, weights, cfg, lookahead=1) == expect).all()
+    core = core_cycles(words, weights, LoASConfig(pes=4, laggy_adders=128, fifo_depth=64), lookahead=1)
     pad = np.zeros((32, 9), np.int64)
     pad[:30] = expect
     assert core.total == pad.reshape(8, 4, 9).max(axis=1).sum()
     assert core.busy.sum() == expect.sum()
+
+
+@pytest.mark.parametrize("L", [1, 2, 3, 4, 8])
+def test_timing_model_lookahead_reference(L):
+    """Fast prefix-sum, deep FIFOs: a cycle-by-cycle walk of the F side's window (L chunk pairs:
+    the first with a match gives one match, none moves the window on by L), plus 1 when the last
+    chunk pair has a match. Sparse weights so that many chunk pairs are empty."""
+    rng = np.random.default_rng(10 + L)
+    K, W = 1500, 128
+    words = random_words(rng, (12, K), 4, 0.8)
+    weights = random_weights(rng, (K, 7), 0.02)
+    C = -(-K // W)
+    nz_a = np.zeros((12, C * W), bool)
+    nz_a[:, :K] = words != 0
+    nz_b = np.zeros((C * W, 7), bool)
+    nz_b[:K] = weights != 0
+    per_chunk = np.einsum("mck,cnk->mnc", nz_a.reshape(12, C, W).astype(int),
+                          nz_b.T.reshape(7, C, W).transpose(1, 0, 2).astype(int))
+    expect = np.zeros((12, 7), np.int64)
+    for mi in range(12):
+        for ni in range(7):
+            left = list(per_chunk[mi, ni])
+            c, cyc = 0, 0
+            while c < C:
+                win = [i for i in range(c, min(c + L, C)) if left[i] > 0]
+                cyc += 1
+                if win:
+                    c = win[0]
+                    left[c] -= 1
+                    c += left[c] == 0
+                else:
+                    c += L
+            expect[mi, ni] = cyc + (per_chunk[mi, ni, -1] > 0)
+    got = tppe_cycles(words, weights, LoASConfig(laggy_adders=128, fifo_depth=64), lookahead=L)
+    assert (got == expect).all()
+    if L > 1:
+        assert got.sum() < tppe_cycles(words, weights, LoASConfig(laggy_adders=128, fifo_depth=64),
+                                       lookahead=1).sum()
+
+
+def test_lookahead_default_and_checks():
+    from hw.tppe import DEFAULT_LOOKAHEAD
+    from sim import tppe
+
+    assert tppe.DEFAULT_LOOKAHEAD == DEFAULT_LOOKAHEAD
+    w = np.zeros((2, 128), np.uint16)
+    b = np.zeros((128, 2), np.int8)
+    with pytest.raises(ValueError, match="lookahead"):
+        tppe_cycles(w, b, LoASConfig(), lookahead=0)
+    with pytest.raises(TypeError, match="lookahead"):
+        core_cycles(w, b, LoASConfig(), lookahead=2.0)
 
 
 def test_timing_model_laggy_never_faster():
