@@ -25,7 +25,7 @@ import numpy as np
 
 from sim.config import LoASConfig
 from sim.energy import EnergyConfig
-from sim.loas import LayerSim, _check, fiber_sizes, finish, join_cost, simulate_layer
+from sim.loas import LayerSim, fiber_sizes, finish, join_cost, prologue, simulate_layer
 from sim.memory import Traffic, capacity_bytes, nbytes, refetch_bytes, spill_bytes
 
 MEMBRANE_BITS = 16  # ours: the paper's 12-bit accumulators rounded up to a whole number of bytes
@@ -70,11 +70,7 @@ def sparten(words, weights, cfg: LoASConfig | None = None, *, T=None, out_words=
     A plane's bitmask tile stays resident, weight fibers are swept once per row group per
     timestep; membrane potentials cross timesteps through the buffer.
     """
-    cfg = cfg or LoASConfig()
-    T = int(T or cfg.timesteps)
-    words, weights = _check(words, weights, T)
-    M, K = words.shape
-    N = weights.shape[1]
+    cfg, T, words, weights, M, K, N = prologue(words, weights, cfg, T)
     nz_b = weights != 0
     cycles, ops, scanned = 0, 0, 0
     busy = np.zeros(cfg.pes, np.int64)
@@ -116,11 +112,7 @@ def gospa(words, weights, cfg: LoASConfig | None = None, *, T=None, out_words=No
     beyond it. Index generation costs 30 % extra compute energy (energy.yaml). PE busy cycles are
     taken as evenly spread.
     """
-    cfg = cfg or LoASConfig()
-    T = int(T or cfg.timesteps)
-    words, weights = _check(words, weights, T)
-    M, K = words.shape
-    N = weights.shape[1]
+    cfg, T, words, weights, M, K, N = prologue(words, weights, cfg, T)
     banks, P = cfg.buffer.banks, cfg.pes
     p_eff = min(float(P), banks * (1.0 - (1.0 - 1.0 / banks) ** P))
     b_rows = np.count_nonzero(weights, axis=1).astype(np.int64)  # (K,)
@@ -166,11 +158,7 @@ def gamma(words, weights, cfg: LoASConfig | None = None, *, T=None, out_words=No
     coordinates. Weight rows are fetched from the FiberCache for every use; DRAM sees each weight
     row once per timestep unless the CSR weights fit beside the other operands.
     """
-    cfg = cfg or LoASConfig()
-    T = int(T or cfg.timesteps)
-    words, weights = _check(words, weights, T)
-    M, K = words.shape
-    N = weights.shape[1]
+    cfg, T, words, weights, M, K, N = prologue(words, weights, cfg, T)
     P = cfg.pes
     b_rows = np.count_nonzero(weights, axis=1).astype(np.int64)  # (K,)
     cycles, ops, extra_total, busy_total = 0, 0, 0, 0
@@ -213,11 +201,7 @@ def gamma(words, weights, cfg: LoASConfig | None = None, *, T=None, out_words=No
 
 
 def _dense_weight(design: str, words, weights, cfg, T, out_words, name, econf) -> LayerSim:
-    cfg = cfg or LoASConfig()
-    T = int(T or cfg.timesteps)
-    words, weights = _check(words, weights, T)
-    M, K = words.shape
-    N = weights.shape[1]
+    cfg, T, words, weights, M, K, N = prologue(words, weights, cfg, T)
     P = cfg.pes
     row_words = np.count_nonzero(words, axis=1).astype(np.int64)  # (M,)
     passes = -(-N // P)

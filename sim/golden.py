@@ -148,7 +148,10 @@ def words_digest(words: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(words, dtype="<u2").tobytes()).hexdigest()
 
 
-def _check_operands(words: np.ndarray, weights: np.ndarray, bias: np.ndarray, T: int):
+def check_gemm(words, weights, T: int):
+    """Validate the GEMM operands every model shares: uint16 words (M, K) no wider than T bits and
+    int8 weights (K, N). Returns them as arrays; raises ValueError naming what is wrong."""
+    words, weights = np.asarray(words), np.asarray(weights)
     if not isinstance(T, (int, np.integer)) or not 1 <= T <= MAX_T:
         raise ValueError(f"T must be an integer in 1..{MAX_T}, got {T!r}")
     if words.dtype != np.uint16 or words.ndim != 2:
@@ -159,6 +162,11 @@ def _check_operands(words: np.ndarray, weights: np.ndarray, bias: np.ndarray, T:
         raise ValueError(f"weights must be int8 (K, N), got {weights.dtype} {weights.shape}")
     if words.shape[1] != weights.shape[0]:
         raise ValueError(f"K mismatch: spikes have K={words.shape[1]}, weights K={weights.shape[0]}")
+    return words, weights
+
+
+def _check_operands(words: np.ndarray, weights: np.ndarray, bias: np.ndarray, T: int):
+    check_gemm(words, weights, T)
     if bias.shape != (weights.shape[1],) or not np.issubdtype(bias.dtype, np.integer):
         raise ValueError(f"bias must be integer of shape ({weights.shape[1]},), got {bias.dtype} {bias.shape}")
     if np.abs(bias.astype(np.int64)).max(initial=0) + weights.shape[0] * 128 >= _EXACT_LIMIT:

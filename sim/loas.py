@@ -29,6 +29,7 @@ import numpy as np
 from sim.config import LoASConfig
 from sim.energy import EnergyConfig, energy_breakdown, load_energy
 from sim.memory import OPERANDS, Traffic, capacity_bytes, memory_timing, nbytes, refetch_bytes
+from sim.golden import check_gemm
 
 DESIGN_NAMES = ("loas", "sparten", "gospa", "gamma", "ptb", "stellar")
 
@@ -275,13 +276,9 @@ def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | Non
     ValueError
         On operands of the wrong dtype or shape, or spike words wider than T.
     """
-    cfg = cfg or LoASConfig()
-    T = int(T or cfg.timesteps)
+    cfg, T, words, weights, M, K, N = prologue(words, weights, cfg, T)
     if T > cfg.timesteps:
         raise ValueError(f"the trace has T={T} but the hardware is built for timesteps={cfg.timesteps}")
-    words, weights = _check(words, weights, T)
-    M, K = words.shape
-    N = weights.shape[1]
     core = _core_timing(words, weights, cfg)
     # sum_{m,n} |nz(A[m]) & nz(B[:, n])| = sum_k (non-silent words in column k) x (non-zeros in row k)
     ops = int(np.dot(np.count_nonzero(words, axis=0).astype(np.int64), np.count_nonzero(weights, axis=1).astype(np.int64)))
@@ -296,18 +293,13 @@ def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | Non
                           "nnz_spike_words": sz["nnz_a"], "nnz_weights": sz["nnz_b"]})
 
 
-def _check(words, weights, T: int):
-    words, weights = np.asarray(words), np.asarray(weights)
-    if words.dtype != np.uint16 or words.ndim != 2:
-        raise ValueError(f"spike words must be uint16 (M, K), got {words.dtype} {words.shape}")
-    if weights.dtype != np.int8 or weights.ndim != 2:
-        raise ValueError(f"weights must be int8 (K, N), got {weights.dtype} {weights.shape}")
-    if words.shape[1] != weights.shape[0]:
-        raise ValueError(f"K mismatch: spikes have K={words.shape[1]}, weights K={weights.shape[0]}")
-    if int(words.max(initial=0)) >> T:
-        raise ValueError(f"spike words have bits above T={T}")
-    return words, weights
+def prologue(words, weights, cfg, T):
+    """Common start of every design's model: default config, T, validated operands and shape."""
+    cfg = cfg or LoASConfig()
+    T = int(T or cfg.timesteps)
+    words, weights = check_gemm(words, weights, T)
+    return cfg, T, words, weights, words.shape[0], words.shape[1], weights.shape[1]
 
 
-__all__ = ["LayerSim", "JoinCost", "join_cost", "simulate_layer", "fiber_sizes", "loas_traffic", "finish",
+__all__ = ["LayerSim", "JoinCost", "join_cost", "prologue", "simulate_layer", "fiber_sizes", "loas_traffic", "finish",
            "DESIGN_NAMES", "OPERANDS"]
