@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not rtl and not slow" tests
 
 sim-rtl: $(STAMP)
-	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(filter 1,$(WAVES)),--waves)
+	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(filter 1,$(WAVES)),--waves) $(if $(SCHEDULE),--schedule $(SCHEDULE))
 
 verilog: $(STAMP)
 	$(VENV)/bin/loas rtl verilog --out build/verilog

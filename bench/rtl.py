@@ -3,7 +3,8 @@ spec/loas.md section 9, and RTL simulation speed of the 16-TPPE core.
 
 Usage: python bench/rtl.py [WORKLOAD] [--rtl LAYER] [--simulator verilator|icarus]
 Without WORKLOAD it models a synthetic workload at realistic densities (silent ratio 0.75, weight
-density 0.03, seed 0) and traces/default when present, for F-side lookaheads 1, 2, 4, 8. Cycle figures come from sim/tppe.py, which the
+density 0.03, seed 0) and traces/default when present, for F-side lookaheads 1, 2, 4, 8 and both
+lane schedules (lockstep, dynamic). Cycle figures come from sim/tppe.py, which the
 tests hold exact against the RTL; --rtl also runs LAYER through the RTL core (build: minutes the
 first time) and records simulated cycles per second. Writes bench/results/rtl.json.
 """
@@ -50,9 +51,8 @@ def _workloads(name):
     return wls
 
 
-def _layer_figures(layer, lookaheads):
+def _layer_figures(layer, lookaheads, schedules):
     cfg = LoASConfig()
-    fast = LoASConfig(laggy_adders=cfg.chunk_bits)
     words, weights = layer.words(0), layer.weights_kn()
     M, K = words.shape
     N = weights.shape[1]
@@ -61,12 +61,14 @@ def _layer_figures(layer, lookaheads):
     scan_bound = M * N * C / cfg.pes
     bound = max(work_bound, scan_bound)
     out = {"layer": layer.name, "M": M, "K": K, "N": N, "work_bound": work_bound, "scan_bound": scan_bound}
-    for L in lookaheads:
+    for sched, L in ((s, L) for s in schedules for L in lookaheads):
+        c = LoASConfig(lookahead=L, schedule=sched)
         t0 = time.perf_counter()
-        lag = core_cycles(words, weights, cfg, lookahead=L)
+        lag = core_cycles(words, weights, c)
         model_s = time.perf_counter() - t0
-        fst = core_cycles(words, weights, fast, lookahead=L)
-        out[f"lookahead_{L}"] = {
+        fst = core_cycles(words, weights, LoASConfig(lookahead=L, schedule=sched, laggy_adders=c.chunk_bits))
+        key = f"{sched}_lookahead_{L}"
+        out[key] = {
             "cycles_laggy": lag.total, "cycles_fast_both_sides": fst.total,
             "laggy_loss_pct": 100.0 * (lag.total - fst.total) / fst.total,
             "vs_max_bound_pct": 100.0 * (lag.total / bound - 1),
@@ -74,8 +76,8 @@ def _layer_figures(layer, lookaheads):
             "fast_vs_max_bound_pct": 100.0 * (fst.total / bound - 1),
             "stalls": lag.stalls, "model_s": round(model_s, 3),
         }
-        f = out[f"lookahead_{L}"]
-        print(f"{layer.name:<8} L={L:<2} laggy {lag.total:>9} fast {fst.total:>9} loss {f['laggy_loss_pct']:6.1f} %"
+        f = out[key]
+        print(f"{layer.name:<8} {sched:<8} L={L:<2} laggy {lag.total:>9} fast {fst.total:>9} loss {f['laggy_loss_pct']:6.1f} %"
               f"  vs max(bounds) {f['vs_max_bound_pct']:6.1f} %  vs work {f['vs_work_bound_pct'] or 0:6.1f} %")
     return out
 
@@ -87,25 +89,28 @@ def main() -> int:
     ap.add_argument("--simulator", default="verilator")
     ap.add_argument("--lookahead", type=int, nargs="+", default=[1, 2, 4, 8],
                     help="F-side lookaheads to model")
+    ap.add_argument("--schedule", nargs="+", default=["lockstep", "dynamic"], help="lane schedules to model")
     ap.add_argument("--rtl-lookahead", type=int, default=4, help="lookahead of the --rtl build")
+    ap.add_argument("--rtl-schedule", default="lockstep", help="lane schedule of the --rtl build")
     args = ap.parse_args()
     wls = _workloads(args.workload)
     res = {"config": "loas (P=16, T=4, W=128, 16 laggy adders, FIFO 8)", "lookahead": args.lookahead,
-           "workloads": {}}
+           "schedule": args.schedule, "workloads": {}}
     for wl in wls:
         print(f"== {wl.name}")
-        res["workloads"][wl.name] = [_layer_figures(layer, args.lookahead) for layer in wl.layers()]
+        res["workloads"][wl.name] = [_layer_figures(layer, args.lookahead, args.schedule) for layer in wl.layers()]
     if args.rtl:
         from hw.cosim import run_core
         from hw.host import core_params
 
-        L = args.rtl_lookahead
+        L, sched = args.rtl_lookahead, args.rtl_schedule
         layer = wls[0].layer(args.rtl)
         words, weights = layer.words(0), layer.weights_kn()
-        params = core_params(words, weights, bias=layer.bias, T=layer.T, lookahead=L)
+        params = core_params(words, weights, bias=layer.bias, T=layer.T, lookahead=L, schedule=sched)
         r = run_core(words, weights, layer.bias, layer.lif, layer.T, layer.n_mask, params, simulator=args.simulator)
-        model = core_cycles(words, weights, LoASConfig(), lookahead=L).total
-        res["rtl"] = {"workload": wls[0].name, "layer": args.rtl, "lookahead": L, "simulator": args.simulator,
+        model = core_cycles(words, weights, LoASConfig(lookahead=L, schedule=sched)).total
+        res["rtl"] = {"workload": wls[0].name, "layer": args.rtl, "lookahead": L, "schedule": sched,
+                      "simulator": args.simulator,
                       "rtl_cycles": r["rtl_cycles"], "model_cycles": model,
                       "sim_s": r["sim_wall_s"], "build_s": r["build_s"],
                       "sim_cycles_per_s": r["rtl_cycles"] / r["sim_wall_s"]}

@@ -10,7 +10,7 @@ Memory map of the load port (``ld_sel``):
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Signal, signed, unsigned
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -21,6 +21,12 @@ from hw.plif import PLIF
 from hw.tppe import DEFAULT_LOOKAHEAD, TPPE, acc_bits_for
 
 LD_A_MASK, LD_A_VAL, LD_A_PTR, LD_B_MASK, LD_B_VAL, LD_B_PTR, LD_BIAS = range(7)
+
+#: Core schedules (hw/README.md "Core"): ``lockstep`` = the paper's (all lanes on one column, one
+#: broadcast B fiber, a step costs the slowest lane); ``dynamic`` = ours (a lane runs its row's
+#: columns back to back and takes the next free row when done). sim/tppe.py holds the same names.
+SCHEDULES = ("lockstep", "dynamic")
+DEFAULT_SCHEDULE = "lockstep"
 
 
 def _bits(n: int) -> int:
@@ -45,6 +51,9 @@ class Core(wiring.Component):
     a_nnz, b_nnz : int or None   value-memory depths (default M*K and K*N)
     lookahead : int      chunk pairs a TPPE's F side examines per cycle (TPPE ``lookahead``)
     seg_cache : bool     TPPE segment-base cache for the resident A row (hw/README.md; default True)
+    schedule : str       ``lockstep`` (default, the paper's: every lane on the same column) or
+                         ``dynamic`` (ours: lanes run rows independently, the next free row to the
+                         first lane done)
 
     Ports
     -----
@@ -54,8 +63,10 @@ class Core(wiring.Component):
     start : In(1)        pulse: run the whole layer
     done : Out(1)        high from the end of the run until the next start
     cycles : Out(32)     cycles of the last run (sim/tppe.py core_cycles' ``total``)
-    out : Out(stream)    one beat per (group g, column n): ``g``, ``n``, per lane ``word``, ``nz``,
-                         ``index`` (output fiber of row g*P + lane) and ``active``
+    out : Out(stream)    per lane ``valid``, ``row``, ``n``, ``word``, ``nz``, ``index`` (position of
+                         the word in row ``row``'s packed output fiber); a beat carries every lane
+                         whose ``valid`` is set (``out.valid`` = any of them); ``lockstep``: all
+                         active lanes in one beat per (row group, column)
 
     Raises
     ------
@@ -66,7 +77,10 @@ class Core(wiring.Component):
     @validated
     def __init__(self, *, pes=16, timesteps=4, chunk_bits=128, weight_bits=8, laggy_adders=16,
                  fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None,
-                 seg_cache=True, lookahead=DEFAULT_LOOKAHEAD):
+                 seg_cache=True, lookahead=DEFAULT_LOOKAHEAD, schedule=DEFAULT_SCHEDULE):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.schedule = schedule
         if not isinstance(seg_cache, bool):
             raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
         self.seg_cache = seg_cache
@@ -91,12 +105,10 @@ class Core(wiring.Component):
         self.a_ptr_bits = _bits(self.a_nnz + self.W)
         self.b_ptr_bits = _bits(self.b_nnz + self.W)
         self.index_bits = _bits(self.N)
-        lane = data.StructLayout({"word": unsigned(self.T), "nz": unsigned(1),
-                                  "index": unsigned(self.index_bits), "active": unsigned(1)})
-        self.out_layout = data.StructLayout({
-            "g": unsigned(_bits(self.G)), "n": unsigned(_bits(self.N)),
-            "lanes": data.ArrayLayout(lane, self.P),
-        })
+        lane = data.StructLayout({"valid": unsigned(1), "row": unsigned(_bits(self.M + 2 * self.P)),
+                                  "n": unsigned(_bits(self.N)), "word": unsigned(self.T), "nz": unsigned(1),
+                                  "index": unsigned(self.index_bits)})
+        self.out_layout = data.StructLayout({"lanes": data.ArrayLayout(lane, self.P)})
         super().__init__({
             "ld_sel": In(3), "ld_addr": In(32), "ld_data": In(max(self.W, 32)), "ld_en": In(1),
             "threshold": In(signed(self.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
@@ -135,28 +147,21 @@ class Core(wiring.Component):
             m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data),
                          wp.en.eq(self.ld_en & (self.ld_sel == sel))]
 
-        g = Signal(range(max(G, 2)))
-        n = Signal(range(max(Nx, 2)))
-        g_next = Signal.like(g)
-        n_next = Signal.like(n)
-        issue = Signal()
-        last = Signal()
-        m.d.comb += last.eq(((g + 1) * P >= M) & (n == N - 1))
-        with m.If(n == N - 1):
-            m.d.comb += [n_next.eq(0), g_next.eq(g + 1)]
-        with m.Else():
-            m.d.comb += [n_next.eq(n + 1), g_next.eq(g)]
-
-        b_ptr_rp = mems[LD_B_PTR].read_port(domain="comb")
-        bias_rp = mems[LD_BIAS].read_port(domain="comb")
-        ig = Signal.like(g)  # coordinates of the step being issued this cycle
-        in_ = Signal.like(n)
-        m.d.comb += [b_ptr_rp.addr.eq(in_), bias_rp.addr.eq(in_)]
-
+        # Per-lane coordinates of the job a lane is running: (row, n). A lane "fires" in the cycle
+        # its result goes out; it then starts its next job in the same cycle: column n + 1 of its
+        # row, or column 0 of the next unassigned row (rows are handed out in lane order among the
+        # lanes firing in that cycle, so lockstep reproduces the static groups g*P + i).
+        rows_bits = range(Mx + 2 * P + 1)  # next_row + rank never wraps onto a real row
+        next_row = Signal(rows_bits)  # first row not yet handed to a lane
+        running = Signal(P)  # lanes with a job in flight
+        lane_fire = Signal(P)
+        lane_valid = Signal(P)
         all_ok = Signal()
-        fire = Signal()
         oks = []
+        ends = []  # lanes whose fire ends their row
         tppes = []
+        lane_row = []
+        lane_n = []
         for i in range(P):
             t = self.tppe()
             m.submodules[f"tppe{i}"] = t
@@ -170,28 +175,24 @@ class Core(wiring.Component):
                                        (LD_B_MASK, t.b_mask_addr, t.b_mask_data)):
                     rp = mems[mem].read_port(domain="comb")
                     m.d.comb += [rp.addr.eq(addr + j), dat[j * W:(j + 1) * W].eq(rp.data)]
-            for port_name, mem, addr, dat in (
-                ("L A mask", LD_A_MASK, t.al_mask_addr, t.al_mask_data),
-                ("A words", LD_A_VAL, t.a_val_addr, t.a_val_data),
-                ("B weights", LD_B_VAL, t.b_val_addr, t.b_val_data),
-            ):
+            for mem, addr, dat in ((LD_A_MASK, t.al_mask_addr, t.al_mask_data),
+                                   (LD_A_VAL, t.a_val_addr, t.a_val_data),
+                                   (LD_B_VAL, t.b_val_addr, t.b_val_data)):
                 rp = mems[mem].read_port(domain="comb")
                 m.d.comb += [rp.addr.eq(addr), dat.eq(rp.data)]
-            a_ptr_rp = mems[LD_A_PTR].read_port(domain="comb")
-            m.d.comb += t.chunks.eq(C)
-            row_issue = Signal(range(G * P + 1), name=f"row_issue{i}")
-            m.d.comb += [row_issue.eq(ig * P + i), a_ptr_rp.addr.eq(row_issue)]
-            active = Signal(name=f"active{i}")
-            m.d.comb += active.eq(g * P + i < M)
+            row = Signal(rows_bits, name=f"row{i}")
+            n = Signal(range(max(Nx, 2)), name=f"n{i}")
+            lane_row.append(row)
+            lane_n.append(n)
+            end = Signal(name=f"end{i}")
+            m.d.comb += end.eq(lane_fire[i] & (n == N - 1))
+            ends.append(end)
+            oks.append(t.result.valid | ~running[i])
             m.d.comb += [
-                t.job.valid.eq(issue & (row_issue < M)),
-                t.job.payload.a_row.eq(row_issue * C),
-                t.job.payload.a_ptr.eq(a_ptr_rp.data),
-                t.job.payload.b_col.eq(in_ * C),
-                t.job.payload.b_ptr.eq(b_ptr_rp.data),
-                t.job.payload.bias.eq(bias_rp.data),
-                t.job.payload.new_row.eq(in_ == 0),  # mntk: column 0 starts the lane's next row
-                plif.i.valid.eq(t.result.valid & all_ok),
+                t.chunks.eq(C),
+                lane_valid[i].eq(running[i] & comp.o.valid & (all_ok if self.schedule == "lockstep" else 1)),
+                lane_fire[i].eq(lane_valid[i] & self.out.ready),
+                plif.i.valid.eq(t.result.valid),
                 plif.i.payload.eq(t.result.payload.o),
                 t.result.ready.eq(plif.i.ready),
                 plif.threshold.eq(self.threshold),
@@ -200,43 +201,79 @@ class Core(wiring.Component):
                 comp.i.payload.word.eq(plif.o.payload),
                 comp.i.payload.first.eq(n == 0),
                 plif.o.ready.eq(comp.i.ready),
-                comp.o.ready.eq(fire),
+                comp.o.ready.eq(lane_fire[i]),
                 comp.n_mask.eq(self.n_mask),
             ]
             lane = self.out.payload.lanes[i]
-            m.d.comb += [lane.word.eq(comp.o.payload.word), lane.nz.eq(comp.o.payload.nz),
-                         lane.index.eq(comp.o.payload.index), lane.active.eq(active)]
-            oks.append(t.result.valid | ~active)
-        m.d.comb += self.out.payload.g.eq(g)
-        m.d.comb += self.out.payload.n.eq(n)
+            m.d.comb += [lane.valid.eq(lane_valid[i]), lane.row.eq(row), lane.n.eq(n),
+                         lane.word.eq(comp.o.payload.word), lane.nz.eq(comp.o.payload.nz),
+                         lane.index.eq(comp.o.payload.index)]
+        m.d.comb += [all_ok.eq(_and(oks)), self.out.valid.eq(lane_valid.any())]
 
+        # Job issue, lane by lane: at start every lane takes row i; afterwards a lane that fires
+        # continues its row or takes the next free row (rank = lanes below it taking one too).
+        starting = Signal()
+        b_ptr_rps = []
+        taken = []
+        for i, t in enumerate(tppes):
+            j_row = Signal(rows_bits, name=f"job_row{i}")
+            j_n = Signal(range(max(Nx, 2)), name=f"job_n{i}")
+            issue = Signal(name=f"issue{i}")
+            rank = _count(ends[:i])
+            with m.If(starting):
+                m.d.comb += [j_row.eq(i), j_n.eq(0), issue.eq(1)]
+            with m.Elif(ends[i]):
+                m.d.comb += [j_row.eq(next_row + rank), j_n.eq(0), issue.eq(1)]
+            with m.Else():
+                m.d.comb += [j_row.eq(lane_row[i]), j_n.eq(lane_n[i] + 1), issue.eq(lane_fire[i])]
+            go = Signal(name=f"go{i}")
+            m.d.comb += go.eq(issue & (j_row < M))
+            a_ptr_rp = mems[LD_A_PTR].read_port(domain="comb")
+            b_ptr_rp = mems[LD_B_PTR].read_port(domain="comb")
+            bias_rp = mems[LD_BIAS].read_port(domain="comb")
+            m.d.comb += [a_ptr_rp.addr.eq(j_row), b_ptr_rp.addr.eq(j_n), bias_rp.addr.eq(j_n)]
+            m.d.comb += [
+                t.job.valid.eq(go),
+                t.job.payload.a_row.eq(j_row * C),
+                t.job.payload.a_ptr.eq(a_ptr_rp.data),
+                t.job.payload.b_col.eq(j_n * C),
+                t.job.payload.b_ptr.eq(b_ptr_rp.data),
+                t.job.payload.bias.eq(bias_rp.data),
+                t.job.payload.new_row.eq(j_n == 0),  # mntk: column 0 starts the lane's next row
+            ]
+            with m.If(issue):
+                m.d.sync += [lane_row[i].eq(j_row), lane_n[i].eq(j_n), running[i].eq(go)]
+            taken.append(running[i] & ~(lane_fire[i] & ~go))
+
+        still = Signal()  # some lane keeps running after this cycle
+        m.d.comb += still.eq(Cat(*taken).any())
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [ig.eq(0), in_.eq(0)]
                 with m.If(self.start):
-                    m.d.comb += issue.eq(1)
-                    m.d.sync += [g.eq(0), n.eq(0), self.cycles.eq(1)]
-                    m.next = "WAIT"
-            with m.State("WAIT"):
-                # Every active TPPE holds a valid result: P-LIF, compress and emit them all in this
-                # cycle and start the next column on the same shared B fiber (no bubble).
-                m.d.comb += [all_ok.eq(_and(oks)),
-                             self.out.valid.eq(all_ok), fire.eq(all_ok & self.out.ready),
-                             ig.eq(g_next), in_.eq(n_next)]
-                with m.If(fire & last):
+                    m.d.comb += starting.eq(1)
+                    m.d.sync += [next_row.eq(P), self.cycles.eq(1)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.sync += next_row.eq(next_row + _count(ends))
+                with m.If(~still):
                     m.next = "DONE"
                 with m.Else():
                     m.d.sync += self.cycles.eq(self.cycles + 1)
-                with m.If(fire & ~last):
-                    m.d.comb += issue.eq(1)
-                    m.d.sync += [g.eq(g_next), n.eq(n_next)]
             with m.State("DONE"):
-                m.d.comb += [self.done.eq(1), ig.eq(0), in_.eq(0)]
+                m.d.comb += self.done.eq(1)
                 with m.If(self.start):
-                    m.d.comb += issue.eq(1)
-                    m.d.sync += [g.eq(0), n.eq(0), self.cycles.eq(1)]
-                    m.next = "WAIT"
+                    m.d.comb += starting.eq(1)
+                    m.d.sync += [next_row.eq(P), self.cycles.eq(1)]
+                    m.next = "RUN"
         return m
+
+
+def _count(bits):
+    """Number of set bits among a list of 1-bit signals (0 for an empty list)."""
+    out = Const(0, 1)
+    for b in bits:
+        out = out + b
+    return out
 
 
 def _and(values):

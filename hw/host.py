@@ -11,7 +11,7 @@ from sim.fibers import spike_fibers, weight_fibers
 from sim.golden import LIFParams, run_layer
 
 from hw.tppe import DEFAULT_LOOKAHEAD
-from hw.core import LD_A_MASK, LD_A_PTR, LD_A_VAL, LD_B_MASK, LD_B_PTR, LD_B_VAL, LD_BIAS
+from hw.core import DEFAULT_SCHEDULE, LD_A_MASK, LD_A_PTR, LD_A_VAL, LD_B_MASK, LD_B_PTR, LD_B_VAL, LD_BIAS
 
 
 # Capacities of the shared build: one Verilator build serves every layer up to this size.
@@ -25,12 +25,12 @@ def _round_up_pow2(v: int) -> int:
 
 
 def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo_depth=8, T=4,
-                bias=None, exact=False, seg_cache=True, lookahead=None) -> dict:
+                bias=None, exact=False, seg_cache=True, lookahead=None, schedule=None) -> dict:
     """Core constructor parameters that fit this layer.
 
     By default the capacities of :data:`CAPACITY` (grown to powers of two when the layer is larger),
     so that all layers of a workload share one build; ``exact=True`` sizes the memories to the layer
-    (small, fast builds for tests).
+    (small, fast builds for tests). ``lookahead`` / ``schedule`` None = the hw defaults.
     """
     M, K = words.shape
     N = weights.shape[1]
@@ -43,7 +43,8 @@ def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo
         cap = {key: max(CAPACITY[key], _round_up_pow2(v) if key != "bias_bits" else v) for key, v in need.items()}
     return dict(pes=pes, timesteps=T, chunk_bits=chunk_bits, weight_bits=8, laggy_adders=laggy_adders,
                 fifo_depth=fifo_depth, seg_cache=seg_cache,
-                lookahead=DEFAULT_LOOKAHEAD if lookahead is None else lookahead, **cap)
+                lookahead=DEFAULT_LOOKAHEAD if lookahead is None else lookahead,
+                schedule=DEFAULT_SCHEDULE if schedule is None else schedule, **cap)
 
 
 def load_image(words, weights, bias, chunk_bits: int) -> list[tuple[int, int, int]]:
@@ -76,12 +77,13 @@ class Collector:
         self.packed: list[dict[int, int]] = [dict() for _ in range(M)]
         self.errors: list[str] = []
 
-    def beat(self, g: int, n: int, lanes: list[tuple[int, int, int, int]]):
-        for i, (word, nz, index, active) in enumerate(lanes):
-            r = g * self.P + i
-            if r >= self.M:
-                if active:
-                    self.errors.append(f"lane {i} active for row {r} >= M={self.M}")
+    def beat(self, lanes):
+        """One output beat: per lane (valid, row, n, word, nz, index); lanes without valid are ignored."""
+        for i, (valid, r, n, word, nz, index) in enumerate(lanes):
+            if not valid:
+                continue
+            if r >= self.M or n >= self.N:
+                self.errors.append(f"lane {i} emitted ({r}, {n}) outside the {self.M} x {self.N} layer")
                 continue
             if self.seen[r, n]:
                 self.errors.append(f"output ({r}, {n}) emitted twice")

@@ -68,6 +68,12 @@ class LoASConfig:
     acc_bits : int | None   accumulator width; None = derived from max_k so overflow is impossible
     max_k : int             largest K the datapath is sized for
     loop_order : str        'mntk' (LoAS) or 'nmtk' (ablation)
+    schedule : str          TPPE lanes: 'lockstep' (the paper's: all on one column, one broadcast B
+                            fiber, a step costs the slowest lane) or 'dynamic' (ours: each lane runs
+                            its row's columns back to back and takes the next free row; B fibers
+                            read per lane) -- hw/README.md "Core"
+    lookahead : int         chunk pairs a TPPE's F side examines per cycle (1..16; hw TPPE
+                            ``lookahead``)
     clock_mhz, dram_gbps    clock and DRAM bandwidth
     tile, buffer            see TileConfig, BufferConfig
 
@@ -85,6 +91,8 @@ class LoASConfig:
     acc_bits: typing.Optional[int] = None
     max_k: int = 4608
     loop_order: str = "mntk"
+    schedule: str = "lockstep"
+    lookahead: int = 4
     clock_mhz: float = 800.0
     dram_gbps: float = 128.0
     tile: TileConfig = field(default_factory=TileConfig)
@@ -109,6 +117,10 @@ class LoASConfig:
             raise ValueError(f"max_k: must be >= 1, got {self.max_k}")
         if self.loop_order not in ("mntk", "nmtk"):
             raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
+        if self.schedule not in ("lockstep", "dynamic"):
+            raise ValueError(f"schedule: must be 'lockstep' or 'dynamic', got {self.schedule!r}")
+        if not 1 <= self.lookahead <= 16:
+            raise ValueError(f"lookahead: must be in 1..16, got {self.lookahead}")
         if self.clock_mhz <= 0 or self.dram_gbps <= 0:
             raise ValueError("clock_mhz and dram_gbps: must be > 0")
 

@@ -248,10 +248,13 @@ def loas_traffic(sz: dict, M: int, N: int, cfg: LoASConfig) -> tuple[Traffic, fl
     tr.add("dram", "weights", sz["b_values"] * fb)
     tr.add("dram", "bitmasks", sz["a_bitmask"] * fa + sz["b_bitmask"] * fb + sz["o_bitmask"])
     tr.add("dram", "outputs", sz["o_values"])
-    # Buffer: PE reads (A per n-tile, B broadcast per m-tile), fills from DRAM, output writes.
+    # Buffer: PE reads (A per n-tile, B broadcast per m-tile), fills from DRAM, output writes. With
+    # the dynamic schedule the lanes are on different columns: no broadcast, every row reads every
+    # B fiber once (about P times the lockstep reads).
+    b_reads = n_mt if cfg.schedule == "lockstep" else M
     tr.add("sram", "spikes", sz["a_values"] * (n_nt + fa))
-    tr.add("sram", "weights", sz["b_values"] * (n_mt + fb))
-    tr.add("sram", "bitmasks", sz["a_bitmask"] * (n_nt + fa) + sz["b_bitmask"] * (n_mt + fb) + 2 * sz["o_bitmask"])
+    tr.add("sram", "weights", sz["b_values"] * (b_reads + fb))
+    tr.add("sram", "bitmasks", sz["a_bitmask"] * (n_nt + fa) + sz["b_bitmask"] * (b_reads + fb) + 2 * sz["o_bitmask"])
     tr.add("sram", "outputs", 2 * sz["o_values"])
     return tr, first
 
@@ -285,7 +288,8 @@ def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | Non
     sz = fiber_sizes(words, weights, T, cfg, out_words)
     tr, first = loas_traffic(sz, M, N, cfg)
     busy = np.asarray(core.busy)
-    scanned = M * N * max(1, -(-K // cfg.chunk_bits))  # the TPPE visits every chunk pair
+    # The F side examines `lookahead` chunk pairs per cycle: at least ceil(C / L) windows per fiber.
+    scanned = M * N * -(-max(1, -(-K // cfg.chunk_bits)) // cfg.lookahead)
     return finish("loas", name, M=M, K=K, N=N, T=T, compute_cycles=int(core.total), pe_busy=busy,
                   core_stalls=dict(core.stalls), effectual_ops=ops, chunks_scanned=scanned, traffic=tr,
                   cfg=cfg, econf=econf, first_tile_bytes=first,

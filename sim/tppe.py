@@ -15,9 +15,13 @@ Summary of the timing contract (cycle 0 = the cycle the scheduler asserts a TPPE
   same A row (mntk: columns 0..n-1) -- plus one cycle to resolve (pop) the match.
 * The TPPE's result is valid at ``max(F end, last pop + 1)`` (DRAIN with FIFO-mp empty); that
   number of cycles is :func:`tppe_cycles`; the next job is accepted in that cycle.
-* Core (loop order mntk): rows in groups of P (one row per TPPE), for each column n all P TPPEs
-  start together on the shared B fiber; the next column starts in the cycle all results are valid,
-  so a step costs the max over the group's TPPEs. The core's cycle counter is the sum of the steps.
+* Core (loop order mntk), schedule ``lockstep`` (the paper's): rows in groups of P (one row per
+  TPPE), for each column n all P TPPEs start together on the shared B fiber; the next column starts
+  in the cycle all results are valid, so a step costs the max over the group's TPPEs. The core's
+  cycle counter is the sum of the steps. Schedule ``dynamic`` (ours): a TPPE runs its row's N jobs
+  back to back (each starts in the cycle the previous result is taken) and then takes the next
+  row nobody has taken (TPPEs finishing in the same cycle take rows in lane order); the counter
+  stops at the last result.
 
 The model is vectorized over all output neurons; it loops over match rank (the j-th match of every
 fiber at once), never over individual matches or cycles.
@@ -31,9 +35,11 @@ import numpy as np
 
 from sim.config import LoASConfig
 
-#: chunk pairs the TPPE's F side examines per cycle; equal to hw.tppe.DEFAULT_LOOKAHEAD (a test holds
-#: them equal; sim/ does not import hw/, which needs Amaranth)
-DEFAULT_LOOKAHEAD = 1
+#: chunk pairs the TPPE's F side examines per cycle (LoASConfig.lookahead's default); equal to
+#: hw.tppe.DEFAULT_LOOKAHEAD (a test holds them equal; sim/ does not import hw/, which needs Amaranth)
+DEFAULT_LOOKAHEAD = LoASConfig.lookahead
+#: lane schedules of the core (LoASConfig.schedule; hw.core.SCHEDULES, a test holds them equal)
+SCHEDULES = ("lockstep", "dynamic")
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,10 +164,17 @@ def _fiber_timing(words, weights, cfg, seg_cache=True, lookahead=1):
             r = np.where(live, r_new, r)
             r_hist[:, j] = r
         last_chunk = np.where(J > 0, np.take_along_axis(chunk, np.maximum(J - 1, 0)[:, None], axis=1)[:, 0], 0)
+        prev_chunk = np.where(J > 1, np.take_along_axis(chunk, np.maximum(J - 2, 0)[:, None], axis=1)[:, 0], -1)
+        # Window start in the cycle of the last match: its chunk if an earlier match shares it,
+        # else where the F side stood after the previous chunk plus the whole windows it skipped.
+        gap = last_chunk - prev_chunk - 1
+        c_win = np.where(prev_chunk == last_chunk, last_chunk, prev_chunk + 1 + (gap // L) * L)
         e_trail = C - 1 - last_chunk
-        f_end = np.where(J > 0, u + 1 + -(-e_trail // L), -(-C // L))
-        l_end = np.where(J > 0, r + 1, 0)
-        d = np.maximum(f_end, l_end)  # DRAIN with FIFO-mp empty: the result is valid
+        # Trailing empty chunk pairs cost nothing when that window already reached the fiber's end.
+        trail = np.where(c_win + L >= C, 0, -(-e_trail // L))
+        f_end = np.where(J > 0, u + 1 + trail, -(-C // L))
+        l_end = np.where(J > 0, r + 1, 0)  # DRAIN with FIFO-mp empty: the last correction registered
+        d = np.maximum(f_end, l_end)
         sl = slice(m0, m0 + Mb)
         tau[sl] = d.reshape(Mb, N)
         fifo_stall[sl] = stall.reshape(Mb, N)
@@ -169,7 +182,9 @@ def _fiber_timing(words, weights, cfg, seg_cache=True, lookahead=1):
     return tau, fifo_stall, drain
 
 
-def _check_lookahead(lookahead):
+def _check_lookahead(lookahead, cfg):
+    if lookahead is None:
+        return cfg.lookahead
     if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)):
         raise TypeError(f"lookahead must be an int, got {type(lookahead).__name__}")
     if not 1 <= lookahead <= 16:
@@ -178,7 +193,7 @@ def _check_lookahead(lookahead):
 
 
 def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
-                lookahead: int = DEFAULT_LOOKAHEAD) -> np.ndarray:
+                lookahead: int | None = None) -> np.ndarray:
     """Cycles of one TPPE for every output neuron: int64 (M, N), from its start to its valid result.
 
     Parameters
@@ -189,8 +204,8 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     seg_cache : bool        the TPPE keeps the segment bases its walk computed for the resident A
                             row (hw TPPE ``seg_cache``); jobs run in mntk order (row m's columns
                             0..N-1 one after the other, n = 0 starting the row)
-    lookahead : int         chunk pairs the F side examines per cycle (hw TPPE ``lookahead``, same
-                            default); 1 = one cycle per empty chunk pair
+    lookahead : int         chunk pairs the F side examines per cycle (hw TPPE ``lookahead``); None =
+                            ``cfg.lookahead``; 1 = one cycle per empty chunk pair
 
     Raises
     ------
@@ -199,17 +214,37 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     words, weights = _check(words, weights, cfg)
     if not isinstance(seg_cache, bool):
         raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
-    return _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead))[0]
+    return _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg))[0]
+
+
+def _dynamic(tau: np.ndarray, P: int) -> tuple[int, np.ndarray]:
+    """List schedule of whole rows on P lanes (schedule ``dynamic``): (total cycles, busy (P,)).
+
+    A lane that finishes its row at cycle t takes the next row in that cycle; lanes finishing in the
+    same cycle take rows in lane order (the heap orders (t, lane)). One heap step per row, not per
+    match or cycle."""
+    import heapq
+
+    dur = tau.sum(axis=1)
+    heap = [(0, i) for i in range(P)]
+    busy = np.zeros(P, dtype=np.int64)
+    for d in dur.tolist():
+        t, i = heapq.heappop(heap)
+        busy[i] += d
+        heapq.heappush(heap, (t + d, i))
+    return int(max(t for t, _ in heap)), busy
 
 
 def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
-                lookahead: int = DEFAULT_LOOKAHEAD) -> CoreTiming:
+                lookahead: int | None = None, schedule: str | None = None) -> CoreTiming:
     """Cycles of the core (P = cfg.pes TPPEs, loop order mntk) for one whole layer.
 
-    Rows are taken in groups of P (row g*P + i on TPPE i); for each group every column n is one
-    step costing the max over the group's TPPEs. Rows past M leave their TPPE idle.
+    ``lockstep``: rows are taken in groups of P (row g*P + i on TPPE i); for each group every
+    column n is one step costing the max over the group's TPPEs; rows past M leave their TPPE idle.
+    ``dynamic``: whole rows are list-scheduled on the P TPPEs (module docstring).
 
-    ``seg_cache`` and ``lookahead`` as :func:`tppe_cycles` (hw Core parameters of the same names).
+    ``seg_cache`` and ``lookahead`` as :func:`tppe_cycles`; ``schedule`` None = ``cfg.schedule``
+    (hw Core parameters of the same names).
 
     Raises
     ------
@@ -220,9 +255,17 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
         raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
     if cfg.loop_order != "mntk":
         raise ValueError(f"loop_order: the core implements 'mntk' only, got {cfg.loop_order!r}")
-    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead))
+    schedule = cfg.schedule if schedule is None else schedule
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg))
     M, N = tau.shape
     P = cfg.pes
+    stalls = {"fifo_full": int(fifo_stall.sum()), "laggy_drain": int(drain.sum())}
+    if schedule == "dynamic":
+        total, busy = _dynamic(tau, P)
+        return CoreTiming(total=total, busy=busy, stalls={**stalls, "imbalance": int(total * P - busy.sum())},
+                          tppe=tau, steps=int(M * N))
     G = -(-M // P)
     padded = np.zeros((G * P, N), dtype=np.int64)
     padded[:M] = tau
@@ -236,7 +279,7 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     return CoreTiming(
         total=int(step.sum()),
         busy=busy.astype(np.int64),
-        stalls={"fifo_full": int(fifo_stall.sum()), "laggy_drain": int(drain.sum()), "imbalance": imbalance},
+        stalls={**stalls, "imbalance": imbalance},
         tppe=tau,
         steps=int(G * N),
     )

@@ -63,8 +63,10 @@ def test_timing_model_fast_prefix_closed_form():
 @pytest.mark.parametrize("L", [1, 2, 3, 4, 8])
 def test_timing_model_lookahead_reference(L):
     """Fast prefix-sum, deep FIFOs: a cycle-by-cycle walk of the F side's window (L chunk pairs:
-    the first with a match gives one match, none moves the window on by L), plus 1 when the last
-    chunk pair has a match. Sparse weights so that many chunk pairs are empty."""
+    the first with a match gives one match, none moves the window on by L; the F side ends with
+    the last match when its window reached the fiber's end), plus 1 when the F side ends on a match
+    (its correction lands a cycle later). Sparse weights so
+    that many chunk pairs are empty."""
     rng = np.random.default_rng(10 + L)
     K, W = 1500, 128
     words = random_words(rng, (12, K), 4, 0.8)
@@ -80,17 +82,20 @@ def test_timing_model_lookahead_reference(L):
     for mi in range(12):
         for ni in range(7):
             left = list(per_chunk[mi, ni])
-            c, cyc = 0, 0
+            c, cyc, on_match = 0, 0, False
             while c < C:
                 win = [i for i in range(c, min(c + L, C)) if left[i] > 0]
                 cyc += 1
+                on_match = bool(win)
                 if win:
-                    c = win[0]
+                    start, c = c, win[0]
                     left[c] -= 1
+                    if left[c] == 0 and win[1:] == [] and start + L >= C:
+                        break  # the last match, and the window already showed the rest empty
                     c += left[c] == 0
                 else:
                     c += L
-            expect[mi, ni] = cyc + (per_chunk[mi, ni, -1] > 0)
+            expect[mi, ni] = cyc + on_match  # the last match's correction lands a cycle later
     got = tppe_cycles(words, weights, LoASConfig(laggy_adders=128, fifo_depth=64), lookahead=L)
     assert (got == expect).all()
     if L > 1:
@@ -102,7 +107,12 @@ def test_lookahead_default_and_checks():
     from hw.tppe import DEFAULT_LOOKAHEAD
     from sim import tppe
 
-    assert tppe.DEFAULT_LOOKAHEAD == DEFAULT_LOOKAHEAD
+    from hw.core import DEFAULT_SCHEDULE, SCHEDULES
+
+    assert tppe.DEFAULT_LOOKAHEAD == DEFAULT_LOOKAHEAD == LoASConfig().lookahead
+    assert tppe.SCHEDULES == SCHEDULES and LoASConfig().schedule == DEFAULT_SCHEDULE
+    with pytest.raises(ValueError, match="schedule"):
+        core_cycles(np.zeros((2, 128), np.uint16), np.zeros((128, 2), np.int8), LoASConfig(), schedule="greedy")
     w = np.zeros((2, 128), np.uint16)
     b = np.zeros((128, 2), np.int8)
     with pytest.raises(ValueError, match="lookahead"):
@@ -147,10 +157,10 @@ def test_scoreboard_reports_mismatches():
                 if r < 5:
                     w = int(gold.out_words[r, n])
                     idx = int((gold.out_words[r, :n] != 0).sum())
-                    lanes.append((w, int(w != 0), idx, 1))
+                    lanes.append((1, r, n, w, int(w != 0), idx))
                 else:
-                    lanes.append((0, 0, 0, 0))
-            col.beat(g, n, lanes)
+                    lanes.append((0, r, n, 0, 0, 0))
+            col.beat(lanes)
     assert check(col, words, weights, bias, lif, 4, 0).match
     col.words[2, 3] ^= 1
     res = check(col, words, weights, bias, lif, 4, 0)

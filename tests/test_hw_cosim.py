@@ -32,20 +32,22 @@ def _layer(seed, g, silent=0.75, density=0.04, n_mask=1):
     return words, weights, kw["bias"], kw["lif"], n_mask
 
 
-def _run(words, weights, bias, lif, n_mask, *, simulator, pes, idle=0.0, backpressure=0.0, seed=0):
-    params = core_params(words, weights, pes=pes, T=4, bias=bias, exact=True)
+def _run(words, weights, bias, lif, n_mask, *, simulator, pes, idle=0.0, backpressure=0.0, seed=0,
+         schedule="lockstep"):
+    params = core_params(words, weights, pes=pes, T=4, bias=bias, exact=True, schedule=schedule)
     # Fixed capacities per test so all cases of a test share one build.
     params.update(rows=64, cols=16, k=288, a_nnz=64 * 288, b_nnz=288 * 16)
     res = run_core(words, weights, bias, lif, 4, n_mask, params, simulator=simulator, seed=seed,
                    idle=idle, backpressure=backpressure)
     col = Collector(words.shape[0], weights.shape[1], pes)
-    for g, n, lanes in res["beats"]:
-        col.beat(g, n, lanes)
+    for lanes in res["beats"]:
+        col.beat(lanes)
     return res, col
 
 
+@pytest.mark.parametrize("schedule", ["lockstep", "dynamic"])
 @pytest.mark.parametrize("simulator", SIMS)
-def test_core_layer_trace(simulator):
+def test_core_layer_trace(simulator, schedule):
     """A realistic conv layer (im2col of a spike trace): every word and fiber, and cycles exact.
     Icarus evaluates combinational memory reads far slower, so it gets a smaller layer."""
     if simulator == "verilator":
@@ -53,10 +55,10 @@ def test_core_layer_trace(simulator):
     else:
         g = Geometry(c_in=16, h=4, w=4, kernel=3, stride=1, padding=1, c_out=6)  # M=16, K=144, N=6
     words, weights, bias, lif, n_mask = _layer(7, g)
-    res, col = _run(words, weights, bias, lif, n_mask, simulator=simulator, pes=4)
+    res, col = _run(words, weights, bias, lif, n_mask, simulator=simulator, pes=4, schedule=schedule)
     chk = check(col, words, weights, bias, lif, 4, n_mask)
     assert chk.match, chk.mismatches
-    model = core_cycles(words, weights, LoASConfig(pes=4))
+    model = core_cycles(words, weights, LoASConfig(pes=4, schedule=schedule))
     assert res["rtl_cycles"] == model.total
 
 
