@@ -10,46 +10,78 @@ Format (a dict readable with ``torch.load(weights_only=True)``)::
 
 Conv and linear weights are stored sparse: a pruned network at 97 % sparsity costs ~5 bytes per
 surviving weight, and the float values are kept exactly (the integer model is derived from them).
+
+``meta["arch"]`` names an entry of :data:`ARCHITECTURES` (the zoo networks and ``snasnet``), whose
+constructor rebuilds the network from ``meta["kwargs"]``; :func:`load_model` loads every one of them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from sim.errors import UserError
 
 from .layers import prunable
+from .snasnet import snasnet_from_config
 from .train import atomic_save, load_checkpoint
 from .zoo import ZOO, build
 
 FORMAT = "loas-snn/1"
 
+#: Architecture name -> constructor taking a checkpoint's ``meta["kwargs"]`` (a dict): every zoo
+#: network (keyword arguments of its builder) and ``snasnet`` (its :attr:`SNASNet.config`).
+ARCHITECTURES: dict[str, Callable[[dict], nn.Module]] = {
+    **{name: (lambda kwargs, name=name: build(name, **kwargs)) for name in ZOO},
+    "snasnet": snasnet_from_config,
+}
 
-def model_meta(arch: str, *, dataset: str, T: int = 4, n_mask: int = 0, width: int = 16) -> dict:
-    """The metadata that rebuilds a zoo network (constructor arguments) and names its data."""
+
+#: Base width of the zoo networks that take one (``width=None`` in :func:`model_meta`).
+DEFAULT_WIDTH = {"default": 16, "resnet19": 64}
+
+
+def model_meta(arch: str, *, dataset: str, T: int = 4, n_mask: int = 0, width: int | None = None) -> dict:
+    """The metadata that rebuilds a zoo network (constructor arguments) and names its data.
+
+    ``width`` is the base width of the networks in :data:`DEFAULT_WIDTH` (None = its default).
+
+    Raises
+    ------
+    UserError
+        For an unknown architecture, or a width given to a network with a fixed width.
+    """
     if arch not in ZOO:
         raise UserError(f"--model: unknown model {arch!r} (known: {', '.join(ZOO)})")
     kwargs = {"T": T, "n_mask": n_mask}
-    if arch == "default":
-        kwargs["width"] = width
+    if arch in DEFAULT_WIDTH:
+        if arch == "default" or width is not None:  # default: always recorded, as before
+            kwargs["width"] = DEFAULT_WIDTH[arch] if width is None else width
+    elif width is not None:
+        raise UserError(f"--width: {arch} has a fixed width (widths exist for {', '.join(DEFAULT_WIDTH)})")
     if dataset == "cifar100":
         kwargs["classes"] = 100
     return {"arch": arch, "kwargs": kwargs, "dataset": dataset}
 
 
 def build_from_meta(meta: dict):
-    """Build the network described by ``meta`` (see :func:`model_meta`).
+    """Build the network described by ``meta`` (see :func:`model_meta`; any :data:`ARCHITECTURES`).
 
     Raises
     ------
     UserError
-        If T or n_mask are invalid or the architecture is unknown.
+        If the architecture is unknown or its keyword arguments do not build it (bad T, n_mask...).
     """
+    arch = meta.get("arch")
+    if arch not in ARCHITECTURES:
+        raise UserError(f"model metadata {meta!r}: unknown architecture {arch!r} "
+                        f"(known: {', '.join(ARCHITECTURES)})")
     try:
-        return build(meta["arch"], **meta["kwargs"])
+        return ARCHITECTURES[arch](dict(meta["kwargs"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"model metadata {meta!r}: {exc}") from None
 
@@ -71,39 +103,70 @@ def save_model(model, meta: dict, path, record: dict | None = None) -> None:
                  "sparse": sparse}, path)
 
 
-def load_model(path, *, n_mask: int | None = None, T: int | None = None):
-    """Load a compact checkpoint (or a round checkpoint of ``loas prune``) -> ``(model, ckpt)``.
-
-    ``n_mask`` and ``T`` override the stored values.
+def decode_state(path, ck: dict) -> dict[str, torch.Tensor]:
+    """The state dict of a compact checkpoint ``ck`` (read from ``path``): dense tensors as stored,
+    sparse weights rebuilt from their bitmask and non-zero values.
 
     Raises
     ------
     UserError
-        If the file is missing, not a checkpoint, or its tensors do not fit the architecture.
+        If a sparse entry's mask and values disagree (naming the file and the entry).
+    """
+    state = dict(ck["dense"])
+    for name, s in ck["sparse"].items():
+        n = int(np.prod(s["shape"]))
+        mask = np.unpackbits(s["bits"].numpy(), count=n).astype(bool)
+        if int(mask.sum()) != s["values"].numel():
+            raise UserError(f"{path}: field 'sparse.{name}': mask and values disagree")
+        w = torch.zeros(n, dtype=torch.float32)
+        w[torch.from_numpy(mask)] = s["values"]
+        state[name] = w.reshape(s["shape"])
+    return state
+
+
+def load_model(path, *, n_mask: int | None = None, T: int | None = None, archs=tuple(ZOO),
+               hint: str = "use loas nas for SNASNet checkpoints"):
+    """Load a compact checkpoint (or a round checkpoint of ``loas prune``) -> ``(model, ckpt)``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint.
+    n_mask, T : int, optional
+        Override the stored values (None: keep them).
+    archs : iterable of str
+        Architectures the caller accepts (default: the zoo); ``meta.arch`` outside them is refused.
+    hint : str
+        Appended to that refusal (where to load such a checkpoint instead).
+
+    Raises
+    ------
+    UserError
+        If the file is missing, not a checkpoint, of an architecture outside ``archs``, or its
+        tensors do not fit the architecture.
     """
     ck = load_checkpoint(path)
     if ck.get("format") == FORMAT:
         meta = ck["meta"]
-        state = dict(ck["dense"])
-        for name, s in ck["sparse"].items():
-            n = int(np.prod(s["shape"]))
-            mask = np.unpackbits(s["bits"].numpy(), count=n).astype(bool)
-            w = torch.zeros(n, dtype=torch.float32)
-            if int(mask.sum()) != s["values"].numel():
-                raise UserError(f"{path}: field 'sparse.{name}': mask and values disagree")
-            w[torch.from_numpy(mask)] = s["values"]
-            state[name] = w.reshape(s["shape"])
+        state = decode_state(path, ck)
     elif "settings" in ck and "model" in ck:  # a round_XX.pt of loas prune
         meta = ck["settings"]["meta"]
         state = ck["model"]
     else:
         raise UserError(f"{path}: field 'format': not a loas model checkpoint")
+    archs = tuple(archs)
+    if meta.get("arch") not in archs:
+        raise UserError(f"{path}: field 'meta.arch': {meta.get('arch')!r} is not "
+                        f"{' or '.join(archs)} ({hint})")
     meta = {**meta, "kwargs": dict(meta["kwargs"])}
     if n_mask is not None:
         meta["kwargs"]["n_mask"] = n_mask
     if T is not None:
         meta["kwargs"]["T"] = T
-    model = build_from_meta(meta)
+    try:
+        model = build_from_meta(meta)
+    except UserError as exc:
+        raise UserError(f"{path}: field 'meta.kwargs': {exc}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

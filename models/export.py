@@ -10,12 +10,21 @@ pooled, is the input of layer L+1. Every expected output is checked against the 
 The float model's agreement with the integer model is measured, not assumed: per layer, the fraction
 of output spike bits that are equal (a) when the integer layer sees the float model's input
 ("layerwise", the quantisation error of that layer alone) and (b) along the two end-to-end chains.
+
+Residual networks (ResNet19): the second spike layer of a block also receives the shortcut current
+(:class:`~models.layers.ResidualBlock`); its file holds that integer current as the optional
+``residual`` member (int32 [S, T, M, N], sim/trace.py) and the golden check adds it. The shortcut
+conv itself is not a layer of the workload: its output is a current, not spikes, and a trace layer
+is a spike GEMM followed by a P-LIF. A fully connected layer that averages a spike map
+(:class:`~models.layers.SpikeLinear` with ``pool``) is written as a conv whose kernel covers the whole
+map (the 1/pool folded into the int8 weights), which is exactly its integer arithmetic on spikes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +33,15 @@ import torch.nn as nn
 
 from sim.errors import UserError
 
-from .layers import SpikeConv, _SpikeLayer, apply_n_mask, integer_lif, spike_layers
+from .layers import ResidualBlock, SpikeConv, _SpikeLayer, apply_n_mask, integer_lif, spike_layers
 
 
 def pack_words(spikes: torch.Tensor) -> np.ndarray:
     """0/1 spikes ``[T, ...]`` -> uint16 words ``[...]`` with bit t = timestep t."""
     T = spikes.shape[0]
-    s = spikes.detach().to(torch.int64)
-    shifts = torch.arange(T, dtype=torch.int64).reshape(T, *([1] * (s.dim() - 1)))
-    return (s << shifts).sum(0).numpy().astype(np.uint16)
+    s = spikes.detach().to(torch.int32)  # T <= 16 bits: int32 holds every word
+    shifts = torch.arange(T, dtype=torch.int32).reshape(T, *([1] * (s.dim() - 1)))
+    return (s << shifts).sum(0, dtype=torch.int32).numpy().astype(np.uint16)
 
 
 def unpack_words(words: np.ndarray, T: int) -> torch.Tensor:
@@ -41,25 +50,42 @@ def unpack_words(words: np.ndarray, T: int) -> torch.Tensor:
     return torch.stack([((w >> t) & 1).float() for t in range(T)])
 
 
-def integer_layer_forward(layer: _SpikeLayer, x: torch.Tensor) -> torch.Tensor:
-    """The integer model of ``layer`` (quantised from its current weights) on spikes ``x``."""
+def integer_layer_forward(layer: _SpikeLayer, x: torch.Tensor,
+                          residual: torch.Tensor | None = None) -> torch.Tensor:
+    """The integer model of ``layer`` (quantised from its current weights unless it already is) on
+    spikes ``x``, with an optional int64 residual current in the layer's integer units."""
     if layer.quant is None:
         layer.quantize()
-    return apply_n_mask(integer_lif(layer._int_current(x), layer.quant.threshold), layer.n_mask)
+    O = layer._int_current(x)
+    if residual is not None:
+        O = O + residual
+    return apply_n_mask(integer_lif(O, layer.quant.threshold), layer.n_mask)
 
 
-def _capture(model: nn.Module, layers, x: torch.Tensor):
-    """Run ``model`` on ``x`` and return logits and {name: (input, output)} of the given layers."""
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, (inp[0], out)))
-             for n, m in layers]
+def residual_blocks(model: nn.Module) -> dict[int, ResidualBlock]:
+    """{id(target spike layer): block} of every residual block of ``model``."""
+    return {id(b.target): b for b in model.modules() if isinstance(b, ResidualBlock)}
+
+
+def _capture(model: nn.Module, layers, x: torch.Tensor, blocks: dict[int, ResidualBlock] | None = None):
+    """Run ``model`` on ``x``; return logits, {name: (input, output, residual or None)} of the given
+    layers and {name: block input} for the layers that are targets of ``blocks``."""
+    seen: dict[str, tuple] = {}
+    block_in: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(
+        lambda mod, args, kwargs, out, n=n: seen.__setitem__(n, (args[0], out, kwargs.get("residual"))),
+        with_kwargs=True) for n, m in layers]
+    for n, m in layers:
+        if blocks and id(m) in blocks:
+            hooks.append(blocks[id(m)].register_forward_pre_hook(
+                lambda mod, args, n=n: block_in.__setitem__(n, args[0])))
     try:
         with torch.no_grad():
             logits = model(x)
     finally:
         for h in hooks:
             h.remove()
-    return logits, seen
+    return logits, seen, block_in
 
 
 def _geometry(layer: _SpikeLayer, x: torch.Tensor):
@@ -72,7 +98,42 @@ def _geometry(layer: _SpikeLayer, x: torch.Tensor):
             raise UserError(f"layer {op}: the trace format needs square kernels, strides and padding")
         return Geometry(c_in=op.in_channels, h=x.shape[-2], w=x.shape[-1], kernel=op.kernel_size[0],
                         stride=op.stride[0], padding=op.padding[0], c_out=op.out_channels), "conv"
+    if x.dim() == 5:  # an fc averaging a spike map: a conv whose kernel is the whole (square) map
+        if x.shape[-2] != x.shape[-1]:
+            raise UserError(f"layer {layer.op}: the trace format needs a square map, got {tuple(x.shape[-2:])}")
+        return Geometry(c_in=layer.op.in_features, h=x.shape[-2], w=x.shape[-1], kernel=x.shape[-1],
+                        stride=1, padding=0, c_out=layer.op.out_features), "fc"
     return Geometry.fc(layer.op.in_features, layer.op.out_features), "fc"
+
+
+def golden_check(layer) -> None:
+    """Run every sample of a trace :class:`~sim.trace.Layer` through the golden model and compare
+    with its expected outputs.
+
+    The samples' GEMM rows are stacked along M and run as one golden layer: every row is its own
+    output neurons (GEMM row, P-LIF and n_mask act per (m, n)), so this is exactly the per-sample
+    runs, in one pass.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the file, the first disagreeing sample and how many words disagree.
+    """
+    from sim.golden import run_layer
+    from sim.trace import im2col
+
+    g, S, T = layer.geometry, layer.samples, layer.T
+    words = im2col(layer.spike_words, g).reshape(S * g.M, g.K)
+    residual = None
+    if layer.residual is not None:  # (S, T, M, N) -> (T, S*M, N), rows in the order of ``words``
+        residual = layer.residual.transpose(1, 0, 2, 3).reshape(T, S * g.M, g.N)
+    res = run_layer(words, layer.weights_kn(), layer.bias, layer.lif, T, n_mask=layer.n_mask,
+                    context=str(layer.path), residual=residual)
+    bad = (res.out_words.reshape(S, g.M, g.N) != layer.expected_out_words).sum(axis=(1, 2))
+    if bad.any():
+        s = int(np.flatnonzero(bad)[0])
+        raise RuntimeError(f"{layer.path}: sample {s}: torch integer model and golden model "
+                           f"disagree on {int(bad[s])} output words")
 
 
 def layer_name(module_name: str) -> str:
@@ -80,25 +141,54 @@ def layer_name(module_name: str) -> str:
     return module_name.removeprefix("stages.").replace(".", "_")
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads (None: leave the setting), then restore it."""
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"--threads: must be a positive int, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def export_workload(model, images: torch.Tensor, labels: torch.Tensor | None, out_dir, *,
-                    name: str, provenance: dict | None = None, progress: bool = False) -> dict:
+                    name: str, provenance: dict | None = None, progress: bool = False,
+                    threads: int | None = 1) -> dict:
     """Write the workload of ``model`` on ``images`` (normalised ``[S, C, H, W]``) to ``out_dir``.
 
     Returns a report: per layer geometry, agreement figures and golden check; float and integer
     accuracies on the exported samples (if ``labels`` are given); seconds taken.
 
+    ``threads``: torch threads while exporting (None: the current setting). One by default: an
+    export is a few thousand small tensor operations, and on shared cores every one of them waits
+    for a busy core to reach a barrier of the thread pool. VGG16 (1 sample, bench/export.py) on 2
+    cores shared with another job: 5-6 s with 2 threads, 0.5-1.5 s with 1 (on idle cores 2
+    threads gained at most 0.1 s).
+
     Raises
     ------
     UserError
-        If the network is not a plain chain of spike layers (integer mode undefined) or a quantised
-        value leaves the trace format's range.
+        If the network has no integer mode, a quantised value leaves the trace format's range, or
+        ``threads`` is not a positive int.
     RuntimeError
         If the golden model disagrees with the torch integer model (a bug, never expected).
     """
+    with torch_threads(threads):
+        return _export(model, images, labels, out_dir, name=name, provenance=provenance,
+                       progress=progress)
+
+
+def _export(model, images, labels, out_dir, *, name, provenance, progress) -> dict:
     from tqdm import tqdm
 
-    from sim.golden import LIFParams, run_layer
-    from sim.trace import Layer, write_layer, write_manifest
+    from sim.golden import LIFParams
+    from sim.trace import write_and_load_layer, write_manifest
 
     t0 = time.time()
     out_dir = Path(out_dir)
@@ -107,58 +197,63 @@ def export_workload(model, images: torch.Tensor, labels: torch.Tensor | None, ou
     if not layers:
         raise UserError("the network has no spike layer to export")
     T = model.T
+    blocks = residual_blocks(model)
     try:
         model.set_integer(False)
     except NotImplementedError as exc:
         raise UserError(f"export: {exc}") from None
-    logits_f, float_io = _capture(model, layers, images)
-    layerwise = {}
-    for n, m in layers:
-        m.quantize()
-        x_in, y_f = float_io[n]
-        y_i = integer_layer_forward(m, x_in)
-        layerwise[n] = float((y_i == y_f).float().mean())
-    model.set_integer(True)
+    logits_f, float_io, float_block_in = _capture(model, layers, images, blocks)
+    model.set_integer(True)  # quantises every layer once (a block's target with its shortcut)
     try:
-        logits_i, int_io = _capture(model, layers, images)
+        layerwise = {}
+        for n, m in layers:
+            x_in, y_f, _ = float_io[n]
+            r = blocks[id(m)].integer_residual(float_block_in[n]) if id(m) in blocks else None
+            y_i = integer_layer_forward(m, x_in, r)
+            layerwise[n] = float((y_i == y_f).float().mean())
+        logits_i, int_io, _ = _capture(model, layers, images)
     finally:
         model.set_integer(False)
     report_layers, entries = [], []
     it = tqdm(layers, desc="export", disable=not progress, leave=False)
     for n, m in it:
         lname = layer_name(n)
-        x_in, y_int = int_io[n]
+        x_in, y_int, res_int = int_io[n]
         q = m.quant
         geom, kind = _geometry(m, x_in)
-        if kind == "conv":
-            words_in = pack_words(x_in)  # (S, C, H, W)
-            out = pack_words(y_int)  # (S, C_out, Ho, Wo)
+        words_in = pack_words(x_in)  # (S, C, H, W), or (S, F) for a plain fc
+        if words_in.ndim == 2:
+            words_in = words_in[:, :, None, None]
+        out = pack_words(y_int)  # (S, C_out, Ho, Wo), or (S, N) for an fc
+        if out.ndim == 4:
             expected_torch = out.transpose(0, 2, 3, 1).reshape(out.shape[0], -1, geom.N)
-            weight = q.weight.numpy()
         else:
-            words_in = pack_words(x_in)[:, :, None, None]
-            expected_torch = pack_words(y_int)[:, None, :]
-            weight = q.weight.numpy()[:, :, None, None]
+            expected_torch = out[:, None, :]
+        weight = q.weight.numpy()
+        if weight.ndim == 2:  # fc: a 1x1 conv, or a kernel covering the whole averaged map
+            weight = np.ascontiguousarray(np.broadcast_to(
+                weight[:, :, None, None], (geom.c_out, geom.c_in, geom.kernel, geom.kernel)))
+        residual = None
+        if res_int is not None:  # [T, S, C, Ho, Wo] -> (S, T, M, N), M row-major over (Ho, Wo)
+            r = res_int.expand(T, *y_int.shape[1:]).permute(1, 0, 3, 4, 2)
+            residual = r.reshape(r.shape[0], T, geom.M, geom.N).numpy()
         bias = q.bias.numpy()
         if np.abs(bias).max(initial=0) >= 2**31:
             raise UserError(f"layer {lname}: integer bias {int(np.abs(bias).max())} leaves the int32 range")
         lif = LIFParams(q.threshold, 2)
         path = out_dir / f"{lname}.npz"
         # Golden check on what is actually on disk: write, read back, recompute every sample.
-        write_layer(path, T=T, geometry=geom, spike_words=words_in, weight=weight, bias=bias, lif=lif,
-                    n_mask=m.n_mask, expected_out_words=expected_torch)
-        layer = Layer(path, T=T)
-        for s in range(layer.samples):
-            res = run_layer(layer.words(s), layer.weights_kn(), layer.bias, lif, T, n_mask=m.n_mask,
-                            context=str(path))
-            if not np.array_equal(res.out_words, layer.expected(s)):
-                bad = int((res.out_words != layer.expected(s)).sum())
-                raise RuntimeError(f"{path}: sample {s}: torch integer model and golden model "
-                                   f"disagree on {bad} output words")
+        layer = write_and_load_layer(path, T=T, geometry=geom, spike_words=words_in, weight=weight,
+                                     bias=bias, lif=lif, n_mask=m.n_mask,
+                                     expected_out_words=expected_torch, residual=residual)
+        golden_check(layer)
         entries.append((lname, kind))
         e2e = float((float_io[n][1] == y_int).float().mean())
+        shortcut = None
+        if id(m) in blocks:
+            shortcut = "identity" if getattr(blocks[id(m)], "shortcut", None) is None else "conv"
         report_layers.append({
-            "name": lname, "kind": kind, "M": geom.M, "K": geom.K, "N": geom.N,
+            "name": lname, "kind": kind, "M": geom.M, "K": geom.K, "N": geom.N, "residual": shortcut,
             "threshold": q.threshold, "scale": q.scale,
             "weight_sparsity": float((weight == 0).mean()),
             "input_spike_sparsity": 1.0 - float(x_in.mean()),
@@ -197,10 +292,10 @@ def float_vs_integer(model, batches_iter) -> dict:
     bits = {layer_name(n): 0 for n, _ in layers}
     for x, y in batches_iter:
         model.set_integer(False)
-        lf, io_f = _capture(model, layers, x)
+        lf, io_f, _ = _capture(model, layers, x)
         model.set_integer(True)
         try:
-            li, io_i = _capture(model, layers, x)
+            li, io_i, _ = _capture(model, layers, x)
         finally:
             model.set_integer(False)
         pf, pi = lf.argmax(1), li.argmax(1)

@@ -7,7 +7,9 @@ A *spike layer* (:class:`SpikeConv`, :class:`SpikeLinear`) is ``weight -> BN -> 
 input is spikes (except the encoding layer, which sees the analog image once) and its output is spikes.
 Each spike layer can switch to an *integer mode* (:meth:`SpikeConv.set_integer`) that computes exactly
 the golden model's arithmetic (spec/loas.md section 7): int8 weights, integer bias, integer LIF with a
-``>> 2`` decay and an integer threshold.
+``>> 2`` decay and an integer threshold. A spike layer may also receive a *residual* input current
+(``layer(x, residual=r)``), added to its own current before the LIF: a ResNet block's shortcut
+(:class:`ResidualBlock`), float in float mode, int64 in the layer's integer units in integer mode.
 """
 
 from __future__ import annotations
@@ -78,6 +80,20 @@ def seq_apply(fn, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(T, B, *y.shape[1:])
 
 
+def exact_float_dtype(bound: int, device) -> torch.dtype:
+    """The float dtype in which a product of integer operands is exact when every partial sum stays
+    within ``bound`` in magnitude.
+
+    float32 holds every integer up to 2**24, so BLAS and oneDNN sums of such products are exact
+    whatever their order; it is several times faster than float64 (which torch's CPU conv runs
+    through a slow generic path). Off the CPU float64 is kept: CUDA may run float32 convs and matmuls
+    in TF32 (10-bit mantissa) or with Winograd transforms, which are not exact.
+    """
+    if torch.device(device).type == "cpu" and bound < 2**24:
+        return torch.float32
+    return torch.float64
+
+
 def integer_lif(O: torch.Tensor, threshold: int) -> torch.Tensor:
     """Integer LIF of the golden model over dim 0: ``X = O[t] + U; C = X >= th; U = 0 if C else X >> 2``.
 
@@ -141,33 +157,69 @@ class _SpikeLayer(nn.Module):
         shape = (-1,) + (1,) * (w.dim() - 1)
         return INPUT_GAIN * w * inv.reshape(shape), INPUT_GAIN * b
 
-    def quantize(self) -> QuantParams:
+    def quantize(self, scale: float | None = None) -> QuantParams:
         """Compute int8 weights, integer bias and threshold (symmetric per-layer scale).
 
         The scale maps the largest folded weight magnitude to 127; bias and threshold are rounded in
         the same units, so pruned (zero) weights stay exactly zero.
+
+        Parameters
+        ----------
+        scale : float, optional
+            Use this scale instead (a residual block shares one scale between this layer and its
+            shortcut). It must be positive and at least max|folded weight| / 127.
+
+        Raises
+        ------
+        ValueError
+            If ``scale`` is not positive or would push a weight beyond the int8 range.
         """
         w, b = self.folded()
         wmax = float(w.abs().max())
-        scale = wmax / 127.0 if wmax > 0 else 1.0
+        if scale is None:
+            scale = wmax / 127.0 if wmax > 0 else 1.0
+        elif not scale > 0 or round(wmax / scale) > 127:
+            raise ValueError(f"quantisation scale {scale!r} does not hold the largest weight {wmax} in int8")
         wq = torch.round(w / scale).clamp(-127, 127).to(torch.int8)
         bq = torch.round(b / scale).to(torch.int64)
         th = max(1, int(round(V_TH / scale)))
         self.quant = QuantParams(wq, bq, th, scale)
         return self.quant
 
-    def set_integer(self, on: bool = True) -> None:
-        """Switch the integer mode on (quantising now from the current weights and BN) or off."""
+    def set_integer(self, on: bool = True, scale: float | None = None) -> None:
+        """Switch the integer mode on (quantising now from the current weights and BN, with
+        ``scale`` if given, see :meth:`quantize`) or off.
+
+        Raises
+        ------
+        ValueError
+            For the encoding layer (analog input), or a ``scale`` :meth:`quantize` refuses.
+        """
         if on and self.encoding:
             raise ValueError("the encoding layer has analog input and has no integer mode")
         self.integer = bool(on)
         if on:
-            self.quantize()
+            self.quantize(scale)
 
     def _int_current(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer current O = b + x W of spikes ``x`` ``[T, B, ...]``: int64 ``[T, B, ...]``."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _float_current(self, x: torch.Tensor) -> torch.Tensor:
+        return seq_apply(lambda z: self.bn(self.op(z)), x)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Spikes ``[T, B, ...]`` -> spikes. ``residual`` (optional, broadcastable to the layer's
+        current ``[T, B, ...]``) is added to the current before the LIF: a float current in float
+        mode (like the BN output, before the LIF's input gain), an int64 current in this layer's
+        integer units in integer mode.
+
+        Raises
+        ------
+        TypeError
+            In integer mode, for a residual that is not int64 (a float current would silently
+            leave the integer arithmetic).
+        """
         if self.encoding:
             # Direct encoding: the analog image [B, ...] goes through conv+BN once; the current is
             # repeated for every timestep before the LIF.
@@ -176,9 +228,14 @@ class _SpikeLayer(nn.Module):
             return self.lif(cur.contiguous())
         if self.integer:
             O = self._int_current(x)
+            if residual is not None:
+                if residual.dtype != torch.int64:
+                    raise TypeError(f"integer mode: residual must be int64 (integer units), got {residual.dtype}")
+                O = O + residual
             s = integer_lif(O, self.quant.threshold)
         else:
-            s = self.lif(seq_apply(lambda z: self.bn(self.op(z)), x))
+            cur = self._float_current(x)
+            s = self.lif(cur if residual is None else cur + residual)
         return apply_n_mask(s, self.n_mask)
 
 
@@ -209,26 +266,106 @@ class SpikeConv(_SpikeLayer):
 
     def _int_current(self, x):
         q = self.quant
-        # float64 holds every partial sum of binary inputs times int8 weights exactly (|sum| < 2^53).
-        w = q.weight.to(torch.float64)
-        xs = x.flatten(0, 1).to(torch.float64)
-        o = F.conv2d(xs, w, None, self.op.stride, self.op.padding)
-        o = o + q.bias.to(torch.float64).reshape(1, -1, 1, 1)
+        # Binary inputs times int8 weights: every partial sum is an integer of magnitude <= K * 127,
+        # exact in the float dtype chosen for that bound; the bias is added in int64.
+        k = q.weight[0].numel()
+        dt = exact_float_dtype(k * 127, x.device)
+        o = F.conv2d(x.flatten(0, 1).to(dt), q.weight.to(dt), None, self.op.stride, self.op.padding)
+        o = o.to(torch.int64) + q.bias.reshape(1, -1, 1, 1)
         return o.reshape(x.shape[0], x.shape[1], *o.shape[1:])
 
 
 class SpikeLinear(_SpikeLayer):
-    """Linear (no bias) -> BatchNorm1d -> LIF -> n_mask, on ``[T, B, F]`` (a hidden fc spike layer)."""
+    """Linear (no bias) -> BatchNorm1d -> LIF -> n_mask, on ``[T, B, F]`` (a hidden fc spike layer),
+    or global average pool -> Linear -> BatchNorm1d -> LIF -> n_mask on spike maps ``[T, B, F, H, W]``.
 
-    def __init__(self, f_in, f_out, *, n_mask=0):
+    Parameters
+    ----------
+    f_in, f_out : int
+        Features (channels of the map when pooled).
+    n_mask : int
+        0, 1 or 2 (:func:`apply_n_mask`).
+    pool : int
+        H * W of the spike map the layer averages in integer mode (1: the input is ``[T, B, F]``).
+        The average of binary spikes is not binary, so the integer mode folds the 1/pool into the
+        weights instead: ``O = b + sum over (f, h, w) of x[f, h, w] * W[n, f]``, exactly the
+        golden model's GEMM of a conv whose kernel covers the whole map (how export writes it).
+        The float mode averages any map size.
+
+    Raises
+    ------
+    ValueError
+        If ``n_mask`` is not 0, 1 or 2 or ``pool`` is not a positive int.
+    """
+
+    def __init__(self, f_in, f_out, *, n_mask=0, pool: int = 1):
         super().__init__(n_mask, False)
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+            raise ValueError(f"pool must be a positive int, got {pool!r}")
         self.op = nn.Linear(f_in, f_out, bias=False)
         self.bn = nn.BatchNorm1d(f_out)
+        self.pool = pool
+
+    def folded(self):
+        w, b = super().folded()
+        # Each spike of the map carries 1/pool of the weight (the average is a sum divided by pool).
+        return w / self.pool, b
+
+    def _float_current(self, x):
+        if x.dim() == 5:
+            x = seq_apply(lambda z: F.adaptive_avg_pool2d(z, 1).flatten(1), x)
+        return super()._float_current(x)
 
     def _int_current(self, x):
         q = self.quant
-        o = x.to(torch.float64) @ q.weight.to(torch.float64).t() + q.bias.to(torch.float64)
-        return o
+        area = x.shape[-2] * x.shape[-1] if x.dim() == 5 else 1
+        if area != self.pool:
+            raise ValueError(f"integer mode of this layer was built for a {self.pool}-pixel map "
+                             f"(pool), got input {tuple(x.shape)}")
+        if x.dim() == 5:
+            x = x.sum((-2, -1))  # spike counts 0..pool per feature and timestep
+        dt = exact_float_dtype(q.weight.shape[1] * 127 * self.pool, x.device)
+        o = x.to(dt) @ q.weight.to(dt).t()
+        return o.to(torch.int64) + q.bias
+
+
+class ResidualBlock(nn.Module):
+    """A block whose last spike layer (:attr:`target`) also receives a shortcut current computed from
+    the block's input spikes (a ResNet BasicBlock).
+
+    Subclasses define ``target``, :meth:`quantize` (the target's and the shortcut's integer
+    parameters, in one scale), :meth:`float_residual` and :meth:`integer_residual`. In integer mode
+    the target's input current and the residual are then integers of the same units, so the whole
+    block is the golden model's arithmetic with a residual input (``sim.golden.run_layer``).
+    """
+
+    target: _SpikeLayer
+
+    def __init__(self):
+        super().__init__()
+        self.integer = False
+
+    def quantize(self) -> QuantParams:
+        raise NotImplementedError
+
+    def float_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Shortcut current of block input spikes ``x`` in float mode (before the LIF's input gain)."""
+        raise NotImplementedError
+
+    def integer_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Shortcut current of block input spikes ``x``: int64, in the target's integer units."""
+        raise NotImplementedError
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut current in the current mode (what :attr:`target` adds to its own)."""
+        return self.integer_residual(x) if self.integer else self.float_residual(x)
+
+    def set_integer(self, on: bool = True) -> None:
+        """Switch the block (target layer and shortcut) to integer mode, quantising now, or back."""
+        self.integer = bool(on)
+        if on:
+            self.quantize()
+        self.target.integer = bool(on)
 
 
 def spike_layers(model: nn.Module) -> list[tuple[str, _SpikeLayer]]:

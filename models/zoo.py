@@ -15,12 +15,14 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from .layers import (
+    INPUT_GAIN,
+    ResidualBlock,
     SpikeConv,
     SpikeLinear,
     _SpikeLayer,
-    apply_n_mask,
     check_n_mask,
     check_T,
+    exact_float_dtype,
     seq_apply,
     spike_layers,
 )
@@ -78,14 +80,16 @@ class SNN(nn.Module):
     def set_integer(self, on: bool = True) -> None:
         """Run every spike layer but the encoding one in the golden model's integer arithmetic.
 
-        Raises
-        ------
-        NotImplementedError
-            For networks whose spike layers are not a plain chain (residual blocks).
+        Layers that receive a residual are switched (and quantised) by their
+        :class:`~models.layers.ResidualBlock`, which gives the layer and its shortcut one scale.
         """
+        blocks = [m for m in self.modules() if isinstance(m, ResidualBlock)]
+        targets = {id(b.target) for b in blocks}
         for _, m in spike_layers(self):
-            if not m.encoding:
+            if not m.encoding and id(m) not in targets:
                 m.set_integer(on)
+        for b in blocks:
+            b.set_integer(on)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -194,8 +198,17 @@ def alexnet(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3, loas
     return ChainSNN(stages, T, n_mask)
 
 
-class BasicBlock(nn.Module):
-    """Spiking BasicBlock: conv-BN-LIF, conv-BN, + shortcut (identity or 1x1 conv-BN), LIF."""
+class BasicBlock(ResidualBlock):
+    """Spiking BasicBlock: conv-BN-LIF, conv-BN, + shortcut (identity or 1x1 conv-BN), LIF.
+
+    The second spike layer (``conv2``, the :attr:`target`) adds the shortcut current of the block
+    input ``x`` to its own before its LIF: ``x`` itself (identity) or ``BN(conv1x1(x))``.
+
+    Integer mode (:meth:`quantize`): conv2 and the shortcut are folded (BN, LIF input gain 0.75) and
+    quantised with one scale ``s = max(max|w2'|, max|w_sc'|) / 127``, so conv2's current and the
+    residual are integers of the same units: identity ``R = round(0.75 / s) * x``, shortcut conv
+    ``R = b_sc + x W_sc`` (int8 ``W_sc``, integer ``b_sc``).
+    """
 
     def __init__(self, c_in, c_out, stride, n_mask):
         super().__init__()
@@ -206,49 +219,98 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(
                 nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
             )
+        # Integer shortcut: (int8 weight, int64 bias) of the conv, or the int gain of the identity.
+        self.res_weight: torch.Tensor | None = None
+        self.res_bias: torch.Tensor | None = None
+        self.res_gain: int | None = None
+
+    @property
+    def target(self) -> SpikeConv:
+        return self.conv2
+
+    def _folded_shortcut(self):
+        """Shortcut conv weight and bias with BN (eval statistics) and the 0.75 gain folded in."""
+        conv, bn = self.shortcut
+        inv = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        w = conv.weight.detach().double() * inv.reshape(-1, 1, 1, 1)
+        b = bn.bias.detach().double() - bn.running_mean.double() * inv
+        return INPUT_GAIN * w, INPUT_GAIN * b
+
+    def quantize(self):
+        """Quantise conv2 and the shortcut with one scale (class docstring); returns conv2's
+        :class:`~models.layers.QuantParams`."""
+        w2, _ = self.conv2.folded()
+        wmax = float(w2.abs().max())
+        sc = self._folded_shortcut() if self.shortcut is not None else None
+        if sc is not None:
+            wmax = max(wmax, float(sc[0].abs().max()))
+        scale = wmax / 127.0 if wmax > 0 else 1.0
+        q = self.conv2.quantize(scale)
+        if sc is None:
+            self.res_weight = self.res_bias = None
+            self.res_gain = int(round(INPUT_GAIN / scale))
+        else:
+            self.res_weight = torch.round(sc[0] / scale).clamp(-127, 127).to(torch.int8)
+            self.res_bias = torch.round(sc[1] / scale).to(torch.int64)
+            self.res_gain = None
+        return q
+
+    def float_residual(self, x):
+        return x if self.shortcut is None else seq_apply(self.shortcut, x)
+
+    def integer_residual(self, x):
+        if self.res_weight is None and self.res_gain is None:
+            self.quantize()
+        if self.shortcut is None:
+            return x.to(torch.int64) * self.res_gain
+        conv = self.shortcut[0]
+        dt = exact_float_dtype(self.res_weight[0].numel() * 127, x.device)
+        o = F.conv2d(x.flatten(0, 1).to(dt), self.res_weight.to(dt), None, conv.stride, conv.padding)
+        o = o.to(torch.int64) + self.res_bias.reshape(1, -1, 1, 1)
+        return o.reshape(x.shape[0], x.shape[1], *o.shape[1:])
 
     def forward(self, x):
-        out = self.conv1(x)
-        c2 = self.conv2
-        if c2.integer:
-            raise NotImplementedError("integer mode is not defined for residual blocks")
-        cur = seq_apply(lambda z: c2.bn(c2.op(z)), out)
-        cur = cur + (x if self.shortcut is None else seq_apply(self.shortcut, x))
-        return apply_n_mask(c2.lif(cur), c2.n_mask)
+        return self.conv2(self.conv1(x), residual=self.residual(x))
 
 
 class ResNet19(SNN):
     """LoAS ResNet19: conv1 3->64, BasicBlocks 3x128 (stride 2), 3x256 (s2), 2x512 (s2), avgpool,
-    fc1 512->256 + LIF, fc2 256->classes."""
+    fc1 512->256 + LIF, fc2 256->classes.
 
-    def __init__(self, T=4, n_mask=0, classes=10, in_ch=3):
+    ``width`` scales every layer (64 = LoAS; conv1 ->w, blocks 2w, 4w, 8w, fc1 8w->4w). fc1 takes
+    the last blocks' spike map and averages it itself (:class:`~models.layers.SpikeLinear` with
+    ``pool``), so its integer mode sees spikes; ``image`` is the input side it is built for
+    (32: a 4x4 map).
+    """
+
+    def __init__(self, T=4, n_mask=0, classes=10, in_ch=3, width=64, image=32):
         super().__init__(T, n_mask)
-        self.conv1 = SpikeConv(in_ch, 64, encoding=True)
-        blocks, c = [], 64
-        for width, n, stride in ((128, 3, 2), (256, 3, 2), (512, 2, 2)):
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive int, got {width!r}")
+        self.conv1 = SpikeConv(in_ch, width, encoding=True)
+        blocks, c, side = [], width, image
+        for mult, n, stride in ((2, 3, 2), (4, 3, 2), (8, 2, 2)):
             for j in range(n):
-                blocks.append(BasicBlock(c, width, stride if j == 0 else 1, n_mask))
-                c = width
+                blocks.append(BasicBlock(c, mult * width, stride if j == 0 else 1, n_mask))
+                c = mult * width
+            side = (side - 1) // stride + 1  # 3x3, pad 1, stride 2
         self.blocks = nn.Sequential(*blocks)
-        self.fc1 = SpikeLinear(512, 256, n_mask=n_mask)
-        self.fc2 = nn.Linear(256, classes)
+        self.fc1 = SpikeLinear(8 * width, 4 * width, n_mask=n_mask, pool=side * side)
+        self.fc2 = nn.Linear(4 * width, classes)
         self._finish()
-
-    def set_integer(self, on=True):
-        raise NotImplementedError("integer mode is not defined for ResNet19 (residual blocks)")
 
     def features(self, x):
         x = self.conv1(x)
         for b in self.blocks:
             x = b(x)
-        x = seq_apply(lambda z: F.adaptive_avg_pool2d(z, 1).flatten(1), x)
-        x = self.fc1(x)
+        x = self.fc1(x)  # averages the spike map itself
         return seq_apply(self.fc2, x)
 
 
-def resnet19(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3):
+def resnet19(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3, width: int = 64,
+             image: int = 32):
     """See :class:`ResNet19`."""
-    return ResNet19(T, n_mask, classes, in_ch)
+    return ResNet19(T, n_mask, classes, in_ch, width, image)
 
 
 #: name -> (constructor, input shape [C, H, W]) of every network in the zoo.

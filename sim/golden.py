@@ -11,6 +11,9 @@ integer bias b (N) and integer LIF parameters:
   ``pseudo[m, n] = b[n] + sum_{k: A[m,k] != 0} B[k, n]`` (every match assumed to fire at every t),
   ``correction[t, m, n] = sum_{k: A[m,k] != 0, bit_t(A[m,k]) == 0} B[k, n]``,
   ``O[t] = pseudo - correction[t]`` exactly.
+* An optional integer *residual* current R (broadcastable to (T, M, N); a ResNet block's shortcut,
+  in the layer's own integer units) enters the P-LIF with the GEMM result:
+  ``O[t] = pseudo - correction[t] + R[t]``. Absent means zero.
 * P-LIF over t with ``U = 0`` before t = 0: ``X = O[t] + U``; fire ``C[t] = X >= threshold``;
   ``U = 0`` if fired (hard reset) else ``X >> decay_shift`` (arithmetic shift = floor division).
 * Output words pack C over t; "strong" mode (n_mask = 1) zeroes words with exactly one spike
@@ -34,6 +37,14 @@ from sim.fibers import MAX_T, Fibers
 # float64 matrix products are exact while every partial sum stays below 2**53; with |w| <= 128 this
 # holds for any K below 2**45, so BLAS gives integer-exact results far faster than int64 matmul.
 _EXACT_LIMIT = 2**53
+# float32 holds every integer below 2**24: products of 0/1 planes and int8 weights are exact in it
+# while K * 128 stays below that (K < 131072, every real layer), at half the memory traffic.
+_EXACT_LIMIT_F32 = 2**24
+
+
+def _exact_dtype(K: int):
+    """The cheaper float dtype in which a 0/1 (M, K) times int8 (K, N) product is exact."""
+    return np.float32 if K * 128 < _EXACT_LIMIT_F32 else np.float64
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,7 @@ class LayerResult:
 
     Attributes
     ----------
-    o : int64 (T, M, N)          integer pre-activations O[t]
+    o : int64 (T, M, N)          integer pre-activations O[t] (residual included)
     pseudo : int64 (M, N)        pseudo-accumulator at the end of each fiber (bias included)
     correction : int64 (T, M, N) correction accumulators
     membrane : int64 (T, M, N)   X[t] = O[t] + U[t-1], the value compared with the threshold
@@ -173,29 +184,45 @@ def _check_operands(words: np.ndarray, weights: np.ndarray, bias: np.ndarray, T:
         raise ValueError("layer too large for exact evaluation")
 
 
-def timestep_bits(words: np.ndarray, T: int) -> np.ndarray:
-    """(T, M, K) float64 0/1 planes of the spike words (operands for exact BLAS products)."""
+def timestep_bits(words: np.ndarray, T: int, dtype=np.float64) -> np.ndarray:
+    """(T, M, K) 0/1 planes of the spike words in ``dtype`` (operands for exact BLAS products)."""
     shifts = np.arange(T, dtype=np.uint16)[:, None, None]
-    return ((words[None] >> shifts) & 1).astype(np.float64)
+    return ((words[None] >> shifts) & 1).astype(dtype)
 
 
 def match_counts(words: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Matches per output neuron: int64 (M, N), ``|nz(A[m, :]) & nz(B[:, n])|``."""
-    nz_a = (words != 0).astype(np.float64)
-    nz_b = (weights != 0).astype(np.float64)
+    dt = _exact_dtype(words.shape[1])
+    nz_a = (words != 0).astype(dt)
+    nz_b = (weights != 0).astype(dt)
     return np.rint(nz_a @ nz_b).astype(np.int64)
+
+
+def effectual_ops(words: np.ndarray, weights: np.ndarray) -> int:
+    """Total matches ``sum over (m, n) of |nz(A[m, :]) & nz(B[:, n])|`` = the sum of
+    :func:`match_counts`, counted per k (rows of A with a spike at k times columns of B with a
+    weight at k) without the (M, N) product."""
+    per_k_a = (words != 0).sum(axis=0, dtype=np.int64)
+    per_k_b = (weights != 0).sum(axis=1, dtype=np.int64)
+    return int(per_k_a @ per_k_b)
 
 
 def tppe_accumulate(words, weights, bias, T: int):
     """The TPPE's speculative arithmetic: returns (pseudo (M, N), correction (T, M, N)) as int64."""
     words, weights, bias = np.asarray(words), np.asarray(weights), np.asarray(bias)
     _check_operands(words, weights, bias, T)
-    B = weights.astype(np.float64)
-    nz = (words != 0).astype(np.float64)
-    pseudo = np.rint(nz @ B).astype(np.int64) + bias.astype(np.int64)[None, :]
-    planes = timestep_bits(words, T)
-    # A match whose bit t is 0 was over-counted at timestep t: nz - bit_t selects exactly those.
-    correction = np.rint((nz[None] - planes) @ B).astype(np.int64)
+    M, K = words.shape
+    dt = _exact_dtype(K)
+    # One BLAS product for everything: plane 0 = nz(A) (every match, the pseudo-accumulator), planes
+    # 1..T = bit_t(A). A match whose bit t is 0 was over-counted at timestep t, so
+    # correction[t] = (nz - bit_t) @ B = nz @ B - bit_t @ B, exactly, in integers.
+    planes = np.empty((T + 1, M, K), dtype=dt)
+    np.not_equal(words, 0, out=planes[0])
+    planes[1:] = timestep_bits(words, T, dt)
+    prod = np.rint(planes.reshape((T + 1) * M, K) @ weights.astype(dt)).astype(np.int64)
+    prod = prod.reshape(T + 1, M, weights.shape[1])
+    pseudo = prod[0] + bias.astype(np.int64)[None, :]
+    correction = prod[0][None] - prod[1:]
     return pseudo, correction
 
 
@@ -203,8 +230,9 @@ def psums(words, weights, bias, T: int) -> np.ndarray:
     """Direct definition of O[t] = bias + A[t] @ B: int64 (T, M, N)."""
     words, weights, bias = np.asarray(words), np.asarray(weights), np.asarray(bias)
     _check_operands(words, weights, bias, T)
-    planes = timestep_bits(words, T)
-    return np.rint(planes @ weights.astype(np.float64)).astype(np.int64) + bias.astype(np.int64)[None, None, :]
+    dt = _exact_dtype(words.shape[1])
+    planes = timestep_bits(words, T, dt)
+    return np.rint(planes @ weights.astype(dt)).astype(np.int64) + bias.astype(np.int64)[None, None, :]
 
 
 def plif(o: np.ndarray, lif: LIFParams):
@@ -239,6 +267,19 @@ def compress_output(out_words: np.ndarray, *, n_mask: int = 0, chunk_bits: int =
     return Fibers.from_dense(strong_mask(np.asarray(out_words, dtype=np.uint16), n_mask), chunk_bits)
 
 
+def check_residual(residual, T: int, M: int, N: int, context: str = "layer") -> np.ndarray:
+    """Validate a residual input current: integer, broadcastable to (T, M, N). Returns it as int64
+    (T, M, N); raises ValueError naming the dtype or shape at fault."""
+    residual = np.asarray(residual)
+    if not np.issubdtype(residual.dtype, np.integer):
+        raise ValueError(f"{context}: residual must be an integer array, got {residual.dtype}")
+    try:
+        return np.broadcast_to(residual.astype(np.int64, copy=False), (T, M, N))
+    except ValueError:
+        raise ValueError(f"{context}: residual of shape {residual.shape} does not broadcast to "
+                         f"(T, M, N) = {(T, M, N)}") from None
+
+
 def _check_width(name: str, values: np.ndarray, bits: int | None, context: str) -> int:
     lo, hi = int(values.min(initial=0)), int(values.max(initial=0))
     need = signed_bits(hi, lo)
@@ -262,6 +303,7 @@ def run_layer(
     chunk_bits: int = 128,
     widths: Widths = Widths(),
     context: str = "layer",
+    residual=None,
 ) -> LayerResult:
     """Run one layer through the golden model.
 
@@ -276,21 +318,31 @@ def run_layer(
     chunk_bits : int        bitmask chunk width of the output fibers
     widths : Widths         declared datapath widths; None fields are only reported
     context : str           prefix of error messages (e.g. "traces/default/conv3.npz")
+    residual : integer array broadcastable to (T, M, N), optional
+                            input current added to O[t] before the P-LIF (a residual block's
+                            shortcut, in this layer's integer units); None = zero. It is checked
+                            against the accumulator width like the other accumulations.
 
     Raises
     ------
     ValueError
-        On operands of the wrong dtype or shape.
+        On operands of the wrong dtype or shape (the residual included).
     ArithmeticOverflow
         When a value does not fit a declared width.
     """
     words, weights, bias = np.asarray(words), np.asarray(weights), np.asarray(bias)
     pseudo, correction = tppe_accumulate(words, weights, bias, T)
     o = pseudo[None] - correction
+    res_need = 0
+    if residual is not None:
+        r = check_residual(residual, T, words.shape[0], weights.shape[1], context)
+        res_need = _check_width("residual", r, widths.acc_bits, context)
+        o = o + r
     out_words, membrane = plif(o, lif)
     acc_need = max(
         _check_width("pseudo-accumulator", pseudo, widths.acc_bits, context),
         _check_width("correction accumulator", correction, widths.acc_bits, context),
+        res_need,
         _check_width("O[t]", o, widths.acc_bits, context),
     )
     mem_need = _check_width("membrane", membrane, widths.mem_bits, context)
@@ -305,7 +357,7 @@ def run_layer(
         M=M,
         K=K,
         N=N,
-        effectual_ops=int(match_counts(words, weights).sum()),
+        effectual_ops=effectual_ops(words, weights),
         input_spikes=n_spikes,
         input_spike_sparsity=1.0 - n_spikes / n_bits if n_bits else 1.0,
         input_silent_ratio=float((words == 0).mean()) if words.size else 1.0,

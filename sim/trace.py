@@ -1,6 +1,10 @@
 """Trace format v1: the on-disk workload that joins models/, sim/ and hw/ (see traces/README.md).
 
 A workload is a directory with ``manifest.yaml`` and one compressed ``.npz`` per spike layer.
+A layer file may hold the optional member ``residual`` (int32 ``[S, T, M, N]``): an integer input
+current added to O[t] before the P-LIF (the shortcut of a ResNet block, ``sim.golden.run_layer``'s
+``residual``). Files without it read exactly as before. (A reader from before this member existed
+ignores it: ``loas trace verify`` of such a build reports the layer's outputs as mismatched.)
 Everything is validated on load; any problem raises :class:`~sim.errors.TraceError` naming the file
 and the field. Writers are atomic (temp file in the same directory, then ``os.replace``), so an
 interrupted export never leaves a half-written file behind.
@@ -41,6 +45,10 @@ _LAYER_FIELDS = {
     "decay_shift": ("integer", ()),
     "n_mask": ("integer", ()),
     "expected_out_words": ("uint16", None),
+}
+# Optional members (meaning in the module docstring); absent means zero / none.
+_OPTIONAL_FIELDS = {
+    "residual": ("int32", None),
 }
 
 
@@ -100,12 +108,17 @@ class Geometry:
 
 
 def im2col(image: np.ndarray, g: Geometry) -> np.ndarray:
-    """(C, H, W) array -> (M, K) GEMM rows, zero padding, K order (c, ky, kx)."""
-    p = g.padding
-    padded = np.pad(image, ((0, 0), (p, p), (p, p))) if p else image
-    win = np.lib.stride_tricks.sliding_window_view(padded, (g.kernel, g.kernel), axis=(1, 2))
-    win = win[:, :: g.stride, :: g.stride][:, : g.h_out, : g.w_out]  # (C, Ho, Wo, k, k)
-    return np.ascontiguousarray(win.transpose(1, 2, 0, 3, 4)).reshape(g.M, g.K)
+    """(..., C, H, W) array -> (..., M, K) GEMM rows, zero padding, K order (c, ky, kx).
+
+    Leading dimensions (samples) are kept: ``im2col(spike_words, g)`` gives every sample's rows
+    at once.
+    """
+    p, lead = g.padding, image.ndim - 3
+    padded = np.pad(image, ((0, 0),) * (lead + 1) + ((p, p), (p, p))) if p else image
+    win = np.lib.stride_tricks.sliding_window_view(padded, (g.kernel, g.kernel), axis=(-2, -1))
+    win = win[..., :: g.stride, :: g.stride, :, :][..., : g.h_out, : g.w_out, :, :]  # (.., C, Ho, Wo, k, k)
+    axes = tuple(range(lead)) + tuple(lead + a for a in (1, 2, 0, 3, 4))
+    return np.ascontiguousarray(win.transpose(axes)).reshape(*image.shape[:lead], g.M, g.K)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -131,7 +144,8 @@ class Layer:
     ----------
     name, path, T, geometry (:class:`Geometry`), lif (:class:`~sim.golden.LIFParams`), n_mask,
     samples (S), spike_words (uint16 (S, C_in, H, W)), weight (int8 (C_out, C_in, k, k)),
-    bias (int64 (C_out,)), expected_out_words (uint16 (S, M, N)).
+    bias (int64 (C_out,)), expected_out_words (uint16 (S, M, N)), residual (int32 (S, T, M, N) or
+    None: the optional residual input current, see :meth:`residual_current`).
 
     Raises
     ------
@@ -189,6 +203,11 @@ class Layer:
         if int(exp.max(initial=0)) >> self.T:
             self._fail("expected_out_words", f"word {int(exp.max())} has bits above T={self.T}")
         self.expected_out_words = exp
+        res = data.get("residual")
+        if res is not None and res.shape != (self.samples, self.T, g.M, g.N):
+            self._fail("residual", f"shape {res.shape}, expected (S, T, M, N) = "
+                                   f"({self.samples}, {self.T}, {g.M}, {g.N})")
+        self.residual = res
 
     def _fail(self, field: str, problem: str):
         raise TraceError(self.path, field, problem)
@@ -213,6 +232,12 @@ class Layer:
                     if shape is not None and arr.shape != shape:
                         self._fail(key, f"wrong shape {arr.shape}, expected {shape}")
                     data[key] = arr
+                for key, (kind, _) in _OPTIONAL_FIELDS.items():
+                    if key in npz.files:
+                        arr = npz[key]
+                        if arr.dtype != np.dtype(kind):
+                            self._fail(key, f"wrong dtype {arr.dtype}, expected {kind}")
+                        data[key] = arr
         except TraceError:
             raise
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
@@ -232,6 +257,11 @@ class Layer:
     def expected(self, sample: int = 0) -> np.ndarray:
         self._check_sample(sample)
         return self.expected_out_words[sample]
+
+    def residual_current(self, sample: int = 0) -> np.ndarray | None:
+        """The residual input current of one sample, int32 (T, M, N), or None when the layer has none."""
+        self._check_sample(sample)
+        return None if self.residual is None else self.residual[sample]
 
     def _check_sample(self, sample: int) -> None:
         if not 0 <= sample < self.samples:
@@ -368,8 +398,40 @@ def write_layer(
     lif: LIFParams,
     n_mask: int,
     expected_out_words: np.ndarray,
+    residual: np.ndarray | None = None,
 ) -> Path:
-    """Validate and atomically write one layer file. Raises TraceError naming the bad field."""
+    """Validate and atomically write one layer file. Raises TraceError naming the bad field.
+
+    ``residual`` (optional): integer (S, T, M, N) input current added to O[t] before the P-LIF,
+    stored as int32; values outside the int32 range are refused. None writes no member at all, so
+    a layer without residual is byte-for-byte the file it always was.
+    """
+    write_and_load_layer(path, T=T, geometry=geometry, spike_words=spike_words, weight=weight, bias=bias,
+                         lif=lif, n_mask=n_mask, expected_out_words=expected_out_words, residual=residual)
+    return Path(path)
+
+
+def write_and_load_layer(
+    path: str | Path,
+    *,
+    T: int,
+    geometry: Geometry,
+    spike_words: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    lif: LIFParams,
+    n_mask: int,
+    expected_out_words: np.ndarray,
+    residual: np.ndarray | None = None,
+) -> Layer:
+    """:func:`write_layer`, returning the :class:`Layer` read back from the file just written (the
+    loader validates it; a caller that checks what is on disk need not read it a second time).
+
+    Raises
+    ------
+    TraceError
+        Naming the bad field, as :func:`write_layer`.
+    """
     path = Path(path)
 
     def fail(field, problem):
@@ -400,9 +462,19 @@ def write_layer(
         n_mask=np.int64(n_mask),
         expected_out_words=np.asarray(expected_out_words, dtype=np.uint16),
     )
+    if residual is not None:
+        residual = np.asarray(residual)
+        if not np.issubdtype(residual.dtype, np.integer):
+            fail("residual", f"must be integer, got {residual.dtype}")
+        want = (spike_words.shape[0], T, geometry.M, geometry.N)
+        if residual.shape != want:
+            fail("residual", f"shape {residual.shape}, expected (S, T, M, N) = {want}")
+        lo, hi = int(residual.min(initial=0)), int(residual.max(initial=0))
+        if lo < -(2**31) or hi >= 2**31:
+            fail("residual", f"value {lo if lo < -(2**31) else hi} outside the int32 range")
+        arrays["residual"] = residual.astype(np.int32)
     _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-    Layer(path, T=T)  # re-read: never leave a file behind that our own loader would refuse
-    return path
+    return Layer(path, T=T)  # re-read: never leave a file behind that our own loader would refuse
 
 
 def write_manifest(

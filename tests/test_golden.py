@@ -151,3 +151,38 @@ def test_bounds_of_section_9():
     # matches can never exceed either operand's non-zeros
     assert (mc <= (words != 0).sum(1)[:, None]).all() and (mc <= (B != 0).sum(0)[None, :]).all()
     np.testing.assert_array_equal(unpack_words(words, 4), spikes)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers(), st.integers(0, 2**32 - 1))
+def test_residual_is_added_to_every_timestep_before_the_plif(layer, seed):
+    spikes, B, bias, threshold, n_mask = layer
+    T, M, _ = spikes.shape
+    N = B.shape[1]
+    R = np.random.default_rng(seed).integers(-400, 400, size=(T, M, N)).astype(np.int32)
+    res = run_layer(pack_spikes(spikes), B, bias, LIFParams(threshold), T, n_mask=n_mask, residual=R)
+    # the naive reference with the residual folded into a per-(t, m, n) "bias": same O, same words
+    O, _ = naive_layer(spikes, B, bias, threshold, 2, n_mask)
+    np.testing.assert_array_equal(res.o, O + R)
+    words, _ = plif(O + R, LIFParams(threshold))
+    np.testing.assert_array_equal(res.out_words, strong_mask(words, n_mask))
+    # the TPPE accumulators do not see the residual; O[t] = pseudo - correction[t] + R[t]
+    np.testing.assert_array_equal(res.o, res.pseudo[None] - res.correction + R)
+
+
+def test_residual_broadcasts_and_is_checked():
+    words = np.array([[0b01, 0b11]], dtype=np.uint16)
+    B = np.array([[3], [4]], dtype=np.int8)
+    # per-channel residual (N,) = the same current at every t and m
+    res = run_layer(words, B, np.array([0]), LIFParams(100), 2, residual=np.array([10]))
+    assert res.o[:, 0, 0].tolist() == [3 + 4 + 10, 4 + 10]
+    with pytest.raises(ValueError, match=r"residual of shape \(3,\) does not broadcast to \(T, M, N\) = \(2, 1, 1\)"):
+        run_layer(words, B, np.array([0]), LIFParams(1), 2, residual=np.zeros(3, np.int32))
+    with pytest.raises(ValueError, match="residual must be an integer array, got float64"):
+        run_layer(words, B, np.array([0]), LIFParams(1), 2, residual=np.zeros((2, 1, 1)))
+    # the residual counts towards the accumulator width and is never wrapped
+    big = np.full((2, 1, 1), 5000, np.int32)
+    assert run_layer(words, B, np.array([0]), LIFParams(1 << 20), 2, residual=big).stats.acc_bits_required == 14
+    with pytest.raises(ArithmeticOverflow, match="L: residual value 5000 does not fit the declared 12-bit"):
+        run_layer(words, B, np.array([0]), LIFParams(1 << 20), 2, residual=big, widths=Widths(acc_bits=12),
+                  context="L")

@@ -7,7 +7,7 @@ import torch
 from models.checkpoint import load_model, model_meta, save_model
 from models.export import export_workload, integer_layer_forward, pack_words
 from models.layers import SpikeConv, integer_lif, spike_layers
-from models.zoo import build, default_net
+from models.zoo import default_net
 from sim.errors import UserError
 from sim.golden import LIFParams, plif, run_layer
 from sim.trace import Layer, load_workload
@@ -105,12 +105,6 @@ def test_quantisation_keeps_pruned_weights_zero():
     assert q.weight.abs().max() == 127 and q.threshold >= 1
 
 
-def test_export_refuses_residual_networks(tmp_path):
-    with pytest.raises(UserError, match="integer mode"):
-        export_workload(build("resnet19", T=1).eval(), torch.randn(1, 3, 32, 32), None, tmp_path,
-                        name="r")
-
-
 def test_compact_checkpoint_round_trip(tmp_path):
     model = lively(default_net(width=3), seed=4)
     meta = model_meta("default", dataset="fashion-mnist", width=3)
@@ -129,3 +123,46 @@ def test_compact_checkpoint_round_trip(tmp_path):
 def test_spike_layers_order():
     names = [n for n, _ in spike_layers(default_net(width=2))]
     assert names == [f"stages.conv{i}" for i in range(1, 6)]
+
+
+def test_integer_current_is_exact_at_the_largest_vgg16_k():
+    """The float32 fast path of the integer mode: K = 512 * 9 with |w| = 127, dense spikes."""
+    from models.layers import QuantParams
+
+    g = torch.Generator().manual_seed(7)
+    layer = SpikeConv(512, 4)
+    layer.T = 1
+    w = (torch.randint(0, 2, (4, 512, 3, 3), generator=g) * 254 - 127).to(torch.int8)
+    w[0] = 127  # one output channel at the largest possible sum, 512 * 9 * 127 = 585216
+    layer.quant = QuantParams(w, torch.tensor([5, -3, 0, 2**30]), 10**9, 1.0)
+    x = (torch.rand(1, 2, 512, 4, 4, generator=g) > 0.1).float()
+    x[:, 0] = 1.0
+    ours = layer._int_current(x)
+    assert ours.dtype == torch.int64
+    cols = torch.nn.functional.unfold(x[0], 3, padding=1).to(torch.int64)  # (B, K, H*W)
+    ref = (w.reshape(4, -1).to(torch.int64) @ cols).reshape(2, 4, 4, 4) + layer.quant.bias.reshape(1, -1, 1, 1)
+    assert torch.equal(ours[0], ref)
+    assert int(ours[0, 0, 0].max()) == 585216 + 5
+
+
+def test_golden_check_names_the_disagreeing_sample(tmp_path):
+    from models.export import golden_check
+    from sim.synthetic import random_layer
+    from sim.trace import Geometry, write_and_load_layer
+
+    kw = random_layer(np.random.default_rng(2), Geometry(3, 6, 6, 3, 2, 1, 5), 4, samples=3)
+    golden_check(write_and_load_layer(tmp_path / "ok.npz", **kw))
+    kw["expected_out_words"] = kw["expected_out_words"].copy()
+    kw["expected_out_words"][2, 1, 3] ^= 1
+    with pytest.raises(RuntimeError, match=r"bad.npz: sample 2: .* disagree on 1 output words"):
+        golden_check(write_and_load_layer(tmp_path / "bad.npz", **kw))
+
+
+def test_export_runs_with_its_own_thread_count_and_restores_torch(tmp_path):
+    before = torch.get_num_threads()
+    model = lively(default_net(width=2), seed=1)
+    export_workload(model, torch.randn(1, 1, 28, 28), None, tmp_path / "w", name="t", threads=1)
+    assert torch.get_num_threads() == before
+    with pytest.raises(UserError, match="--threads: must be a positive int, got 0"):
+        export_workload(model, torch.randn(1, 1, 28, 28), None, tmp_path / "w", name="t", threads=0)
+    assert torch.get_num_threads() == before

@@ -147,3 +147,72 @@ def test_sample_out_of_range(workload):
     layer = load_workload(workload).layer("conv2")
     with pytest.raises(TraceError, match="sample"):
         layer.words(5)
+
+
+def _residual_layer(tmp_path, samples=2):
+    """A conv layer with a residual current, its expected outputs from the golden model."""
+    rng = np.random.default_rng(5)
+    g = Geometry(4, 5, 5, 3, 1, 1, 6)
+    kw = random_layer(rng, g, 4, samples=samples, weight_density=0.3)
+    res = rng.integers(-200, 200, size=(samples, 4, g.M, g.N))
+    kw["expected_out_words"] = np.stack([
+        run_layer(im2col(kw["spike_words"][s], g), np.ascontiguousarray(kw["weight"].reshape(g.N, g.K).T),
+                  kw["bias"], kw["lif"], 4, residual=res[s]).out_words for s in range(samples)])
+    path = write_layer(tmp_path / "r.npz", **kw, residual=res)
+    return path, kw, res
+
+
+def test_residual_round_trip_and_absent_means_none(tmp_path, workload):
+    path, kw, res = _residual_layer(tmp_path)
+    layer = Layer(path, T=4)
+    assert layer.residual.dtype == np.int32 and layer.residual.shape == (2, 4, 25, 6)
+    np.testing.assert_array_equal(layer.residual_current(1), res[1])
+    for s in range(2):
+        out = run_layer(layer.words(s), layer.weights_kn(), layer.bias, layer.lif, 4,
+                        residual=layer.residual_current(s)).out_words
+        np.testing.assert_array_equal(out, layer.expected(s))
+    # the residual matters for this layer, and layers without one have no npz member at all
+    plain = run_layer(layer.words(0), layer.weights_kn(), layer.bias, layer.lif, 4).out_words
+    assert (plain != layer.expected(0)).any()
+    old = load_workload(workload).layer("conv2")
+    assert old.residual is None and old.residual_current(0) is None
+    with np.load(workload / "conv2.npz") as z:
+        assert "residual" not in z.files
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (lambda r: r.astype(np.int64), "wrong dtype int64, expected int32"),
+    (lambda r: r.astype(np.float32), "wrong dtype float32, expected int32"),
+    (lambda r: r[:, :3], "shape (2, 3, 25, 6), expected (S, T, M, N) = (2, 4, 25, 6)"),
+    (lambda r: r[0], "shape (4, 25, 6), expected (S, T, M, N)"),
+])
+def test_malformed_residual_is_refused_naming_file_and_field(tmp_path, bad, msg):
+    path, _, res = _residual_layer(tmp_path)
+    _rewrite(path, residual=bad(res.astype(np.int32)))
+    with pytest.raises(TraceError) as ei:
+        Layer(path, T=4)
+    assert ei.value.field == "residual" and str(path) in str(ei.value) and msg in str(ei.value)
+
+
+def test_writer_refuses_a_bad_residual_before_writing(tmp_path):
+    rng = np.random.default_rng(1)
+    g = Geometry(2, 3, 3, 1, 1, 0, 2)
+    kw = random_layer(rng, g, 4)
+    target = tmp_path / "l.npz"
+    with pytest.raises(TraceError, match=r"field 'residual': value 2147483648 outside the int32 range"):
+        write_layer(target, **kw, residual=np.full((1, 4, 9, 2), 2**31))
+    with pytest.raises(TraceError, match=r"field 'residual': shape \(1, 4, 9, 3\), expected"):
+        write_layer(target, **kw, residual=np.zeros((1, 4, 9, 3), np.int32))
+    with pytest.raises(TraceError, match="field 'residual': must be integer, got float64"):
+        write_layer(target, **kw, residual=np.zeros((1, 4, 9, 2)))
+    assert not list(tmp_path.iterdir())
+
+
+def test_im2col_keeps_leading_sample_dimensions():
+    rng = np.random.default_rng(4)
+    g = Geometry(3, 7, 6, 3, 2, 1, 4)
+    imgs = rng.integers(0, 16, (5, 3, 7, 6)).astype(np.uint16)
+    batched = im2col(imgs, g)
+    assert batched.shape == (5, g.M, g.K)
+    for s in range(5):
+        np.testing.assert_array_equal(batched[s], im2col(imgs[s], g))

@@ -12,7 +12,8 @@ from sim.errors import UserError
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="zoo network: default, vgg16, resnet19, alexnet")
-    p.add_argument("--width", type=int, default=16, help="base width of the default network")
+    p.add_argument("--width", type=int, default=None,
+                   help="base width of default (16 if not given) or resnet19 (64)")
     p.add_argument("--T", type=int, default=4, help="timesteps")
     p.add_argument("--n-mask", type=int, default=0, help="0, 1 or 2 (mask neurons firing once/twice)")
 
@@ -219,7 +220,8 @@ def cmd_export(args) -> int:
         prov["float_vs_integer"]["spike_agreement"] = {
             k: round(v, 6) for k, v in check["spike_agreement"].items()}
     prov = {k: v for k, v in prov.items() if v is not None}
-    rep = export_workload(model, images, labels, args.out, name=name, provenance=prov, progress=True)
+    rep = export_workload(model, images, labels, args.out, name=name, provenance=prov, progress=True,
+                          threads=args.threads or 1)
     rep["seconds"] = time.time() - t0
     lines = [f"{'layer':<8}{'M':>6}{'K':>6}{'N':>5}{'thr':>7}{'w sp':>8}{'agree(layer)':>14}{'agree(chain)':>14}"]
     lines += [f"{r['name']:<8}{r['M']:>6}{r['K']:>6}{r['N']:>5}{r['threshold']:>7}{r['weight_sparsity']:>8.3f}"
@@ -314,7 +316,8 @@ def register(subparsers) -> None:
     p.add_argument("--n-mask", type=int, default=None, help="override the checkpoint's n_mask")
     p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
     p.add_argument("--data", default=None, help="dataset directory")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's for the accuracy check, 1 for the export)")
     add_json(p)
     p.set_defaults(func=cmd_export)
 

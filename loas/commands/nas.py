@@ -121,36 +121,9 @@ def load_snasnet(path):
     UserError
         If the file is missing, not a checkpoint, not a SNASNet or does not fit its architecture.
     """
-    import numpy as np
-    import torch
+    from models.checkpoint import load_model
 
-    from models.checkpoint import FORMAT
-    from models.snasnet import snasnet_from_config
-    from models.train import load_checkpoint
-
-    ck = load_checkpoint(path)
-    if ck.get("format") != FORMAT:
-        raise UserError(f"{path}: field 'format': not a loas model checkpoint")
-    meta = ck.get("meta", {})
-    if meta.get("arch") != "snasnet":
-        raise UserError(f"{path}: field 'meta.arch': {meta.get('arch')!r} is not a SNASNet "
-                        f"(use loas train/export for zoo models)")
-    state = dict(ck["dense"])
-    for name, s in ck["sparse"].items():
-        n = int(np.prod(s["shape"]))
-        mask = np.unpackbits(s["bits"].numpy(), count=n).astype(bool)
-        if int(mask.sum()) != s["values"].numel():
-            raise UserError(f"{path}: field 'sparse.{name}': mask and values disagree")
-        w = torch.zeros(n, dtype=torch.float32)
-        w[torch.from_numpy(mask)] = s["values"]
-        state[name] = w.reshape(s["shape"])
-    try:
-        model = snasnet_from_config(meta["kwargs"])
-        model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{path}: field 'meta.kwargs': does not build this SNASNet ({exc})") from None
-    model.eval()
-    return model, ck
+    return load_model(path, archs=("snasnet",), hint="use loas train/export for zoo models")
 
 
 def cmd_train(args) -> int:

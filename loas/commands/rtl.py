@@ -17,6 +17,8 @@ def register(sub):
     p.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
     p.add_argument("--waves", action="store_true", help="write a waveform file")
     p.add_argument("--config", default="loas", help="LoAS config (name under sim/configs or YAML path)")
+    p.add_argument("--schedule", choices=("lockstep", "dynamic"),
+                   help="lane schedule (default: the config's; lockstep = the paper's)")
     add_json(p)
     p.set_defaults(func=cmd_sim)
 
@@ -49,23 +51,31 @@ def cmd_sim(args) -> int:
         raise UserError(f"--simulator: {args.simulator} is not installed"
                         + (" (apt-get install iverilog)" if args.simulator == "icarus" else ""))
     cfg = load(args.config)
+    if args.schedule:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, schedule=args.schedule)
     wl = load_workload(args.workload)
     layer = wl.layer(args.layer)
+    if layer.residual is not None:  # a ResNet block's shortcut current: the core has no such input
+        raise UserError(f"{layer.path}: field 'residual': layer {layer.name} adds a residual input "
+                        f"current, which the RTL core does not implement (check it with loas golden)")
     words, weights = layer.words(args.sample), layer.weights_kn()
     if layer.n_mask > 1:
         raise UserError(f"{layer.path}: n_mask={layer.n_mask}: the output compressor implements n_mask <= 1")
     if cfg.weight_bits != 8:
         raise UserError(f"config weight_bits={cfg.weight_bits}: the traces hold int8 weights")
     params = core_params(words, weights, pes=cfg.pes, chunk_bits=cfg.chunk_bits, laggy_adders=cfg.laggy_adders,
-                         fifo_depth=cfg.fifo_depth, T=layer.T, bias=layer.bias)
+                         fifo_depth=cfg.fifo_depth, T=layer.T, bias=layer.bias, lookahead=cfg.lookahead,
+                         schedule=cfg.schedule)
     t0 = time.perf_counter()
     res = run_core(words, weights, layer.bias, layer.lif, layer.T, layer.n_mask, params,
                    simulator=args.simulator, waves=args.waves)
     wall = time.perf_counter() - t0
     M, N = words.shape[0], weights.shape[1]
     col = Collector(M, N, cfg.pes)
-    for g_, n_, lanes in res["beats"]:
-        col.beat(g_, n_, lanes)
+    for lanes in res["beats"]:
+        col.beat(lanes)
     chk = check(col, words, weights, layer.bias, layer.lif, layer.T, layer.n_mask)
     model = core_cycles(words, weights, cfg).total
     rtl = res["rtl_cycles"]
@@ -74,7 +84,7 @@ def cmd_sim(args) -> int:
         "match": chk.match, "outputs_checked": chk.outputs_checked, "mismatches": chk.mismatches,
         "rtl_cycles": rtl, "model_cycles": model, "cycle_diff": rtl - model,
         "cycle_diff_pct": 100.0 * (rtl - model) / model if model else 0.0,
-        "M": M, "K": words.shape[1], "N": N, "pes": cfg.pes,
+        "M": M, "K": words.shape[1], "N": N, "pes": cfg.pes, "schedule": cfg.schedule, "lookahead": cfg.lookahead,
         "wall_s": round(wall, 3), "build_s": round(res["build_s"], 3), "sim_s": round(res["sim_wall_s"], 3),
         "sim_cycles_per_s": round(rtl / res["sim_wall_s"]) if res["sim_wall_s"] > 0 else None,
         "waves": res.get("wave_files", []),
@@ -82,7 +92,8 @@ def cmd_sim(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"{wl.name}/{layer.name} sample {args.sample} on {args.simulator}: M={M} K={out['K']} N={N}, P={cfg.pes}")
+        print(f"{wl.name}/{layer.name} sample {args.sample} on {args.simulator}: M={M} K={out['K']} N={N}, P={cfg.pes}, "
+              f"schedule {cfg.schedule}, lookahead {cfg.lookahead}")
         if chk.match:
             print(f"PASS: {chk.outputs_checked} output words and {M} output fibers match the golden model")
         else:

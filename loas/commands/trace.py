@@ -94,7 +94,8 @@ def golden_layer(layer, sample: int = 0):
     from sim.golden import run_layer
 
     return run_layer(layer.words(sample), layer.weights_kn(), layer.bias, layer.lif, layer.T,
-                     n_mask=layer.n_mask, context=str(layer.path))
+                     n_mask=layer.n_mask, context=str(layer.path),
+                     residual=layer.residual_current(sample))
 
 
 def cmd_golden(args) -> int:
