@@ -96,7 +96,6 @@ class Core(wiring.Component):
         self.K = check_int("k", k, lo=1)
         self.bias_bits = check_int("bias_bits", bias_bits, lo=1, hi=32)
         self.C = -(-self.K // self.W)
-        self.G = -(-self.M // self.P)
         self.a_nnz = check_int("a_nnz", a_nnz if a_nnz is not None else self.M * self.K, lo=1)
         self.b_nnz = check_int("b_nnz", b_nnz if b_nnz is not None else self.K * self.N, lo=1)
         self.acc_bits = acc_bits_for(chunks=self.C, chunk_bits=self.W, weight_bits=weight_bits, bias_bits=bias_bits)
@@ -126,7 +125,7 @@ class Core(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, T, W, G = self.P, self.T, self.W, self.G
+        P, T, W = self.P, self.T, self.W
         Mx, Nx, Cx = self.M, self.N, self.C
         M, N, C = self.rows, self.cols, self.chunks  # run-time shape
         mems = {
@@ -208,7 +207,7 @@ class Core(wiring.Component):
             m.d.comb += [lane.valid.eq(lane_valid[i]), lane.row.eq(row), lane.n.eq(n),
                          lane.word.eq(comp.o.payload.word), lane.nz.eq(comp.o.payload.nz),
                          lane.index.eq(comp.o.payload.index)]
-        m.d.comb += [all_ok.eq(_and(oks)), self.out.valid.eq(lane_valid.any())]
+        m.d.comb += [all_ok.eq(Cat(*oks).all()), self.out.valid.eq(lane_valid.any())]
 
         # Job issue, lane by lane: at start every lane takes row i; afterwards a lane that fires
         # continues its row or takes the next free row (rank = lanes below it taking one too).
@@ -273,11 +272,4 @@ def _count(bits):
     out = Const(0, 1)
     for b in bits:
         out = out + b
-    return out
-
-
-def _and(values):
-    out = values[0]
-    for v in values[1:]:
-        out = out & v
     return out

@@ -240,21 +240,14 @@ class TPPE(wiring.Component):
         m.d.comb += [pop.eq(fifo_mp.r_rdy & hit), fifo_mp.r_en.eq(pop), fifo_b.r_en.eq(pop)]
         w_head = Signal(signed(self.weight_bits))
         m.d.comb += w_head.eq(fifo_b.r_data)
-        # corr_next = the correction accumulators after this cycle's pop.
-        corr_next = [Signal(signed(acc), name=f"corr_next{t}") for t in range(T)]
-        wraps = []
-        for t in range(T):
-            s_t = Signal(signed(acc + 1), name=f"corr_sum{t}")
-            fix = Signal(name=f"corr_fix{t}")
-            m.d.comb += [s_t.eq(corr[t] + w_head), fix.eq(pop & ~self.a_val_data[t]),
-                         corr_next[t].eq(Mux(fix, s_t, corr[t]))]
-            m.d.sync += corr[t].eq(corr_next[t])
-            if not self.safe:
-                wrap = Signal(name=f"corr_wrap{t}")
-                m.d.comb += wrap.eq(fix & (s_t[acc] != s_t[acc - 1]))  # sign bits differ: the sum wrapped
-                wraps.append(wrap)
-                with m.If(wrap):
-                    m.d.sync += overflow.eq(1)
+        with m.If(pop):
+            for t in range(T):
+                with m.If(~self.a_val_data[t]):
+                    s = corr[t] + w_head
+                    m.d.sync += corr[t].eq(s)
+                    if not self.safe:
+                        with m.If(s[acc] != s[acc - 1]):  # sign bits differ: the sum wrapped
+                            m.d.sync += overflow.eq(1)
 
         running = Signal()
         skip_all = Signal()
@@ -263,14 +256,8 @@ class TPPE(wiring.Component):
                 m.d.comb += [push.eq(fifo_mp.w_rdy), advance.eq(fifo_mp.w_rdy & join.last)]
             with m.Else():
                 m.d.comb += skip_all.eq(1)
-        # The F side ends with the cycle that finds no match up to the fiber's end: a window with
-        # no match reaching past it, or the last match of a chunk when nothing follows it in a
-        # window that reaches the end (no extra cycle to look at empty trailing chunk pairs).
-        after = Signal(name="la_after")  # a match in a window chunk after the selected one
-        m.d.comb += after.eq(Cat(*[any_[i] & (sel < i) for i in range(1, L)]).any() if L > 1 else 0)
         f_last = Signal()
-        m.d.comb += f_last.eq((skip_all & (chunk_e + L >= C))
-                              | (advance & ((chunk_e + sel == C - 1) | (~after & (chunk_e + L >= C)))))
+        m.d.comb += f_last.eq((skip_all & (chunk_e + L >= C)) | (advance & (chunk_e + sel == C - 1)))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [self.job.ready.eq(1), running.eq(start)]

@@ -164,15 +164,8 @@ def _fiber_timing(words, weights, cfg, seg_cache=True, lookahead=1):
             r = np.where(live, r_new, r)
             r_hist[:, j] = r
         last_chunk = np.where(J > 0, np.take_along_axis(chunk, np.maximum(J - 1, 0)[:, None], axis=1)[:, 0], 0)
-        prev_chunk = np.where(J > 1, np.take_along_axis(chunk, np.maximum(J - 2, 0)[:, None], axis=1)[:, 0], -1)
-        # Window start in the cycle of the last match: its chunk if an earlier match shares it,
-        # else where the F side stood after the previous chunk plus the whole windows it skipped.
-        gap = last_chunk - prev_chunk - 1
-        c_win = np.where(prev_chunk == last_chunk, last_chunk, prev_chunk + 1 + (gap // L) * L)
         e_trail = C - 1 - last_chunk
-        # Trailing empty chunk pairs cost nothing when that window already reached the fiber's end.
-        trail = np.where(c_win + L >= C, 0, -(-e_trail // L))
-        f_end = np.where(J > 0, u + 1 + trail, -(-C // L))
+        f_end = np.where(J > 0, u + 1 + -(-e_trail // L), -(-C // L))
         l_end = np.where(J > 0, r + 1, 0)  # DRAIN with FIFO-mp empty: the last correction registered
         d = np.maximum(f_end, l_end)
         sl = slice(m0, m0 + Mb)
