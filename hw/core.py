@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hw.compress import OutputCompressor
 from hw.params import validated, check_adders, check_int, check_pow2, check_timesteps
 from hw.plif import PLIF
-from hw.tppe import DEFAULT_LOOKAHEAD, TPPE, acc_bits_for
+from hw.tppe import DEFAULT_LOOKAHEAD, DEFAULT_RESULT_SLOTS, TPPE, acc_bits_for
 
 LD_A_MASK, LD_A_VAL, LD_A_PTR, LD_B_MASK, LD_B_VAL, LD_B_PTR, LD_BIAS = range(7)
 
@@ -54,6 +54,7 @@ class Core(wiring.Component):
     schedule : str       ``lockstep`` (default, the paper's: every lane on the same column) or
                          ``dynamic`` (ours: lanes run rows independently, the next free row to the
                          first lane done)
+    result_slots : int   TPPE result slots (jobs whose F side ended, waiting for the L side; 1..8)
 
     Ports
     -----
@@ -65,8 +66,8 @@ class Core(wiring.Component):
     cycles : Out(32)     cycles of the last run (sim/tppe.py core_cycles' ``total``)
     out : Out(stream)    per lane ``valid``, ``row``, ``n``, ``word``, ``nz``, ``index`` (position of
                          the word in row ``row``'s packed output fiber); a beat carries every lane
-                         whose ``valid`` is set (``out.valid`` = any of them); ``lockstep``: all
-                         active lanes in one beat per (row group, column)
+                         whose ``valid`` is set (``out.valid`` = any of them); a lane's beats come
+                         in its jobs' order, tagged with their (row, n)
 
     Raises
     ------
@@ -77,7 +78,8 @@ class Core(wiring.Component):
     @validated
     def __init__(self, *, pes=16, timesteps=4, chunk_bits=128, weight_bits=8, laggy_adders=16,
                  fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None,
-                 seg_cache=True, lookahead=DEFAULT_LOOKAHEAD, schedule=DEFAULT_SCHEDULE):
+                 seg_cache=True, lookahead=DEFAULT_LOOKAHEAD, schedule=DEFAULT_SCHEDULE,
+                 result_slots=DEFAULT_RESULT_SLOTS):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.schedule = schedule
@@ -91,6 +93,7 @@ class Core(wiring.Component):
         self.laggy_adders = check_adders(chunk_bits, laggy_adders)
         self.fifo_depth = check_int("fifo_depth", fifo_depth, lo=1)
         self.lookahead = check_int("lookahead", lookahead, lo=1, hi=16)
+        self.result_slots = check_int("result_slots", result_slots, lo=1, hi=8)
         self.M = check_int("rows", rows, lo=1)
         self.N = check_int("cols", cols, lo=1)
         self.K = check_int("k", k, lo=1)
@@ -117,11 +120,12 @@ class Core(wiring.Component):
             "out": Out(stream.Signature(self.out_layout)),
         })
 
-    def tppe(self) -> TPPE:
+    def tppe(self, tag_bits: int = 1) -> TPPE:
         return TPPE(timesteps=self.T, chunk_bits=self.W, chunks=self.C, weight_bits=self.weight_bits,
                     bias_bits=self.bias_bits, laggy_adders=self.laggy_adders, fifo_depth=self.fifo_depth,
                     mask_addr_bits=self.mask_addr_bits, a_ptr_bits=self.a_ptr_bits, b_ptr_bits=self.b_ptr_bits,
-                    seg_cache=self.seg_cache, lookahead=self.lookahead)
+                    seg_cache=self.seg_cache, lookahead=self.lookahead, result_slots=self.result_slots,
+                    tag_bits=tag_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -146,23 +150,20 @@ class Core(wiring.Component):
             m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data),
                          wp.en.eq(self.ld_en & (self.ld_sel == sel))]
 
-        # Per-lane coordinates of the job a lane is running: (row, n). A lane "fires" in the cycle
-        # its result goes out; it then starts its next job in the same cycle: column n + 1 of its
-        # row, or column 0 of the next unassigned row (rows are handed out in lane order among the
-        # lanes firing in that cycle, so lockstep reproduces the static groups g*P + i).
+        # Job issue and results are decoupled: a lane issues its next job as soon as its TPPE
+        # accepts one (its F side is free), and a result goes out when the TPPE has it, tagged with
+        # its (row, n). Per lane (last_row, last_n) = the last job issued; after column N - 1 the lane
+        # takes the next row nobody has taken (lanes taking one in the same cycle: in lane order, so
+        # lockstep reproduces the static groups g*P + i).
         rows_bits = range(Mx + 2 * P + 1)  # next_row + rank never wraps onto a real row
+        n_bits = range(max(Nx, 2))
+        tag_layout = data.StructLayout({"row": unsigned(len(Signal(rows_bits))), "n": unsigned(len(Signal(n_bits)))})
         next_row = Signal(rows_bits)  # first row not yet handed to a lane
-        running = Signal(P)  # lanes with a job in flight
-        lane_fire = Signal(P)
-        lane_valid = Signal(P)
-        all_ok = Signal()
-        oks = []
-        ends = []  # lanes whose fire ends their row
+        starting = Signal()
+        run = Signal()
         tppes = []
-        lane_row = []
-        lane_n = []
         for i in range(P):
-            t = self.tppe()
+            t = self.tppe(tag_layout.size)
             m.submodules[f"tppe{i}"] = t
             tppes.append(t)
             plif = PLIF(timesteps=T, acc_bits=self.acc_bits, mem_bits=self.mem_bits)
@@ -179,18 +180,11 @@ class Core(wiring.Component):
                                    (LD_B_VAL, t.b_val_addr, t.b_val_data)):
                 rp = mems[mem].read_port(domain="comb")
                 m.d.comb += [rp.addr.eq(addr), dat.eq(rp.data)]
-            row = Signal(rows_bits, name=f"row{i}")
-            n = Signal(range(max(Nx, 2)), name=f"n{i}")
-            lane_row.append(row)
-            lane_n.append(n)
-            end = Signal(name=f"end{i}")
-            m.d.comb += end.eq(lane_fire[i] & (n == N - 1))
-            ends.append(end)
-            oks.append(t.result.valid | ~running[i])
+            rtag = data.View(tag_layout, t.result.payload.tag)
+            fire = Signal(name=f"fire{i}")
             m.d.comb += [
                 t.chunks.eq(C),
-                lane_valid[i].eq(running[i] & comp.o.valid & (all_ok if self.schedule == "lockstep" else 1)),
-                lane_fire[i].eq(lane_valid[i] & self.out.ready),
+                fire.eq(comp.o.valid & self.out.ready),
                 plif.i.valid.eq(t.result.valid),
                 plif.i.payload.eq(t.result.payload.o),
                 t.result.ready.eq(plif.i.ready),
@@ -198,63 +192,79 @@ class Core(wiring.Component):
                 plif.decay_shift.eq(self.decay_shift),
                 comp.i.valid.eq(plif.o.valid),
                 comp.i.payload.word.eq(plif.o.payload),
-                comp.i.payload.first.eq(n == 0),
+                comp.i.payload.first.eq(rtag.n == 0),
                 plif.o.ready.eq(comp.i.ready),
-                comp.o.ready.eq(lane_fire[i]),
+                comp.o.ready.eq(fire),
                 comp.n_mask.eq(self.n_mask),
             ]
             lane = self.out.payload.lanes[i]
-            m.d.comb += [lane.valid.eq(lane_valid[i]), lane.row.eq(row), lane.n.eq(n),
+            m.d.comb += [lane.valid.eq(comp.o.valid), lane.row.eq(rtag.row), lane.n.eq(rtag.n),
                          lane.word.eq(comp.o.payload.word), lane.nz.eq(comp.o.payload.nz),
                          lane.index.eq(comp.o.payload.index)]
-        m.d.comb += [all_ok.eq(Cat(*oks).all()), self.out.valid.eq(lane_valid.any())]
+        m.d.comb += self.out.valid.eq(Cat(*(t.result.valid for t in tppes)).any())
 
-        # Job issue, lane by lane: at start every lane takes row i; afterwards a lane that fires
-        # continues its row or takes the next free row (rank = lanes below it taking one too).
-        starting = Signal()
-        b_ptr_rps = []
-        taken = []
+        # Next job per lane. ``lockstep``: every lane with a job issues in the same cycle, when all
+        # their TPPEs accept (one shared column, one B fiber broadcast); the rank of a lane taking a
+        # new row counts the lanes below it that want one (they all issue together). ``dynamic``:
+        # each lane issues on its own; the rank counts the lanes below it that take a row now.
+        last_row = [Signal(rows_bits, name=f"last_row{i}") for i in range(P)]
+        last_n = [Signal(n_bits, name=f"last_n{i}") for i in range(P)]
+        wants = [Signal(name=f"wants{i}") for i in range(P)]
+        gos = [Signal(name=f"go{i}") for i in range(P)]
+        takes = []  # lanes taking a new row in this cycle
+        all_ok = Signal()
         for i, t in enumerate(tppes):
             j_row = Signal(rows_bits, name=f"job_row{i}")
-            j_n = Signal(range(max(Nx, 2)), name=f"job_n{i}")
-            issue = Signal(name=f"issue{i}")
-            rank = _count(ends[:i])
+            j_n = Signal(n_bits, name=f"job_n{i}")
+            m.d.comb += wants[i].eq(last_n[i] == N - 1)
+            if self.schedule == "lockstep":
+                rank = _count(wants[:i])
+            else:
+                rank = _count(takes)
             with m.If(starting):
-                m.d.comb += [j_row.eq(i), j_n.eq(0), issue.eq(1)]
-            with m.Elif(ends[i]):
-                m.d.comb += [j_row.eq(next_row + rank), j_n.eq(0), issue.eq(1)]
+                m.d.comb += [j_row.eq(i), j_n.eq(0)]
+            with m.Elif(wants[i]):
+                m.d.comb += [j_row.eq(next_row + rank), j_n.eq(0)]
             with m.Else():
-                m.d.comb += [j_row.eq(lane_row[i]), j_n.eq(lane_n[i] + 1), issue.eq(lane_fire[i])]
-            go = Signal(name=f"go{i}")
-            m.d.comb += go.eq(issue & (j_row < M))
+                m.d.comb += [j_row.eq(last_row[i]), j_n.eq(last_n[i] + 1)]
+            m.d.comb += gos[i].eq((starting | run) & (j_row < M))
             a_ptr_rp = mems[LD_A_PTR].read_port(domain="comb")
             b_ptr_rp = mems[LD_B_PTR].read_port(domain="comb")
             bias_rp = mems[LD_BIAS].read_port(domain="comb")
             m.d.comb += [a_ptr_rp.addr.eq(j_row), b_ptr_rp.addr.eq(j_n), bias_rp.addr.eq(j_n)]
+            jtag = data.View(tag_layout, t.job.payload.tag)
             m.d.comb += [
-                t.job.valid.eq(go),
+                t.job.valid.eq(gos[i] & (all_ok if self.schedule == "lockstep" else 1)),
                 t.job.payload.a_row.eq(j_row * C),
                 t.job.payload.a_ptr.eq(a_ptr_rp.data),
                 t.job.payload.b_col.eq(j_n * C),
                 t.job.payload.b_ptr.eq(b_ptr_rp.data),
                 t.job.payload.bias.eq(bias_rp.data),
                 t.job.payload.new_row.eq(j_n == 0),  # mntk: column 0 starts the lane's next row
+                jtag.row.eq(j_row), jtag.n.eq(j_n),
             ]
-            with m.If(issue):
-                m.d.sync += [lane_row[i].eq(j_row), lane_n[i].eq(j_n), running[i].eq(go)]
-            taken.append(running[i] & ~(lane_fire[i] & ~go))
+            xfer = t.job.valid & t.job.ready
+            take = Signal(name=f"take{i}")
+            m.d.comb += take.eq(xfer & wants[i] & ~starting)
+            takes.append(take)
+            with m.If(xfer):
+                m.d.sync += [last_row[i].eq(j_row), last_n[i].eq(j_n)]
+            with m.Elif(starting):  # no row for this lane (M < P): it wants one it will never get
+                m.d.sync += last_n[i].eq(N - 1)
+        m.d.comb += all_ok.eq(Cat(*(~g | t.job.ready for g, t in zip(gos, tppes))).all())
 
-        still = Signal()  # some lane keeps running after this cycle
-        m.d.comb += still.eq(Cat(*taken).any())
+        idle = Signal()  # nothing to issue and nothing in flight
+        m.d.comb += idle.eq(~Cat(*gos).any() & ~Cat(*(t.busy for t in tppes)).any())
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += starting.eq(1)
-                    m.d.sync += [next_row.eq(P), self.cycles.eq(1)]
+                    m.d.sync += [next_row.eq(P), self.cycles.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.sync += next_row.eq(next_row + _count(ends))
-                with m.If(~still):
+                m.d.comb += run.eq(1)
+                m.d.sync += next_row.eq(next_row + _count(takes))
+                with m.If(idle):
                     m.next = "DONE"
                 with m.Else():
                     m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -262,7 +272,7 @@ class Core(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 with m.If(self.start):
                     m.d.comb += starting.eq(1)
-                    m.d.sync += [next_row.eq(P), self.cycles.eq(1)]
+                    m.d.sync += [next_row.eq(P), self.cycles.eq(0)]
                     m.next = "RUN"
         return m
 

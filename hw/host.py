@@ -10,7 +10,7 @@ import numpy as np
 from sim.fibers import spike_fibers, weight_fibers
 from sim.golden import LIFParams, run_layer
 
-from hw.tppe import DEFAULT_LOOKAHEAD
+from hw.tppe import DEFAULT_LOOKAHEAD, DEFAULT_RESULT_SLOTS
 from hw.core import DEFAULT_SCHEDULE, LD_A_MASK, LD_A_PTR, LD_A_VAL, LD_B_MASK, LD_B_PTR, LD_B_VAL, LD_BIAS
 
 
@@ -25,12 +25,13 @@ def _round_up_pow2(v: int) -> int:
 
 
 def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo_depth=8, T=4,
-                bias=None, exact=False, seg_cache=True, lookahead=None, schedule=None) -> dict:
+                bias=None, exact=False, seg_cache=True, lookahead=None, schedule=None,
+                result_slots=None) -> dict:
     """Core constructor parameters that fit this layer.
 
     By default the capacities of :data:`CAPACITY` (grown to powers of two when the layer is larger),
     so that all layers of a workload share one build; ``exact=True`` sizes the memories to the layer
-    (small, fast builds for tests). ``lookahead`` / ``schedule`` None = the hw defaults.
+    (small, fast builds for tests). ``lookahead`` / ``schedule`` / ``result_slots`` None = the hw defaults.
     """
     M, K = words.shape
     N = weights.shape[1]
@@ -44,7 +45,8 @@ def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo
     return dict(pes=pes, timesteps=T, chunk_bits=chunk_bits, weight_bits=8, laggy_adders=laggy_adders,
                 fifo_depth=fifo_depth, seg_cache=seg_cache,
                 lookahead=DEFAULT_LOOKAHEAD if lookahead is None else lookahead,
-                schedule=DEFAULT_SCHEDULE if schedule is None else schedule, **cap)
+                schedule=DEFAULT_SCHEDULE if schedule is None else schedule,
+                result_slots=DEFAULT_RESULT_SLOTS if result_slots is None else result_slots, **cap)
 
 
 def load_image(words, weights, bias, chunk_bits: int) -> list[tuple[int, int, int]]:

@@ -23,6 +23,9 @@ from hw.prefix import popcount
 #: chunk pairs the F side examines per cycle (hw/README.md "TPPE"); sim/tppe.py uses the same default.
 #: 4 takes nearly all of the gain (bench/results/rtl.json: 8 adds < 0.1 % on the synthetic conv layers).
 DEFAULT_LOOKAHEAD = 4
+#: jobs whose F side has ended and whose result waits for the L side (hw/README.md "TPPE"): the F
+#: side runs up to 4 jobs ahead of the corrections (bench/results/rtl.json; sim/tppe.py: same default).
+DEFAULT_RESULT_SLOTS = 4
 
 
 def acc_bits_for(*, chunks: int, chunk_bits: int, weight_bits: int, bias_bits: int) -> int:
@@ -76,7 +79,8 @@ class TPPE(wiring.Component):
     @validated
     def __init__(self, *, timesteps=4, chunk_bits=128, chunks=1, weight_bits=8, bias_bits=16,
                  laggy_adders=16, fifo_depth=8, mask_addr_bits=16, a_ptr_bits=20, b_ptr_bits=20,
-                 acc_bits=None, seg_cache=True, lookahead=DEFAULT_LOOKAHEAD):
+                 acc_bits=None, seg_cache=True, lookahead=DEFAULT_LOOKAHEAD,
+                 result_slots=DEFAULT_RESULT_SLOTS, tag_bits=1):
         if not isinstance(seg_cache, bool):
             raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
         self.seg_cache = seg_cache
@@ -88,6 +92,8 @@ class TPPE(wiring.Component):
         self.laggy_adders = check_adders(chunk_bits, laggy_adders)
         self.fifo_depth = check_int("fifo_depth", fifo_depth, lo=1)
         self.lookahead = check_int("lookahead", lookahead, lo=1, hi=16)
+        self.result_slots = check_int("result_slots", result_slots, lo=1, hi=8)
+        self.tag_bits = check_int("tag_bits", tag_bits, lo=1, hi=64)
         for name, v in (("mask_addr_bits", mask_addr_bits), ("a_ptr_bits", a_ptr_bits), ("b_ptr_bits", b_ptr_bits)):
             check_int(name, v, lo=1, hi=40)
         self.mask_addr_bits, self.a_ptr_bits, self.b_ptr_bits = mask_addr_bits, a_ptr_bits, b_ptr_bits
@@ -97,10 +103,11 @@ class TPPE(wiring.Component):
         self.job_layout = data.StructLayout({
             "a_row": unsigned(mask_addr_bits), "a_ptr": unsigned(a_ptr_bits),
             "b_col": unsigned(mask_addr_bits), "b_ptr": unsigned(b_ptr_bits),
-            "bias": signed(bias_bits), "new_row": unsigned(1),
+            "bias": signed(bias_bits), "new_row": unsigned(1), "tag": unsigned(tag_bits),
         })
         self.result_layout = data.StructLayout({
             "o": data.ArrayLayout(signed(self.acc_bits), self.T), "overflow": unsigned(1),
+            "tag": unsigned(tag_bits),
         })
         W = chunk_bits
         super().__init__({
@@ -112,6 +119,7 @@ class TPPE(wiring.Component):
             "b_mask_addr": Out(mask_addr_bits), "b_mask_data": In(W * self.lookahead),
             "b_val_addr": Out(b_ptr_bits), "b_val_data": In(signed(weight_bits)),
             "chunks": In(range(1, chunks + 1)),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -134,10 +142,15 @@ class TPPE(wiring.Component):
         b_ptr = Signal(self.b_ptr_bits)
         pseudo = Signal(signed(acc))
         corr = Signal(data.ArrayLayout(signed(acc), T))
-        overflow = Signal()
+        overflow = Signal()  # F side: the pseudo-accumulator of the running job wrapped
+        corr_ovf = Signal()  # L side: a correction accumulator of slot 0's job wrapped
+        tag = Signal(self.tag_bits)
+        fcount = Signal((self.max_chunks * W).bit_length())  # FIFO entries pushed by the running job
 
         push = Signal()
         advance = Signal()
+        skip_all = Signal()
+        f_last = Signal()  # the F side's last cycle of the running job
         start = Signal()
         m.d.comb += start.eq(self.job.valid & self.job.ready)
         # F side of the job being accepted runs in its accept cycle (cycle 0) on the payload, so the
@@ -149,6 +162,8 @@ class TPPE(wiring.Component):
         b_ptr_e = Mux(start, self.job.payload.b_ptr, b_ptr)
         chunk_e = Mux(start, 0, chunk)
         consumed_e = Mux(start, 0, consumed)
+        tag_e = Mux(start, self.job.payload.tag, tag)
+        fcount_e = Mux(start, 0, fcount)
         pseudo_e = Signal(signed(acc))
         m.d.comb += pseudo_e.eq(Mux(start, self.job.payload.bias, pseudo))
         # ---- F side: fast join + pseudo-accumulator (one match per cycle; empty chunk pairs of
@@ -237,71 +252,125 @@ class TPPE(wiring.Component):
             self.a_val_addr.eq(head.a_base + seg_base + popcount(below)),
         ]
         pop = Signal()
-        m.d.comb += [pop.eq(fifo_mp.r_rdy & hit), fifo_mp.r_en.eq(pop), fifo_b.r_en.eq(pop)]
+        m.d.comb += [fifo_mp.r_en.eq(pop), fifo_b.r_en.eq(pop)]
         w_head = Signal(signed(self.weight_bits))
         m.d.comb += w_head.eq(fifo_b.r_data)
+
+        # ---- result slots: a job whose F side has ended waits here (pseudo, tag, overflow and
+        # number of FIFO entries) while the L side finishes its corrections, so the F side of the
+        # next jobs runs meanwhile. Slot 0 is the oldest; its corrections are in ``corr``; the result
+        # is valid once the L side has popped all its entries (the last correction registered).
+        Q = self.result_slots
+        cnt_w = (self.max_chunks * W).bit_length()
+        s_valid = [Signal(name=f"slot{i}_valid") for i in range(Q)]
+        s_pseudo = [Signal(signed(acc), name=f"slot{i}_pseudo") for i in range(Q)]
+        s_tag = [Signal(self.tag_bits, name=f"slot{i}_tag") for i in range(Q)]
+        s_ovf = [Signal(name=f"slot{i}_ovf") for i in range(Q)]
+        s_count = [Signal(cnt_w, name=f"slot{i}_count") for i in range(Q)]
+        popped = Signal(cnt_w)  # entries of slot 0's job popped so far
+        head_done = Signal()
+        taken = Signal()
+        m.d.comb += [
+            head_done.eq(s_valid[0] & (popped == s_count[0])),
+            self.result.valid.eq(head_done),
+            taken.eq(head_done & self.result.ready),
+        ]
+        # A pop belongs to slot 0's job until it is done. Once it is done, the FIFO head belongs to
+        # a later job, whose corrections may start only when every earlier result has left: in
+        # the cycle slot 0 is taken, unless slot 1 holds a job without matches (still to be taken).
+        nxt_ok = ~s_valid[1] | (s_count[1] != 0) if Q > 1 else Const(1, 1)
+        m.d.comb += pop.eq(fifo_mp.r_rdy & hit & ~(head_done & ~(taken & nxt_ok)))
+        with m.If(taken):
+            m.d.sync += popped.eq(pop)
+        with m.Elif(pop):
+            m.d.sync += popped.eq(popped + 1)
+        if not self.safe:
+            with m.If(taken):
+                m.d.sync += corr_ovf.eq(0)
         with m.If(pop):
             for t in range(T):
                 with m.If(~self.a_val_data[t]):
-                    s = corr[t] + w_head
+                    s = Mux(taken, 0, corr[t]) + w_head
                     m.d.sync += corr[t].eq(s)
                     if not self.safe:
                         with m.If(s[acc] != s[acc - 1]):  # sign bits differ: the sum wrapped
-                            m.d.sync += overflow.eq(1)
+                            m.d.sync += corr_ovf.eq(1)
+                with m.Elif(taken):
+                    m.d.sync += corr[t].eq(0)
+        with m.Elif(taken):
+            for t in range(T):
+                m.d.sync += corr[t].eq(0)
+        can_end = Signal()  # a slot is free after this cycle
+        m.d.comb += can_end.eq(~s_valid[Q - 1] | taken)
 
         running = Signal()
-        skip_all = Signal()
+        cand_push, cand_adv, cand_skip, cand_last, f_ok = (Signal(name=n) for n in (
+            "cand_push", "cand_adv", "cand_skip", "cand_last", "f_ok"))
+        rest = []  # a match in the window above chunk i
+        for i in range(L):
+            ri = Signal(name=f"la_rest{i}")
+            m.d.comb += ri.eq(Cat(*any_[i + 1:]).any() if i + 1 < L else 0)
+            rest.append(ri)
+        rest_sel = Signal()
+        win_end = Signal()  # the window reaches past the fiber's last chunk
+        m.d.comb += [rest_sel.eq(Array(rest)[sel]), win_end.eq(chunk_e + L >= C)]
         with m.If(running):
             with m.If(found):
-                m.d.comb += [push.eq(fifo_mp.w_rdy), advance.eq(fifo_mp.w_rdy & join.last)]
+                m.d.comb += [cand_push.eq(fifo_mp.w_rdy), cand_adv.eq(fifo_mp.w_rdy & join.last)]
             with m.Else():
-                m.d.comb += skip_all.eq(1)
-        f_last = Signal()
-        m.d.comb += f_last.eq((skip_all & (chunk_e + L >= C)) | (advance & (chunk_e + sel == C - 1)))
+                m.d.comb += cand_skip.eq(1)
+        # The F side ends on the chunk's last match when the rest of the window is empty and reaches
+        # past the fiber (no extra cycle to see the trailing empty chunk pairs), or on an empty
+        # window that does; it may end only if a result slot is free, else it holds.
+        m.d.comb += [
+            cand_last.eq((cand_skip | (cand_adv & ~rest_sel)) & win_end),
+            f_ok.eq(~cand_last | can_end),
+            push.eq(cand_push & f_ok), advance.eq(cand_adv & f_ok), skip_all.eq(cand_skip & f_ok),
+            f_last.eq(cand_last & f_ok),
+        ]
+        f_busy = Signal()
+        new_row = Signal()
+        m.d.comb += new_row.eq(self.job.payload.new_row | (0 if self.seg_cache else 1))
+        # Results still in the slots after this cycle: a job on a new row waits for none (FIFO empty,
+        # so the segment-base cache and the A row may be replaced).
+        left = Signal(range(Q + 1))
+        m.d.comb += left.eq(sum(s_valid) - taken)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.job.ready.eq(1), running.eq(start)]
-                with m.If(start):
+                m.d.comb += [self.job.ready.eq(~new_row | (left == 0)), running.eq(start)]
+                with m.If(start & ~f_last):
                     m.next = "RUN"
-                    with m.If(f_last):
-                        m.next = "DRAIN"
             with m.State("RUN"):
-                m.d.comb += running.eq(1)
+                m.d.comb += [running.eq(1), f_busy.eq(1)]
                 with m.If(f_last):
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                # FIFO-mp empty, so the last correction is registered: the result is exact.
-                m.d.comb += [self.result.valid.eq(fifo_mp.level == 0),
-                             self.job.ready.eq(self.result.valid & self.result.ready),
-                             running.eq(start)]
-                with m.If(start):
-                    with m.If(~f_last):
-                        m.next = "RUN"
-                with m.Elif(self.result.valid & self.result.ready):
                     m.next = "IDLE"
+        m.d.comb += self.busy.eq(f_busy | Cat(*s_valid).any())
 
         m.d.comb += [fifo_mp.w_en.eq(push), fifo_b.w_en.eq(push)]
+        pseudo_n = Signal(signed(acc))  # the pseudo-accumulator after this cycle
+        m.d.comb += pseudo_n.eq(Mux(push, pseudo_e + self.b_val_data, pseudo_e))
         with m.If(start):
             # The bias is the pseudo-accumulator's initial value: added once per timestep for free.
             m.d.sync += [
                 a_row.eq(self.job.payload.a_row), b_col.eq(self.job.payload.b_col),
                 a_ptr.eq(self.job.payload.a_ptr), b_ptr.eq(self.job.payload.b_ptr),
                 pseudo.eq(self.job.payload.bias), chunk.eq(0), consumed.eq(0), overflow.eq(0),
+                tag.eq(self.job.payload.tag), fcount.eq(0),
             ]
-            if S > 1 and not self.seg_cache:
-                m.d.sync += reached.eq(0)
-            elif S > 1:
-                with m.If(self.job.payload.new_row):
+            if S > 1:
+                with m.If(new_row):
                     m.d.sync += reached.eq(0)
-            for t in range(T):
-                m.d.sync += corr[t].eq(0)
+        ovf_n = Signal()
+        m.d.comb += ovf_n.eq(Mux(start, 0, overflow))
         with m.If(push):
-            s = pseudo_e + self.b_val_data
-            m.d.sync += [pseudo.eq(s), consumed.eq(consumed_sel | join.onehot), chunk.eq(chunk_e + sel),
-                         a_ptr.eq(a_ptr_e + a_skip), b_ptr.eq(b_ptr_e + b_skip)]
-            if not self.safe:
-                with m.If(s[acc] != s[acc - 1]):
-                    m.d.sync += overflow.eq(1)
+            m.d.sync += [pseudo.eq(pseudo_n), consumed.eq(consumed_sel | join.onehot), chunk.eq(chunk_e + sel),
+                         a_ptr.eq(a_ptr_e + a_skip), b_ptr.eq(b_ptr_e + b_skip), fcount.eq(fcount_e + 1)]
+        if not self.safe:
+            wide = Signal(signed(acc + 1))
+            m.d.comb += wide.eq(pseudo_e + self.b_val_data)
+            with m.If(push & (wide[acc] != wide[acc - 1])):  # sign bits differ: the sum wrapped
+                m.d.comb += ovf_n.eq(1)
+                m.d.sync += overflow.eq(1)
         with m.If(advance):
             m.d.sync += [
                 chunk.eq(chunk_e + sel + 1), consumed.eq(0),
@@ -310,7 +379,20 @@ class TPPE(wiring.Component):
         with m.If(skip_all):
             m.d.sync += [chunk.eq(chunk_e + L), consumed.eq(0),
                          a_ptr.eq(a_ptr_e + askip[L]), b_ptr.eq(b_ptr_e + bskip[L])]
+        # Slots: slot 0 leaves when taken (the others move down); an ending job enters the first
+        # free slot after that move.
+        with m.If(taken):
+            for i in range(Q - 1):
+                m.d.sync += [s_valid[i].eq(s_valid[i + 1]), s_pseudo[i].eq(s_pseudo[i + 1]),
+                             s_tag[i].eq(s_tag[i + 1]), s_ovf[i].eq(s_ovf[i + 1]), s_count[i].eq(s_count[i + 1])]
+            m.d.sync += s_valid[Q - 1].eq(0)
+        with m.If(f_last):
+            for i in range(Q):
+                with m.If(left == i):
+                    m.d.sync += [s_valid[i].eq(1), s_pseudo[i].eq(pseudo_n), s_tag[i].eq(tag_e),
+                                 s_ovf[i].eq(ovf_n), s_count[i].eq(fcount_e + push)]
+        m.d.comb += [self.result.payload.tag.eq(s_tag[0])]
         for t in range(T):
-            m.d.comb += self.result.payload.o[t].eq(pseudo - corr[t])
-        m.d.comb += self.result.payload.overflow.eq(overflow)
+            m.d.comb += self.result.payload.o[t].eq(s_pseudo[0] - corr[t])
+        m.d.comb += self.result.payload.overflow.eq(s_ovf[0] | corr_ovf)
         return m

@@ -74,6 +74,9 @@ class LoASConfig:
                             read per lane) -- hw/README.md "Core"
     lookahead : int         chunk pairs a TPPE's F side examines per cycle (1..16; hw TPPE
                             ``lookahead``)
+    result_slots : int      jobs a TPPE keeps whose F side has ended while the L side finishes their
+                            corrections (1..8; hw TPPE ``result_slots``): the F side runs up to this
+                            many jobs ahead of the corrections
     clock_mhz, dram_gbps    clock and DRAM bandwidth
     tile, buffer            see TileConfig, BufferConfig
 
@@ -93,6 +96,7 @@ class LoASConfig:
     loop_order: str = "mntk"
     schedule: str = "lockstep"
     lookahead: int = 4
+    result_slots: int = 4
     clock_mhz: float = 800.0
     dram_gbps: float = 128.0
     tile: TileConfig = field(default_factory=TileConfig)
@@ -121,6 +125,8 @@ class LoASConfig:
             raise ValueError(f"schedule: must be 'lockstep' or 'dynamic', got {self.schedule!r}")
         if not 1 <= self.lookahead <= 16:
             raise ValueError(f"lookahead: must be in 1..16, got {self.lookahead}")
+        if not 1 <= self.result_slots <= 8:
+            raise ValueError(f"result_slots: must be in 1..8, got {self.result_slots}")
         if self.clock_mhz <= 0 or self.dram_gbps <= 0:
             raise ValueError("clock_mhz and dram_gbps: must be > 0")
 

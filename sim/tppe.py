@@ -1,30 +1,33 @@
 """Cycle-exact timing model of the TPPE and of the core's compute (hw/README.md describes the
 microarchitecture both this model and the RTL in hw/ follow; keep the three in step).
 
-Summary of the timing contract (cycle 0 = the cycle the scheduler asserts a TPPE's ``start``):
+Summary of the timing contract (cycle 0 = the cycle a row's first job is accepted):
 
-* F side (fast join + pseudo-accumulator), from cycle 0 (the accept cycle works on the job's
+* F side (fast join + pseudo-accumulator), from its accept cycle (which works on the job's
   payload): one cycle per match; it examines ``lookahead`` (L) chunk pairs per cycle and jumps to
-  the first with a match, so a run of e empty chunk pairs before a match costs floor(e / L) cycles
-  and after the last match ceil(e / L) (L = 1: ``max(1, matches)`` per chunk pair); a match is pushed into FIFO-mp/FIFO-B in its cycle unless the FIFOs are full
-  (``level == depth``; a pop in the same cycle does not help).
-* L side (A-side walk with the segment-base cache + correction): serves the FIFO head from the
-  cycle after it was pushed; a match in segment s of chunk c costs max(0, s - reached) walk cycles
-  (one segment base of ``laggy_adders`` bits per cycle), where ``reached`` is the highest segment
-  of chunk c whose base is cached -- by this job or, with ``seg_cache``, by the earlier jobs on the
-  same A row (mntk: columns 0..n-1) -- plus one cycle to resolve (pop) the match.
-* The TPPE's result is valid at ``max(F end, last pop + 1)`` (DRAIN with FIFO-mp empty); that
-  number of cycles is :func:`tppe_cycles`; the next job is accepted in that cycle.
-* Core (loop order mntk), schedule ``lockstep`` (the paper's): rows in groups of P (one row per
-  TPPE), for each column n all P TPPEs start together on the shared B fiber; the next column starts
-  in the cycle all results are valid, so a step costs the max over the group's TPPEs. The core's
-  cycle counter is the sum of the steps. Schedule ``dynamic`` (ours): a TPPE runs its row's N jobs
-  back to back (each starts in the cycle the previous result is taken) and then takes the next
-  row nobody has taken (TPPEs finishing in the same cycle take rows in lane order); the counter
+  the first with a match, so a run of e empty chunk pairs before a match costs floor(e / L)
+  cycles; it ends on the last match when that cycle's window reaches past the fiber, else after
+  ceil(e / L) more cycles for the trailing empty chunk pairs (a fiber with no match: ceil(C / L)
+  cycles). A match is pushed into FIFO-mp/FIFO-B in its cycle unless the FIFOs are full
+  (``level == depth``; a pop in the same cycle does not help). The F side's last cycle needs a
+  free result slot (``result_slots`` Q): job k may end only from the cycle job k - Q's result is
+  taken. The next job of the row is accepted in the cycle after (lockstep: after the slowest lane).
+* L side (A-side walk with the segment-base cache + correction), one FIFO across jobs: serves the
+  FIFO head from the cycle after it was pushed; a match in segment s of chunk c costs
+  max(0, s - reached) walk cycles (one segment base of ``laggy_adders`` bits per cycle), where
+  ``reached`` is the highest segment of chunk c whose base is cached -- by earlier matches of the
+  row (or of the job without ``seg_cache``) -- plus one cycle to resolve (pop) the match.
+* Job k's result is valid (and taken: ``out.ready`` high) at max(F end + 1, its last pop + 1,
+  job k - 1's result + 1). A row's first job (and every job without ``seg_cache``) is accepted
+  only in the cycle the lane's last result is taken, so rows are independent of each other.
+* Core (loop order mntk), ``lockstep`` (the paper's): rows in groups of P; the lanes accept each
+  column together on the shared B fiber; a group starts when every lane with a row in it has taken
+  its last result. ``dynamic`` (ours): a lane runs its row's jobs back to back and then takes the
+  next row nobody has taken (lanes free in the same cycle take rows in lane order). The counter
   stops at the last result.
 
-The model is vectorized over all output neurons; it loops over match rank (the j-th match of every
-fiber at once), never over individual matches or cycles.
+The model is vectorized over rows; it loops over columns and match rank (the j-th match of column
+n of every row at once), never over individual matches or cycles.
 """
 
 from __future__ import annotations
@@ -50,11 +53,12 @@ class CoreTiming:
     ----------
     total : int              core cycles for the whole layer (the RTL's cycle counter)
     busy : int64 (P,)        cycles each TPPE spends computing (sum of its own fiber times)
-    stalls : dict            name -> cycles: ``fifo_full`` (F side blocked by full FIFOs, summed
-                             over neurons), ``laggy_drain`` (result waits for the L side after the
-                             F side ended), ``imbalance`` (TPPE idle waiting for the slowest of its
-                             group, summed over TPPEs)
-    tppe : int64 (M, N)      cycles per output neuron (:func:`tppe_cycles`)
+    stalls : dict            name -> cycles summed over jobs: ``fifo_full`` (F side blocked by full
+                             FIFOs), ``result_slots`` (F side's last cycle waiting for a free result
+                             slot, i.e. for the L side), ``row_drain`` (a row's last result after its
+                             last F cycle), ``imbalance`` (TPPE cycles idle: total * P - busy)
+    tppe : int64 (M, N)      cycles each job holds its TPPE (accept to the F side's last cycle; the
+                             row's last job until its last result); rows sum to their cycles
     steps : int              number of (group, column) steps
     """
 
@@ -102,21 +106,24 @@ def _walk_cycles(rows, ks, N, W, seg_bits, seg_cache):
     return adv
 
 
-def _fiber_timing(words, weights, cfg, seg_cache=True, lookahead=1):
-    """(tau (M, N), fifo_stall (M, N), drain (M, N)) for every output neuron."""
+def _fiber_static(words, weights, cfg, seg_cache, L):
+    """Per output neuron, what does not depend on when its job starts, for row blocks.
+
+    Yields (m0, J (Mb, N), phi (Mb, N, jmax), walk (Mb, N, jmax), tail (Mb, N), early (Mb, N)):
+    J matches; phi[j] the F cycle of match j counted from the accept cycle without stalls; walk[j]
+    its laggy walk cycles; with J > 0, ``early`` when the F side ends on the last match (its window
+    reaches past the fiber) and else ``tail`` = the empty-window cycles after it; with J = 0,
+    ``tail`` = ceil(C / L) - 1 (the F side's last cycle, counted from the accept cycle)."""
     M, K = words.shape
     N = weights.shape[1]
     W = cfg.chunk_bits
     C = max(1, -(-K // W))
-    seg_bits = cfg.laggy_adders
-    D = cfg.fifo_depth
-    tau = np.zeros((M, N), dtype=np.int64)
-    fifo_stall = np.zeros((M, N), dtype=np.int64)
-    drain = np.zeros((M, N), dtype=np.int64)
     nz_b = np.zeros((C * W, N), dtype=bool)
     nz_b[:K] = weights != 0
-    # Row blocks bound the (rows, N, K) match tensor to a few tens of MB.
+    P = cfg.pes
+    # Row blocks bound the (rows, N, K) match tensor to a few tens of MB; whole lane groups.
     block = max(1, int(2**25 // max(1, N * C * W)))
+    block = max(P, block // P * P)
     for m0 in range(0, M, block):
         nz_a = np.zeros((min(block, M - m0), C * W), dtype=bool)
         nz_a[:, :K] = words[m0 : m0 + block] != 0
@@ -126,53 +133,116 @@ def _fiber_timing(words, weights, cfg, seg_cache=True, lookahead=1):
         R = flat.shape[0]
         per_chunk = flat.reshape(R, C, W).sum(axis=2)
         J = per_chunk.sum(axis=1)
-        L = lookahead
         matched = per_chunk > 0
         # Empty cycles of the F side: a gap of e empty chunk pairs before a matched chunk costs
         # floor(e / L) cycles (the window of L chunk pairs jumps to the first match in it; a
-        # window with no match costs a cycle and moves on by L), trailing empties ceil(e / L).
+        # window with no match costs a cycle and moves on by L).
         idx = np.arange(C)[None, :]
         prev_m = np.maximum.accumulate(np.where(matched, idx, -1), axis=1)
         prev_m = np.concatenate((np.full((R, 1), -1), prev_m[:, :-1]), axis=1)  # last matched < c
         gap_cost = np.where(matched, (idx - prev_m - 1) // L, 0)
         empties_before = np.cumsum(gap_cost, axis=1)  # empty cycles before a matched chunk's first match
-        jmax = int(J.max(initial=0))
+        jmax = max(1, int(J.max(initial=0)))
         rows, ks = np.nonzero(flat)  # row-major: k ascending within each neuron
         rank = np.arange(len(rows)) - np.concatenate(([0], np.cumsum(J)))[rows]
-        pos = np.zeros((R, max(jmax, 1)), dtype=np.int64)
+        pos = np.zeros((R, jmax), dtype=np.int64)
         pos[rows, rank] = ks
-        walk = np.zeros((R, max(jmax, 1)), dtype=np.int64)
-        walk[rows, rank] = _walk_cycles(rows, ks, N, W, seg_bits, seg_cache)
+        walk = np.zeros((R, jmax), dtype=np.int64)
+        walk[rows, rank] = _walk_cycles(rows, ks, N, W, cfg.laggy_adders, seg_cache)
         chunk = pos // W
-        phi = np.arange(pos.shape[1])[None, :] + np.take_along_axis(empties_before, chunk, axis=1)
-        r_hist = np.zeros((R, max(jmax, 1)), dtype=np.int64)
-        u = np.zeros(R, dtype=np.int64)
-        r = np.full(R, -(10**9), dtype=np.int64)
-        stall = np.zeros(R, dtype=np.int64)
-        for j in range(jmax):
-            live = j < J
-            if j == 0:
-                u_free = phi[:, 0]  # the F side runs in the accept cycle (cycle 0)
-            else:
-                u_free = u + phi[:, j] - phi[:, j - 1]
-            u_new = u_free
-            if j >= D:
-                u_new = np.maximum(u_free, r_hist[:, j - D] + 1)
-            r_new = np.maximum(u_new + 1, r + 1) + walk[:, j]
-            stall = np.where(live, stall + (u_new - u_free), stall)
+        phi = np.arange(jmax)[None, :] + np.take_along_axis(empties_before, chunk, axis=1)
+        # The window the last match is found in starts at its chunk when an earlier match of the
+        # same chunk moved the F side there, else at c_prev + 1 + L * floor(gap / L).
+        jl = np.maximum(J - 1, 0)[:, None]
+        c_last = np.take_along_axis(chunk, jl, axis=1)[:, 0]
+        c_before = np.where(J >= 2, np.take_along_axis(chunk, np.maximum(J - 2, 0)[:, None], axis=1)[:, 0], -1)
+        c_prev = np.take_along_axis(prev_m, c_last[:, None], axis=1)[:, 0]
+        w0 = np.where(c_before == c_last, c_last, c_last - (c_last - c_prev - 1) % L)
+        early = (J > 0) & (w0 + L >= C)
+        tail = np.where(J > 0, np.where(early, 0, -(-(C - 1 - c_last) // L)), -(-C // L) - 1)
+        yield m0, J.reshape(Mb, N), phi.reshape(Mb, N, jmax), walk.reshape(Mb, N, jmax), \
+            tail.reshape(Mb, N), early.reshape(Mb, N)
+
+
+_NEG = -(1 << 40)
+
+
+def _rows_timing(J, phi, walk, tail, early, cfg, lockstep, seg_cache):
+    """Pipelined timing of the N jobs of each row of a block (hw/README.md "Timing").
+
+    Vectorized over rows; loops over columns and match rank. Returns (occupancy (Mb, N): cycles
+    each job holds its TPPE's F side, the row's final drain added to its last job; row_end (Mb,):
+    cycle the row's last result is taken, counted from its first accept; stalls dict)."""
+    Mb, N, _ = phi.shape
+    D, Q, P = cfg.fifo_depth, cfg.result_slots, cfg.pes
+    ri = np.arange(Mb)
+    a = np.zeros(Mb, dtype=np.int64)  # accept cycle of the current job
+    taus = np.full((Mb, Q), _NEG, dtype=np.int64)  # results of the last Q jobs (ring)
+    tau = np.full(Mb, _NEG, dtype=np.int64)
+    rh = np.full((Mb, D), _NEG, dtype=np.int64)  # pop cycles of the last D FIFO entries (ring)
+    g = np.zeros(Mb, dtype=np.int64)  # FIFO entries so far
+    r_last = np.full(Mb, _NEG, dtype=np.int64)
+    occ = np.zeros((Mb, N), dtype=np.int64)
+    fifo_stall = slot_stall = 0
+    starts = np.arange(0, Mb, P)
+    sizes = np.diff(np.append(starts, Mb))
+    fl = a
+    for n in range(N):
+        Jn = J[:, n]
+        has = Jn > 0
+        tq = taus[:, n % Q]  # result of job n - Q: a slot is free only once it is taken
+        u = a
+        pre = a  # the last match's push cycle before waiting for a result slot (early finish)
+        for j in range(int(Jn.max(initial=0))):
+            live = j < Jn
+            u_free = a + phi[:, n, 0] if j == 0 else u + phi[:, n, j] - phi[:, n, j - 1]
+            slot = g % D
+            u_f = np.maximum(u_free, rh[ri, slot] + 1)  # FIFOs full until entry g - D pops
+            ends = live & (j == Jn - 1) & early[:, n]  # this push is the F side's last cycle
+            u_new = np.where(ends, np.maximum(u_f, tq), u_f)
+            r_new = np.maximum(u_new + 1, r_last + 1) + walk[:, n, j]
+            if j == 0:  # a job's first correction waits until the previous result has left
+                r_new = np.maximum(r_new, tau)
+            fifo_stall += int(np.where(live, u_f - u_free, 0).sum())
+            pre = np.where(ends, u_f, pre)
             u = np.where(live, u_new, u)
-            r = np.where(live, r_new, r)
-            r_hist[:, j] = r
-        last_chunk = np.where(J > 0, np.take_along_axis(chunk, np.maximum(J - 1, 0)[:, None], axis=1)[:, 0], 0)
-        e_trail = C - 1 - last_chunk
-        f_end = np.where(J > 0, u + 1 + -(-e_trail // L), -(-C // L))
-        l_end = np.where(J > 0, r + 1, 0)  # DRAIN with FIFO-mp empty: the last correction registered
-        d = np.maximum(f_end, l_end)
-        sl = slice(m0, m0 + Mb)
-        tau[sl] = d.reshape(Mb, N)
-        fifo_stall[sl] = stall.reshape(Mb, N)
-        drain[sl] = np.maximum(l_end - f_end, 0).reshape(Mb, N)
-    return tau, fifo_stall, drain
+            r_last = np.where(live, r_new, r_last)
+            rh[ri[live], slot[live]] = r_new[live]
+            g += live
+        ear = has & early[:, n]
+        free = np.where(ear, pre, np.where(has, u + tail[:, n], a + tail[:, n]))
+        fl = np.where(ear, u, np.maximum(free, tq))
+        slot_stall += int((fl - free).sum())
+        tau = np.maximum(np.maximum(fl + 1, tau + 1), np.where(has, r_last + 1, _NEG))
+        taus[:, n % Q] = tau
+        # Without the segment-base cache every job clears it, so it waits like a new row's job for
+        # the lane's results (FIFO empty).
+        own = fl + 1 if seg_cache else tau
+        occ[:, n] = own - a
+        nxt = own
+        if lockstep:  # all lanes of a group accept the next column together
+            nxt = np.repeat(np.maximum.reduceat(nxt, starts), sizes)
+        a = nxt
+    # A job on a new row waits for the lane's last result (FIFO empty, result slots free).
+    occ[:, N - 1] += tau - own
+    stalls = {"fifo_full": fifo_stall, "result_slots": slot_stall, "row_drain": int((tau - fl - 1).sum())}
+    return occ, tau, stalls
+
+
+def _timing(words, weights, cfg, seg_cache, L, schedule):
+    """(occupancy (M, N), row_end (M,), stalls) for the whole layer."""
+    M = words.shape[0]
+    N = weights.shape[1]
+    occ = np.zeros((M, N), dtype=np.int64)
+    row_end = np.zeros(M, dtype=np.int64)
+    stalls = {"fifo_full": 0, "result_slots": 0, "row_drain": 0}
+    for m0, J, phi, walk, tail, early in _fiber_static(words, weights, cfg, seg_cache, L):
+        o, e, st = _rows_timing(J, phi, walk, tail, early, cfg, schedule == "lockstep", seg_cache)
+        occ[m0 : m0 + len(e)] = o
+        row_end[m0 : m0 + len(e)] = e
+        for k, v in st.items():
+            stalls[k] += v
+    return occ, row_end, stalls
 
 
 def _check_lookahead(lookahead, cfg):
@@ -187,13 +257,17 @@ def _check_lookahead(lookahead, cfg):
 
 def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
                 lookahead: int | None = None) -> np.ndarray:
-    """Cycles of one TPPE for every output neuron: int64 (M, N), from its start to its valid result.
+    """Cycles each job holds a TPPE when each row runs alone on one TPPE: int64 (M, N).
+
+    A job holds the TPPE from its accept cycle to its F side's last cycle (the next job is accepted
+    in the cycle after); the last job of a row also holds it until the row's last result is taken.
+    A row's entries sum to the cycles the row takes (``CoreTiming.tppe`` of a ``dynamic`` core).
 
     Parameters
     ----------
     words : uint16 (M, K)   packed spike words (only non-zero-ness matters for timing)
     weights : int8 (K, N)   weights (only non-zero-ness matters)
-    cfg : LoASConfig        chunk_bits, laggy_adders and fifo_depth are used
+    cfg : LoASConfig        chunk_bits, laggy_adders, fifo_depth and result_slots are used
     seg_cache : bool        the TPPE keeps the segment bases its walk computed for the resident A
                             row (hw TPPE ``seg_cache``); jobs run in mntk order (row m's columns
                             0..N-1 one after the other, n = 0 starting the row)
@@ -207,10 +281,10 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     words, weights = _check(words, weights, cfg)
     if not isinstance(seg_cache, bool):
         raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
-    return _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg))[0]
+    return _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), "dynamic")[0]
 
 
-def _dynamic(tau: np.ndarray, P: int) -> tuple[int, np.ndarray]:
+def _dynamic(dur: np.ndarray, P: int) -> tuple[int, np.ndarray]:
     """List schedule of whole rows on P lanes (schedule ``dynamic``): (total cycles, busy (P,)).
 
     A lane that finishes its row at cycle t takes the next row in that cycle; lanes finishing in the
@@ -218,7 +292,6 @@ def _dynamic(tau: np.ndarray, P: int) -> tuple[int, np.ndarray]:
     match or cycle."""
     import heapq
 
-    dur = tau.sum(axis=1)
     heap = [(0, i) for i in range(P)]
     busy = np.zeros(P, dtype=np.int64)
     for d in dur.tolist():
@@ -251,28 +324,27 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     schedule = cfg.schedule if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    tau, fifo_stall, drain = _fiber_timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg))
-    M, N = tau.shape
+    occ, row_end, stalls = _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), schedule)
+    M, N = occ.shape
     P = cfg.pes
-    stalls = {"fifo_full": int(fifo_stall.sum()), "laggy_drain": int(drain.sum())}
     if schedule == "dynamic":
-        total, busy = _dynamic(tau, P)
-        return CoreTiming(total=total, busy=busy, stalls={**stalls, "imbalance": int(total * P - busy.sum())},
-                          tppe=tau, steps=int(M * N))
-    G = -(-M // P)
-    padded = np.zeros((G * P, N), dtype=np.int64)
-    padded[:M] = tau
-    grouped = padded.reshape(G, P, N)
-    step = grouped.max(axis=1)  # (G, N)
-    busy = grouped.sum(axis=(0, 2))
-    live = np.zeros((G * P,), dtype=bool)
-    live[:M] = True
-    live = live.reshape(G, P)[:, :, None]
-    imbalance = int(((step[:, None, :] - grouped) * live).sum())
-    return CoreTiming(
-        total=int(step.sum()),
-        busy=busy.astype(np.int64),
-        stalls={**stalls, "imbalance": imbalance},
-        tppe=tau,
-        steps=int(G * N),
-    )
+        total, busy = _dynamic(row_end, P)
+        steps = M * N
+    else:
+        G = -(-M // P)
+        padded = np.zeros(G * P, dtype=np.int64)
+        padded[:M] = row_end
+        ends = padded.reshape(G, P)
+        # A group starts when every lane that has a row in it has taken its last result (a lane
+        # without one, in the last group, may still be finishing): one step per group.
+        last = M - (G - 1) * P
+        start = np.concatenate(([0], np.cumsum(ends[:-1].max(axis=1))))
+        if G > 1:
+            start[-1] = start[-2] + ends[-2, :last].max()
+        total = int((start[:, None] + ends).max())
+        busy_rows = np.zeros(G * P, dtype=np.int64)
+        busy_rows[:M] = occ.sum(axis=1)
+        busy = busy_rows.reshape(G, P).sum(axis=0)
+        steps = G * N
+    return CoreTiming(total=int(total), busy=busy.astype(np.int64),
+                      stalls={**stalls, "imbalance": int(total * P - busy.sum())}, tppe=occ, steps=int(steps))

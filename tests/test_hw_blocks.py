@@ -216,6 +216,8 @@ def test_laggy_prefix_sum_walk():
     (lambda: TPPE(laggy_adders=3), "laggy_adders"),
     (lambda: TPPE(lookahead=0), "lookahead"),
     (lambda: Core(lookahead=17), "lookahead"),
+    (lambda: TPPE(result_slots=0), "result_slots"),
+    (lambda: Core(result_slots=9), "result_slots"),
     (lambda: PLIF(timesteps=0), "timesteps"),
     (lambda: FastPrefixSum(width=100), "chunk_bits"),
 ])

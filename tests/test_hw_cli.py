@@ -36,35 +36,41 @@ def test_unknown_simulator(workload, capsys):
 
 
 def test_timing_model_fast_prefix_closed_form():
-    """With a fast prefix-sum on both sides and deep FIFOs, a TPPE takes one cycle per empty chunk
-    pair or per match (the F side runs in the accept cycle and the result is valid in DRAIN), plus 1
-    when the fiber's last chunk pair has a match (its correction lands one cycle after its push)."""
+    """With a fast prefix-sum on both sides and deep FIFOs, a job holds its TPPE one cycle per empty
+    chunk pair or per match (its F side; the next job starts in the cycle after, the corrections
+    trail in the result slots); a row's last result comes one cycle after its last F cycle when
+    that cycle pushed a match (its correction lands a cycle later)."""
     rng = np.random.default_rng(4)
-    words = random_words(rng, (30, 700), 4, 0.7)
-    weights = random_weights(rng, (700, 9), 0.1)
+    M, K, N = 32, 700, 9
+    words = random_words(rng, (M, K), 4, 0.7)
+    weights = random_weights(rng, (K, N), 0.1)
     cfg = LoASConfig(laggy_adders=128, fifo_depth=64)
     W = 128
-    C = -(-700 // W)
-    nz_a = np.zeros((30, C * W), bool)
-    nz_a[:, :700] = words != 0
-    nz_b = np.zeros((C * W, 9), bool)
-    nz_b[:700] = weights != 0
-    per_chunk = np.einsum("mck,cnk->mnc", nz_a.reshape(30, C, W).astype(int),
-                          nz_b.T.reshape(9, C, W).transpose(1, 0, 2).astype(int))
-    expect = np.maximum(per_chunk, 1).sum(axis=2) + (per_chunk[:, :, -1] > 0)
+    C = -(-K // W)
+    nz_a = np.zeros((M, C * W), bool)
+    nz_a[:, :K] = words != 0
+    nz_b = np.zeros((C * W, N), bool)
+    nz_b[:K] = weights != 0
+    per_chunk = np.einsum("mck,cnk->mnc", nz_a.reshape(M, C, W).astype(int),
+                          nz_b.T.reshape(N, C, W).transpose(1, 0, 2).astype(int))
+    f_side = np.maximum(per_chunk, 1).sum(axis=2)
+    drain = (per_chunk[:, -1, -1] > 0).astype(np.int64)
+    expect = f_side.copy()
+    expect[:, -1] += drain
     assert (tppe_cycles(words, weights, cfg, lookahead=1) == expect).all()
     core = core_cycles(words, weights, LoASConfig(pes=4, laggy_adders=128, fifo_depth=64), lookahead=1)
-    pad = np.zeros((32, 9), np.int64)
-    pad[:30] = expect
-    assert core.total == pad.reshape(8, 4, 9).max(axis=1).sum()
+    g = f_side.reshape(8, 4, N)
+    steps = g[:, :, :-1].max(axis=1).sum(axis=1) + (g[:, :, -1] + drain.reshape(8, 4)).max(axis=1)
+    assert core.total == steps.sum()
     assert core.busy.sum() == expect.sum()
 
 
 @pytest.mark.parametrize("L", [1, 2, 3, 4, 8])
 def test_timing_model_lookahead_reference(L):
     """Fast prefix-sum, deep FIFOs: a cycle-by-cycle walk of the F side's window (L chunk pairs:
-    the first with a match gives one match, none moves the window on by L), plus 1 when the last
-    chunk pair has a match. Sparse weights so that many chunk pairs are empty."""
+    the first with a match gives one match, none moves the window on by L; the F side ends on a
+    match whose window reaches past the fiber), plus 1 on a row's last job when its F side ended on
+    a match. Sparse weights so that many chunk pairs are empty."""
     rng = np.random.default_rng(10 + L)
     K, W = 1500, 128
     words = random_words(rng, (12, K), 4, 0.8)
@@ -80,17 +86,21 @@ def test_timing_model_lookahead_reference(L):
     for mi in range(12):
         for ni in range(7):
             left = list(per_chunk[mi, ni])
-            c, cyc = 0, 0
+            c, cyc, pushed = 0, 0, False
             while c < C:
                 win = [i for i in range(c, min(c + L, C)) if left[i] > 0]
                 cyc += 1
+                pushed = bool(win)
                 if win:
+                    w0 = c
                     c = win[0]
                     left[c] -= 1
+                    if left[c] == 0 and w0 + L >= C and not any(left[c + 1:]):
+                        break  # the window showed the rest of the fiber empty
                     c += left[c] == 0
                 else:
                     c += L
-            expect[mi, ni] = cyc + (per_chunk[mi, ni, -1] > 0)
+            expect[mi, ni] = cyc + (pushed and ni == 6)
     got = tppe_cycles(words, weights, LoASConfig(laggy_adders=128, fifo_depth=64), lookahead=L)
     assert (got == expect).all()
     if L > 1:
@@ -105,6 +115,9 @@ def test_lookahead_default_and_checks():
     from hw.core import DEFAULT_SCHEDULE, SCHEDULES
 
     assert tppe.DEFAULT_LOOKAHEAD == DEFAULT_LOOKAHEAD == LoASConfig().lookahead
+    from hw.tppe import DEFAULT_RESULT_SLOTS
+
+    assert LoASConfig().result_slots == DEFAULT_RESULT_SLOTS
     assert tppe.SCHEDULES == SCHEDULES and LoASConfig().schedule == DEFAULT_SCHEDULE
     with pytest.raises(ValueError, match="schedule"):
         core_cycles(np.zeros((2, 128), np.uint16), np.zeros((128, 2), np.int8), LoASConfig(), schedule="greedy")
