@@ -38,17 +38,20 @@ DEFAULT = dict(timesteps=4, chunk_bits=128, laggy_adders=16, fifo_depth=8)
 def blocks() -> dict:
     """name -> component factory of every block, with the default (paper) parameters."""
     T, W = DEFAULT["timesteps"], DEFAULT["chunk_bits"]
-    tppe = lambda: TPPE(timesteps=T, chunk_bits=W, chunks=36, laggy_adders=DEFAULT["laggy_adders"],
-                        fifo_depth=DEFAULT["fifo_depth"], bias_bits=16)
-    acc = acc_bits_for(chunks=36, chunk_bits=W, weight_bits=8, bias_bits=16)
+    # K <= 1152 (9 chunks, the largest K of the shipped workloads and of the cosim builds): the
+    # segment-base cache grows with the chunk capacity and synthesizes as flip-flops here.
+    C = 9
+    tppe = lambda **kw: TPPE(timesteps=T, chunk_bits=W, chunks=C, laggy_adders=DEFAULT["laggy_adders"],
+                             fifo_depth=DEFAULT["fifo_depth"], bias_bits=16, **kw)
+    acc = acc_bits_for(chunks=C, chunk_bits=W, weight_bits=8, bias_bits=16)
     return {
         "fast_prefix_sum": lambda: FastPrefixSum(width=W),
         "laggy_prefix_sum": lambda: LaggyPrefixSum(chunk_bits=W, adders=DEFAULT["laggy_adders"], ptr_bits=20),
         "inner_join": lambda: InnerJoin(chunk_bits=W),
         "tppe": tppe,
-        # the same TPPE with a 4-chunk-pair F-side lookahead (skips empty chunk pairs; hw/README.md)
-        "tppe_la4": lambda: TPPE(timesteps=T, chunk_bits=W, chunks=36, laggy_adders=DEFAULT["laggy_adders"],
-                                 fifo_depth=DEFAULT["fifo_depth"], bias_bits=16, lookahead=4),
+        # the TPPE without our additions to the F side: one chunk pair per cycle (lookahead 1) and
+        # one result slot (hw/README.md "Design choices")
+        "tppe_la1_q1": lambda: tppe(lookahead=1, result_slots=1),
         "plif": lambda: PLIF(timesteps=T, acc_bits=acc),
         "output_compressor": lambda: OutputCompressor(timesteps=T, index_bits=10),
         "core": lambda: Core(pes=16, timesteps=T, chunk_bits=W, laggy_adders=DEFAULT["laggy_adders"],
@@ -59,7 +62,8 @@ def blocks() -> dict:
 
 # Synthesizing the 16-lane core flat takes far longer than a lane; its row is estimated as the
 # 1-lane core plus 15 more lanes (TPPE + P-LIF + compressor), which is how the core is built.
-SYNTH_BLOCKS = ["fast_prefix_sum", "laggy_prefix_sum", "inner_join", "tppe", "tppe_la4", "plif", "output_compressor", "core_p1"]
+SYNTH_BLOCKS = ["fast_prefix_sum", "laggy_prefix_sum", "inner_join", "tppe", "tppe_la1_q1", "plif", "output_compressor",
+                "core_p1"]
 
 
 def write_verilog(out: str | Path, lint: bool = True) -> list[dict]:
