@@ -157,7 +157,7 @@ class Core(wiring.Component):
         # lockstep reproduces the static groups g*P + i).
         rows_bits = range(Mx + 2 * P + 1)  # next_row + rank never wraps onto a real row
         n_bits = range(max(Nx, 2))
-        tag_layout = data.StructLayout({"row": unsigned(len(Signal(rows_bits))), "n": unsigned(len(Signal(n_bits)))})
+        tag_layout = data.StructLayout({"row": rows_bits, "n": n_bits})
         next_row = Signal(rows_bits)  # first row not yet handed to a lane
         starting = Signal()
         run = Signal()

@@ -145,7 +145,8 @@ class TPPE(wiring.Component):
         overflow = Signal()  # F side: the pseudo-accumulator of the running job wrapped
         corr_ovf = Signal()  # L side: a correction accumulator of slot 0's job wrapped
         tag = Signal(self.tag_bits)
-        fcount = Signal((self.max_chunks * W).bit_length())  # FIFO entries pushed by the running job
+        cnt_w = (self.max_chunks * W).bit_length()  # FIFO entries of one job: at most chunks * W
+        fcount = Signal(cnt_w)  # FIFO entries pushed by the running job
 
         push = Signal()
         advance = Signal()
@@ -261,45 +262,40 @@ class TPPE(wiring.Component):
         # next jobs runs meanwhile. Slot 0 is the oldest; its corrections are in ``corr``; the result
         # is valid once the L side has popped all its entries (the last correction registered).
         Q = self.result_slots
-        cnt_w = (self.max_chunks * W).bit_length()
+        slot_layout = data.StructLayout({"pseudo": signed(acc), "tag": unsigned(self.tag_bits),
+                                         "ovf": unsigned(1), "count": unsigned(cnt_w)})
         s_valid = [Signal(name=f"slot{i}_valid") for i in range(Q)]
-        s_pseudo = [Signal(signed(acc), name=f"slot{i}_pseudo") for i in range(Q)]
-        s_tag = [Signal(self.tag_bits, name=f"slot{i}_tag") for i in range(Q)]
-        s_ovf = [Signal(name=f"slot{i}_ovf") for i in range(Q)]
-        s_count = [Signal(cnt_w, name=f"slot{i}_count") for i in range(Q)]
+        slot = [Signal(slot_layout, name=f"slot{i}") for i in range(Q)]
         popped = Signal(cnt_w)  # entries of slot 0's job popped so far
         head_done = Signal()
         taken = Signal()
         m.d.comb += [
-            head_done.eq(s_valid[0] & (popped == s_count[0])),
+            head_done.eq(s_valid[0] & (popped == slot[0].count)),
             self.result.valid.eq(head_done),
             taken.eq(head_done & self.result.ready),
         ]
         # A pop belongs to slot 0's job until it is done. Once it is done, the FIFO head belongs to
         # a later job, whose corrections may start only when every earlier result has left: in
         # the cycle slot 0 is taken, unless slot 1 holds a job without matches (still to be taken).
-        nxt_ok = ~s_valid[1] | (s_count[1] != 0) if Q > 1 else Const(1, 1)
+        nxt_ok = ~s_valid[1] | (slot[1].count != 0) if Q > 1 else Const(1, 1)
         m.d.comb += pop.eq(fifo_mp.r_rdy & hit & ~(head_done & ~(taken & nxt_ok)))
         with m.If(taken):
             m.d.sync += popped.eq(pop)
         with m.Elif(pop):
             m.d.sync += popped.eq(popped + 1)
-        if not self.safe:
-            with m.If(taken):
-                m.d.sync += corr_ovf.eq(0)
-        with m.If(pop):
-            for t in range(T):
-                with m.If(~self.a_val_data[t]):
-                    s = Mux(taken, 0, corr[t]) + w_head
-                    m.d.sync += corr[t].eq(s)
-                    if not self.safe:
-                        with m.If(s[acc] != s[acc - 1]):  # sign bits differ: the sum wrapped
-                            m.d.sync += corr_ovf.eq(1)
-                with m.Elif(taken):
-                    m.d.sync += corr[t].eq(0)
-        with m.Elif(taken):
+        # Taking the result restarts the correction accumulators; a pop in the same cycle belongs
+        # to the next job and adds into zero (the later assignment wins).
+        with m.If(taken):
+            m.d.sync += corr_ovf.eq(0)
             for t in range(T):
                 m.d.sync += corr[t].eq(0)
+        for t in range(T):
+            with m.If(pop & ~self.a_val_data[t]):
+                s = Mux(taken, 0, corr[t]) + w_head
+                m.d.sync += corr[t].eq(s)
+                if not self.safe:
+                    with m.If(s[acc] != s[acc - 1]):  # sign bits differ: the sum wrapped
+                        m.d.sync += corr_ovf.eq(1)
         can_end = Signal()  # a slot is free after this cycle
         m.d.comb += can_end.eq(~s_valid[Q - 1] | taken)
 
@@ -383,16 +379,15 @@ class TPPE(wiring.Component):
         # free slot after that move.
         with m.If(taken):
             for i in range(Q - 1):
-                m.d.sync += [s_valid[i].eq(s_valid[i + 1]), s_pseudo[i].eq(s_pseudo[i + 1]),
-                             s_tag[i].eq(s_tag[i + 1]), s_ovf[i].eq(s_ovf[i + 1]), s_count[i].eq(s_count[i + 1])]
+                m.d.sync += [s_valid[i].eq(s_valid[i + 1]), slot[i].eq(slot[i + 1])]
             m.d.sync += s_valid[Q - 1].eq(0)
         with m.If(f_last):
             for i in range(Q):
                 with m.If(left == i):
-                    m.d.sync += [s_valid[i].eq(1), s_pseudo[i].eq(pseudo_n), s_tag[i].eq(tag_e),
-                                 s_ovf[i].eq(ovf_n), s_count[i].eq(fcount_e + push)]
-        m.d.comb += [self.result.payload.tag.eq(s_tag[0])]
+                    m.d.sync += [s_valid[i].eq(1), slot[i].pseudo.eq(pseudo_n), slot[i].tag.eq(tag_e),
+                                 slot[i].ovf.eq(ovf_n), slot[i].count.eq(fcount_e + push)]
+        m.d.comb += self.result.payload.tag.eq(slot[0].tag)
         for t in range(T):
-            m.d.comb += self.result.payload.o[t].eq(s_pseudo[0] - corr[t])
-        m.d.comb += self.result.payload.overflow.eq(s_ovf[0] | corr_ovf)
+            m.d.comb += self.result.payload.o[t].eq(slot[0].pseudo - corr[t])
+        m.d.comb += self.result.payload.overflow.eq(slot[0].ovf | corr_ovf)
         return m

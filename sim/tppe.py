@@ -186,7 +186,6 @@ def _rows_timing(J, phi, walk, tail, early, cfg, lockstep, seg_cache):
     fifo_stall = slot_stall = 0
     starts = np.arange(0, Mb, P)
     sizes = np.diff(np.append(starts, Mb))
-    fl = a
     for n in range(N):
         Jn = J[:, n]
         has = Jn > 0
@@ -209,9 +208,10 @@ def _rows_timing(J, phi, walk, tail, early, cfg, lockstep, seg_cache):
             r_last = np.where(live, r_new, r_last)
             rh[ri[live], slot[live]] = r_new[live]
             g += live
-        ear = has & early[:, n]
-        free = np.where(ear, pre, np.where(has, u + tail[:, n], a + tail[:, n]))
-        fl = np.where(ear, u, np.maximum(free, tq))
+        # The F side's last cycle without waiting for a slot, then with (an early last push already
+        # waited in the loop: u = max(pre, tq)).
+        free = np.where(has & early[:, n], pre, np.where(has, u + tail[:, n], a + tail[:, n]))
+        fl = np.maximum(free, tq)
         slot_stall += int((fl - free).sum())
         tau = np.maximum(np.maximum(fl + 1, tau + 1), np.where(has, r_last + 1, _NEG))
         taus[:, n % Q] = tau

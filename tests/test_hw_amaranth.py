@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from hw.core import Core
 from hw.host import Collector, check, core_params, load_image
 from sim.config import LoASConfig
-from sim.golden import LIFParams
+from sim.golden import LIFParams, match_counts
 from sim.synthetic import random_weights, random_words
 from sim.tppe import tppe_cycles, core_cycles
 
@@ -20,7 +20,6 @@ def run_core_amaranth(words, weights, bias, lif, T, n_mask, **kw):
     image = load_image(words, weights, bias, params["chunk_bits"])
     M, N = words.shape[0], weights.shape[1]
     col = Collector(M, N, params["pes"])
-    steps = []
     res = {}
 
     async def tb(ctx):
@@ -42,14 +41,11 @@ def run_core_amaranth(words, weights, bias, lif, T, n_mask, **kw):
         await ctx.tick()
         ctx.set(dut.start, 0)
         cyc = 1
-        last = 0
         while not ctx.get(dut.done):
             if ctx.get(dut.out.valid):
                 p = ctx.get(dut.out.payload)
                 col.beat([(int(l.valid), int(l.row), int(l.n), int(l.word), int(l.nz), int(l.index))
                           for l in p.lanes])
-                steps.append(cyc - last)
-                last = cyc
             await ctx.tick()
             cyc += 1
             assert cyc < 10**6
@@ -59,7 +55,7 @@ def run_core_amaranth(words, weights, bias, lif, T, n_mask, **kw):
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    return col, res["cycles"], steps, params
+    return col, res["cycles"], params
 
 
 @pytest.mark.parametrize("P,adders,depth,K,seg_cache,N,density,la", [
@@ -77,7 +73,7 @@ def test_core_small_exact(P, adders, depth, K, seg_cache, N, density, la):
     weights = random_weights(rng, (K, N), density)
     bias = rng.integers(-64, 64, size=N)
     lif = LIFParams(threshold=40)
-    col, cycles, steps, params = run_core_amaranth(words, weights, bias, lif, T, n_mask=1,
+    col, cycles, params = run_core_amaranth(words, weights, bias, lif, T, n_mask=1,
                                                    pes=P, laggy_adders=adders, fifo_depth=depth,
                                                    seg_cache=seg_cache, lookahead=la)
     res = check(col, words, weights, bias, lif, T, 1)
@@ -103,7 +99,7 @@ def test_core_dynamic_schedule_exact(P, M, N, K, density, la, seed):
     weights = random_weights(rng, (K, N), density)
     bias = rng.integers(-64, 64, size=N)
     lif = LIFParams(threshold=40)
-    col, cycles, _, _ = run_core_amaranth(words, weights, bias, lif, T, n_mask=seed % 2, pes=P,
+    col, cycles, _ = run_core_amaranth(words, weights, bias, lif, T, n_mask=seed % 2, pes=P,
                                           lookahead=la, schedule="dynamic")
     res = check(col, words, weights, bias, lif, T, seed % 2)
     assert res.match, res.mismatches
@@ -128,14 +124,12 @@ def test_core_result_slots_exact(Q, schedule, la, adders, depth, seed):
     weights = random_weights(rng, (K, N), 0.03)
     bias = rng.integers(-64, 64, size=N)
     lif = LIFParams(threshold=30)
-    col, cycles, _, _ = run_core_amaranth(words, weights, bias, lif, T, n_mask=seed % 2, pes=3,
+    col, cycles, _ = run_core_amaranth(words, weights, bias, lif, T, n_mask=seed % 2, pes=3,
                                           laggy_adders=adders, fifo_depth=depth, lookahead=la,
                                           schedule=schedule, result_slots=Q)
     res = check(col, words, weights, bias, lif, T, seed % 2)
     assert res.match, res.mismatches
     cfg = LoASConfig(pes=3, laggy_adders=adders, fifo_depth=depth, lookahead=la, result_slots=Q,
                      schedule=schedule)
-    from sim.golden import match_counts
-
     assert (match_counts(words, weights) == 0).mean() > 0.2  # the case this test is about
     assert cycles == core_cycles(words, weights, cfg).total
