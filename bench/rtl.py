@@ -31,8 +31,8 @@ from sim.trace import Geometry, TRACES_DIR, load_workload  # noqa: E402
 
 
 # (schedule, lookahead, result slots): the paper's scan without slots, then ours one step at a time.
-DEFAULT_CONFIGS = ["lockstep:1:1", "lockstep:4:1", "lockstep:4:4", "dynamic:4:1", "dynamic:4:2", "dynamic:4:4",
-                   "dynamic:4:8"]
+DEFAULT_CONFIGS = ["lockstep:1:1:0", "lockstep:4:1:0", "lockstep:4:4:0", "lockstep:4:4", "dynamic:4:1",
+                   "dynamic:4:2", "dynamic:4:4:0", "dynamic:4:4", "dynamic:4:8"]
 
 
 def _synthetic():
@@ -72,13 +72,13 @@ def _layer_figures(layer, configs):
     fiber_bound = int(np.maximum(matches, 1).sum()) / cfg.pes
     out = {"layer": layer.name, "M": M, "K": K, "N": N, "work_bound": work_bound, "scan_bound": scan_bound,
            "fiber_bound": fiber_bound}
-    for sched, L, Q in configs:
-        c = LoASConfig(lookahead=L, schedule=sched, result_slots=Q)
+    for sched, L, Q, pf in configs:
+        c = LoASConfig(lookahead=L, schedule=sched, result_slots=Q, row_prefetch=pf)
         t0 = time.perf_counter()
         lag = core_cycles(words, weights, c)
         model_s = time.perf_counter() - t0
         fst = core_cycles(words, weights, dataclasses.replace(c, laggy_adders=c.chunk_bits))
-        key = f"{sched}_L{L}_Q{Q}"
+        key = f"{sched}_L{L}_Q{Q}" + ("" if pf else "_nopf")
         out[key] = {
             "cycles_laggy": lag.total, "cycles_fast_both_sides": fst.total,
             "laggy_loss_pct": 100.0 * (lag.total - fst.total) / fst.total,
@@ -89,7 +89,7 @@ def _layer_figures(layer, configs):
             "stalls": lag.stalls, "model_s": round(model_s, 3),
         }
         f = out[key]
-        print(f"{layer.name:<8} {sched:<8} L={L} Q={Q}  laggy {lag.total:>8} fast {fst.total:>8} loss {f['laggy_loss_pct']:5.1f} %"
+        print(f"{layer.name:<8} {sched:<8} L={L} Q={Q} pf={int(pf)}  laggy {lag.total:>8} fast {fst.total:>8} loss {f['laggy_loss_pct']:5.1f} %"
               f"  vs max(work, scan) {f['vs_max_bound_pct']:6.1f} %  vs fiber {f['vs_fiber_bound_pct']:6.1f} %")
     return out
 
@@ -100,20 +100,22 @@ def main() -> int:
     ap.add_argument("--rtl", help="also run this layer (of the first workload) through the RTL core")
     ap.add_argument("--simulator", default="verilator")
     ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
-                    help="SCHEDULE:LOOKAHEAD:RESULT_SLOTS triples to model")
+                    help="SCHEDULE:LOOKAHEAD:RESULT_SLOTS[:ROW_PREFETCH] to model (prefetch 1 = on, the default)")
     ap.add_argument("--rtl-lookahead", type=int, default=4, help="lookahead of the --rtl build")
-    ap.add_argument("--rtl-schedule", default="lockstep", help="lane schedule of the --rtl build")
+    ap.add_argument("--rtl-schedule", default="dynamic", help="lane schedule of the --rtl build")
     args = ap.parse_args()
     wls = _workloads(args.workload)
     configs = []
     for c in args.configs:
         try:
-            sched, L, Q = c.split(":")
-            configs.append((sched, int(L), int(Q)))
+            sched, L, Q, *pf = c.split(":")
+            if len(pf) > 1 or pf not in ([], ["0"], ["1"]):
+                raise ValueError
+            configs.append((sched, int(L), int(Q), pf != ["0"]))
         except ValueError:
-            ap.error(f"--configs: {c!r} is not SCHEDULE:LOOKAHEAD:RESULT_SLOTS")
+            ap.error(f"--configs: {c!r} is not SCHEDULE:LOOKAHEAD:RESULT_SLOTS[:0|1]")
     res = {"config": "loas (P=16, T=4, W=128, 16 laggy adders, FIFO 8)",
-           "columns": "SCHEDULE_L<lookahead>_Q<result slots>", "workloads": {}}
+           "columns": "SCHEDULE_L<lookahead>_Q<result slots>[_nopf: without the row prefetch]", "workloads": {}}
     for wl in wls:
         print(f"== {wl.name}")
         res["workloads"][wl.name] = [_layer_figures(layer, configs) for layer in wl.layers()]

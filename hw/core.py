@@ -55,6 +55,8 @@ class Core(wiring.Component):
                          ``dynamic`` (ours: lanes run rows independently, the next free row to the
                          first lane done)
     result_slots : int   TPPE result slots (jobs whose F side ended, waiting for the L side; 1..8)
+    row_prefetch : bool  TPPE walk unit filling a second segment-base bank for the lane's next row
+                         (default True; hw/README.md "TPPE")
 
     Ports
     -----
@@ -79,13 +81,16 @@ class Core(wiring.Component):
     def __init__(self, *, pes=16, timesteps=4, chunk_bits=128, weight_bits=8, laggy_adders=16,
                  fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None,
                  seg_cache=True, lookahead=DEFAULT_LOOKAHEAD, schedule=DEFAULT_SCHEDULE,
-                 result_slots=DEFAULT_RESULT_SLOTS):
+                 result_slots=DEFAULT_RESULT_SLOTS, row_prefetch=True):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.schedule = schedule
         if not isinstance(seg_cache, bool):
             raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
         self.seg_cache = seg_cache
+        if not isinstance(row_prefetch, bool):
+            raise TypeError(f"row_prefetch must be a bool, got {type(row_prefetch).__name__}")
+        self.row_prefetch = row_prefetch
         self.P = check_int("pes", pes, lo=1, hi=256)
         self.T = check_timesteps(timesteps)
         self.W = check_pow2("chunk_bits", chunk_bits)
@@ -107,7 +112,7 @@ class Core(wiring.Component):
         self.a_ptr_bits = _bits(self.a_nnz + self.W)
         self.b_ptr_bits = _bits(self.b_nnz + self.W)
         self.index_bits = _bits(self.N)
-        lane = data.StructLayout({"valid": unsigned(1), "row": unsigned(_bits(self.M + 2 * self.P)),
+        lane = data.StructLayout({"valid": unsigned(1), "row": unsigned(_bits(self.M + 3 * self.P)),
                                   "n": unsigned(_bits(self.N)), "word": unsigned(self.T), "nz": unsigned(1),
                                   "index": unsigned(self.index_bits)})
         self.out_layout = data.StructLayout({"lanes": data.ArrayLayout(lane, self.P)})
@@ -125,7 +130,7 @@ class Core(wiring.Component):
                     bias_bits=self.bias_bits, laggy_adders=self.laggy_adders, fifo_depth=self.fifo_depth,
                     mask_addr_bits=self.mask_addr_bits, a_ptr_bits=self.a_ptr_bits, b_ptr_bits=self.b_ptr_bits,
                     seg_cache=self.seg_cache, lookahead=self.lookahead, result_slots=self.result_slots,
-                    tag_bits=tag_bits)
+                    tag_bits=tag_bits, row_prefetch=self.row_prefetch)
 
     def elaborate(self, platform):
         m = Module()
@@ -155,7 +160,7 @@ class Core(wiring.Component):
         # its (row, n). Per lane (last_row, last_n) = the last job issued; after column N - 1 the lane
         # takes the next row nobody has taken (lanes taking one in the same cycle: in lane order, so
         # lockstep reproduces the static groups g*P + i).
-        rows_bits = range(Mx + 2 * P + 1)  # next_row + rank never wraps onto a real row
+        rows_bits = range(Mx + 3 * P + 1)  # next_row + rank never wraps onto a real row
         n_bits = range(max(Nx, 2))
         tag_layout = data.StructLayout({"row": rows_bits, "n": n_bits})
         next_row = Signal(rows_bits)  # first row not yet handed to a lane
@@ -176,6 +181,7 @@ class Core(wiring.Component):
                     rp = mems[mem].read_port(domain="comb")
                     m.d.comb += [rp.addr.eq(addr + j), dat[j * W:(j + 1) * W].eq(rp.data)]
             for mem, addr, dat in ((LD_A_MASK, t.al_mask_addr, t.al_mask_data),
+                                   (LD_A_MASK, t.aw_mask_addr, t.aw_mask_data),
                                    (LD_A_VAL, t.a_val_addr, t.a_val_data),
                                    (LD_B_VAL, t.b_val_addr, t.b_val_data)):
                 rp = mems[mem].read_port(domain="comb")
@@ -209,6 +215,10 @@ class Core(wiring.Component):
         # each lane issues on its own; the rank counts the lanes below it that take a row now.
         last_row = [Signal(rows_bits, name=f"last_row{i}") for i in range(P)]
         last_n = [Signal(n_bits, name=f"last_n{i}") for i in range(P)]
+        # Each lane claims its next row when it starts one (at start: row P + i), so its TPPE's walk
+        # unit fills the next row's segment-base bank while the current row runs (``pf``).
+        pf_row = [Signal(rows_bits, name=f"pf_row{i}") for i in range(P)]
+        pf_sent = [Signal(name=f"pf_sent{i}") for i in range(P)]
         wants = [Signal(name=f"wants{i}") for i in range(P)]
         gos = [Signal(name=f"go{i}") for i in range(P)]
         takes = []  # lanes taking a new row in this cycle
@@ -224,7 +234,7 @@ class Core(wiring.Component):
             with m.If(starting):
                 m.d.comb += [j_row.eq(i), j_n.eq(0)]
             with m.Elif(wants[i]):
-                m.d.comb += [j_row.eq(next_row + rank), j_n.eq(0)]
+                m.d.comb += [j_row.eq(pf_row[i]), j_n.eq(0)]
             with m.Else():
                 m.d.comb += [j_row.eq(last_row[i]), j_n.eq(last_n[i] + 1)]
             m.d.comb += gos[i].eq((starting | run) & (j_row < M))
@@ -251,6 +261,13 @@ class Core(wiring.Component):
                 m.d.sync += [last_row[i].eq(j_row), last_n[i].eq(j_n)]
             with m.Elif(starting):  # no row for this lane (M < P): it wants one it will never get
                 m.d.sync += last_n[i].eq(N - 1)
+            m.d.comb += [t.pf.valid.eq(run & (pf_row[i] < M) & ~pf_sent[i]), t.pf.payload.eq(pf_row[i] * C)]
+            with m.If(starting):
+                m.d.sync += [pf_row[i].eq(P + i), pf_sent[i].eq(0)]
+            with m.Elif(take):
+                m.d.sync += [pf_row[i].eq(next_row + rank), pf_sent[i].eq(0)]
+            with m.Elif(t.pf.valid & t.pf.ready):
+                m.d.sync += pf_sent[i].eq(1)
         m.d.comb += all_ok.eq(Cat(*(~g | t.job.ready for g, t in zip(gos, tppes))).all())
 
         idle = Signal()  # nothing to issue and nothing in flight
@@ -259,7 +276,7 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += starting.eq(1)
-                    m.d.sync += [next_row.eq(P), self.cycles.eq(0)]
+                    m.d.sync += [next_row.eq(2 * P), self.cycles.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += run.eq(1)
@@ -272,7 +289,7 @@ class Core(wiring.Component):
                 m.d.comb += self.done.eq(1)
                 with m.If(self.start):
                     m.d.comb += starting.eq(1)
-                    m.d.sync += [next_row.eq(P), self.cycles.eq(0)]
+                    m.d.sync += [next_row.eq(2 * P), self.cycles.eq(0)]
                     m.next = "RUN"
         return m
 

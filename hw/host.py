@@ -26,12 +26,13 @@ def _round_up_pow2(v: int) -> int:
 
 def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo_depth=8, T=4,
                 bias=None, exact=False, seg_cache=True, lookahead=None, schedule=None,
-                result_slots=None) -> dict:
+                result_slots=None, row_prefetch=True) -> dict:
     """Core constructor parameters that fit this layer.
 
     By default the capacities of :data:`CAPACITY` (grown to powers of two when the layer is larger),
     so that all layers of a workload share one build; ``exact=True`` sizes the memories to the layer
-    (small, fast builds for tests). ``lookahead`` / ``schedule`` / ``result_slots`` None = the hw defaults.
+    (small, fast builds for tests). ``lookahead`` / ``schedule`` / ``result_slots`` None = the hw defaults;
+    ``row_prefetch`` = the TPPE's walk unit for the next row (Core ``row_prefetch``).
     """
     M, K = words.shape
     N = weights.shape[1]
@@ -43,7 +44,7 @@ def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo
     else:
         cap = {key: max(CAPACITY[key], _round_up_pow2(v) if key != "bias_bits" else v) for key, v in need.items()}
     return dict(pes=pes, timesteps=T, chunk_bits=chunk_bits, weight_bits=8, laggy_adders=laggy_adders,
-                fifo_depth=fifo_depth, seg_cache=seg_cache,
+                fifo_depth=fifo_depth, seg_cache=seg_cache, row_prefetch=row_prefetch,
                 lookahead=DEFAULT_LOOKAHEAD if lookahead is None else lookahead,
                 schedule=DEFAULT_SCHEDULE if schedule is None else schedule,
                 result_slots=DEFAULT_RESULT_SLOTS if result_slots is None else result_slots, **cap)

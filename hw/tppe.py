@@ -55,6 +55,10 @@ class TPPE(wiring.Component):
     seg_cache : bool     keep the segment bases the laggy walk computed for the resident A row
                          across jobs until a job with ``new_row`` (default True); False forgets
                          them at every job (the walk restarts at segment 0 for every matched chunk)
+    row_prefetch : bool  (with ``seg_cache`` and laggy_adders < chunk_bits) a second cache bank and a
+                         walk unit that fills it with every segment base of the row given on ``pf``
+                         while the current row runs (default True); the next ``new_row`` job then
+                         switches banks and its matches never wait for the walk
 
     Ports
     -----
@@ -63,9 +67,14 @@ class TPPE(wiring.Component):
                          differs from the previous job's; clears the segment-base cache); accepted
                          when idle or when the result is taken in the same cycle
     result : Out(stream) payload ``o``: T signed accumulators O[t]; ``overflow`` flag
+    pf : In(stream)      payload: mask address of A chunk 0 of the next row this TPPE will run;
+                         taken when the walk unit is free. A ``new_row`` job after a taken ``pf``
+                         must be that row: it is accepted once the walk is done (``busy`` while
+                         walking); a ``new_row`` job without one starts cold (the L side walks)
     chunks : In          chunks per fiber of the running layer (1..chunks parameter)
     a_mask_addr/a_mask_data, b_mask_addr/b_mask_data: the F side reads ``lookahead`` consecutive
                          chunks (data = chunk addr + i at bits [i*W, (i+1)*W))
+    aw_mask_addr/aw_mask_data: the walk unit's A mask read port (the ``pf`` row)
     al_mask_addr/al_mask_data, a_val_addr/a_val_data,
     b_val_addr/b_val_data: combinational-read memory ports (F side A and
                          B masks, L side A mask, L side spike words, F side weights)
@@ -80,10 +89,12 @@ class TPPE(wiring.Component):
     def __init__(self, *, timesteps=4, chunk_bits=128, chunks=1, weight_bits=8, bias_bits=16,
                  laggy_adders=16, fifo_depth=8, mask_addr_bits=16, a_ptr_bits=20, b_ptr_bits=20,
                  acc_bits=None, seg_cache=True, lookahead=DEFAULT_LOOKAHEAD,
-                 result_slots=DEFAULT_RESULT_SLOTS, tag_bits=1):
-        if not isinstance(seg_cache, bool):
-            raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
+                 result_slots=DEFAULT_RESULT_SLOTS, tag_bits=1, row_prefetch=True):
+        for name, v in (("seg_cache", seg_cache), ("row_prefetch", row_prefetch)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
         self.seg_cache = seg_cache
+        self.row_prefetch = row_prefetch
         self.T = check_timesteps(timesteps)
         self.chunk_bits = check_pow2("chunk_bits", chunk_bits)
         self.max_chunks = check_int("chunks", chunks, lo=1)
@@ -110,7 +121,11 @@ class TPPE(wiring.Component):
             "tag": unsigned(tag_bits),
         })
         W = chunk_bits
+        # The walk unit exists only where there is a walk to hide and a cache to fill.
+        self.prefetch = row_prefetch and seg_cache and self.laggy_adders < W
         super().__init__({
+            "pf": In(stream.Signature(unsigned(mask_addr_bits))),
+            "aw_mask_addr": Out(mask_addr_bits), "aw_mask_data": In(W),
             "job": In(stream.Signature(self.job_layout)),
             "result": Out(stream.Signature(self.result_layout)),
             "a_mask_addr": Out(mask_addr_bits), "a_mask_data": In(W * self.lookahead),
@@ -226,26 +241,59 @@ class TPPE(wiring.Component):
         seg_base = Signal(W.bit_length())
         segbits = Signal(A)
         below = Signal(A)
+        bank = Signal()  # segment-base cache bank of the resident row (two with ``row_prefetch``)
+        full = Signal()  # the resident row's bank was filled by the walk unit: every base is there
+        wk_busy = Signal()  # walk unit filling the other bank for the ``pf`` row
+        wk_done = Signal()  # ... and done, until the next row's job switches banks
         if S > 1:
             sw = (S - 1).bit_length()
+            span = self.max_chunks * S
             reached = Signal(self.max_chunks * sw)
             w = Signal(sw)
-            m.submodules.seg_cache = cache = Memory(shape=W.bit_length(), depth=self.max_chunks * S, init=[])
+            m.submodules.seg_cache = cache = Memory(shape=W.bit_length(), depth=span * (2 if self.prefetch else 1),
+                                                    init=[])
             rp = cache.read_port(domain="comb")
             wp = cache.write_port()
+            own = bank * span if self.prefetch else 0
             m.d.comb += [
                 w.eq(reached.word_select(head.chunk, sw)),
-                hit.eq(pos_seg <= w),
+                hit.eq(full | (pos_seg <= w)),
                 rd_seg.eq(Mux(hit, pos_seg, w)),
-                rp.addr.eq(head.chunk * S + rd_seg),
+                rp.addr.eq(own + head.chunk * S + rd_seg),
                 seg_base.eq(Mux(rd_seg == 0, 0, rp.data)),  # segment 0's base is 0, never stored
                 segbits.eq(self.al_mask_data.word_select(rd_seg, A)),
-                wp.addr.eq(head.chunk * S + w + 1),
+                wp.addr.eq(own + head.chunk * S + w + 1),
                 wp.data.eq(seg_base + popcount(segbits)),
                 wp.en.eq(fifo_mp.r_rdy & ~hit),
             ]
             with m.If(fifo_mp.r_rdy & ~hit):
                 m.d.sync += reached.word_select(head.chunk, sw).eq(w + 1)
+            if self.prefetch:
+                # Walk unit: one segment base per cycle over every chunk of the ``pf`` row into the
+                # other bank (its own ``laggy_adders`` adders and A mask read port), so the L side of
+                # the next row finds every base cached (hw/README.md "TPPE").
+                wk_row = Signal(self.mask_addr_bits)
+                wk_c = Signal(cw)
+                wk_s = Signal(range(S))
+                wk_acc = Signal(W.bit_length())  # ones of chunk wk_c below segment wk_s
+                wk_sum = Signal(W.bit_length())
+                wp2 = cache.write_port()
+                m.d.comb += [
+                    self.pf.ready.eq(~wk_busy & ~wk_done),
+                    self.aw_mask_addr.eq(wk_row + wk_c),
+                    wk_sum.eq(wk_acc + popcount(self.aw_mask_data.word_select(wk_s, A))),
+                    wp2.addr.eq((~bank) * span + wk_c * S + wk_s + 1),
+                    wp2.data.eq(wk_sum), wp2.en.eq(wk_busy),
+                ]
+                with m.If(self.pf.valid & self.pf.ready):
+                    m.d.sync += [wk_row.eq(self.pf.payload), wk_c.eq(0), wk_s.eq(0), wk_acc.eq(0), wk_busy.eq(1)]
+                with m.If(wk_busy):
+                    with m.If(wk_s == S - 2):  # the chunk's last base: on to the next chunk
+                        m.d.sync += [wk_s.eq(0), wk_acc.eq(0), wk_c.eq(wk_c + 1)]
+                        with m.If(wk_c == C - 1):
+                            m.d.sync += [wk_busy.eq(0), wk_done.eq(1)]
+                    with m.Else():
+                        m.d.sync += [wk_s.eq(wk_s + 1), wk_acc.eq(wk_sum)]
         else:
             m.d.comb += [hit.eq(1), rd_seg.eq(0), seg_base.eq(0), segbits.eq(self.al_mask_data)]
         m.d.comb += [
@@ -333,7 +381,8 @@ class TPPE(wiring.Component):
         m.d.comb += left.eq(sum(s_valid) - taken)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.job.ready.eq(~new_row | (left == 0)), running.eq(start)]
+                # A new row also waits for the walk unit to finish the row it is prefetching.
+                m.d.comb += [self.job.ready.eq(~new_row | ((left == 0) & ~wk_busy)), running.eq(start)]
                 with m.If(start & ~f_last):
                     m.next = "RUN"
             with m.State("RUN"):
@@ -354,8 +403,10 @@ class TPPE(wiring.Component):
                 tag.eq(self.job.payload.tag), fcount.eq(0),
             ]
             if S > 1:
-                with m.If(new_row):
-                    m.d.sync += reached.eq(0)
+                with m.If(new_row & wk_done):  # the prefetched row: switch to its full bank
+                    m.d.sync += [bank.eq(~bank), full.eq(1), wk_done.eq(0)]
+                with m.Elif(new_row):  # cold: the L side walks on demand
+                    m.d.sync += [reached.eq(0), full.eq(0)]
         ovf_n = Signal()
         m.d.comb += ovf_n.eq(Mux(start, 0, overflow))
         with m.If(push):

@@ -77,6 +77,8 @@ class LoASConfig:
     result_slots : int      jobs a TPPE keeps whose F side has ended while the L side finishes their
                             corrections (1..8; hw TPPE ``result_slots``): the F side runs up to this
                             many jobs ahead of the corrections
+    row_prefetch : bool     a TPPE's walk unit fills a second segment-base bank with the lane's next
+                            row while the current one runs (hw TPPE ``row_prefetch``; ours)
     clock_mhz, dram_gbps    clock and DRAM bandwidth
     tile, buffer            see TileConfig, BufferConfig
 
@@ -97,6 +99,7 @@ class LoASConfig:
     schedule: str = "lockstep"
     lookahead: int = 4
     result_slots: int = 4
+    row_prefetch: bool = True
     clock_mhz: float = 800.0
     dram_gbps: float = 128.0
     tile: TileConfig = field(default_factory=TileConfig)
@@ -127,6 +130,8 @@ class LoASConfig:
             raise ValueError(f"lookahead: must be in 1..16, got {self.lookahead}")
         if not 1 <= self.result_slots <= 8:
             raise ValueError(f"result_slots: must be in 1..8, got {self.result_slots}")
+        if not isinstance(self.row_prefetch, bool):
+            raise ValueError(f"row_prefetch: must be true or false, got {self.row_prefetch!r}")
         if self.clock_mhz <= 0 or self.dram_gbps <= 0:
             raise ValueError("clock_mhz and dram_gbps: must be > 0")
 

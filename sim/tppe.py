@@ -20,11 +20,16 @@ Summary of the timing contract (cycle 0 = the cycle a row's first job is accepte
 * Job k's result is valid (and taken: ``out.ready`` high) at max(F end + 1, its last pop + 1,
   job k - 1's result + 1). A row's first job (and every job without ``seg_cache``) is accepted
   only in the cycle the lane's last result is taken, so rows are independent of each other.
+* Row prefetch (``row_prefetch``, with ``seg_cache`` and a walk to hide): a lane claims its next
+  row when it starts one; the TPPE's walk unit fills a second segment-base bank with every base of
+  that row in C * (S - 1) cycles (S = segments per chunk), so the row's matches never walk. Rows
+  0..P-1 start cold; a later row starts no earlier than 2 + C * (S - 1) cycles after the lane's
+  previous row started (``walk_wait``).
 * Core (loop order mntk), ``lockstep`` (the paper's): rows in groups of P; the lanes accept each
   column together on the shared B fiber; a group starts when every lane with a row in it has taken
-  its last result. ``dynamic`` (ours): a lane runs its row's jobs back to back and then takes the
-  next row nobody has taken (lanes free in the same cycle take rows in lane order). The counter
-  stops at the last result.
+  its last result. ``dynamic`` (ours): a lane runs its row's jobs back to back and then starts the
+  row it claimed when it started the current one (lanes starting in the same cycle claim in lane
+  order). The counter stops at the last result.
 
 The model is vectorized over rows; it loops over columns and match rank (the j-th match of column
 n of every row at once), never over individual matches or cycles.
@@ -56,7 +61,9 @@ class CoreTiming:
     stalls : dict            name -> cycles summed over jobs: ``fifo_full`` (F side blocked by full
                              FIFOs), ``result_slots`` (F side's last cycle waiting for a free result
                              slot, i.e. for the L side), ``row_drain`` (a row's last result after its
-                             last F cycle), ``imbalance`` (TPPE cycles idle: total * P - busy)
+                             last F cycle), ``walk_wait`` (lane cycles between a row's end and the
+                             next row's start waiting for the walk unit), ``imbalance`` (the other
+                             idle TPPE cycles: total * P - busy - walk_wait)
     tppe : int64 (M, N)      cycles each job holds its TPPE (accept to the F side's last cycle; the
                              row's last job until its last result); rows sum to their cycles
     steps : int              number of (group, column) steps
@@ -106,8 +113,11 @@ def _walk_cycles(rows, ks, N, W, seg_bits, seg_cache):
     return adv
 
 
-def _fiber_static(words, weights, cfg, seg_cache, L):
+def _fiber_static(words, weights, cfg, seg_cache, L, warm_from):
     """Per output neuron, what does not depend on when its job starts, for row blocks.
+
+    Rows from ``warm_from`` on start with every segment base cached (the walk unit prefetched
+    them): their matches never walk.
 
     Yields (m0, J (Mb, N), phi (Mb, N, jmax), walk (Mb, N, jmax), tail (Mb, N), early (Mb, N)):
     J matches; phi[j] the F cycle of match j counted from the accept cycle without stalls; walk[j]
@@ -149,6 +159,7 @@ def _fiber_static(words, weights, cfg, seg_cache, L):
         pos[rows, rank] = ks
         walk = np.zeros((R, jmax), dtype=np.int64)
         walk[rows, rank] = _walk_cycles(rows, ks, N, W, cfg.laggy_adders, seg_cache)
+        walk[max(0, warm_from - m0) * N:] = 0
         chunk = pos // W
         phi = np.arange(jmax)[None, :] + np.take_along_axis(empties_before, chunk, axis=1)
         # The window the last match is found in starts at its chunk when an earlier match of the
@@ -229,14 +240,25 @@ def _rows_timing(J, phi, walk, tail, early, cfg, lockstep, seg_cache):
     return occ, tau, stalls
 
 
-def _timing(words, weights, cfg, seg_cache, L, schedule):
+def _prefetch_cycles(cfg, seg_cache, C):
+    """Cycles from a lane's row start until its walk unit has filled the next row's bank (the
+    next row's first job may be accepted from then on); 0 without a walk unit."""
+    S = cfg.chunk_bits // cfg.laggy_adders
+    if not (cfg.row_prefetch and seg_cache and S > 1):
+        return 0
+    # The core hands the claimed row over in the cycle after the start; the walk takes one cycle
+    # per segment base (S - 1 per chunk) and is seen as done in the cycle after its last.
+    return 2 + C * (S - 1)
+
+
+def _timing(words, weights, cfg, seg_cache, L, schedule, warm_from):
     """(occupancy (M, N), row_end (M,), stalls) for the whole layer."""
     M = words.shape[0]
     N = weights.shape[1]
     occ = np.zeros((M, N), dtype=np.int64)
     row_end = np.zeros(M, dtype=np.int64)
     stalls = {"fifo_full": 0, "result_slots": 0, "row_drain": 0}
-    for m0, J, phi, walk, tail, early in _fiber_static(words, weights, cfg, seg_cache, L):
+    for m0, J, phi, walk, tail, early in _fiber_static(words, weights, cfg, seg_cache, L, warm_from):
         o, e, st = _rows_timing(J, phi, walk, tail, early, cfg, schedule == "lockstep", seg_cache)
         occ[m0 : m0 + len(e)] = o
         row_end[m0 : m0 + len(e)] = e
@@ -261,7 +283,8 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
 
     A job holds the TPPE from its accept cycle to its F side's last cycle (the next job is accepted
     in the cycle after); the last job of a row also holds it until the row's last result is taken.
-    A row's entries sum to the cycles the row takes (``CoreTiming.tppe`` of a ``dynamic`` core).
+    A row's entries sum to the cycles the row takes. Every row starts cold (nothing prefetched: the
+    TPPE alone, without the core's ``pf`` hand-over); ``CoreTiming.tppe`` holds the core's figures.
 
     Parameters
     ----------
@@ -281,24 +304,40 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     words, weights = _check(words, weights, cfg)
     if not isinstance(seg_cache, bool):
         raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
-    return _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), "dynamic")[0]
+    M = words.shape[0]
+    return _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), "dynamic", M)[0]
 
 
-def _dynamic(dur: np.ndarray, P: int) -> tuple[int, np.ndarray]:
-    """List schedule of whole rows on P lanes (schedule ``dynamic``): (total cycles, busy (P,)).
+def _dynamic(dur: np.ndarray, P: int, prefetch: int) -> tuple[int, np.ndarray, int]:
+    """List schedule of whole rows on P lanes (schedule ``dynamic``): (total cycles, busy (P,),
+    cycles lanes waited for their walk unit).
 
-    A lane that finishes its row at cycle t takes the next row in that cycle; lanes finishing in the
-    same cycle take rows in lane order (the heap orders (t, lane)). One heap step per row, not per
-    match or cycle."""
+    A lane claims its next row (the next nobody has claimed) when it starts one; lanes starting in
+    the same cycle claim in lane order (the heap orders (start, lane)); at cycle 0 lane i starts row
+    i and claims row P + i. It starts the claimed row when its current row's last result is taken
+    and ``prefetch`` cycles after the current row's start (the walk unit, 0 without one). One heap
+    step per row, not per match or cycle."""
     import heapq
 
-    heap = [(0, i) for i in range(P)]
+    M = len(dur)
+    heap = [(0, i) for i in range(min(P, M))]
+    row = list(range(min(P, M)))
     busy = np.zeros(P, dtype=np.int64)
-    for d in dur.tolist():
-        t, i = heapq.heappop(heap)
-        busy[i] += d
-        heapq.heappush(heap, (t + d, i))
-    return int(max(t for t, _ in heap)), busy
+    total = wait = 0
+    nxt = P
+    dur = dur.tolist()
+    while heap:
+        s, i = heapq.heappop(heap)
+        end = s + dur[row[i]]
+        busy[i] += dur[row[i]]
+        total = max(total, end)
+        if nxt < M:
+            row[i] = nxt
+            nxt += 1
+            start = max(end, s + prefetch)
+            wait += start - end
+            heapq.heappush(heap, (start, i))
+    return int(total), busy, int(wait)
 
 
 def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
@@ -307,7 +346,8 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
 
     ``lockstep``: rows are taken in groups of P (row g*P + i on TPPE i); for each group every
     column n is one step costing the max over the group's TPPEs; rows past M leave their TPPE idle.
-    ``dynamic``: whole rows are list-scheduled on the P TPPEs (module docstring).
+    ``dynamic``: whole rows are list-scheduled on the P TPPEs (module docstring). With
+    ``cfg.row_prefetch`` rows P.. start with their segment bases cached (module docstring).
 
     ``seg_cache`` and ``lookahead`` as :func:`tppe_cycles`; ``schedule`` None = ``cfg.schedule``
     (hw Core parameters of the same names).
@@ -324,11 +364,15 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     schedule = cfg.schedule if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    occ, row_end, stalls = _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), schedule)
-    M, N = occ.shape
+    M, N = words.shape[0], weights.shape[1]
     P = cfg.pes
+    C = max(1, -(-words.shape[1] // cfg.chunk_bits))
+    pre = _prefetch_cycles(cfg, seg_cache, C)
+    # Rows 0..P-1 start cold (nothing prefetched yet); every later row was claimed and walked ahead.
+    occ, row_end, stalls = _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), schedule,
+                                   P if pre else M)
     if schedule == "dynamic":
-        total, busy = _dynamic(row_end, P)
+        total, busy, wait = _dynamic(row_end, P, pre)
         steps = M * N
     else:
         G = -(-M // P)
@@ -336,15 +380,23 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
         padded[:M] = row_end
         ends = padded.reshape(G, P)
         # A group starts when every lane that has a row in it has taken its last result (a lane
-        # without one, in the last group, may still be finishing): one step per group.
+        # without one, in the last group, may still be finishing) and the walk units have filled
+        # the group's banks (started with the previous group): one step per group.
         last = M - (G - 1) * P
-        start = np.concatenate(([0], np.cumsum(ends[:-1].max(axis=1))))
+        step = ends[:-1].max(axis=1)
         if G > 1:
-            start[-1] = start[-2] + ends[-2, :last].max()
+            step[-1] = ends[-2, :last].max()
+        walk_wait = np.maximum(0, pre - step)
+        lanes = np.full(G - 1, P)
+        if G > 1:
+            lanes[-1] = last
+        wait = int((walk_wait * lanes).sum())
+        start = np.concatenate(([0], np.cumsum(step + walk_wait)))
         total = int((start[:, None] + ends).max())
         busy_rows = np.zeros(G * P, dtype=np.int64)
         busy_rows[:M] = occ.sum(axis=1)
         busy = busy_rows.reshape(G, P).sum(axis=0)
         steps = G * N
     return CoreTiming(total=int(total), busy=busy.astype(np.int64),
-                      stalls={**stalls, "imbalance": int(total * P - busy.sum())}, tppe=occ, steps=int(steps))
+                      stalls={**stalls, "walk_wait": wait, "imbalance": int(total * P - busy.sum() - wait)},
+                      tppe=occ, steps=int(steps))

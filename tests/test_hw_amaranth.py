@@ -80,9 +80,11 @@ def test_core_small_exact(P, adders, depth, K, seg_cache, N, density, la):
     assert res.match, res.mismatches
     cfg = LoASConfig(pes=P, chunk_bits=128, laggy_adders=adders, fifo_depth=depth)
     model = core_cycles(words, weights, cfg, seg_cache=seg_cache, lookahead=la)
-    if P == 1:  # one lane: the core's cycles are the sum of the jobs' occupancies
-        assert cycles == tppe_cycles(words, weights, cfg, seg_cache=seg_cache, lookahead=la).sum()
     assert cycles == model.total
+    if P == 1:  # one lane: the core's cycles are its jobs' occupancies and its waits for the walk unit
+        assert cycles == model.tppe.sum() + model.stalls["walk_wait"]
+        if adders < 128 and seg_cache:  # rows after the first are prefetched: no walk, fewer cycles
+            assert model.tppe.sum() < tppe_cycles(words, weights, cfg, seg_cache=seg_cache, lookahead=la).sum()
 
 
 @pytest.mark.parametrize("P,M,N,K,density,la,seed", [
@@ -133,3 +135,31 @@ def test_core_result_slots_exact(Q, schedule, la, adders, depth, seed):
                      schedule=schedule)
     assert (match_counts(words, weights) == 0).mean() > 0.2  # the case this test is about
     assert cycles == core_cycles(words, weights, cfg).total
+
+
+@pytest.mark.parametrize("schedule,prefetch,P,M,N,K,adders,seed", [
+    ("lockstep", True, 2, 7, 5, 384, 8, 0), ("lockstep", False, 2, 7, 5, 384, 8, 0),
+    ("dynamic", True, 3, 10, 2, 512, 4, 1), ("dynamic", False, 3, 10, 2, 512, 4, 1),
+    ("lockstep", True, 3, 8, 1, 640, 4, 2), ("dynamic", True, 2, 6, 6, 130, 64, 3)])
+def test_core_row_prefetch_exact(schedule, prefetch, P, M, N, K, adders, seed):
+    """Row prefetch: each TPPE's walk unit fills the other segment-base bank with the lane's next
+    row while the current one runs. Outputs bit-exact and cycles equal to sim/tppe.py with and
+    without it; short rows (N = 1, 2) make lanes wait for the walk unit (``walk_wait``)."""
+    rng = np.random.default_rng(seed)
+    T = 4
+    words = random_words(rng, (M, K), T, 0.6)
+    words[1::2] = random_words(rng, (len(words[1::2]), K), T, 0.2)
+    weights = random_weights(rng, (K, N), 0.1)
+    bias = rng.integers(-64, 64, size=N)
+    lif = LIFParams(threshold=30)
+    col, cycles, _ = run_core_amaranth(words, weights, bias, lif, T, n_mask=seed % 2, pes=P,
+                                          laggy_adders=adders, schedule=schedule, row_prefetch=prefetch)
+    res = check(col, words, weights, bias, lif, T, seed % 2)
+    assert res.match, res.mismatches
+    cfg = LoASConfig(pes=P, laggy_adders=adders, schedule=schedule, row_prefetch=prefetch)
+    model = core_cycles(words, weights, cfg)
+    assert cycles == model.total
+    if not prefetch:
+        assert model.stalls["walk_wait"] == 0
+    elif N <= 2:
+        assert model.stalls["walk_wait"] > 0  # the case this test is about

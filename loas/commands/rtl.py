@@ -67,7 +67,7 @@ def cmd_sim(args) -> int:
         raise UserError(f"config weight_bits={cfg.weight_bits}: the traces hold int8 weights")
     params = core_params(words, weights, pes=cfg.pes, chunk_bits=cfg.chunk_bits, laggy_adders=cfg.laggy_adders,
                          fifo_depth=cfg.fifo_depth, T=layer.T, bias=layer.bias, lookahead=cfg.lookahead,
-                         schedule=cfg.schedule)
+                         schedule=cfg.schedule, result_slots=cfg.result_slots, row_prefetch=cfg.row_prefetch)
     t0 = time.perf_counter()
     res = run_core(words, weights, layer.bias, layer.lif, layer.T, layer.n_mask, params,
                    simulator=args.simulator, waves=args.waves)
@@ -85,6 +85,7 @@ def cmd_sim(args) -> int:
         "rtl_cycles": rtl, "model_cycles": model, "cycle_diff": rtl - model,
         "cycle_diff_pct": 100.0 * (rtl - model) / model if model else 0.0,
         "M": M, "K": words.shape[1], "N": N, "pes": cfg.pes, "schedule": cfg.schedule, "lookahead": cfg.lookahead,
+        "result_slots": cfg.result_slots, "row_prefetch": cfg.row_prefetch,
         "wall_s": round(wall, 3), "build_s": round(res["build_s"], 3), "sim_s": round(res["sim_wall_s"], 3),
         "sim_cycles_per_s": round(rtl / res["sim_wall_s"]) if res["sim_wall_s"] > 0 else None,
         "waves": res.get("wave_files", []),
