@@ -250,21 +250,34 @@ class TPPE(wiring.Component):
             span = self.max_chunks * S
             reached = Signal(self.max_chunks * sw)
             w = Signal(sw)
-            m.submodules.seg_cache = cache = Memory(shape=W.bit_length(), depth=span * (2 if self.prefetch else 1),
-                                                    init=[])
-            rp = cache.read_port(domain="comb")
-            wp = cache.write_port()
-            own = bank * span if self.prefetch else 0
+            # One memory per bank, each with one write port: the L side writes the resident row's
+            # bank, the walk unit the other, never the same one (so each bank maps to LUT RAM).
+            nb = 2 if self.prefetch else 1
+            l_wr = {"addr": Signal(range(span), name="l_wr_addr"), "data": Signal(W.bit_length(), name="l_wr_data"),
+                    "en": Signal(name="l_wr_en")}
+            k_wr = {"addr": Signal(range(span), name="k_wr_addr"), "data": Signal(W.bit_length(), name="k_wr_data"),
+                    "en": Signal(name="k_wr_en")}
+            rd_addr = Signal(range(span))
+            rd_data = []
+            for b in range(nb):
+                mem = Memory(shape=W.bit_length(), depth=span, init=[])
+                m.submodules[f"seg_cache{b}"] = mem
+                rp = mem.read_port(domain="comb")
+                wp = mem.write_port()
+                mine = bank == b
+                m.d.comb += [rp.addr.eq(rd_addr)] + [getattr(wp, k).eq(Mux(mine, l_wr[k], k_wr[k])) for k in l_wr]
+                rd_data.append(rp.data)
             m.d.comb += [
                 w.eq(reached.word_select(head.chunk, sw)),
                 hit.eq(full | (pos_seg <= w)),
                 rd_seg.eq(Mux(hit, pos_seg, w)),
-                rp.addr.eq(own + head.chunk * S + rd_seg),
-                seg_base.eq(Mux(rd_seg == 0, 0, rp.data)),  # segment 0's base is 0, never stored
+                rd_addr.eq(head.chunk * S + rd_seg),
+                # segment 0's base is 0, never stored
+                seg_base.eq(Mux(rd_seg == 0, 0, rd_data[0] if nb == 1 else Mux(bank, rd_data[1], rd_data[0]))),
                 segbits.eq(self.al_mask_data.word_select(rd_seg, A)),
-                wp.addr.eq(own + head.chunk * S + w + 1),
-                wp.data.eq(seg_base + popcount(segbits)),
-                wp.en.eq(fifo_mp.r_rdy & ~hit),
+                l_wr["addr"].eq(head.chunk * S + w + 1),
+                l_wr["data"].eq(seg_base + popcount(segbits)),
+                l_wr["en"].eq(fifo_mp.r_rdy & ~hit),
             ]
             with m.If(fifo_mp.r_rdy & ~hit):
                 m.d.sync += reached.word_select(head.chunk, sw).eq(w + 1)
@@ -277,13 +290,11 @@ class TPPE(wiring.Component):
                 wk_s = Signal(range(S))
                 wk_acc = Signal(W.bit_length())  # ones of chunk wk_c below segment wk_s
                 wk_sum = Signal(W.bit_length())
-                wp2 = cache.write_port()
                 m.d.comb += [
                     self.pf.ready.eq(~wk_busy & ~wk_done),
                     self.aw_mask_addr.eq(wk_row + wk_c),
                     wk_sum.eq(wk_acc + popcount(self.aw_mask_data.word_select(wk_s, A))),
-                    wp2.addr.eq((~bank) * span + wk_c * S + wk_s + 1),
-                    wp2.data.eq(wk_sum), wp2.en.eq(wk_busy),
+                    k_wr["addr"].eq(wk_c * S + wk_s + 1), k_wr["data"].eq(wk_sum), k_wr["en"].eq(wk_busy),
                 ]
                 with m.If(self.pf.valid & self.pf.ready):
                     m.d.sync += [wk_row.eq(self.pf.payload), wk_c.eq(0), wk_s.eq(0), wk_acc.eq(0), wk_busy.eq(1)]
