@@ -49,9 +49,9 @@ def blocks() -> dict:
         "laggy_prefix_sum": lambda: LaggyPrefixSum(chunk_bits=W, adders=DEFAULT["laggy_adders"], ptr_bits=20),
         "inner_join": lambda: InnerJoin(chunk_bits=W),
         "tppe": tppe,
-        # the TPPE without our additions to the F side: one chunk pair per cycle (lookahead 1) and
-        # one result slot (hw/README.md "Design choices")
-        "tppe_la1_q1": lambda: tppe(lookahead=1, result_slots=1),
+        # the TPPE without our additions: one chunk pair per cycle (lookahead 1), one result slot,
+        # one segment-base bank without the walk unit (hw/README.md "Design choices")
+        "tppe_la1_q1": lambda: tppe(lookahead=1, result_slots=1, row_prefetch=False),
         "plif": lambda: PLIF(timesteps=T, acc_bits=acc),
         "output_compressor": lambda: OutputCompressor(timesteps=T, index_bits=10),
         "core": lambda: Core(pes=16, timesteps=T, chunk_bits=W, laggy_adders=DEFAULT["laggy_adders"],
