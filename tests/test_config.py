@@ -23,6 +23,7 @@ def test_default_is_papers_table_iii():
     ("timesteps: 17\n", "timesteps", "1..16"),
     ("laggy_adders: 24\n", "laggy_adders", "divide"),
     ("loop_order: kmnt\n", "loop_order", "mntk"),
+    ("row_prefetch: 3\n", "row_prefetch", "wrong type int"),
     ("tile: {m: 16, q: 2}\n", "tile.q", "unknown key"),
     ("buffer: {banks: 0}\n", "buffer.banks", "must be >= 1"),
     ("buffer: 5\n", "buffer", "must be a mapping"),

@@ -231,3 +231,7 @@ def test_bad_parameter_type_refused():
         Core(pes=2.0)
     with pytest.raises(TypeError, match="lookahead"):
         TPPE(lookahead=2.0)
+    with pytest.raises(TypeError, match="row_prefetch"):
+        TPPE(row_prefetch=1)
+    with pytest.raises(TypeError, match="row_prefetch"):
+        Core(row_prefetch="yes")

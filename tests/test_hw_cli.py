@@ -119,6 +119,13 @@ def test_lookahead_default_and_checks():
 
     assert LoASConfig().result_slots == DEFAULT_RESULT_SLOTS
     assert tppe.SCHEDULES == SCHEDULES and LoASConfig().schedule == DEFAULT_SCHEDULE
+    import inspect
+
+    from hw.core import Core
+    from hw.tppe import TPPE
+
+    for cls in (Core, TPPE):  # the row prefetch is on by default at every level
+        assert inspect.signature(cls.__init__).parameters["row_prefetch"].default is LoASConfig().row_prefetch
     with pytest.raises(ValueError, match="schedule"):
         core_cycles(np.zeros((2, 128), np.uint16), np.zeros((128, 2), np.int8), LoASConfig(), schedule="greedy")
     w = np.zeros((2, 128), np.uint16)
