@@ -222,6 +222,7 @@ class Core(wiring.Component):
         wants = [Signal(name=f"wants{i}") for i in range(P)]
         gos = [Signal(name=f"go{i}") for i in range(P)]
         takes = []  # lanes taking a new row in this cycle
+        oks = []  # lanes whose next job may go (its row handed to the walk unit, if it starts one)
         all_ok = Signal()
         for i, t in enumerate(tppes):
             j_row = Signal(rows_bits, name=f"job_row{i}")
@@ -238,13 +239,19 @@ class Core(wiring.Component):
             with m.Else():
                 m.d.comb += [j_row.eq(last_row[i]), j_n.eq(last_n[i] + 1)]
             m.d.comb += gos[i].eq((starting | run) & (j_row < M))
+            # A lane starts its claimed row only once its TPPE has taken the row on ``pf``: a row
+            # that ends in the cycle after it started must not let the next one start cold while
+            # the walk unit takes it (it would fill the other bank with a row already run).
+            pf_ok = Signal(name=f"pf_ok{i}")
+            m.d.comb += pf_ok.eq(starting | ~wants[i] | pf_sent[i] if t.prefetch else 1)
+            oks.append(pf_ok)
             a_ptr_rp = mems[LD_A_PTR].read_port(domain="comb")
             b_ptr_rp = mems[LD_B_PTR].read_port(domain="comb")
             bias_rp = mems[LD_BIAS].read_port(domain="comb")
             m.d.comb += [a_ptr_rp.addr.eq(j_row), b_ptr_rp.addr.eq(j_n), bias_rp.addr.eq(j_n)]
             jtag = data.View(tag_layout, t.job.payload.tag)
             m.d.comb += [
-                t.job.valid.eq(gos[i] & (all_ok if self.schedule == "lockstep" else 1)),
+                t.job.valid.eq(gos[i] & pf_ok & (all_ok if self.schedule == "lockstep" else 1)),
                 t.job.payload.a_row.eq(j_row * C),
                 t.job.payload.a_ptr.eq(a_ptr_rp.data),
                 t.job.payload.b_col.eq(j_n * C),
@@ -268,7 +275,7 @@ class Core(wiring.Component):
                 m.d.sync += [pf_row[i].eq(next_row + rank), pf_sent[i].eq(0)]
             with m.Elif(t.pf.valid & t.pf.ready):
                 m.d.sync += pf_sent[i].eq(1)
-        m.d.comb += all_ok.eq(Cat(*(~g | t.job.ready for g, t in zip(gos, tppes))).all())
+        m.d.comb += all_ok.eq(Cat(*(~g | (t.job.ready & ok) for g, t, ok in zip(gos, tppes, oks))).all())
 
         idle = Signal()  # nothing to issue and nothing in flight
         m.d.comb += idle.eq(~Cat(*gos).any() & ~Cat(*(t.busy for t in tppes)).any())

@@ -163,3 +163,23 @@ def test_core_row_prefetch_exact(schedule, prefetch, P, M, N, K, adders, seed):
         assert model.stalls["walk_wait"] == 0
     elif N <= 2:
         assert model.stalls["walk_wait"] > 0  # the case this test is about
+
+
+@pytest.mark.parametrize("schedule", ["lockstep", "dynamic"])
+def test_core_row_prefetch_one_cycle_rows(schedule):
+    """Rows that end in the cycle after they start (N = 1, an empty fiber, C <= lookahead): the next
+    row's job must not start before its ``pf`` hand-over, or the walk unit would fill a bank with a
+    row that already ran (regression: the row after it then read the wrong segment bases)."""
+    rng = np.random.default_rng(11)
+    T, M, N, K = 4, 9, 1, 384
+    words = random_words(rng, (M, K), T, 0.5)
+    words[:5] = 0  # empty fibers: one-cycle rows
+    weights = random_weights(rng, (K, N), 0.3)
+    bias = rng.integers(-64, 64, size=N)
+    lif = LIFParams(threshold=30)
+    col, cycles, _ = run_core_amaranth(words, weights, bias, lif, T, n_mask=0, pes=2, laggy_adders=16,
+                                          schedule=schedule)
+    res = check(col, words, weights, bias, lif, T, 0)
+    assert res.match, res.mismatches
+    model = core_cycles(words, weights, LoASConfig(pes=2, schedule=schedule))
+    assert cycles == model.total and model.stalls["walk_wait"] > 0
