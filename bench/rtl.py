@@ -102,7 +102,7 @@ def main() -> int:
     ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
                     help="SCHEDULE:LOOKAHEAD:RESULT_SLOTS[:ROW_PREFETCH] to model (prefetch 1 = on, the default)")
     ap.add_argument("--rtl-lookahead", type=int, default=4, help="lookahead of the --rtl build")
-    ap.add_argument("--rtl-schedule", default="dynamic", help="lane schedule of the --rtl build")
+    ap.add_argument("--rtl-schedule", default="lockstep", help="lane schedule of the --rtl build")
     args = ap.parse_args()
     wls = _workloads(args.workload)
     configs = []

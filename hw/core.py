@@ -85,11 +85,10 @@ class Core(wiring.Component):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.schedule = schedule
-        if not isinstance(seg_cache, bool):
-            raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
+        for name, v in (("seg_cache", seg_cache), ("row_prefetch", row_prefetch)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
         self.seg_cache = seg_cache
-        if not isinstance(row_prefetch, bool):
-            raise TypeError(f"row_prefetch must be a bool, got {type(row_prefetch).__name__}")
         self.row_prefetch = row_prefetch
         self.P = check_int("pes", pes, lo=1, hi=256)
         self.T = check_timesteps(timesteps)
@@ -158,12 +157,12 @@ class Core(wiring.Component):
         # Job issue and results are decoupled: a lane issues its next job as soon as its TPPE
         # accepts one (its F side is free), and a result goes out when the TPPE has it, tagged with
         # its (row, n). Per lane (last_row, last_n) = the last job issued; after column N - 1 the lane
-        # takes the next row nobody has taken (lanes taking one in the same cycle: in lane order, so
-        # lockstep reproduces the static groups g*P + i).
+        # starts the row it claimed when it started the current one (lanes claiming in the same
+        # cycle: in lane order, so lockstep reproduces the static groups g*P + i).
         rows_bits = range(Mx + 3 * P + 1)  # next_row + rank never wraps onto a real row
         n_bits = range(max(Nx, 2))
         tag_layout = data.StructLayout({"row": rows_bits, "n": n_bits})
-        next_row = Signal(rows_bits)  # first row not yet handed to a lane
+        next_row = Signal(rows_bits)  # first row no lane has claimed
         starting = Signal()
         run = Signal()
         tppes = []

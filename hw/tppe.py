@@ -69,8 +69,8 @@ class TPPE(wiring.Component):
     result : Out(stream) payload ``o``: T signed accumulators O[t]; ``overflow`` flag
     pf : In(stream)      payload: mask address of A chunk 0 of the next row this TPPE will run;
                          taken when the walk unit is free. A ``new_row`` job after a taken ``pf``
-                         must be that row: it is accepted once the walk is done (``busy`` while
-                         walking); a ``new_row`` job without one starts cold (the L side walks)
+                         must be that row: it is accepted once the walk is done; a ``new_row``
+                         job without one starts cold (the L side walks)
     chunks : In          chunks per fiber of the running layer (1..chunks parameter)
     a_mask_addr/a_mask_data, b_mask_addr/b_mask_data: the F side reads ``lookahead`` consecutive
                          chunks (data = chunk addr + i at bits [i*W, (i+1)*W))
@@ -253,10 +253,10 @@ class TPPE(wiring.Component):
             # One memory per bank, each with one write port: the L side writes the resident row's
             # bank, the walk unit the other, never the same one (so each bank maps to LUT RAM).
             nb = 2 if self.prefetch else 1
-            l_wr = {"addr": Signal(range(span), name="l_wr_addr"), "data": Signal(W.bit_length(), name="l_wr_data"),
-                    "en": Signal(name="l_wr_en")}
-            k_wr = {"addr": Signal(range(span), name="k_wr_addr"), "data": Signal(W.bit_length(), name="k_wr_data"),
-                    "en": Signal(name="k_wr_en")}
+            def write_signals(who):
+                return {"addr": Signal(range(span), name=f"{who}_wr_addr"),
+                        "data": Signal(W.bit_length(), name=f"{who}_wr_data"), "en": Signal(name=f"{who}_wr_en")}
+            l_wr, k_wr = write_signals("l"), write_signals("k")  # L side, walk unit
             rd_addr = Signal(range(span))
             rd_data = []
             for b in range(nb):

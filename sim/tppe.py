@@ -384,12 +384,11 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
         # the group's banks (started with the previous group): one step per group.
         last = M - (G - 1) * P
         step = ends[:-1].max(axis=1)
+        lanes = np.full(G - 1, P)  # lanes that start a row in the next group
         if G > 1:
             step[-1] = ends[-2, :last].max()
-        walk_wait = np.maximum(0, pre - step)
-        lanes = np.full(G - 1, P)
-        if G > 1:
             lanes[-1] = last
+        walk_wait = np.maximum(0, pre - step)
         wait = int((walk_wait * lanes).sum())
         start = np.concatenate(([0], np.cumsum(step + walk_wait)))
         total = int((start[:, None] + ends).max())
