@@ -188,11 +188,17 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
     return obj
 
 
-def load(path: str | Path, cls=LoASConfig):
-    """Load a YAML file into `cls`; a bare name like 'loas' means sim/configs/loas.yaml."""
+def config_path(path: str | Path) -> Path:
+    """The file a config argument names: a path, or a bare name like 'loas' = sim/configs/loas.yaml."""
     p = Path(path)
     if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").exists():
         p = CONFIG_DIR / f"{path}.yaml"
+    return p
+
+
+def load(path: str | Path, cls=LoASConfig):
+    """Load a YAML file into `cls`; a bare name like 'loas' means sim/configs/loas.yaml."""
+    p = config_path(path)
     if not p.is_file():
         raise ConfigError(p, "<file>", "does not exist")
     try:
