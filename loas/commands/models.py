@@ -93,8 +93,8 @@ def cmd_prune(args) -> int:
     from pathlib import Path
 
     from models.checkpoint import build_from_meta, save_model
-    from models.prune import PruneConfig, round_path, run_lth
-    from models.train import default_device, load_checkpoint
+    from models.prune import PruneConfig, load_verified, round_path, run_lth
+    from models.train import default_device
 
     _setup(args)
     meta = _meta(args)
@@ -112,7 +112,7 @@ def cmd_prune(args) -> int:
     last = records[-1]
     if args.save:
         model = build_from_meta(meta)
-        model.load_state_dict(load_checkpoint(round_path(args.out, last["round"]))["model"])
+        model.load_state_dict(load_verified(round_path(args.out, last["round"]))["model"])
         recipe = {"prune": cfg.to_dict(), "dataset": args.dataset, "rounds": [
             {k: v for k, v in r.items() if k != "history"} for r in records]}
         save_model(model, meta, Path(args.save), record={
@@ -123,6 +123,17 @@ def cmd_prune(args) -> int:
     emit(args, {"rounds": [{k: v for k, v in r.items() if k != "history"} for r in records]},
           "\n".join(rows))
     return 0
+
+
+def _ck_dataset(args, ck) -> str:
+    """--dataset, or the dataset the checkpoint names (refused when it names none we know)."""
+    from loas.options import DATASETS
+
+    ds = args.dataset or ck["meta"].get("dataset")
+    if ds not in DATASETS:
+        raise UserError(f"{args.checkpoint}: field 'meta.dataset': {ds!r} is not one of {', '.join(DATASETS)}; "
+                        f"give --dataset")
+    return ds
 
 
 def _test_batches(args, ds, batch_size=500):
@@ -138,7 +149,7 @@ def cmd_profile(args) -> int:
 
     _setup(args)
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
-    ds = load_dataset(args.dataset or ck["meta"]["dataset"], args.data, "test").subset(args.test_subset)
+    ds = load_dataset(_ck_dataset(args, ck), args.data, "test").subset(args.test_subset)
     it, total = _test_batches(args, ds)
     rep = profile_model(model, it, progress=True, total=total)
     rep["checkpoint"] = str(args.checkpoint)
@@ -154,7 +165,7 @@ def cmd_finetune(args) -> int:
 
     _setup(args)
     model, ck = load_model(args.checkpoint)
-    args.dataset = args.dataset or ck["meta"]["dataset"]
+    args.dataset = _ck_dataset(args, ck)
     train_ds, test_ds = _load_data(args)
     cfg = _train_config(args)
     out = Path(args.out)
@@ -182,7 +193,7 @@ def cmd_export(args) -> int:
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
     meta = ck["meta"]
     name = args.name or Path(args.out).name
-    dataset = args.dataset or meta["dataset"]
+    dataset = _ck_dataset(args, ck)
     ds = load_dataset(dataset, args.data, "test")
     idx = slice(args.first, args.first + args.samples)
     images, labels = normalise(ds.images[idx], ds.name), ds.labels[idx]
