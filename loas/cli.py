@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if os.environ.get("LOAS_DEBUG"):
             raise
-        print(f"loas: error: {exc}", file=sys.stderr)
+        # one line, whatever a library's exception text embedded in the message looks like
+        print("loas: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("loas: interrupted", file=sys.stderr)

@@ -103,7 +103,9 @@ def read_prosperity(path) -> dict[str, list[torch.Tensor]]:
         with open(path, "rb") as f:
             obj = RestrictedUnpickler(f).load()
     except Exception as exc:
-        raise ProsperityFormatError(f"{path}: field 'pickle': refused or unreadable ({exc})") from None
+        why = next((ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()), str(exc).split("\n")[0])
+        raise ProsperityFormatError(f"{path}: field 'pickle': refused or unreadable "
+                                    f"({type(exc).__name__}: {why[:300]})") from None
     if not isinstance(obj, dict) or "Conv2d" not in obj:
         keys = sorted(map(repr, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ProsperityFormatError(f"{path}: field 'Conv2d': missing (found {keys})")
