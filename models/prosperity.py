@@ -35,8 +35,12 @@ class ProsperityFormatError(UserError):
 def _load_storage(data: bytes):
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError(f"storage payload must be bytes, got {type(data).__name__}")
-    # torch's own restricted unpickler: storages and tensors only, never arbitrary globals.
-    return torch.load(io.BytesIO(bytes(data)), weights_only=True)
+    # torch's own restricted unpickler: storages and tensors only, never arbitrary globals. Its
+    # warnings about odd pickle protocols of a damaged payload are not the user's news: the load
+    # fails or the checks below refuse the result.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(io.BytesIO(bytes(data)), weights_only=True)
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, *rest):
