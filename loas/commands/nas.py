@@ -8,7 +8,7 @@ import sys
 
 from loas.commands import add_json, emit, group
 from loas.options import (DATASETS, add_checkpoint, add_dataset, add_out, add_samples, add_seed, add_T,
-                          add_threads, add_training, positive)
+                          add_threads, add_training, int_range, positive)
 from sim.errors import UserError
 
 
@@ -16,10 +16,10 @@ def _net_args(p: argparse.ArgumentParser, cnt_mat: bool = True) -> None:
     if cnt_mat:
         p.add_argument("--cnt-mat", nargs="+", metavar="ROW", required=True,
                        help="cell connection matrix, 4 rows of 4 digits 0..4, e.g. 0302 0030 3003 0000")
-    p.add_argument("--channels", type=int, default=None,
+    p.add_argument("--channels", type=int_range(1, 4096), default=None,
                    help="cell1 channels C (default: 256 cifar10, 128 cifar100, 32 fashion-mnist)")
     add_T(p)
-    p.add_argument("--second-avgpooling", type=int, default=None,
+    p.add_argument("--second-avgpooling", type=int_range(1, 64), default=None,
                    help="pool size after cell2 (default: 4 cifar10, 2 otherwise)")
 
 
@@ -242,7 +242,8 @@ def register(subparsers) -> None:
     _net_args(p, cnt_mat=False)
     _data_args(p)
     p.add_argument("--num-search", type=int, default=5000, help="candidates to score")
-    p.add_argument("--batch-size", type=int, default=64, help="samples per scoring batch (kernel size)")
+    p.add_argument("--batch-size", type=int_range(1, 65536), default=64,
+                   help="samples per scoring batch (kernel size)")
     p.add_argument("--batches", type=int, default=2, help="batches the score is averaged over")
     add_seed(p, "seeds the candidates, their weights and the batches")
     p.add_argument("--top", type=int, default=10, help="ranked candidates to print")
