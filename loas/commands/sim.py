@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 from loas.commands import add_json
 
@@ -19,29 +21,43 @@ def register(sub):
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("compare", help="LoAS against every baseline; writes CSV, JSON and PNG plots")
-    p.add_argument("workload", help="a name under traces/ or a workload directory")
+    p.add_argument("workload", nargs="+", help="names under traces/ or workload directories (one report each)")
     p.add_argument("--layer", help="compare only this layer")
     p.add_argument("--designs", default="sparten,gospa,gamma,ptb,stellar",
                    help="comma-separated baselines (default: all)")
-    p.add_argument("--out", default="reports/compare", help="report directory (default reports/compare)")
+    p.add_argument("--out", default="reports/compare",
+                   help="report directory (default reports/compare; with several workloads, one "
+                        "subdirectory per workload)")
+    _engine(p)
     _common(p)
     add_json(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("sweep", help="design-space sweep in parallel worker processes")
+    p = sub.add_parser("sweep", help="design-space sweep on a Dask cluster (embedded by default); resumes")
     p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
                    help="a LoASConfig key (pes, timesteps or T, tile.m, buffer.capacity_kb, loop_order, ...) "
                         "or a synthetic-data key (weight_density, silent_ratio); repeat for a grid")
-    p.add_argument("--workload", help="trace workload (default: synthetic VGG16 at the paper's densities)")
-    p.add_argument("--layer", help="sweep only this layer (of the workload, or of the synthetic VGG16)")
+    p.add_argument("--workload", action="append", default=[],
+                   help="trace workload; repeat to sweep several (default: synthetic VGG16 at the paper's densities)")
+    p.add_argument("--layer", help="sweep only this layer (of each workload, or of the synthetic VGG16)")
     p.add_argument("--designs", default="sparten", help="baselines to compute speedups against (default sparten)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: min(4, CPUs))")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload")
-    p.add_argument("--out", default="reports/sweep", help="report directory (default reports/sweep)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="reports/sweep",
+                   help="report directory (default reports/sweep); finished points are kept in OUT/store "
+                        "and a rerun computes only the missing ones")
+    _engine(p)
     _common(p)
     add_json(p)
     p.set_defaults(func=cmd_sweep)
+
+
+def _engine(p):
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786; default: "
+                        "$LOAS_SCHEDULER, else an embedded local cluster)")
+    p.add_argument("--workers", "--jobs", dest="workers", type=int, default=None,
+                   help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _common(p):
@@ -95,34 +111,64 @@ def cmd_sim(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sim.report import check_timesteps, compare, run_design, workload_inputs, write_compare_report
+    from sim.report import check_timesteps, compare, compare_workloads, workload_inputs, write_compare_report
 
     cfg, econf = _configs(args)
     designs = _designs(args.designs)
-    inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
-    check_timesteps(inputs, cfg, args.config or "sim/configs/loas.yaml")
-    results = {d: run_design(d, inputs, cfg, econf) for d in ["loas", *designs]}
-    comp = compare(results)
-    meta = {"workload": str(args.workload), "sample": args.sample, "layers": [li.name for li in inputs]}
-    files = write_compare_report(args.out, results, comp, meta)
+    inputs = {}
+    for w in args.workload:
+        name = _unique(Path(str(w)).name, inputs)
+        inputs[name] = workload_inputs(w, sample=args.sample, layer=args.layer)
+        check_timesteps(inputs[name], cfg, args.config or "sim/configs/loas.yaml")
+    ran, failures = compare_workloads(inputs, designs, cfg, econf, progress=not args.no_progress,
+                                      scheduler=args.scheduler, workers=args.workers)
+    several = len(args.workload) > 1
+    reports = {}
+    for (name, lis), w in zip(inputs.items(), args.workload):
+        if name not in ran:
+            continue
+        results = ran[name]
+        comp = compare(results)
+        meta = {"workload": str(w), "sample": args.sample, "layers": [li.name for li in lis]}
+        out = Path(args.out) / name if several else Path(args.out)
+        reports[name] = (meta, comp, write_compare_report(out, results, comp, meta))
     if args.json:
-        short = {d: {k: v[k] for k in ("speedup", "energy_efficiency", "dram_ratio", "sram_ratio",
-                                         "mean_layer_speedup", "max_layer_speedup", "layers")}
-                 for d, v in comp["baselines"].items()}
-        print(json.dumps({**meta, "baselines": short, "loas": comp["loas"], "report": [str(f) for f in files]},
-                         indent=2))
-        return 0
-    print(f"LoAS vs baselines on {args.workload} (whole network; ratios are baseline / LoAS)")
-    print(f"{'baseline':<10}{'speedup':>9}{'energy eff.':>13}{'DRAM ratio':>12}{'SRAM ratio':>12}{'max layer':>11}")
-    for d, v in comp["baselines"].items():
-        print(f"{d:<10}{v['speedup']:>8.2f}x{v['energy_efficiency']:>12.2f}x{_fmt(v['dram_ratio']):>12}"
-              f"{_fmt(v['sram_ratio']):>12}{v['max_layer_speedup']:>10.2f}x")
-    print("per-layer speedup of LoAS:")
-    names = list(comp["baselines"])
-    print(f"{'layer':<10}" + "".join(f"{d:>10}" for d in names))
-    for i, li in enumerate(inputs):
-        print(f"{li.name:<10}" + "".join(f"{comp['baselines'][d]['layers'][i]['speedup']:>9.2f}x" for d in names))
-    print(f"report: {', '.join(str(f) for f in files)}")
+        docs = []
+        for meta, comp, files in reports.values():
+            short = {d: {k: v[k] for k in ("speedup", "energy_efficiency", "dram_ratio", "sram_ratio",
+                                             "mean_layer_speedup", "max_layer_speedup", "layers")}
+                     for d, v in comp["baselines"].items()}
+            docs.append({**meta, "baselines": short, "loas": comp["loas"], "report": [str(f) for f in files]})
+        doc = docs[0] if not several and docs else {"workloads": docs}
+        print(json.dumps({**doc, "failures": failures} if failures else doc, indent=2))
+        return 1 if failures else 0
+    for name, (meta, comp, files) in reports.items():
+        print(f"LoAS vs baselines on {meta['workload']} (whole network; ratios are baseline / LoAS)")
+        print(f"{'baseline':<10}{'speedup':>9}{'energy eff.':>13}{'DRAM ratio':>12}{'SRAM ratio':>12}{'max layer':>11}")
+        for d, v in comp["baselines"].items():
+            print(f"{d:<10}{v['speedup']:>8.2f}x{v['energy_efficiency']:>12.2f}x{_fmt(v['dram_ratio']):>12}"
+                  f"{_fmt(v['sram_ratio']):>12}{v['max_layer_speedup']:>10.2f}x")
+        print("per-layer speedup of LoAS:")
+        names = list(comp["baselines"])
+        print(f"{'layer':<10}" + "".join(f"{d:>10}" for d in names))
+        for i, layer in enumerate(meta["layers"]):
+            print(f"{layer:<10}" + "".join(f"{comp['baselines'][d]['layers'][i]['speedup']:>9.2f}x" for d in names))
+        print(f"report: {', '.join(str(f) for f in files)}")
+    return _failed(failures)
+
+
+def _unique(name: str, taken) -> str:
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}-{i}", i + 1
+    return out
+
+
+def _failed(failures) -> int:
+    """Exit status of a run on the engine: 1 (and a count on stderr) if some points failed."""
+    if failures:
+        print(f"loas: {len(failures)} point{'s' * (len(failures) > 1)} failed (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -132,22 +178,29 @@ def _fmt(v):
 
 def cmd_sweep(args) -> int:
     from sim.errors import UserError
-    from sim.report import default_jobs, parse_params, sweep, write_sweep_report
+    from sim.report import parse_params, sweep, write_sweep_report
 
-    cfg, _ = _configs(args)
+    cfg, econf = _configs(args)
     if not args.param:
         raise UserError("--param: give at least one, e.g. --param pes=4,8,16")
     params = parse_params(args.param)
     designs = ["loas", *_designs(args.designs)]
-    rows = sweep(params, base=cfg, designs=designs, workload=args.workload, sample=args.sample,
-                 jobs=args.jobs or default_jobs(), seed=args.seed, layer=args.layer, progress=not args.no_progress)
-    files = write_sweep_report(args.out, rows, params)
+    res = sweep(params, base=cfg, designs=designs, workloads=args.workload, sample=args.sample, seed=args.seed,
+                layer=args.layer, progress=not args.no_progress, out=args.out, econf=econf,
+                scheduler=args.scheduler, workers=args.workers)
+    rows = res.rows
+    files = write_sweep_report(args.out, rows, params, res.failures) if rows else []
     if args.json:
-        print(json.dumps({"params": params, "rows": rows, "report": [str(f) for f in files]}, indent=2))
-        return 0
-    keys = list(rows[0])
-    print("  ".join(f"{k:>14}" for k in keys))
-    for r in rows:
-        print("  ".join(f"{v:>14.4g}" if isinstance(v, float) else f"{str(v):>14}" for v in r.values()))
-    print(f"report: {', '.join(str(f) for f in files)}")
-    return 0
+        print(json.dumps({"params": params, "rows": rows, "failures": res.failures, "computed": res.computed,
+                          "cached": res.cached, "report": [str(f) for f in files]}, indent=2))
+        return 1 if res.failures else 0
+    if rows:
+        keys = list(rows[0])
+        print("  ".join(f"{k:>14}" for k in keys))
+        for r in rows:
+            print("  ".join(f"{v:>14.4g}" if isinstance(v, float) else f"{str(v):>14}" for v in r.values()))
+    print(f"{res.computed} layer points computed, {res.cached} from {Path(args.out) / 'store'}, "
+          f"{len(res.failures)} failed ({res.seconds:.1f} s)")
+    if files:
+        print(f"report: {', '.join(str(f) for f in files)}")
+    return _failed(res.failures)
