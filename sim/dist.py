@@ -101,7 +101,7 @@ def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: b
 
     Raises :class:`UserError` if the scheduler cannot be reached, shows no worker within
     ``WORKER_WAIT_S``, or a worker runs another version of the simulator."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     cluster = None
     if scheduler:
@@ -121,8 +121,7 @@ def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: b
         if not quiet:
             print(f"starting a local Dask cluster ({n} worker process{'es' * (n > 1)}) ...", file=sys.stderr,
                   flush=True)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = local_cluster(n)
         client = Client(cluster)
     try:
         if scheduler:
@@ -136,6 +135,17 @@ def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: b
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def local_cluster(workers: int):
+    """The embedded cluster: ``workers`` single-threaded worker processes on 127.0.0.1, no dashboard
+    (the scheduler's HTTP endpoint, which it always opens, on a free loopback port rather than on
+    8787, which another cluster on this machine may hold)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                        silence_logs=logging.ERROR)
 
 
 def _check_workers(client, scheduler) -> None:
@@ -203,18 +213,22 @@ def run(client, tasks: list[Task], *, store: "ResultStore | None" = None, progre
         shared = list({id(a): a for t in by_key.values() for a in t.args if isinstance(a, Shared)}.values())
         if shared and progress:
             bar.set_postfix_str(f"sending {len(shared)} operand sets to the workers")
-        scattered = dict(zip(map(id, shared), client.scatter([s.value for s in shared]))) if shared else {}
+        # On every worker: a worker lost with the only copy would cancel every point that needs it.
+        scattered = dict(zip(map(id, shared), client.scatter([s.value for s in shared], broadcast=True))) \
+            if shared else {}
         bar.set_postfix_str("")
         futs = [client.submit(t.fn, *[scattered[id(a)] if isinstance(a, Shared) else a for a in t.args],
                               key=f"loas-{desc}-{k}", pure=False) for k, t in by_key.items()]
         for fut in as_completed(futs):
             k = fut.key[len(f"loas-{desc}-"):]
-            if fut.status == "error":
-                exc = fut.exception()
-                label = by_key[k].label
-                failures.append({"label": label, "error": f"{type(exc).__name__}: {exc}"})
-                bar.write(f"loas: {desc}: point {_fmt_label(label)} failed: {type(exc).__name__}: {exc}",
-                          file=sys.stderr)
+            if fut.status != "finished":  # raised, or cancelled (e.g. its workers all lost)
+                try:
+                    exc = fut.exception()
+                except Exception as e:  # noqa: BLE001 -- a cancelled future raises its reason here
+                    exc = e
+                label, err = by_key[k].label, f"{type(exc).__name__}: {exc}"
+                failures.append({"label": label, "error": err})
+                bar.write(f"loas: {desc}: point {_fmt_label(label)} failed: {err}", file=sys.stderr)
             else:
                 res = fut.result()
                 if store is not None:
