@@ -110,8 +110,10 @@ def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: b
                             "(or LOAS_SCHEDULER) has its own workers")
         if not quiet:
             print(f"connecting to the Dask scheduler at {scheduler} ...", file=sys.stderr, flush=True)
-        try:
-            client = Client(scheduler, timeout="10s")
+        import dask
+
+        try:  # Dask's own connect timeout (distributed.comm.timeouts.connect, default 30 s)
+            client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     else:
@@ -219,26 +221,28 @@ def run(client, tasks: list[Task], *, store: "ResultStore | None" = None, progre
         bar.set_postfix_str("")
         futs = [client.submit(t.fn, *[scattered[id(a)] if isinstance(a, Shared) else a for a in t.args],
                               key=f"loas-{desc}-{k}", pure=False) for k, t in by_key.items()]
-        for fut in as_completed(futs):
-            k = fut.key[len(f"loas-{desc}-"):]
-            if fut.status != "finished":  # raised, or cancelled (e.g. its workers all lost)
-                try:
-                    exc = fut.exception()
-                except Exception as e:  # noqa: BLE001 -- a cancelled future raises its reason here
-                    exc = e
-                label, err = by_key[k].label, f"{type(exc).__name__}: {exc}"
-                failures.append({"label": label, "error": err})
-                bar.write(f"loas: {desc}: point {_fmt_label(label)} failed: {err}", file=sys.stderr)
-            else:
-                res = fut.result()
-                if store is not None:
-                    store.put(k, res)
-                results[k] = res
-            fut.release()
-            bar.update()
+        # Batches: whatever finished since the last look, so that many short points cost one store
+        # write, while a point that takes a while is still stored the moment it is done.
+        for batch in as_completed(futs, with_results=True, raise_errors=False).batches():
+            done = {}
+            for fut, res in batch:
+                k = fut.key[len(f"loas-{desc}-"):]
+                if fut.status == "finished":
+                    done[k] = res
+                else:  # raised ((type, exc, tb)) or cancelled (e.g. all its workers lost)
+                    exc = res[1] if isinstance(res, tuple) else res
+                    label, err = by_key[k].label, f"{type(exc).__name__}: {exc}"
+                    failures.append({"label": label, "error": err})
+                    bar.write(f"loas: {desc}: point {_fmt_label(label)} failed: {err}", file=sys.stderr)
+                fut.release()
+            if done and store is not None:
+                store.put_many(done)
+            results.update(done)
+            bar.update(len(batch))
     bar.close()
-    if store is not None:  # every result, fresh or not, as the store has it
-        results = store.get_many([k for k in dict.fromkeys(t.key for t in tasks) if k in store])
+    if store is not None:  # every result, fresh or not, as the store's files have it
+        again = ResultStore(store.dir)
+        results = again.get_many([k for k in dict.fromkeys(t.key for t in tasks) if k in again])
     return Outcome(results, failures, len(by_key) - len(failures), cached, time.perf_counter() - t0)
 
 
@@ -261,38 +265,38 @@ def _fmt_label(label: dict) -> str:
 
 
 class ResultStore:
-    """Finished points as one Parquet file each, ``<dir>/<key>.parquet``, written atomically.
-
-    A result is a flat mapping of column name to a scalar (int, float, str, bool or None). Files
-    are written through the trace writer's temp-file-then-rename, so a killed run leaves either a
-    whole point or none."""
+    """Finished points in Parquet files under ``directory``: each file one batch of points (a key
+    column and the points' flat results: int, float, str, bool), written atomically through the
+    trace writer's temp-file-then-rename, never changed afterwards. A killed run leaves whole
+    files only; runs writing the same store at once write different files."""
 
     def __init__(self, directory):
+        import pyarrow.parquet as pq
+
         self.dir = Path(directory)
-        self._keys = {p.stem for p in self.dir.glob("*.parquet")} if self.dir.is_dir() else set()
+        self._rows = {}
+        for f in sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else ():
+            for row in pq.read_table(f).to_pylist():
+                self._rows[row.pop("key")] = row
 
     def __contains__(self, key: str) -> bool:
-        return key in self._keys
+        return key in self._rows
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._rows)
 
-    def put(self, key: str, row: dict) -> None:
+    def put_many(self, rows: dict) -> Path:
+        """Write ``{key: row}`` as one new file; returns its path."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from sim.trace import _atomic_write
 
-        table = pa.Table.from_pylist([{"key": key, **row}])
-        _atomic_write(self.dir / f"{key}.parquet", lambda f: pq.write_table(table, f))
-        self._keys.add(key)
+        table = pa.Table.from_pylist([{"key": k, **r} for k, r in rows.items()])
+        path = self.dir / f"{digest(sorted(rows), time.time_ns(), os.getpid())}.parquet"
+        _atomic_write(path, lambda f: pq.write_table(table, f))
+        self._rows.update(rows)
+        return path
 
     def get_many(self, keys: list[str]) -> dict:
-        import pyarrow.parquet as pq
-
-        out = {}
-        for k in keys:
-            row = pq.read_table(self.dir / f"{k}.parquet").to_pylist()[0]
-            row.pop("key", None)
-            out[k] = row
-        return out
+        return {k: dict(self._rows[k]) for k in keys}
