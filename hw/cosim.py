@@ -92,25 +92,48 @@ def _kick_comb_blocks(text: str) -> str:
     return _KICK_RE.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n{m.group(1)}initial #0 {m.group(2)} = 1;", text)
 
 
+def top_ports(component) -> dict:
+    """The top-level ports of a component as ``verilog.convert`` derives them from its signature,
+    without constant members (the ``en`` of a combinational memory read port is ``Const(1)``: no
+    port; a block whose signature has such members can then still be a top)."""
+    from amaranth.hdl import Const, Value, ValueCastable
+    from amaranth.hdl._ir import PortDirection
+    from amaranth.lib import wiring
+
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if isinstance(value, Value) and not isinstance(value, Const):
+            ports["__".join(map(str, path))] = (value, PortDirection.Input if member.flow == wiring.In
+                                                else PortDirection.Output)
+    return ports
+
+
 def to_verilog(component, name: str) -> str:
     from amaranth.back import verilog
 
-    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False))
+    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False, ports=top_ports(component)))
 
 
-def _hw_digest() -> str:
-    """Digest of the hw/ sources: a change to the RTL invalidates every cached build."""
+def _rtl_digest() -> str:
+    """Digest of everything the generated Verilog depends on: the hw/ RTL sources, the parameter
+    objects (sim/params.py), sim.fibers.MAX_T (the T range) and the Amaranth version."""
+    import amaranth
+
+    from sim.fibers import MAX_T
+
     h = hashlib.sha256()
-    for f in sorted((ROOT / "hw").glob("*.py")):
-        if f.name in ("cosim.py", "host.py", "blocks.py", "__init__.py"):
-            continue  # not RTL
+    files = [f for f in sorted((ROOT / "hw").glob("*.py")) if f.name not in ("cosim.py", "host.py", "blocks.py", "__init__.py")]
+    for f in files + [ROOT / "sim" / "params.py"]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
+    h.update(f"MAX_T={MAX_T} amaranth={amaranth.__version__}".encode())
     return h.hexdigest()
 
 
 def _key(kind: str, params: dict, waves: bool) -> str:
-    h = hashlib.sha256(json.dumps([kind, params, waves, _hw_digest()], sort_keys=True).encode()).hexdigest()[:12]
+    h = hashlib.sha256(json.dumps([kind, params, waves, _rtl_digest()], sort_keys=True).encode()).hexdigest()[:12]
     return f"{kind}-{h}{'-waves' if waves else ''}"
 
 
@@ -131,8 +154,9 @@ def _top_ports_only(runner) -> None:
     runner._build_command = build_command
 
 
-def build(kind: str, component_factory, params: dict, simulator: str = "verilator", waves: bool = False) -> Path:
-    """Build (once) the design ``component_factory(**params)`` as top ``kind``; return the build dir."""
+def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bool = False) -> Path:
+    """Build (once) the design ``make()`` as top ``kind``; ``params`` (JSON) names it in the build
+    cache together with the RTL sources (:func:`_rtl_digest`); return the build dir."""
     from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
@@ -151,16 +175,16 @@ def build(kind: str, component_factory, params: dict, simulator: str = "verilato
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stamp.exists():
             return bdir
-        _build_locked(kind, component_factory, params, simulator, waves, bdir)
+        _build_locked(kind, make, params, simulator, waves, bdir)
     return bdir
 
 
-def _build_locked(kind, component_factory, params, simulator, waves, bdir) -> None:
+def _build_locked(kind, make, params, simulator, waves, bdir) -> None:
     from cocotb_tools.runner import get_runner
 
     stamp = bdir / ".built"
     src = bdir / f"{kind}.v"
-    text = to_verilog(component_factory(**params), kind)
+    text = to_verilog(make(), kind)
     if simulator == "icarus":
         text = _kick_comb_blocks(text)
     src.write_text(text)
@@ -185,34 +209,41 @@ def _build_locked(kind, component_factory, params, simulator, waves, bdir) -> No
     stamp.write_text(json.dumps(params))
 
 
-def run_core(words, weights, bias, lif, T: int, n_mask: int, params: dict, *,
+def run_core(words, weights, bias, lif, n_mask: int, params, cap, *,
              simulator: str = "verilator", waves: bool = False, seed: int = 0,
              idle: float = 0.0, backpressure: float = 0.0) -> dict:
-    """Run one layer through the core under cocotb; return the testbench's result dict.
+    """Run one layer through the core ``Core(params, cap)`` under cocotb; return the testbench's
+    result dict (``rtl_cycles``, ``sim_wall_s``, ``build_s``) with ``collector``, a
+    :class:`hw.host.Collector` of every output beat.
 
     ``idle`` inserts random idle cycles into the memory load stream, ``backpressure`` deasserts
-    ``out.ready`` at random (both seeded) -- the cycle count then includes the sink's stalls.
+    each lane's ``out.ready`` at random (both seeded) -- the cycle count then includes the sink's
+    stalls. The testbench fails (RuntimeError here) on a wrong or missing output word.
     """
+    import dataclasses
+
     from cocotb_tools.runner import get_runner
     from cocotb_tools.check_results import get_results
 
     from hw.core import Core
-    from hw.host import load_image
+    from hw.host import Collector, load_image
 
+    spec = {"params": dataclasses.asdict(params), "cap": dataclasses.asdict(cap)}
     t0 = time.perf_counter()
-    bdir = build("loas_core", Core, params, simulator, waves)
+    bdir = build("loas_core", lambda: Core(params, cap), spec, simulator, waves)
     t_build = time.perf_counter() - t0
-    image = np.array(load_image(words, weights, bias, params["chunk_bits"]), dtype=object)
+    image = np.array(load_image(words, weights, bias, params), dtype=object)
     with tempfile.TemporaryDirectory(prefix="cosim-", dir=bdir) as tmp:
         tmp = Path(tmp)
         inp = tmp / "in.json"
         outp = tmp / "out.json"
         inp.write_text(json.dumps({
-            "params": params, "image": [[int(a), int(b), str(int(c))] for a, b, c in image],
+            **spec, "image": [[int(a), int(b), str(int(c))] for a, b, c in image],
             "threshold": int(lif.threshold), "decay_shift": int(lif.decay_shift), "n_mask": int(n_mask),
             "seed": seed, "idle": idle, "backpressure": backpressure,
             "rows": int(words.shape[0]), "cols": int(weights.shape[1]),
-            "chunks": -(-int(words.shape[1]) // params["chunk_bits"]),
+            "chunks": params.chunks(words.shape[1]), "T": params.timesteps,
+            "golden": _golden(words, weights, bias, lif, params.timesteps, n_mask),
         }))
         runner = get_runner(simulator)
         if simulator == "verilator":
@@ -235,4 +266,17 @@ def run_core(words, weights, bias, lif, T: int, n_mask: int, params: dict, *,
             for f in list(bdir.glob("*.fst")) + list(bdir.glob("*.vcd")):
                 res.setdefault("wave_files", []).append(str(f))
     res["build_s"] = t_build
+    col = Collector(words.shape[0], weights.shape[1], params.pes)
+    for lane, beat in res.pop("beats"):
+        col.beat(lane, *beat)
+    res["collector"] = col
     return res
+
+
+def _golden(words, weights, bias, lif, T, n_mask) -> dict:
+    """The golden model's output words and packed output fibers, for the testbench's own scoreboard."""
+    from sim.golden import run_layer
+
+    g = run_layer(words, weights, bias, lif, T, n_mask=n_mask)
+    return {"words": g.out_words.astype(int).tolist(),
+            "packed": [[int(v) for v in g.out_fiber.fiber_values(r)] for r in range(words.shape[0])]}

@@ -20,20 +20,21 @@ from sim.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def _is_pow2(v: int) -> bool:
-    return v > 0 and not v & (v - 1)
-
-
 @dataclass(frozen=True)
 class TileConfig:
-    """Tile sizes of the mntk loop nest (spec/loas.md section 8)."""
+    """Tile sizes of the mntk loop nest (spec/loas.md section 8): ``m`` spike rows and ``n`` weight
+    columns resident per tile (K is never tiled: a TPPE walks whole fibers)."""
 
     m: int = 16
-    k: int = 128
     n: int = 32
+    #: keys older files set that no model reads: key -> why (a clear error instead of "unknown key")
+    REMOVED = {"k": "K is not tiled (a TPPE walks whole fibers); delete the key"}
+
+    def __post_init__(self):
+        self.check()
 
     def check(self):
-        for name in ("m", "k", "n"):
+        for name in ("m", "n"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
@@ -44,11 +45,14 @@ class BufferConfig:
 
     capacity_kb: int = 256
     banks: int = 16
-    ways: int = 16
     line_bytes: int = 32
+    REMOVED = {"ways": "the buffer model has no associativity (sim/memory.py); delete the key"}
+
+    def __post_init__(self):
+        self.check()
 
     def check(self):
-        for name in ("capacity_kb", "banks", "ways", "line_bytes"):
+        for name in ("capacity_kb", "banks", "line_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
 
@@ -65,8 +69,9 @@ class LoASConfig:
     laggy_adders : int      adders of the A-side laggy prefix-sum (divides chunk_bits)
     fifo_depth : int        depth of FIFO-mp and FIFO-B
     weight_bits : int       weight width
-    acc_bits : int | None   accumulator width; None = derived from max_k so overflow is impossible
-    max_k : int             largest K the datapath is sized for
+    acc_bits : int | None   TPPE accumulator width (hw CoreParams.acc_bits); None = derived from the
+                            build's largest K so that no sum can overflow; narrower sets the
+                            results' overflow flag
     loop_order : str        'mntk' (LoAS) or 'nmtk' (ablation)
     schedule : str          TPPE lanes: 'lockstep' (the paper's: all on one column, one broadcast B
                             fiber, a step costs the slowest lane) or 'dynamic' (ours: each lane runs
@@ -84,7 +89,8 @@ class LoASConfig:
 
     Raises
     ------
-    ConfigError (from :func:`load`) or ValueError (direct construction) on an invalid value.
+    ConfigError (from :func:`load`) or ValueError / TypeError (direct construction) on an invalid
+    value; the core's fields are checked by :class:`sim.params.CoreParams` (their one definition).
     """
 
     pes: int = 16
@@ -94,7 +100,6 @@ class LoASConfig:
     fifo_depth: int = 8
     weight_bits: int = 8
     acc_bits: typing.Optional[int] = None
-    max_k: int = 4608
     loop_order: str = "mntk"
     schedule: str = "lockstep"
     lookahead: int = 4
@@ -104,34 +109,17 @@ class LoASConfig:
     dram_gbps: float = 128.0
     tile: TileConfig = field(default_factory=TileConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    REMOVED = {"max_k": "the datapath is sized per build from the layers it holds (hw Capacity); delete the key"}
+
+    def __post_init__(self):
+        self.check()
 
     def check(self):
-        if self.pes < 1:
-            raise ValueError(f"pes: must be >= 1, got {self.pes}")
-        if not 1 <= self.timesteps <= 16:
-            raise ValueError(f"timesteps: must be in 1..16, got {self.timesteps}")
-        if not _is_pow2(self.chunk_bits):
-            raise ValueError(f"chunk_bits: must be a power of two, got {self.chunk_bits}")
-        if self.laggy_adders < 1 or self.chunk_bits % self.laggy_adders:
-            raise ValueError(f"laggy_adders: must divide chunk_bits={self.chunk_bits}, got {self.laggy_adders}")
-        if self.fifo_depth < 1:
-            raise ValueError(f"fifo_depth: must be >= 1, got {self.fifo_depth}")
-        if not 2 <= self.weight_bits <= 16:
-            raise ValueError(f"weight_bits: must be in 2..16, got {self.weight_bits}")
-        if self.acc_bits is not None and not self.weight_bits < self.acc_bits <= 64:
-            raise ValueError(f"acc_bits: must be in {self.weight_bits + 1}..64, got {self.acc_bits}")
-        if self.max_k < 1:
-            raise ValueError(f"max_k: must be >= 1, got {self.max_k}")
+        from sim.params import CoreParams
+
+        CoreParams.from_config(self)  # pes, timesteps, chunk_bits, ..., acc_bits: their one check
         if self.loop_order not in ("mntk", "nmtk"):
             raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
-        if self.schedule not in ("lockstep", "dynamic"):
-            raise ValueError(f"schedule: must be 'lockstep' or 'dynamic', got {self.schedule!r}")
-        if not 1 <= self.lookahead <= 16:
-            raise ValueError(f"lookahead: must be in 1..16, got {self.lookahead}")
-        if not 1 <= self.result_slots <= 8:
-            raise ValueError(f"result_slots: must be in 1..8, got {self.result_slots}")
-        if not isinstance(self.row_prefetch, bool):
-            raise ValueError(f"row_prefetch: must be true or false, got {self.row_prefetch!r}")
         if self.clock_mhz <= 0 or self.dram_gbps <= 0:
             raise ValueError("clock_mhz and dram_gbps: must be > 0")
 
@@ -160,6 +148,9 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
         raise ConfigError(path, prefix.rstrip(".") or "<root>", f"must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name in getattr(cls, "REMOVED", {}):
+            raise ConfigError(path, prefix + str(name), f"no longer a setting: {cls.REMOVED[name]}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(path, prefix + str(unknown[0]), f"unknown key (known: {', '.join(fields)})")
@@ -175,17 +166,16 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
         else:
             kwargs[name] = float(value) if typ is float else value
     try:
-        obj = cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(path, prefix or "<root>", str(exc)) from None
-    try:
+        obj = cls(**kwargs)  # the config classes here validate in __post_init__
         if hasattr(obj, "check"):
             obj.check()
-    except ValueError as exc:
+        return obj
+    except (TypeError, ValueError) as exc:
         msg = str(exc)
         name, _, problem = msg.partition(": ")
-        raise ConfigError(path, prefix + name if problem else prefix or "<root>", problem or msg) from None
-    return obj
+        if problem and name in fields:
+            raise ConfigError(path, prefix + name, problem) from None
+        raise ConfigError(path, prefix or "<root>", msg) from None
 
 
 def load(path: str | Path, cls=LoASConfig):

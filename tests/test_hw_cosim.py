@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from hw.cosim import run_core, simulator_available
-from hw.host import Collector, check, core_params
+from hw.host import check
 from sim.config import LoASConfig
+from sim.params import Capacity, CoreParams
 from sim.golden import LIFParams
 from sim.synthetic import random_layer
 from sim.trace import Geometry, im2col
@@ -34,15 +35,13 @@ def _layer(seed, g, silent=0.75, density=0.04, n_mask=1):
 
 def _run(words, weights, bias, lif, n_mask, *, simulator, pes, idle=0.0, backpressure=0.0, seed=0,
          schedule="lockstep"):
-    params = core_params(words, weights, pes=pes, T=4, bias=bias, exact=True, schedule=schedule)
+    params = CoreParams(pes=pes, timesteps=4, schedule=schedule)
     # Fixed capacities per test so all cases of a test share one build.
-    params.update(rows=64, cols=16, k=288, a_nnz=64 * 288, b_nnz=288 * 16)
-    res = run_core(words, weights, bias, lif, 4, n_mask, params, simulator=simulator, seed=seed,
+    cap = Capacity.fit(words, weights, bias, exact=True).replace(rows=64, cols=16, k=288, a_nnz=64 * 288,
+                                                                 b_nnz=288 * 16)
+    res = run_core(words, weights, bias, lif, n_mask, params, cap, simulator=simulator, seed=seed,
                    idle=idle, backpressure=backpressure)
-    col = Collector(words.shape[0], weights.shape[1], pes)
-    for lanes in res["beats"]:
-        col.beat(lanes)
-    return res, col
+    return res, res["collector"]
 
 
 @pytest.mark.parametrize("schedule", ["lockstep", "dynamic"])
