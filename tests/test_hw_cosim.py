@@ -87,3 +87,30 @@ def test_core_all_silent_layer_back_to_back_beats():
     assert chk.match, chk.mismatches
     assert not col.errors and col.seen.all()
     assert res["rtl_cycles"] == core_cycles(words, weights, LoASConfig(pes=4)).total
+
+
+def _run_level(level, words, weights, bias, lif, n_mask, params, cap):
+    """One layer at one level of the design: Amaranth's simulator or a cocotb simulator (the two
+    host back ends share Collector and check)."""
+    if level == "amaranth":
+        from hw.amsim import run_core_sim
+
+        res = run_core_sim(words, weights, bias, lif, n_mask, params, cap)
+        assert not res["stream_errors"], res["stream_errors"][:5]
+        return res
+    return run_core(words, weights, bias, lif, n_mask, params, cap, simulator=level)
+
+
+@pytest.mark.parametrize("level", ["amaranth"] + SIMS)
+def test_levels_agree(level):
+    """The same layer at every level: golden model (outputs), cycle model (cycles), Amaranth's
+    simulator, Verilator, Icarus (the builds of test_core_layer_trace, so no new build)."""
+    g = Geometry(c_in=16, h=4, w=4, kernel=3, stride=1, padding=1, c_out=6)  # M=16, K=144, N=6
+    words, weights, bias, lif, n_mask = _layer(5, g)
+    params = CoreParams(pes=4, timesteps=4)
+    cap = Capacity.fit(words, weights, bias, exact=True).replace(rows=64, cols=16, k=288, a_nnz=64 * 288,
+                                                                 b_nnz=288 * 16)
+    res = _run_level(level, words, weights, bias, lif, n_mask, params, cap)
+    chk = check(res["collector"], words, weights, bias, lif, 4, n_mask)
+    assert chk.match, chk.mismatches
+    assert res["rtl_cycles"] == core_cycles(words, weights, params).total
