@@ -63,6 +63,21 @@ def _bits(v) -> int:
         return Const.cast(v).value  # a data.Const of a struct/array layout
 
 
+async def load_memories(ctx, load, image, rng=None, idle: float = 0.0):
+    """Source of the ``load`` stream: the image's (sel, addr, data) words, one per cycle, with
+    idle cycles (valid low) at random when ``idle`` > 0."""
+    for sel, addr, val in image:
+        while idle and rng.random() < idle:
+            ctx.set(load.valid, 0)
+            await ctx.tick()
+        ctx.set(load.payload.sel, sel)
+        ctx.set(load.payload.addr, addr)
+        ctx.set(load.payload.data, val)
+        ctx.set(load.valid, 1)
+        await ctx.tick()
+    ctx.set(load.valid, 0)
+
+
 def run_core_sim(words, weights, bias, lif, n_mask: int, params, cap, *, seed: int = 0,
                  idle: float = 0.0, backpressure: float = 0.0, check_streams: bool = True) -> dict:
     """Run one layer through ``Core(params, cap)`` in Amaranth's simulator; like
@@ -82,16 +97,7 @@ def run_core_sim(words, weights, bias, lif, n_mask: int, params, cap, *, seed: i
     budget = M * N * (C * params.chunk_bits * 4 + 64) + 10_000
 
     async def tb(ctx):
-        for sel, addr, val in image:
-            while idle and rng.random() < idle:
-                ctx.set(dut.load.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.load.payload.sel, sel)
-            ctx.set(dut.load.payload.addr, addr)
-            ctx.set(dut.load.payload.data, val)
-            ctx.set(dut.load.valid, 1)
-            await ctx.tick()
-        ctx.set(dut.load.valid, 0)
+        await load_memories(ctx, dut.load, image, rng, idle)
         for port, v in ((dut.threshold, lif.threshold), (dut.decay_shift, lif.decay_shift), (dut.n_mask, n_mask),
                         (dut.rows, M), (dut.cols, N), (dut.chunks, C), (dut.start, 1)):
             ctx.set(port, v)

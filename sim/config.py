@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from sim.errors import ConfigError
+from sim.params import CoreParams
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -58,53 +59,26 @@ class BufferConfig:
 
 
 @dataclass(frozen=True)
-class LoASConfig:
+class LoASConfig(CoreParams):
     """LoAS accelerator parameters (defaults: the paper's Table III, spec/loas.md section 6).
 
     Parameters
     ----------
-    pes : int               number of TPPEs (P)
-    timesteps : int         T the hardware is built for (1..16)
-    chunk_bits : int        bitmask chunk width (power of two)
-    laggy_adders : int      adders of the A-side laggy prefix-sum (divides chunk_bits)
-    fifo_depth : int        depth of FIFO-mp and FIFO-B
-    weight_bits : int       weight width
-    acc_bits : int | None   TPPE accumulator width (hw CoreParams.acc_bits); None = derived from the
-                            build's largest K so that no sum can overflow; narrower sets the
-                            results' overflow flag
+    (core)                  every field of :class:`sim.params.CoreParams` (pes, timesteps,
+                            chunk_bits, weight_bits, laggy_adders, fifo_depth, lookahead,
+                            result_slots, seg_cache, row_prefetch, schedule, acc_bits): their one
+                            definition, defaults and checks
     loop_order : str        'mntk' (LoAS) or 'nmtk' (ablation)
-    schedule : str          TPPE lanes: 'lockstep' (the paper's: all on one column, one broadcast B
-                            fiber, a step costs the slowest lane) or 'dynamic' (ours: each lane runs
-                            its row's columns back to back and takes the next free row; B fibers
-                            read per lane) -- hw/README.md "Core"
-    lookahead : int         chunk pairs a TPPE's F side examines per cycle (1..16; hw TPPE
-                            ``lookahead``)
-    result_slots : int      jobs a TPPE keeps whose F side has ended while the L side finishes their
-                            corrections (1..8; hw TPPE ``result_slots``): the F side runs up to this
-                            many jobs ahead of the corrections
-    row_prefetch : bool     a TPPE's walk unit fills a second segment-base bank with the lane's next
-                            row while the current one runs (hw TPPE ``row_prefetch``; ours)
     clock_mhz, dram_gbps    clock and DRAM bandwidth
     tile, buffer            see TileConfig, BufferConfig
 
     Raises
     ------
     ConfigError (from :func:`load`) or ValueError / TypeError (direct construction) on an invalid
-    value; the core's fields are checked by :class:`sim.params.CoreParams` (their one definition).
+    value.
     """
 
-    pes: int = 16
-    timesteps: int = 4
-    chunk_bits: int = 128
-    laggy_adders: int = 16
-    fifo_depth: int = 8
-    weight_bits: int = 8
-    acc_bits: typing.Optional[int] = None
     loop_order: str = "mntk"
-    schedule: str = "lockstep"
-    lookahead: int = 4
-    result_slots: int = 4
-    row_prefetch: bool = True
     clock_mhz: float = 800.0
     dram_gbps: float = 128.0
     tile: TileConfig = field(default_factory=TileConfig)
@@ -112,12 +86,10 @@ class LoASConfig:
     REMOVED = {"max_k": "the datapath is sized per build from the layers it holds (hw Capacity); delete the key"}
 
     def __post_init__(self):
+        super().__post_init__()
         self.check()
 
     def check(self):
-        from sim.params import CoreParams
-
-        CoreParams.from_config(self)  # pes, timesteps, chunk_bits, ..., acc_bits: their one check
         if self.loop_order not in ("mntk", "nmtk"):
             raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
         if self.clock_mhz <= 0 or self.dram_gbps <= 0:

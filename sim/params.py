@@ -11,6 +11,7 @@ turns that into a :class:`~sim.errors.ConfigError` naming the file and key).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +98,7 @@ class CoreParams:
     seg_cache: bool = True
     row_prefetch: bool = True
     schedule: str = "lockstep"
-    acc_bits: int | None = None
+    acc_bits: typing.Optional[int] = None
 
     def __post_init__(self):
         check_int("pes", self.pes, lo=1)
@@ -118,9 +119,8 @@ class CoreParams:
     @classmethod
     def from_config(cls, cfg, **override) -> "CoreParams":
         """The core of a :class:`~sim.config.LoASConfig` (its fields of the same names), with
-        ``override`` replacing some (validated again); fields the config does not have (``seg_cache``)
-        keep their defaults."""
-        names = [f.name for f in dataclasses.fields(cls) if hasattr(cfg, f.name)]
+        ``override`` replacing some (validated again)."""
+        names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{**{n: getattr(cfg, n) for n in names}, **override})
 
     def replace(self, **kw) -> "CoreParams":

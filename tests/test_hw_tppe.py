@@ -10,7 +10,7 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from hw.amsim import StreamChecker, streams
+from hw.amsim import StreamChecker, load_memories, streams
 from hw.core import CoreMemories
 from hw.host import load_image
 from hw.tppe import TPPE
@@ -39,13 +39,7 @@ def run_tppe(words, weights, bias, params, cap):
     got = {}
 
     async def tb(ctx):
-        for sel, addr, val in load_image(words, weights, bias, params):
-            ctx.set(mems.load.payload.sel, sel)
-            ctx.set(mems.load.payload.addr, addr)
-            ctx.set(mems.load.payload.data, val)
-            ctx.set(mems.load.valid, 1)
-            await ctx.tick()
-        ctx.set(mems.load.valid, 0)
+        await load_memories(ctx, mems.load, load_image(words, weights, bias, params))
         ctx.set(tppe.chunks, C)
         ctx.set(tppe.result.ready, 1)
         pending = list(jobs)
