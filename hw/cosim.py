@@ -97,35 +97,40 @@ def top_ports(component) -> dict:
     without constant members (the ``en`` of a combinational memory read port is ``Const(1)``: no
     port; a block whose signature has such members can then still be a top)."""
     from amaranth.hdl import Const, Value, ValueCastable
-    from amaranth.hdl._ir import PortDirection
-    from amaranth.lib import wiring
 
     ports = {}
     for path, member, value in component.signature.flatten(component):
         if isinstance(value, ValueCastable):
             value = value.as_value()
         if isinstance(value, Value) and not isinstance(value, Const):
-            ports["__".join(map(str, path))] = (value, PortDirection.Input if member.flow == wiring.In
-                                                else PortDirection.Output)
+            ports["__".join(map(str, path))] = (value, None)  # direction: from the design (driven = out)
     return ports
 
 
 def to_verilog(component, name: str) -> str:
     from amaranth.back import verilog
 
-    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False, ports=top_ports(component)))
+    ports = top_ports(component)
+    if len(ports) == len(list(component.signature.flatten(component))):
+        ports = None  # no constant members: Amaranth's own ports (and directions) from the signature
+    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False, ports=ports))
 
 
 def _rtl_digest() -> str:
     """Digest of everything a build depends on: the hw/ RTL sources, the parameter objects
-    (sim/params.py), sim.fibers.MAX_T (the T range), the Verilog rewrites, the Amaranth and cocotb
-    versions and the Verilator flags."""
+    (sim/params.py), sim.fibers.MAX_T (the T range), this file's Verilog generation, rewrites and
+    build command, the Amaranth and cocotb versions and the Verilator flags."""
     import amaranth
 
     from sim.fibers import MAX_T
 
     h = hashlib.sha256()
-    files = [f for f in sorted((ROOT / "hw").glob("*.py")) if f.name not in ("host.py", "blocks.py", "amsim.py", "__init__.py")]
+    import inspect
+
+    files = [f for f in sorted((ROOT / "hw").glob("*.py"))
+             if f.name not in ("cosim.py", "host.py", "blocks.py", "amsim.py", "__init__.py")]
+    for fn in (to_verilog, top_ports, _compact_zero_inits, _kick_comb_blocks, verilator_commands, _build_locked):
+        h.update(inspect.getsource(fn).encode())  # the parts of this file a build depends on
     for f in files + [ROOT / "sim" / "params.py"]:
         h.update(f.name.encode())
         h.update(f.read_bytes())

@@ -22,20 +22,25 @@ from sim.fibers import MAX_T
 #: broadcast B fiber, a step costs the slowest lane); ``dynamic`` = ours (a lane runs its row's
 #: columns back to back and takes the next free row when done).
 SCHEDULES = ("lockstep", "dynamic")
+#: Upper bound of hardware counts (PEs, FIFO depth, chunk width, ...): a model allocates arrays of
+#: these sizes, so a typo like ``pes: 1e9`` must not reach it.
+MAX_UNITS = 4096
 
 
 def check_int(name: str, value, *, lo: int = None, hi: int = None) -> int:
     """Return ``value`` if it is an int in [lo, hi]; else raise TypeError/ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: must be an int, got {value!r} ({type(value).__name__})")
-    if lo is not None and value < lo or hi is not None and value > hi:
-        rng = f"must be >= {lo}" if hi is None else f"must be in {lo if lo is not None else '-inf'}..{hi}"
-        raise ValueError(f"{name}: {rng}, got {value!r}")
+    rng = f" (range {lo}..{hi})" if lo is not None and hi is not None else ""
+    if lo is not None and value < lo:
+        raise ValueError(f"{name}: must be >= {lo}{rng}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name}: must be <= {hi}{rng}, got {value!r}")
     return int(value)
 
 
-def check_pow2(name: str, value) -> int:
-    check_int(name, value, lo=1)
+def check_pow2(name: str, value, hi: int = None) -> int:
+    check_int(name, value, lo=1, hi=hi)
     if value & (value - 1):
         raise ValueError(f"{name}: must be a power of two, got {value!r}")
     return int(value)
@@ -68,7 +73,7 @@ class CoreParams:
 
     Parameters
     ----------
-    pes : int            P, TPPE lanes (>= 1)
+    pes : int            P, TPPE lanes (1..MAX_UNITS)
     timesteps : int      T (1..16)
     chunk_bits : int     W, bitmask chunk width (power of two)
     weight_bits : int    signed weight width (2..16)
@@ -101,12 +106,12 @@ class CoreParams:
     acc_bits: typing.Optional[int] = None
 
     def __post_init__(self):
-        check_int("pes", self.pes, lo=1)
+        check_int("pes", self.pes, lo=1, hi=MAX_UNITS)
         check_timesteps(self.timesteps)
-        check_pow2("chunk_bits", self.chunk_bits)
+        check_pow2("chunk_bits", self.chunk_bits, hi=MAX_UNITS)
         check_int("weight_bits", self.weight_bits, lo=2, hi=16)
         check_adders(self.chunk_bits, self.laggy_adders)
-        check_int("fifo_depth", self.fifo_depth, lo=1)
+        check_int("fifo_depth", self.fifo_depth, lo=1, hi=MAX_UNITS)
         check_int("lookahead", self.lookahead, lo=1, hi=16)
         check_int("result_slots", self.result_slots, lo=1, hi=8)
         check_bool("seg_cache", self.seg_cache)

@@ -19,7 +19,7 @@ def core_verilog():
     from amaranth.back import verilog
 
     core = Core(CoreParams(pes=1), Capacity(rows=4, cols=4, k=128))
-    return verilog.convert(core, name="loas_core", emit_src=False, ports=cosim.top_ports(core))
+    return verilog.convert(core, name="loas_core", emit_src=False)
 
 
 def test_verilator_command_is_cocotbs_with_public_depth(tmp_path, monkeypatch):
