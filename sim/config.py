@@ -9,6 +9,8 @@ the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +18,91 @@ from pathlib import Path
 import yaml
 
 from sim.errors import ConfigError
-from sim.params import CoreParams
+from sim.params import MAX_UNITS, CoreParams, check_int
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: Largest YAML file read (configs, manifests): far above any real one, far below a memory bomb.
+MAX_YAML_BYTES = 4 * 2**20
+#: Largest number of YAML nodes after alias expansion (a "billion laughs" document is refused).
+MAX_YAML_NODES = 200_000
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlist = _short.maxdict = _short.maxtuple = 6
+_short.maxlevel = 3
+
+
+def short_repr(value) -> str:
+    """repr() of a value read from a file, cut short (an error message never expands a YAML bomb)."""
+    return _short.repr(value)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents whose alias expansion exceeds :data:`MAX_YAML_NODES`
+    nodes, or that refer to themselves, before any Python object is built."""
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+
+        def size(n, active):
+            key = id(n)
+            if key in sizes:
+                return sizes[key]
+            if key in active:
+                raise yaml.YAMLError("recursive alias")
+            active.add(key)
+            total = 1
+            if isinstance(n, yaml.SequenceNode):
+                for c in n.value:
+                    total += size(c, active)
+                    if total > MAX_YAML_NODES:
+                        break
+            elif isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    total += size(k, active) + size(v, active)
+                    if total > MAX_YAML_NODES:
+                        break
+            active.discard(key)
+            sizes[key] = total
+            if total > MAX_YAML_NODES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_NODES} nodes after alias expansion")
+            return total
+
+        size(node, set())
+        return super().construct_document(node)
+
+
+def read_yaml(path: Path, fail):
+    """Parse the YAML file ``path`` safely and boundedly; ``fail(field, problem)`` raises the caller's
+    error (it must not return). Refused: a file over :data:`MAX_YAML_BYTES`, bytes that are not
+    UTF-8, invalid YAML, alias expansion beyond :data:`MAX_YAML_NODES` nodes, recursion."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            fail("<file>", f"{size} bytes, more than the {MAX_YAML_BYTES} a YAML file of loas may have")
+        raw = path.read_bytes()
+    except OSError as exc:
+        fail("<file>", f"cannot be read ({exc.strerror or exc})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail("<file>", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)
+    except yaml.YAMLError as exc:
+        fail("<yaml>", f"not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]})")
+    except RecursionError:
+        fail("<yaml>", "not valid YAML (nested too deeply)")
+
+
+#: Upper bound of sizes (tiles): a model allocates arrays of these sizes, so a typo must not reach it.
+MAX_DIM = 2**20
+
+
+def _bounded(name: str, value: int, lo: int, hi: int) -> None:
+    check_int(name, value, lo=lo, hi=hi)
 
 
 @dataclass(frozen=True)
@@ -36,8 +120,7 @@ class TileConfig:
 
     def check(self):
         for name in ("m", "n"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+            _bounded(name, getattr(self, name), 1, MAX_DIM)
 
 
 @dataclass(frozen=True)
@@ -53,9 +136,9 @@ class BufferConfig:
         self.check()
 
     def check(self):
-        for name in ("capacity_kb", "banks", "line_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        _bounded("capacity_kb", self.capacity_kb, 1, 2**22)  # 4 GiB
+        for name in ("banks", "line_bytes"):
+            _bounded(name, getattr(self, name), 1, MAX_UNITS)
 
 
 @dataclass(frozen=True)
@@ -92,8 +175,10 @@ class LoASConfig(CoreParams):
     def check(self):
         if self.loop_order not in ("mntk", "nmtk"):
             raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
-        if self.clock_mhz <= 0 or self.dram_gbps <= 0:
-            raise ValueError("clock_mhz and dram_gbps: must be > 0")
+        for name in ("clock_mhz", "dram_gbps"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be a finite number > 0, got {v}")
 
     @property
     def laggy_cycles(self) -> int:
@@ -120,6 +205,10 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
         raise ConfigError(path, prefix.rstrip(".") or "<root>", f"must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(path, prefix + short_repr(odd[0]), f"key of type {type(odd[0]).__name__}: every key "
+                                                            f"is a name (known: {', '.join(fields)})")
     for name in data:
         if name in getattr(cls, "REMOVED", {}):
             raise ConfigError(path, prefix + str(name), f"no longer a setting: {cls.REMOVED[name]}")
@@ -134,9 +223,15 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
             kwargs[name] = from_mapping(typ, value, path=path, prefix=key + ".")
         elif not _type_ok(value, typ):
             want = getattr(typ, "__name__", str(typ))
-            raise ConfigError(path, key, f"wrong type {type(value).__name__} (value {value!r}), expected {want}")
+            raise ConfigError(path, key, f"wrong type {type(value).__name__} (value {short_repr(value)}), "
+                                         f"expected {want}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(path, key, f"must be a finite number, got {value}")
         else:
-            kwargs[name] = float(value) if typ is float else value
+            try:
+                kwargs[name] = float(value) if typ is float else value
+            except OverflowError:
+                raise ConfigError(path, key, f"must be a finite number, got {short_repr(value)}") from None
     try:
         obj = cls(**kwargs)  # the config classes here validate in __post_init__
         if hasattr(obj, "check"):
@@ -150,15 +245,21 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
         raise ConfigError(path, prefix or "<root>", msg) from None
 
 
-def load(path: str | Path, cls=LoASConfig):
-    """Load a YAML file into `cls`; a bare name like 'loas' means sim/configs/loas.yaml."""
+def config_path(path: str | Path) -> Path:
+    """The file a config argument names: a path, or a bare name like 'loas' = sim/configs/loas.yaml."""
     p = Path(path)
     if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").exists():
         p = CONFIG_DIR / f"{path}.yaml"
+    return p
+
+
+def load(path: str | Path, cls=LoASConfig):
+    """Load a YAML file into `cls`; a bare name like 'loas' means sim/configs/loas.yaml."""
+    p = config_path(path)
     if not p.is_file():
         raise ConfigError(p, "<file>", "does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(p, "<yaml>", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    def fail(key, problem):
+        raise ConfigError(p, key, problem)
+
+    data = read_yaml(p, fail)
     return from_mapping(cls, data if data is not None else {}, path=p)
