@@ -86,3 +86,16 @@ def test_config_errors_name_file_and_key(wl, tmp_path):
     assert r.returncode == 2 and str(e) in r.stderr and "dram_nj_per_access" in r.stderr
     r = loas("compare", wl, "--designs", "tpu", "--out", tmp_path / "x")
     assert r.returncode == 2 and "tpu" in r.stderr
+
+
+def test_cli_design_choices_come_from_the_registry():
+    from loas.cli import build_parser
+    from sim import designs
+
+    sub = next(a for a in build_parser()._actions if a.dest == "==SUPPRESS==" or getattr(a, "choices", None)
+               and "sim" in a.choices)
+    sim = sub.choices["sim"]
+    design = next(a for a in sim._actions if a.dest == "design")
+    assert tuple(design.choices) == designs.NAMES
+    assert designs.BASELINES == tuple(n for n in designs.NAMES if n != "loas")
+    assert set(designs.cycle_models()) == set(designs.NAMES)

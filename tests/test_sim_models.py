@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sim.baselines import DESIGNS, DUAL_SPARSE
+from sim.designs import DUAL_SPARSE, cycle_models
 from sim.config import LoASConfig, load
 from sim.energy import COMPONENTS, EnergyConfig, load_energy
 from sim.errors import ConfigError
@@ -15,6 +15,8 @@ from sim.golden import LIFParams, run_layer, strong_mask
 from sim.loas import join_cost, simulate_layer
 from sim.memory import OPERANDS, dram_bytes_per_cycle
 from sim.report import synthetic_inputs, run_design, totals
+
+DESIGNS = cycle_models()
 from sim.synthetic import random_weights, random_words
 
 

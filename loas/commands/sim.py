@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 from loas.commands import add_json
-
-DESIGN_CHOICES = ("loas", "sparten", "gospa", "gamma", "ptb", "stellar")
+from sim.designs import BASELINES, NAMES
 
 
 def register(sub):
     p = sub.add_parser("sim", help="simulate a workload on LoAS or a baseline (cycles, traffic, energy)")
     p.add_argument("workload", help="a name under traces/ or a workload directory")
     p.add_argument("--layer", help="simulate only this layer")
-    p.add_argument("--design", choices=DESIGN_CHOICES, default="loas")
+    p.add_argument("--design", choices=NAMES, default="loas")
     _common(p)
     add_json(p)
     p.set_defaults(func=cmd_sim)
@@ -21,7 +20,7 @@ def register(sub):
     p = sub.add_parser("compare", help="LoAS against every baseline; writes CSV, JSON and PNG plots")
     p.add_argument("workload", help="a name under traces/ or a workload directory")
     p.add_argument("--layer", help="compare only this layer")
-    p.add_argument("--designs", default="sparten,gospa,gamma,ptb,stellar",
+    p.add_argument("--designs", default=",".join(BASELINES),
                    help="comma-separated baselines (default: all)")
     p.add_argument("--out", default="reports/compare", help="report directory (default reports/compare)")
     _common(p)
@@ -63,10 +62,10 @@ def _designs(spec: str) -> list[str]:
     from sim.errors import UserError
 
     names = [d.strip() for d in spec.split(",") if d.strip()]
-    bad = [d for d in names if d not in DESIGN_CHOICES or d == "loas"]
+    bad = [d for d in names if d not in BASELINES]
     if bad or not names:
         raise UserError(f"--designs: unknown baseline {bad[0] if bad else spec!r}; "
-                        f"choose from {', '.join(DESIGN_CHOICES[1:])}")
+                        f"choose from {', '.join(BASELINES)}")
     return names
 
 
