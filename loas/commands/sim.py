@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from loas.commands import add_json
-from sim.designs import BASELINES, NAMES
+from sim.designs import BASELINES, FIDELITIES, NAMES
 
 
 def register(sub):
@@ -13,6 +13,9 @@ def register(sub):
     p.add_argument("workload", help="a name under traces/ or a workload directory")
     p.add_argument("--layer", help="simulate only this layer")
     p.add_argument("--design", choices=NAMES, default="loas")
+    _fidelity(p)
+    p.add_argument("--out", default="reports/sim",
+                   help="report directory of --fidelity both (default reports/sim)")
     _common(p)
     add_json(p)
     p.set_defaults(func=cmd_sim)
@@ -20,8 +23,9 @@ def register(sub):
     p = sub.add_parser("compare", help="LoAS against every baseline; writes CSV, JSON and PNG plots")
     p.add_argument("workload", help="a name under traces/ or a workload directory")
     p.add_argument("--layer", help="compare only this layer")
-    p.add_argument("--designs", default=",".join(BASELINES),
-                   help="comma-separated baselines (default: all)")
+    p.add_argument("--designs", default=None,
+                   help="comma-separated baselines (default: all the fidelity models)")
+    _fidelity(p)
     p.add_argument("--out", default="reports/compare", help="report directory (default reports/compare)")
     _common(p)
     add_json(p)
@@ -43,6 +47,14 @@ def register(sub):
     p.set_defaults(func=cmd_sweep)
 
 
+def _fidelity(p):
+    p.add_argument("--fidelity", choices=FIDELITIES, default="cycle",
+                   help="cycle: our cycle-level models; paper: the LoAS authors' cost models "
+                        "(sim/paper.py); both: side by side, the difference split into causes")
+    p.add_argument("--paper-energy", default=None,
+                   help="energy constants of the paper method (default sim/configs/energy_paper.yaml)")
+
+
 def _common(p):
     p.add_argument("--config", help="LoAS configuration YAML (default sim/configs/loas.yaml)")
     p.add_argument("--energy", help="energy constants YAML (default sim/configs/energy.yaml)")
@@ -58,9 +70,12 @@ def _configs(args):
     return cfg, econf
 
 
-def _designs(spec: str) -> list[str]:
+def _designs(spec: str | None, fidelity: str = "cycle") -> list[str]:
+    from sim.designs import PAPER
     from sim.errors import UserError
 
+    if spec is None:
+        return list(BASELINES) if fidelity == "cycle" else [d for d in BASELINES if d in PAPER]
     names = [d.strip() for d in spec.split(",") if d.strip()]
     bad = [d for d in names if d not in BASELINES]
     if bad or not names:
@@ -74,6 +89,8 @@ def cmd_sim(args) -> int:
 
     cfg, econf = _configs(args)
     inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
+    if args.fidelity != "cycle":
+        return _sim_paper(args, cfg, econf, inputs)
     check_timesteps(inputs, cfg, args.config or "sim/configs/loas.yaml")
     sims = run_design(args.design, inputs, cfg, econf)
     rep = sim_report(args.design, sims, cfg, str(args.workload))
@@ -93,12 +110,59 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def _paper_energy(args):
+    from sim.paper import load_paper_energy
+
+    return load_paper_energy(args.paper_energy or "energy_paper")
+
+
+def _sim_paper(args, cfg, econf, inputs) -> int:
+    """`loas sim --fidelity paper|both`."""
+    from sim.fidelity import check_paper_designs, format_rows, run_paper, side_by_side, write_fidelity_report
+    from sim.paper import paper_totals
+    from sim.report import check_timesteps, run_design
+
+    check_paper_designs([args.design])
+    paper = run_paper(args.design, inputs, cfg, _paper_energy(args))
+    meta = {"workload": str(args.workload), "design": args.design, "sample": args.sample,
+            "loop_order": cfg.loop_order}
+    if args.fidelity == "paper":
+        rep = {**meta, "fidelity": "paper", "layers": [p.to_dict() for p in paper], "total": paper_totals(paper)}
+        if args.json:
+            print(json.dumps(rep, indent=2))
+            return 0
+        print(f"{args.design} on {args.workload}, paper method (the LoAS authors' cost models, 16 PEs)")
+        print(f"{'layer':<10}{'cycles':>11}{'comps':>12}{'DRAM KB':>12}{'SRAM KB':>12}{'hit_w':>10}{'miss_w':>8}"
+              f"{'hit_x':>10}{'miss_x':>8}{'energy':>14}")
+        for p in paper:
+            print(f"{p.layer:<10}{p.cycles:>11}{p.comps:>12}{p.total_dram_kb:>12.2f}{p.total_sram_kb:>12.2f}"
+                  f"{p.hit_w:>10}{p.miss_w:>8}{p.hit_x:>10}{p.miss_x:>8}{p.energy:>14.1f}")
+        t = rep["total"]
+        print(f"{'total':<10}{t['cycles']:>11}{t['comps']:>12}{t['total_dram_kb']:>12.2f}{t['total_sram_kb']:>12.2f}"
+              f"{'':>36}{t['energy']:>14.1f}")
+        print("(energy in the script's mixed units: compare designs by ratio)")
+        return 0
+    check_timesteps(inputs, cfg, args.config or "sim/configs/loas.yaml")
+    ours = run_design(args.design, inputs, cfg, econf)
+    rows = side_by_side(args.design, ours, paper, cfg.pes)
+    files = write_fidelity_report(args.out, rows, {**meta, "fidelity": "both"})
+    if args.json:
+        print(json.dumps({**meta, "fidelity": "both", "rows": rows, "report": [str(f) for f in files]}, indent=2))
+        return 0
+    print(f"{args.design} on {args.workload}: paper method vs cycle-level ({cfg.pes} PEs)")
+    print(format_rows(rows))
+    print(f"report: {', '.join(str(f) for f in files)}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from sim.report import check_timesteps, compare, run_design, workload_inputs, write_compare_report
 
     cfg, econf = _configs(args)
-    designs = _designs(args.designs)
+    designs = _designs(args.designs, args.fidelity)
     inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
+    if args.fidelity != "cycle":
+        return _compare_paper(args, cfg, econf, designs, inputs)
     check_timesteps(inputs, cfg, args.config or "sim/configs/loas.yaml")
     results = {d: run_design(d, inputs, cfg, econf) for d in ["loas", *designs]}
     comp = compare(results)
@@ -121,6 +185,57 @@ def cmd_compare(args) -> int:
     print(f"{'layer':<10}" + "".join(f"{d:>10}" for d in names))
     for i, li in enumerate(inputs):
         print(f"{li.name:<10}" + "".join(f"{comp['baselines'][d]['layers'][i]['speedup']:>9.2f}x" for d in names))
+    print(f"report: {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def _compare_paper(args, cfg, econf, designs, inputs) -> int:
+    """`loas compare --fidelity paper|both`."""
+    from sim.fidelity import (check_paper_designs, format_rows, format_speedups, run_paper, side_by_side,
+                              speedup_rows, write_fidelity_report)
+    from sim.report import check_timesteps, compare, run_design, write_compare_report
+
+    check_paper_designs(designs)
+    pe = _paper_energy(args)
+    names = ["loas", *designs]
+    layers = [li.name for li in inputs]
+    paper = {d: run_paper(d, inputs, cfg, pe) for d in names}
+    meta = {"workload": str(args.workload), "sample": args.sample, "layers": layers, "fidelity": args.fidelity,
+            "loop_order": cfg.loop_order}
+    ours = None
+    rows = []
+    files = []
+    if args.fidelity == "both":
+        check_timesteps(inputs, cfg, args.config or "sim/configs/loas.yaml")
+        ours = {d: run_design(d, inputs, cfg, econf) for d in names}
+        for d in names:
+            rows += side_by_side(d, ours[d], paper[d], cfg.pes)
+        files += write_compare_report(args.out, ours, compare(ours), {k: meta[k] for k in ("workload", "sample",
+                                                                                            "layers")})
+    sp = speedup_rows(paper, ours, layers)
+    if rows:
+        files += write_fidelity_report(args.out, rows, meta, sp)
+    else:
+        from pathlib import Path
+
+        from sim.report import write_csv
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        files += [out / "paper.csv", out / "paper.json"]
+        write_csv(files[0], sp)
+        files[1].write_text(json.dumps({**meta, "speedups": sp, "layers_paper": {
+            d: [p.to_dict() for p in v] for d, v in paper.items()}}, indent=2) + "\n")
+    if args.json:
+        print(json.dumps({**meta, "speedups": sp, "rows": rows, "report": [str(f) for f in files]}, indent=2))
+        return 0
+    what = "paper method vs cycle-level" if ours else "paper method"
+    print(f"LoAS vs baselines on {args.workload}, {what} (ratios are baseline / LoAS)")
+    print(format_speedups(sp))
+    if rows:
+        print()
+        print("cycles of each design, cycle-level over paper method:")
+        print(format_rows(rows))
     print(f"report: {', '.join(str(f) for f in files)}")
     return 0
 
