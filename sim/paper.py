@@ -241,10 +241,13 @@ def _tile_table(A: np.ndarray, tr: int, tc: int) -> _Tiles:
     cols = np.broadcast_to(cols[None, None, :], (B, RT, CT)).ravel()
     flat = tiles.reshape(len(tiles), -1)
     key = np.concatenate([np.stack([rows, cols], 1).astype(np.float32), flat], axis=1)
-    key = np.ascontiguousarray(key).view(np.dtype((np.void, key.shape[1] * 4))).ravel()
-    _, cid = np.unique(key, return_inverse=True)
+    # Content hashing: a dict keyed by each tile's bytes (hash, then a full comparison on a hash
+    # match: exact), one entry per tile position, not per tile pair.
+    ids: dict[bytes, int] = {}
+    cid = np.fromiter((ids.setdefault(k.tobytes(), len(ids)) for k in np.ascontiguousarray(key)), np.int64,
+                      count=len(key))
     nz = tiles != 0
-    return _Tiles(cid=cid.ravel(), nnz=nz.sum(axis=(1, 2)).astype(np.int64), numel=(rows * cols).astype(np.int64),
+    return _Tiles(cid=cid, nnz=nz.sum(axis=(1, 2)).astype(np.int64), numel=(rows * cols).astype(np.int64),
                   rows=rows.astype(np.int64), cols=cols.astype(np.int64), nzcol=nz.any(axis=1).sum(axis=1).astype(np.int64))
 
 
