@@ -196,3 +196,31 @@ def format_speedups(rows: list[dict]) -> str:
             line += f"{f(r['cycle_speedup']):>15}{f(r['cycle_energy_efficiency']):>14}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def format_paper_layers(paper: list, total: dict) -> str:
+    """The paper method's per-layer figures (``loas sim --fidelity paper``)."""
+    lines = [f"{'layer':<18}{'cycles':>11}{'comps':>12}{'DRAM KB':>12}{'SRAM KB':>12}{'hit_w':>10}{'miss_w':>8}"
+             f"{'hit_x':>10}{'miss_x':>8}{'energy':>14}"]
+    for p in paper:
+        lines.append(f"{p.layer:<18}{p.cycles:>11}{p.comps:>12}{p.total_dram_kb:>12.2f}{p.total_sram_kb:>12.2f}"
+                     f"{p.hit_w:>10}{p.miss_w:>8}{p.hit_x:>10}{p.miss_x:>8}{p.energy:>14.1f}")
+    t = total
+    lines.append(f"{'total':<18}{t['cycles']:>11}{t['comps']:>12}{t['total_dram_kb']:>12.2f}"
+                 f"{t['total_sram_kb']:>12.2f}{'':>36}{t['energy']:>14.1f}")
+    lines.append("(energy in the script's mixed units: compare designs by ratio)")
+    return "\n".join(lines)
+
+
+def write_paper_report(out_dir, paper: dict, speedups: list[dict], meta: dict) -> list[Path]:
+    """paper.csv (speedups per layer and network) and paper.json (also every design's layers)."""
+    from sim.report import write_csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "paper.csv", out / "paper.json"]
+    write_csv(files[0], speedups)
+    files[1].write_text(json.dumps({**meta, "speedups": speedups,
+                                    "designs": {d: [p.to_dict() for p in v] for d, v in paper.items()}},
+                                   indent=2) + "\n")
+    return files
