@@ -99,6 +99,15 @@ def test_cli_design_choices_come_from_the_registry():
     assert tuple(design.choices) == designs.NAMES
     assert designs.BASELINES == tuple(n for n in designs.NAMES if n != "loas")
     assert set(designs.cycle_models()) == set(designs.NAMES)
+    # the energy schemas name the registry's designs (one constant set per design and fidelity)
+    from dataclasses import fields
+
+    from sim.energy import DesignEnergies
+    from sim.paper import SPECS, PaperDesignEnergies, spec_name
+
+    assert tuple(f.name for f in fields(DesignEnergies)) == designs.NAMES
+    assert tuple(f.name for f in fields(PaperDesignEnergies)) == designs.PAPER
+    assert {spec_name(d, o) for d in designs.PAPER for o in ("mntk", "nmtk")} == set(SPECS)
 
 
 def test_fidelity_both_splits_the_ratio_into_causes(wl, tmp_path):
