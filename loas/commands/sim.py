@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from loas.commands import add_json, emit
 from loas.options import add_config, add_energy, add_layer, add_out, add_sample, add_seed, add_workload, positive
 from sim.designs import BASELINES, FIDELITIES, NAMES
@@ -21,32 +24,32 @@ def register(sub):
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("compare", help="LoAS against every baseline; writes CSV, JSON and PNG plots")
-    add_workload(p)
+    _workloads(p, "names under traces/ or workload directories (one report each)")
     add_layer(p)
     p.add_argument("--designs", default=None,
                    help=f"comma-separated baselines out of {', '.join(BASELINES)} (default: all those the "
                         "fidelity models)")
     _fidelity(p)
-    add_out(p, "reports/compare", "report directory")
+    add_out(p, "reports/compare", "report directory (with several workloads, one subdirectory each)")
+    _engine(p)
     _common(p)
     add_json(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("sweep", help="design-space sweep in parallel worker processes")
+    p = sub.add_parser("sweep", help="design-space sweep on a Dask cluster (embedded by default); resumes")
     p.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2",
                    help="a LoASConfig key (pes, timesteps or T, tile.m, buffer.capacity_kb, loop_order, ...) "
                         "or a synthetic-data key (weight_density, silent_ratio); repeat for a grid")
-    add_workload(p, required=False,
-                 help="trace workload (default: synthetic VGG16 at the paper's densities)")
-    add_layer(p, help="sweep only this layer (of the workload, or of the synthetic VGG16; default: every layer)")
+    _workloads(p, "trace workloads (default: synthetic VGG16 at the paper's densities)")
+    add_layer(p, help="sweep only this layer (of each workload, or of the synthetic VGG16; default: every layer)")
     p.add_argument("--designs", default="sparten",
                    help="baselines to compute speedups against (default: sparten)")
-    p.add_argument("--jobs", type=positive, default=None, help="worker processes (default: min(4, CPUs))")
     p.add_argument("--max-points", type=positive, default=MAX_POINTS,
                    help="refuse a grid of more points than this")
     add_seed(p, "seed of the synthetic workload")
-    add_out(p, "reports/sweep", "report directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_out(p, "reports/sweep", "report directory; finished points are kept in OUT/store and a rerun "
+                                "computes only the missing ones")
+    _engine(p)
     _common(p)
     add_json(p)
     p.set_defaults(func=cmd_sweep)
@@ -59,6 +62,31 @@ def _fidelity(p):
     p.add_argument("--paper-energy", default="energy_paper",
                    help="energy constants of the paper method: a name under sim/configs/ or a YAML path "
                         "(default: energy_paper)")
+
+
+def _engine(p):
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786; default: "
+                        "$LOAS_SCHEDULER, else an embedded local cluster)")
+    p.add_argument("--workers", "--jobs", dest="workers", type=positive, default=None,
+                   help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _workloads(p, help: str):
+    """Workloads as positionals and/or repeated --workload (like loas.options.add_workload, several)."""
+    p.add_argument("workloads_pos", nargs="*", default=[], metavar="WORKLOAD", help=f"{help} (or --workload)")
+    p.add_argument("--workload", dest="workloads_opt", action="append", default=[], metavar="WORKLOAD",
+                   help="a workload (repeatable; alias of the positional WORKLOAD)")
+
+
+def _workload_list(args, required: bool) -> list[str]:
+    from sim.errors import UserError
+
+    ws = [*args.workloads_pos, *args.workloads_opt]
+    if required and not ws:
+        raise UserError("WORKLOAD: give at least one (positional or --workload)")
+    return ws
 
 
 def _common(p):
@@ -159,39 +187,77 @@ def _sim_paper(args, cfg, econf, inputs) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sim.report import check_timesteps, compare, run_design, workload_inputs, write_compare_report
+    from sim.errors import UserError
+    from sim.report import check_timesteps, compare, compare_workloads, workload_inputs, write_compare_report
 
     cfg, econf = _configs(args)
     designs = _designs(args.designs, args.fidelity)
-    inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
-    if args.fidelity != "cycle":
-        return _compare_paper(args, cfg, econf, designs, inputs)
-    check_timesteps(inputs, cfg, _config_name(args))
-    results = {d: run_design(d, inputs, cfg, econf) for d in ["loas", *designs]}
-    comp = compare(results)
-    meta = {"workload": str(args.workload), "sample": args.sample, "layers": [li.name for li in inputs]}
-    files = write_compare_report(args.out, results, comp, meta)
-    short = {d: {k: v[k] for k in ("speedup", "energy_efficiency", "dram_ratio", "sram_ratio",
-                                     "mean_layer_speedup", "max_layer_speedup", "layers")}
-             for d, v in comp["baselines"].items()}
+    workloads = _workload_list(args, required=True)
+    if args.fidelity != "cycle":  # the paper method: one workload, in this process
+        if len(workloads) > 1:
+            raise UserError(f"--fidelity {args.fidelity}: one workload at a time (got {len(workloads)})")
+        args.workload = workloads[0]
+        return _compare_paper(args, cfg, econf, designs,
+                              workload_inputs(args.workload, sample=args.sample, layer=args.layer))
+    inputs = {}
+    for w in workloads:
+        name = _unique(Path(str(w)).name, inputs)
+        inputs[name] = workload_inputs(w, sample=args.sample, layer=args.layer)
+        check_timesteps(inputs[name], cfg, _config_name(args))
+    ran, failures = compare_workloads(inputs, designs, cfg, econf, progress=not args.no_progress,
+                                      scheduler=args.scheduler, workers=args.workers)
+    several = len(workloads) > 1
+    reports = {}
+    for (name, lis), w in zip(inputs.items(), workloads):
+        if name not in ran:
+            continue
+        results = ran[name]
+        comp = compare(results)
+        meta = {"workload": str(w), "sample": args.sample, "layers": [li.name for li in lis]}
+        out = Path(args.out) / name if several else Path(args.out)
+        reports[name] = (meta, comp, write_compare_report(out, results, comp, meta))
+    docs = []
+    for meta, comp, files in reports.values():
+        short = {d: {k: v[k] for k in ("speedup", "energy_efficiency", "dram_ratio", "sram_ratio",
+                                         "mean_layer_speedup", "max_layer_speedup", "layers")}
+                 for d, v in comp["baselines"].items()}
+        docs.append({**meta, "baselines": short, "loas": comp["loas"], "report": [str(f) for f in files]})
+    doc = docs[0] if not several and docs else {"workloads": docs}
 
     def text():
-        lines = [f"LoAS vs baselines on {args.workload} (whole network; ratios are baseline / LoAS)",
-                 f"{'baseline':<10}{'speedup':>9}{'energy eff.':>13}{'DRAM ratio':>12}{'SRAM ratio':>12}"
-                 f"{'max layer':>11}"]
-        for d, v in comp["baselines"].items():
-            lines.append(f"{d:<10}{v['speedup']:>8.2f}x{v['energy_efficiency']:>12.2f}x{_fmt(v['dram_ratio']):>12}"
-                         f"{_fmt(v['sram_ratio']):>12}{v['max_layer_speedup']:>10.2f}x")
-        lines.append("per-layer speedup of LoAS:")
-        names = list(comp["baselines"])
-        lines.append(f"{'layer':<10}" + "".join(f"{d:>10}" for d in names))
-        for i, li in enumerate(inputs):
-            lines.append(f"{li.name:<10}" + "".join(f"{comp['baselines'][d]['layers'][i]['speedup']:>9.2f}x"
-                                                    for d in names))
-        lines.append(f"report: {', '.join(str(f) for f in files)}")
+        lines = []
+        for meta, comp, files in reports.values():
+            lines += [f"LoAS vs baselines on {meta['workload']} (whole network; ratios are baseline / LoAS)",
+                      f"{'baseline':<10}{'speedup':>9}{'energy eff.':>13}{'DRAM ratio':>12}{'SRAM ratio':>12}"
+                      f"{'max layer':>11}"]
+            for d, v in comp["baselines"].items():
+                lines.append(f"{d:<10}{v['speedup']:>8.2f}x{v['energy_efficiency']:>12.2f}x"
+                             f"{_fmt(v['dram_ratio']):>12}{_fmt(v['sram_ratio']):>12}{v['max_layer_speedup']:>10.2f}x")
+            lines.append("per-layer speedup of LoAS:")
+            names = list(comp["baselines"])
+            lines.append(f"{'layer':<10}" + "".join(f"{d:>10}" for d in names))
+            for i, layer in enumerate(meta["layers"]):
+                lines.append(f"{layer:<10}" + "".join(f"{comp['baselines'][d]['layers'][i]['speedup']:>9.2f}x"
+                                                     for d in names))
+            lines.append(f"report: {', '.join(str(f) for f in files)}")
         return lines
 
-    emit(args, {**meta, "baselines": short, "loas": comp["loas"], "report": [str(f) for f in files]}, text)
+    emit(args, {**doc, "failures": failures} if failures else doc, text)
+    return _failed(failures)
+
+
+def _unique(name: str, taken) -> str:
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}-{i}", i + 1
+    return out
+
+
+def _failed(failures) -> int:
+    """Exit status of a run on the engine: 1 (and a count on stderr) if some points failed."""
+    if failures:
+        print(f"loas: {len(failures)} point{'s' * (len(failures) > 1)} failed (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -239,25 +305,33 @@ def _fmt(v):
 
 def cmd_sweep(args) -> int:
     from sim.errors import UserError
-    from sim.report import check_grid, default_jobs, parse_params, sweep, write_sweep_report
+    from sim.report import check_grid, parse_params, sweep, write_sweep_report
 
-    cfg, _ = _configs(args)
+    cfg, econf = _configs(args)
     if not args.param:
         raise UserError("--param: give at least one, e.g. --param pes=4,8,16")
     params = parse_params(args.param)
     check_grid(params, args.max_points)
     designs = ["loas", *_designs(args.designs)]
-    rows = sweep(params, base=cfg, designs=designs, workload=args.workload, sample=args.sample,
-                 jobs=args.jobs or default_jobs(), seed=args.seed, layer=args.layer, progress=not args.no_progress)
-    files = write_sweep_report(args.out, rows, params)
+    res = sweep(params, base=cfg, designs=designs, workloads=_workload_list(args, required=False),
+                sample=args.sample, seed=args.seed, layer=args.layer, progress=not args.no_progress, out=args.out, econf=econf,
+                scheduler=args.scheduler, workers=args.workers)
+    rows = res.rows
+    files = write_sweep_report(args.out, rows, params, res.failures) if rows else []
 
     def text():
-        keys = list(rows[0])
-        lines = ["  ".join(f"{k:>14}" for k in keys)]
-        for r in rows:
-            lines.append("  ".join(f"{v:>14.4g}" if isinstance(v, float) else f"{str(v):>14}" for v in r.values()))
-        lines.append(f"report: {', '.join(str(f) for f in files)}")
+        lines = []
+        if rows:
+            lines.append("  ".join(f"{k:>14}" for k in rows[0]))
+            for r in rows:
+                lines.append("  ".join(f"{v:>14.4g}" if isinstance(v, float) else f"{str(v):>14}"
+                                       for v in r.values()))
+        lines.append(f"{res.computed} layer points computed, {res.cached} from {Path(args.out) / 'store'}, "
+                     f"{len(res.failures)} failed ({res.seconds:.1f} s)")
+        if files:
+            lines.append(f"report: {', '.join(str(f) for f in files)}")
         return lines
 
-    emit(args, {"params": params, "rows": rows, "report": [str(f) for f in files]}, text)
-    return 0
+    emit(args, {"params": params, "rows": rows, "failures": res.failures, "computed": res.computed,
+                "cached": res.cached, "report": [str(f) for f in files]}, text)
+    return _failed(res.failures)
