@@ -57,6 +57,22 @@ def test_train_profile_finetune_export(tmp_path, fmnist, capsys):
     assert wl.name == "wl"
 
 
+def test_prune_counts_iterations_and_records_the_recipe(tmp_path, fmnist, capsys):
+    out_dir, saved = tmp_path / "lth", tmp_path / "p.pt"
+    rc, out, err = run(capsys, "prune", "--data", fmnist, "--width", "2", "--iterations", "3",
+                       "--epochs", "2", "--batch-size", "16", "--bn-batches", "2", "--out", out_dir,
+                       "--save", saved, "--json")
+    assert rc == 0, err
+    assert [r["round"] for r in json.loads(out)["rounds"]] == [0, 1, 2]  # 3 iterations, 2 prunes
+    settings = json.loads((out_dir / "lth.json").read_text())["settings"]["prune"]
+    assert settings["rounds"] == 2 and settings["rewind"] == "params" and settings["bn_batches"] == 2
+    assert settings["rewind_epoch"] == 0  # round(20/150 * 2)
+    assert settings["dense"]["loss"] == "per_timestep"
+    rc, out, err = run(capsys, "prune", "--data", fmnist, "--rounds", "1", "--iterations", "2",
+                       "--out", tmp_path / "x")
+    assert rc == 2 and "--rounds/--iterations" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["profile", "x.pt", "--n-mask", "3"], "--n-mask: must be 0, 1 or 2, got 3"),
     (["profile", "missing.pt"], "missing.pt: checkpoint not found"),

@@ -39,6 +39,8 @@ def _train_args(p: argparse.ArgumentParser, prefix: str = "", epochs: int = 10, 
     p.add_argument("--pad", type=int, default=None, help="random-crop padding (default 4 CIFAR, 2 else)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     p.add_argument("--cutout", type=int, default=0, help="Cutout square side (0 = off)")
+    p.add_argument("--loss", default="per_timestep", choices=("per_timestep", "mean_logits"),
+                   help="mean of the per-timestep cross-entropies (LoAS) or CE of the mean logits")
 
 
 def _train_config(args, epochs=None, lr=None):
@@ -49,7 +51,7 @@ def _train_config(args, epochs=None, lr=None):
                        lr=lr if lr is not None else args.lr, momentum=args.momentum,
                        weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
                        train_subset=args.train_subset, pad=pad, flip=not args.no_flip,
-                       cutout=args.cutout)
+                       cutout=args.cutout, loss=args.loss)
 
 
 def _setup(args):
@@ -111,8 +113,16 @@ def cmd_prune(args) -> int:
 
     _setup(args)
     meta = _meta(args)
-    cfg = PruneConfig(rounds=args.rounds, rate=args.rate, scope=args.scope,
-                      rewind_epoch=args.rewind_epoch,
+    from models.prune import rewind_epoch_from_fraction, rounds_from_iterations
+
+    if args.rounds is not None and args.iterations is not None:
+        raise UserError("--rounds/--iterations: give one (iterations = rounds + 1, the dense one counts)")
+    rounds = args.rounds if args.rounds is not None else rounds_from_iterations(
+        args.iterations if args.iterations is not None else 15)
+    rewind_epoch = args.rewind_epoch if args.rewind_epoch is not None else \
+        rewind_epoch_from_fraction(args.rewind_fraction, args.epochs)
+    cfg = PruneConfig(rounds=rounds, rate=args.rate, scope=args.scope,
+                      rewind_epoch=rewind_epoch, rewind=args.rewind, bn_batches=args.bn_batches,
                       dense=_train_config(args),
                       retrain=_train_config(args, epochs=args.round_epochs or args.epochs,
                                             lr=args.round_lr or args.lr))
@@ -269,10 +279,18 @@ def register(subparsers) -> None:
     _model_args(p)
     _data_args(p)
     _train_args(p)
-    p.add_argument("--rounds", type=int, default=15, help="pruning rounds after the dense round")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="LTH iterations counting the dense one (LoAS --prune_iterations; default 15 = 14 prunes)")
+    p.add_argument("--rounds", type=int, default=None, help="pruning rounds after the dense round (iterations - 1)")
     p.add_argument("--rate", type=float, default=0.25, help="fraction of surviving weights per round")
     p.add_argument("--scope", default="global", choices=("global", "local"))
-    p.add_argument("--rewind-epoch", type=int, default=1, help="dense epoch to rewind to")
+    p.add_argument("--rewind-fraction", type=float, default=20 / 150,
+                   help="rewind point as a fraction of the dense epochs (LoAS: 20 of 150)")
+    p.add_argument("--rewind-epoch", type=int, default=None, help="dense epoch to rewind to (overrides the fraction)")
+    p.add_argument("--rewind", default="params", choices=("params", "state"),
+                   help="rewind parameters only (LoAS; BN statistics kept) or the whole state dict")
+    p.add_argument("--bn-batches", type=int, default=20,
+                   help="re-estimate BN statistics over N training batches after each round (0 = off)")
     p.add_argument("--round-epochs", type=int, default=None, help="epochs of rounds >= 1")
     p.add_argument("--round-lr", type=float, default=None, help="lr of rounds >= 1")
     p.add_argument("--round-train-subset", type=int, default=None,
