@@ -14,6 +14,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="zoo network: default, vgg16, resnet19, alexnet")
     p.add_argument("--width", type=int, default=None,
                    help="base width of default (16 if not given) or resnet19 (64)")
+    p.add_argument("--variant", default=None, choices=("loas", "ours"),
+                   help="vgg16/resnet19/alexnet: the LoAS code's network (default) or ours (models/README.md)")
     p.add_argument("--T", type=int, default=4, help="timesteps")
     p.add_argument("--n-mask", type=int, default=0, help="0, 1 or 2 (mask neurons firing once/twice)")
 
@@ -68,7 +70,7 @@ def _meta(args) -> dict:
     from models.checkpoint import model_meta
 
     return model_meta(args.model, dataset=args.dataset, T=args.T, n_mask=args.n_mask,
-                      width=args.width)
+                      width=args.width, variant=args.variant)
 
 
 def _load_data(args, splits=("train", "test")):
@@ -234,8 +236,11 @@ def cmd_export(args) -> int:
                           threads=args.threads or 1)
     rep["seconds"] = time.time() - t0
     lines = [f"{'layer':<8}{'M':>6}{'K':>6}{'N':>5}{'thr':>7}{'w sp':>8}{'agree(layer)':>14}{'agree(chain)':>14}"]
+    def agree(v):
+        return f"{v:>14.5f}" if v is not None else f"{'-':>14}"  # a shortcut layer has no float twin
+
     lines += [f"{r['name']:<8}{r['M']:>6}{r['K']:>6}{r['N']:>5}{r['threshold']:>7}{r['weight_sparsity']:>8.3f}"
-              f"{r['agreement_layerwise']:>14.5f}{r['agreement_end_to_end']:>14.5f}" for r in rep["layers"]]
+              f"{agree(r['agreement_layerwise'])}{agree(r['agreement_end_to_end'])}" for r in rep["layers"]]
     lines.append(f"float acc {rep['float_acc']:.4f}, integer acc {rep['integer_acc']:.4f} on "
                  f"{rep['samples']} samples; golden check: all layers equal; {rep['seconds']:.1f} s")
     if args.check_samples:
