@@ -239,6 +239,7 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
         it = batches(ds, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch, augment=aug)
         bar = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, mininterval=5.0)
+        shown = 0.0
         for x, y in bar:
             x, y = x.to(dev), y.to(dev)
             out = model(x)
@@ -251,7 +252,11 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
             tot_loss += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if progress and time.time() - shown >= 1.0:
+                # refresh=False: the figures appear with the bar's next regular redraw, so
+                # mininterval holds (a refreshing set_postfix redraws on every batch).
+                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+                shown = time.time()
         sched.step()
         rec = {"epoch": epoch + 1, "loss": tot_loss / max(1, seen), "train_acc": correct / max(1, seen),
                "seconds": time.time() - t0}

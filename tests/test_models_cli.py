@@ -44,7 +44,9 @@ def test_train_profile_finetune_export(tmp_path, fmnist, capsys):
                        "--batch-size", "16", "--out", ft, "--json")
     assert rc == 0, err
     res = json.loads(out)
-    assert set(res) >= {"acc_unmasked", "acc_masked", "epochs", "acc_final"}
+    assert set(res) >= {"acc_unmasked", "acc_masked", "epochs", "acc_final", "acc_best", "best_epoch"}
+    assert res["acc_best"] == max(h["test_acc"] for h in res["epochs"])
+    assert not list(tmp_path.glob("*.state"))  # finished runs leave nothing to resume
     rc, out, err = run(capsys, "export", "--checkpoint", ft, "--data", fmnist, "--samples", 2,
                        "--out", tmp_path / "wl", "--json")
     assert rc == 0, err

@@ -254,3 +254,24 @@ def test_per_timestep_loss_is_mean_of_per_t_cross_entropies():
     per_t = torch.stack([F.cross_entropy(m.last_logits[t], y) for t in range(m.T)]).mean()
     assert torch.allclose(snn_loss(m, out, y, "per_timestep"), per_t)
     assert torch.allclose(snn_loss(m, out, y, "mean_logits"), F.cross_entropy(out, y))
+
+
+def test_progress_bar_postfix_does_not_defeat_mininterval(tmp_path, monkeypatch):
+    """set_postfix is called at most once a second and never forces a redraw."""
+    import tqdm
+
+    calls = []
+    real = tqdm.tqdm.set_postfix
+
+    def spy(self, *a, **kw):
+        calls.append(kw.get("refresh", True))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(tqdm.tqdm, "set_postfix", spy)
+    m = tiny_net()
+    cfg = TrainConfig(epochs=1, batch_size=4)
+    t0 = __import__("time").time()
+    train(m, tiny_data(48), cfg, tmp_path / "s.pt", progress=True, log=lambda s: None)
+    seconds = __import__("time").time() - t0
+    assert calls and not any(calls)  # refresh=False every time
+    assert len(calls) <= seconds + 1  # 12 batches, at most one postfix a second

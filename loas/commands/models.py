@@ -97,10 +97,11 @@ def cmd_train(args) -> int:
     seed_everything(args.seed)
     model = build_from_meta(meta).to(default_device())
     out = Path(args.out)
-    res = train(model, train_ds, _train_config(args), out.with_name(out.name + ".state"),
-                tag={"meta": meta})
+    state = out.with_name(out.name + ".state")
+    res = train(model, train_ds, _train_config(args), state, tag={"meta": meta})
     acc = evaluate(model, test_ds, progress=True)
     save_model(model, meta, out, record={"test_acc": acc, "train_seconds": res["seconds"]})
+    state.unlink(missing_ok=True)  # the run finished: nothing to resume
     emit(args, {"checkpoint": str(out), "test_acc": acc, "seconds": res["seconds"]},
           f"test accuracy {acc:.4f}; checkpoint {out}")
     return 0
@@ -183,12 +184,15 @@ def cmd_finetune(args) -> int:
     train_ds, test_ds = _load_data(args)
     cfg = _train_config(args)
     out = Path(args.out)
-    res = finetune(model, train_ds, test_ds, cfg, args.n_mask, out.with_name(out.name + ".state"))
+    state = out.with_name(out.name + ".state")
+    res = finetune(model, train_ds, test_ds, cfg, args.n_mask, state)
     meta = {**ck["meta"], "kwargs": {**ck["meta"]["kwargs"], "n_mask": args.n_mask}}
     save_model(model, meta, out, record={**ck.get("record", {}), "finetune": res,
                                          "test_acc": res["acc_final"]})
+    state.unlink(missing_ok=True)  # the run finished: nothing to resume
     lines = [f"unmasked {res['acc_unmasked']:.4f}", f"n_mask {args.n_mask} {res['acc_masked']:.4f}"]
     lines += [f"epoch {h['epoch']} {h['test_acc']:.4f}" for h in res["epochs"]]
+    lines.append(f"best {res['acc_best']:.4f} (epoch {res['best_epoch']}), final {res['acc_final']:.4f}")
     emit(args, res, "\n".join(lines) + f"\ncheckpoint {out}")
     return 0
 
