@@ -99,3 +99,18 @@ def test_import_prosperity_command(tmp_path, capsys):
     rc, out, err = run(capsys, "trace", "import-prosperity", tmp_path / "s.pkl", "--name", "tiny",
                        "--weight-sparsity", "1.5", "--out", tmp_path / "w2")
     assert rc == 2 and "--weight-sparsity" in err
+
+
+def test_round_recipe_takes_each_round_from_its_own_settings():
+    from loas.commands.models import round_recipe
+
+    def settings(rate, epochs):
+        t = {"epochs": epochs, "lr": 0.1, "batch_size": 128}
+        return {"rounds": 2, "rate": rate, "scope": "global", "rewind_epoch": 1, "dense": dict(t, epochs=5),
+                "retrain": t}
+
+    recs = [{"round": 0, "test_acc": 0.9, "settings": {"prune": settings(0.5, 4)}},
+            {"round": 1, "test_acc": 0.8, "settings": {"prune": settings(0.5, 4)}},
+            {"round": 2, "test_acc": 0.7}]  # made by the branch run, whose settings follow
+    rec = round_recipe(settings(0.25, 6), recs, "fashion-mnist")
+    assert [(r["rate"], r["epochs"]) for r in rec["rounds"]] == [(None, 5), (0.5, 4), (0.25, 6)]

@@ -107,6 +107,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def round_recipe(prune: dict, records: list[dict], dataset: str) -> dict:
+    """The recipe of a pruned checkpoint as it was really made, round by round.
+
+    A run may be a branch (round files taken over from another directory with other settings), so
+    each round's rate, epochs and learning rate come from the settings that round was made with
+    (``record["settings"]``, else ``prune``, the settings of the run that made the last rounds):
+    ``{"dataset", "scope", "rewind_epoch", "rewind", "train", "rounds": [{"round", "rate",
+    "epochs", "lr", "mask_sparsity", "weight_sparsity", "test_acc", "train_seconds"}, ..]}``.
+    """
+    rows = []
+    for r in records:
+        s = r.get("settings", {}).get("prune", prune)
+        t = s["dense"] if r["round"] == 0 else s["retrain"]
+        rows.append({"round": r["round"], "rate": None if r["round"] == 0 else s["rate"],
+                     "epochs": t["epochs"], "lr": t["lr"],
+                     **{k: r[k] for k in ("mask_sparsity", "weight_sparsity", "test_acc", "train_seconds")
+                        if k in r}})
+    first = records[0].get("settings", {}).get("prune", prune) if records else prune
+    train = {k: v for k, v in first["dense"].items() if k not in ("epochs", "lr")}
+    return {"dataset": dataset, "scope": first["scope"], "rewind_epoch": first["rewind_epoch"],
+            "rewind": first.get("rewind", "state"), "train": train, "rounds": rows}
+
+
 def cmd_prune(args) -> int:
     from pathlib import Path
 
@@ -139,8 +162,7 @@ def cmd_prune(args) -> int:
     if args.save:
         model = build_from_meta(meta)
         model.load_state_dict(load_checkpoint(round_path(args.out, last["round"]))["model"])
-        recipe = {"prune": cfg.to_dict(), "dataset": args.dataset, "rounds": [
-            {k: v for k, v in r.items() if k != "history"} for r in records]}
+        recipe = round_recipe(cfg.to_dict(), records, args.dataset)
         save_model(model, meta, Path(args.save), record={
             "test_acc": last["test_acc"], "weight_sparsity": last["weight_sparsity"],
             "train_seconds": sum(r["train_seconds"] for r in records), "recipe": recipe})
