@@ -27,6 +27,21 @@ from sim.errors import UserError
 from .export import pack_words
 
 
+def zoo_network(geoms) -> dict | None:
+    """``{"model", "variant"}`` of the zoo network (:func:`models.zoo.gemm_layers`) whose spike
+    GEMM layers have exactly the geometries ``geoms`` (the imported file's), or None."""
+    from .zoo import VARIANT_ARCHS, VARIANTS, gemm_layers
+
+    got = [(g.c_in, g.c_out, g.kernel, g.stride, g.padding, g.h, g.w) for g in geoms]
+    for arch in VARIANT_ARCHS:
+        for variant in VARIANTS:
+            table = [(l.c_in, l.c_out, l.kernel, l.stride, l.padding, l.H, l.W)
+                     for l in gemm_layers(arch, variant)]
+            if table == got:
+                return {"model": arch, "variant": variant}
+    return None
+
+
 class ProsperityFormatError(UserError):
     """The file is not in the Prosperity spike-data format (or tries to run code)."""
 
@@ -144,6 +159,7 @@ def import_prosperity(path, out_dir, *, name: str, weight_sparsity: float, seed:
             raise ProsperityFormatError(f"{path}: field 'Linear': needed for the last conv's channels")
         geoms.append(Geometry(c_in=int(t.shape[1]), h=int(t.shape[2]), w=int(t.shape[3]),
                               kernel=kernel, stride=1, padding=padding, c_out=c_out))
+    network = zoo_network(geoms)
     gen = torch.Generator().manual_seed(seed)
     weights = []
     for g in geoms:
@@ -184,6 +200,7 @@ def import_prosperity(path, out_dir, *, name: str, weight_sparsity: float, seed:
         "source": "prosperity-loas pickle (LoAS VGG16 input spikes, one image)",
         "source_file": Path(path).name, "source_sha256": sha,
         "weights": "synthetic: Kaiming normal (fan_in), global magnitude pruning, int8 per layer",
+        **({"network": network} if network else {}),
         "weight_sparsity": weight_sparsity, "seed": seed, "kernel": kernel, "padding": padding,
         "lif": {"tau": 4.0 / 3.0, "v_th": 1.0, "reset": "hard", "decay_shift": 2}})
     return {"workload": str(out_dir), "T": T, "layers": layers}

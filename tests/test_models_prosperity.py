@@ -123,3 +123,20 @@ def test_real_file(shared_data, tmp_path):
     spikes = sum(int(t.sum()) for t in d["Conv2d"][1:]) + int(d["Linear"][0].sum())
     bits = sum(t.numel() for t in d["Conv2d"][1:]) + d["Linear"][0].numel()
     assert 0.75 < 1 - spikes / bits < 0.85
+
+
+def test_real_file_is_the_zoo_vgg16(shared_data):
+    """The published spikes have exactly the spike GEMM layers of the zoo's LoAS VGG16."""
+    from models.prosperity import zoo_network
+    from sim.trace import Geometry
+
+    path = shared_data / "prosperity-loas" / "vgg16_cifar10_loas.pkl"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    d = read_prosperity(path)
+    convs = d["Conv2d"][1:]
+    outs = [int(t.shape[1]) for t in convs[1:]] + [int(d["Linear"][0].shape[1])]
+    geoms = [Geometry(c_in=int(t.shape[1]), h=int(t.shape[2]), w=int(t.shape[3]), kernel=3, stride=1,
+                      padding=1, c_out=c) for t, c in zip(convs, outs)]
+    assert zoo_network(geoms) == {"model": "vgg16", "variant": "loas"}
+    assert zoo_network(geoms[:-1]) is None

@@ -190,7 +190,13 @@ def cmd_profile(args) -> int:
     it, total = _test_batches(args, ds)
     rep = profile_model(model, it, progress=True, total=total)
     rep["checkpoint"] = str(args.checkpoint)
-    emit(args, rep, format_table(rep))
+    rep["model"] = ck["meta"]["arch"]
+    variant = ck["meta"]["kwargs"].get("variant")
+    if variant:
+        rep["variant"] = variant
+    head = f"{rep['model']}" + (f" (variant {variant})" if variant else "") + f", {args.checkpoint}
+"
+    emit(args, rep, head + format_table(rep))
     return 0
 
 
