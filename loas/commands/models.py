@@ -194,8 +194,7 @@ def cmd_profile(args) -> int:
     variant = ck["meta"]["kwargs"].get("variant")
     if variant:
         rep["variant"] = variant
-    head = f"{rep['model']}" + (f" (variant {variant})" if variant else "") + f", {args.checkpoint}
-"
+    head = f"{rep['model']}" + (f" (variant {variant})" if variant else "") + f", {args.checkpoint}\n"
     emit(args, rep, head + format_table(rep))
     return 0
 
