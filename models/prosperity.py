@@ -17,6 +17,7 @@ import collections
 import hashlib
 import io
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,23 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
         raise pickle.UnpicklingError(f"tensor storage of type {type(storage).__name__} refused")
     if hooks:
         raise pickle.UnpicklingError("tensors with backward hooks are refused")
+    # The view must lie inside its storage with no element seen twice: a stride-0 tensor of a huge
+    # size costs nothing here and terabytes in the first operation that copies it.
+    if not (isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple)
+            and len(size) == len(stride) and all(isinstance(v, int) for v in (*size, *stride))):
+        raise pickle.UnpicklingError("tensor offset, size and stride must be integers")
+    if offset < 0 or any(v < 0 for v in size) or any(v < 1 for v, n in zip(stride, size) if n > 1):
+        raise pickle.UnpicklingError(f"tensor view offset {offset} size {size} stride {stride} refused")
+    n = 1
+    for v in size:
+        n *= v
+    extent = offset + sum((v - 1) * st for v, st in zip(size, stride)) + 1 if n else 0
+    with warnings.catch_warnings():  # TypedStorage's deprecation: the format's storages are typed
+        warnings.simplefilter("ignore")
+        elements = storage.size() if isinstance(storage, torch.TypedStorage) else storage.nbytes()
+    if n > elements or extent > elements:
+        raise pickle.UnpicklingError(f"tensor of size {size} needs {max(n, extent)} elements, its storage "
+                                     f"holds {elements}")
     return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
 
 
@@ -100,9 +118,11 @@ def read_prosperity(path) -> dict[str, list[torch.Tensor]]:
         with open(path, "rb") as f:
             obj = RestrictedUnpickler(f).load()
     except Exception as exc:
-        raise ProsperityFormatError(f"{path}: field 'pickle': refused or unreadable ({exc})") from None
+        why = next((ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()), str(exc).split("\n")[0])
+        raise ProsperityFormatError(f"{path}: field 'pickle': refused or unreadable "
+                                    f"({type(exc).__name__}: {why[:300]})") from None
     if not isinstance(obj, dict) or "Conv2d" not in obj:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        keys = sorted(map(repr, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ProsperityFormatError(f"{path}: field 'Conv2d': missing (found {keys})")
     out = {}
     for key in ("Conv2d", "Linear"):
