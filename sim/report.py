@@ -80,8 +80,8 @@ def workload_inputs(workload, *, sample: int = 0, layer: str | None = None) -> l
 
 
 def run_design(design: str, inputs: list[LayerInput], cfg: LoASConfig, econf: EnergyConfig | None = None):
-    """Simulate every layer on one design; returns a list of :class:`~sim.loas.LayerSim`."""
-    from sim.baselines import simulate
+    """Simulate every layer on one design; returns a list of :class:`~sim.result.LayerSim`."""
+    from sim.designs import simulate
 
     econf = econf or load_energy()
     return [simulate(design, li.words, li.weights, cfg, T=li.T, out_words=li.out_words, name=li.name,

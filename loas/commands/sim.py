@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from loas.commands import add_json, emit
 from loas.options import add_config, add_energy, add_layer, add_out, add_sample, add_seed, add_workload, positive
-
-DESIGN_CHOICES = ("loas", "sparten", "gospa", "gamma", "ptb", "stellar")
+from sim.designs import BASELINES, FIDELITIES, NAMES
 #: Largest sweep grid run without an explicit, larger --max-points.
 MAX_POINTS = 256
 
@@ -14,7 +13,9 @@ def register(sub):
     p = sub.add_parser("sim", help="simulate a workload on LoAS or a baseline (cycles, traffic, energy)")
     add_workload(p)
     add_layer(p)
-    p.add_argument("--design", choices=DESIGN_CHOICES, default="loas", help="design to simulate")
+    p.add_argument("--design", choices=NAMES, default="loas", help="design to simulate")
+    _fidelity(p)
+    add_out(p, "reports/sim", "report directory of --fidelity both")
     _common(p)
     add_json(p)
     p.set_defaults(func=cmd_sim)
@@ -22,8 +23,10 @@ def register(sub):
     p = sub.add_parser("compare", help="LoAS against every baseline; writes CSV, JSON and PNG plots")
     add_workload(p)
     add_layer(p)
-    p.add_argument("--designs", default="sparten,gospa,gamma,ptb,stellar",
-                   help=f"comma-separated baselines out of {', '.join(DESIGN_CHOICES[1:])} (default: all)")
+    p.add_argument("--designs", default=None,
+                   help=f"comma-separated baselines out of {', '.join(BASELINES)} (default: all those the "
+                        "fidelity models)")
+    _fidelity(p)
     add_out(p, "reports/compare", "report directory")
     _common(p)
     add_json(p)
@@ -49,6 +52,15 @@ def register(sub):
     p.set_defaults(func=cmd_sweep)
 
 
+def _fidelity(p):
+    p.add_argument("--fidelity", choices=FIDELITIES, default="cycle",
+                   help="cycle: our cycle-level models; paper: the LoAS authors' cost models "
+                        "(sim/paper.py); both: side by side, the difference split into causes")
+    p.add_argument("--paper-energy", default="energy_paper",
+                   help="energy constants of the paper method: a name under sim/configs/ or a YAML path "
+                        "(default: energy_paper)")
+
+
 def _common(p):
     add_config(p)
     add_energy(p)
@@ -70,14 +82,17 @@ def _config_name(args) -> str:
     return str(config_path(args.config))
 
 
-def _designs(spec: str) -> list[str]:
+def _designs(spec: str | None, fidelity: str = "cycle") -> list[str]:
+    from sim.designs import PAPER
     from sim.errors import UserError
 
+    if spec is None:
+        return list(BASELINES) if fidelity == "cycle" else [d for d in BASELINES if d in PAPER]
     names = [d.strip() for d in spec.split(",") if d.strip()]
-    bad = [d for d in names if d not in DESIGN_CHOICES or d == "loas"]
+    bad = [d for d in names if d not in BASELINES]
     if bad or not names:
         raise UserError(f"--designs: unknown baseline {bad[0] if bad else spec!r}; "
-                        f"choose from {', '.join(DESIGN_CHOICES[1:])}")
+                        f"choose from {', '.join(BASELINES)}")
     return names
 
 
@@ -86,6 +101,8 @@ def cmd_sim(args) -> int:
 
     cfg, econf = _configs(args)
     inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
+    if args.fidelity != "cycle":
+        return _sim_paper(args, cfg, econf, inputs)
     check_timesteps(inputs, cfg, _config_name(args))
     sims = run_design(args.design, inputs, cfg, econf)
     rep = sim_report(args.design, sims, cfg, str(args.workload))
@@ -108,12 +125,47 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def _paper_energy(args):
+    from sim.paper import load_paper_energy
+
+    return load_paper_energy(args.paper_energy)
+
+
+def _sim_paper(args, cfg, econf, inputs) -> int:
+    """`loas sim --fidelity paper|both`."""
+    from sim.fidelity import (check_paper_designs, format_paper_layers, format_rows, run_paper, side_by_side,
+                              write_fidelity_report)
+    from sim.paper import paper_totals
+    from sim.report import check_timesteps, run_design
+
+    check_paper_designs([args.design])
+    paper = run_paper(args.design, inputs, cfg, _paper_energy(args))
+    meta = {"workload": str(args.workload), "design": args.design, "sample": args.sample,
+            "loop_order": cfg.loop_order, "fidelity": args.fidelity}
+    if args.fidelity == "paper":
+        total = paper_totals(paper)
+        emit(args, {**meta, "layers": [p.to_dict() for p in paper], "total": total},
+             lambda: [f"{args.design} on {args.workload}, paper method (the LoAS authors' cost models, 16 PEs)",
+                      format_paper_layers(paper, total)])
+        return 0
+    check_timesteps(inputs, cfg, _config_name(args))
+    ours = run_design(args.design, inputs, cfg, econf)
+    rows = side_by_side(args.design, ours, paper, cfg.pes)
+    files = write_fidelity_report(args.out, rows, meta)
+    emit(args, {**meta, "rows": rows, "report": [str(f) for f in files]},
+         lambda: [f"{args.design} on {args.workload}: paper method vs cycle-level ({cfg.pes} PEs)", format_rows(rows),
+                  f"report: {', '.join(str(f) for f in files)}"])
+    return 0
+
+
 def cmd_compare(args) -> int:
     from sim.report import check_timesteps, compare, run_design, workload_inputs, write_compare_report
 
     cfg, econf = _configs(args)
-    designs = _designs(args.designs)
+    designs = _designs(args.designs, args.fidelity)
     inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
+    if args.fidelity != "cycle":
+        return _compare_paper(args, cfg, econf, designs, inputs)
     check_timesteps(inputs, cfg, _config_name(args))
     results = {d: run_design(d, inputs, cfg, econf) for d in ["loas", *designs]}
     comp = compare(results)
@@ -140,6 +192,44 @@ def cmd_compare(args) -> int:
         return lines
 
     emit(args, {**meta, "baselines": short, "loas": comp["loas"], "report": [str(f) for f in files]}, text)
+    return 0
+
+
+def _compare_paper(args, cfg, econf, designs, inputs) -> int:
+    """`loas compare --fidelity paper|both`."""
+    from sim.fidelity import (check_paper_designs, format_rows, format_speedups, run_paper, side_by_side,
+                              speedup_rows, write_fidelity_report, write_paper_report)
+    from sim.report import check_timesteps, compare, run_design, write_compare_report
+
+    check_paper_designs(designs)
+    pe = _paper_energy(args)
+    names = ["loas", *designs]
+    layers = [li.name for li in inputs]
+    paper = {d: run_paper(d, inputs, cfg, pe) for d in names}
+    meta = {"workload": str(args.workload), "sample": args.sample, "layers": layers, "fidelity": args.fidelity,
+            "loop_order": cfg.loop_order}
+    ours, rows = None, []
+    if args.fidelity == "both":
+        check_timesteps(inputs, cfg, _config_name(args))
+        ours = {d: run_design(d, inputs, cfg, econf) for d in names}
+        for d in names:
+            rows += side_by_side(d, ours[d], paper[d], cfg.pes)
+    sp = speedup_rows(paper, ours, layers)
+    if ours is None:
+        files = write_paper_report(args.out, paper, sp, meta)
+    else:
+        files = write_compare_report(args.out, ours, compare(ours), {k: meta[k] for k in ("workload", "sample",
+                                                                                           "layers")})
+        files += write_fidelity_report(args.out, rows, meta, sp)
+
+    def text():
+        what = "paper method vs cycle-level" if ours else "paper method"
+        lines = [f"LoAS vs baselines on {args.workload}, {what} (ratios are baseline / LoAS)", format_speedups(sp)]
+        if rows:
+            lines += ["", "cycles of each design, cycle-level over paper method:", format_rows(rows)]
+        return lines + [f"report: {', '.join(str(f) for f in files)}"]
+
+    emit(args, {**meta, "speedups": sp, "rows": rows, "report": [str(f) for f in files]}, text)
     return 0
 
 
