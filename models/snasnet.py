@@ -144,14 +144,16 @@ def _reachable(start: int, edges) -> set[int]:
 
 
 def parse_cnt_mat(value, option: str = "--cnt-mat") -> CellMatrix:
-    """Parse ``"0302 0030 3003 0000"`` or ``["0302", "0030", "3003", "0000"]`` into a :class:`CellMatrix`.
+    """Parse ``"0302 0030 3003 0000"``, ``["0302", "0030", "3003", "0000"]`` or
+    ``["0302 0030 3003 0000"]`` (one quoted command-line argument) into a :class:`CellMatrix`.
 
     Raises
     ------
     CellMatrixError
         Naming ``option``, the offending row or digit and what is expected.
     """
-    rows = value.split() if isinstance(value, str) else [str(r) for r in value]
+    # one string "0302 0030 3003 0000", its rows as separate strings, or a mix of both
+    rows = (value if isinstance(value, str) else " ".join(str(r) for r in value)).split()
     text = " ".join(rows)
     if len(rows) != 4:
         raise CellMatrixError(f"{option} {text}: expected 4 rows of 4 digits (e.g. 0302 0030 3003 0000), "
