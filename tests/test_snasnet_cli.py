@@ -176,3 +176,38 @@ def test_killed_search_resumes(tmp_path):
     assert json.loads(r2.stdout)["candidates"] == resumed["candidates"]  # resumed == uninterrupted
     bad = subprocess.run(argv[:6] + ["7"] + argv[7:], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "field 'settings.num_search'" in bad.stderr
+
+
+@needs_fmnist
+def test_train_learns_from_the_start(capsys, tmp_path):
+    """The fc1 warm-up lets a narrow official-init network learn (without it fc1's LIF is silent)."""
+    argv = ["nas", "train", "--cnt-mat", "0302 0030 3003 0000", "--epochs", "3", "--train-subset", "256",
+            "--test-subset", "8", "--batch-size", "32", "--json", "--channels", "4", "--T", "2", "--threads", "1",
+            "--device", "cpu"]
+    rc, out, err = run(capsys, *argv, "--out", tmp_path / "a.pt")
+    assert rc == 0, err
+    loss = [h["loss"] for h in json.loads(out)["history"]]
+    assert loss[-1] < loss[0] - 0.03, loss
+    rc, out, err = run(capsys, *argv, "--out", tmp_path / "b.pt", "--no-fc1-warmup")
+    silent = [h["loss"] for h in json.loads(out)["history"]]
+    assert abs(silent[-1] - silent[0]) < 0.01, silent  # the silent start the warm-up fixes
+
+
+def test_calibrate_fc1_makes_the_classifier_lif_fire():
+    import torch
+
+    from models.snasnet import build_snasnet, calibrate_fc1
+
+    torch.manual_seed(0)
+    net = build_snasnet("0302 0030 3003 0000", "fashion-mnist", channels=2, T=2)
+    x = torch.randn(16, 1, 28, 28)
+    spikes = []
+    h = net.fc1_lif.register_forward_hook(lambda m, i, o: spikes.append(float(o.sum())))
+    with torch.no_grad():
+        net(x)
+        before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+        factor = calibrate_fc1(net, x)
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+        net(x)
+    h.remove()
+    assert spikes[0] == 0 and spikes[-1] > 0 and factor > 10

@@ -245,6 +245,13 @@ def cmd_train(args) -> int:
     seed_everything(args.seed)
     model = _build(args, matrix, args.dataset).to(dev)
     train_ds = load_dataset(args.dataset, args.data, "train")
+    if not args.no_fc1_warmup:
+        from models.data import batches
+        from models.snasnet import calibrate_fc1
+
+        x0, _ = next(batches(train_ds.subset(args.train_subset), min(256, len(train_ds)), shuffle=True,
+                             seed=args.seed))
+        calibrate_fc1(model, x0.to(dev))
     test_ds = load_dataset(args.dataset, args.data, "test").subset(args.test_subset)
     out = Path(args.out)
     res = train(model, train_ds, cfg, out.with_name(out.name + ".state"),
@@ -423,6 +430,9 @@ def register(subparsers) -> None:
     p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
     p.add_argument("--pad", type=int, default=None, help="random-crop padding (default 4 CIFAR, 2 else)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    p.add_argument("--no-fc1-warmup", action="store_true",
+                   help="skip the warm-up that scales fc1 so the classifier LIF fires at the start "
+                        "(without it a narrow network's fc1 LIF is silent and training stays at chance)")
     p.add_argument("--out", required=True, help="checkpoint file to write")
     add_json(p)
     p.set_defaults(func=cmd_train)
