@@ -80,8 +80,8 @@ def workload_inputs(workload, *, sample: int = 0, layer: str | None = None) -> l
 
 
 def run_design(design: str, inputs: list[LayerInput], cfg: LoASConfig, econf: EnergyConfig | None = None):
-    """Simulate every layer on one design; returns a list of :class:`~sim.loas.LayerSim`."""
-    from sim.baselines import simulate
+    """Simulate every layer on one design; returns a list of :class:`~sim.result.LayerSim`."""
+    from sim.designs import simulate
 
     econf = econf or load_energy()
     return [simulate(design, li.words, li.weights, cfg, T=li.T, out_words=li.out_words, name=li.name,
@@ -275,6 +275,19 @@ def parse_params(specs: list[str]) -> dict:
         except yaml.YAMLError:
             raise SweepError(f"--param {spec!r}: values must be numbers or words") from None
     return params
+
+
+def check_grid(params: dict, max_points: int) -> int:
+    """The number of points of the grid ``params``; refused (before any point is built) above
+    ``max_points``, naming the size so the user can raise ``--max-points`` knowingly."""
+    import math
+
+    n = math.prod(len(v) for v in params.values())
+    if n > max_points:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in params.items())
+        raise SweepError(f"--param: the grid has {n} points ({sizes}), more than --max-points {max_points}; "
+                         f"give a larger --max-points to run it")
+    return n
 
 
 def point_config(base: LoASConfig, point: dict, source: str = "--param") -> LoASConfig:
