@@ -3,7 +3,7 @@
 Usage: python -P bench/fuzz.py [N] [SEED]   (default 10 000 mutants, seed 0; run it niced)
 
 The mutator and the contract are tests/fuzzing.py's (the suite's tests/test_fuzz.py runs 125):
-exit 0, 1 or 2; no traceback; every call within 20 s; the good inputs unchanged. Writes
+exit 0, 1 or 2; no traceback; an exit 2 prints exactly one line; every call within 20 s; the good inputs unchanged. Writes
 bench/results/fuzz.json: the count, exit codes, tracebacks (must be 0), slowest call, wall time;
 failing mutants are kept under reports/fuzz-failures/ for a regression test.
 """
@@ -43,15 +43,16 @@ def main() -> int:
         "by_target": r.by_target,
         "exit_codes": {str(k): v for k, v in sorted(r.codes.items())},
         "tracebacks": len(r.tracebacks),
+        "multi_line_errors": len(r.multiline),
         "slow_calls_over_20s": len(r.slow),
         "rewritten_inputs": len(r.rewritten_inputs),
         "good_inputs_unchanged": fz.good_unchanged(),
         "slowest_call_s": round(r.max_s, 3),
         "wall_s": round(wall, 1),
         "mutants_per_s": round(r.cases / wall, 1),
-        "failures": [{"target": t, "argv": a, "rc": rc, "stderr_tail": e[-800:]} for t, a, rc, e in r.tracebacks[:20]],
+        "failures": [{"target": t, "argv": a, "rc": rc, "stderr_tail": e[-800:]} for t, a, rc, e in (r.tracebacks + r.multiline)[:20]],
     }
-    if r.tracebacks:
+    if r.tracebacks or r.multiline:
         keep = ROOT / "reports" / "fuzz-failures"
         shutil.rmtree(keep, ignore_errors=True)
         shutil.copytree(tmp / "failures", keep)
@@ -59,7 +60,7 @@ def main() -> int:
     out.write_text(json.dumps(res, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({k: v for k, v in res.items() if k != "failures"}, indent=2))
-    ok = not (r.tracebacks or r.slow or r.rewritten_inputs) and res["good_inputs_unchanged"]
+    ok = not (r.tracebacks or r.multiline or r.slow or r.rewritten_inputs) and res["good_inputs_unchanged"]
     return 0 if ok else 1
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -185,9 +186,11 @@ def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bo
         raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
     if simulator == "verilator":
         setup_verilator()
-    bdir = BUILD / simulator / _key(kind, params, waves)
+    key = _key(kind, params, waves)
+    bdir = BUILD / simulator / key
     stamp = bdir / ".built"
     if stamp.exists():
+        _say(f"reusing the {simulator} build of {kind} (cache key {key}, {bdir})")
         return bdir
     bdir.mkdir(parents=True, exist_ok=True)
     # pytest-xdist workers may want the same design at once: one builds, the others wait.
@@ -196,9 +199,24 @@ def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bo
     with open(bdir.parent / f"{bdir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stamp.exists():
+            _say(f"reusing the {simulator} build of {kind} (cache key {key}, built meanwhile)")
             return bdir
+        # The expected time is the last build's of this top and simulator, stored beside the builds.
+        last = BUILD / simulator / f"{kind}.last_build_s"
+        try:
+            expect = f"the last one took {float(last.read_text()):.0f} s"
+        except (OSError, ValueError):
+            expect = "no earlier build to time it by (a Verilator build of the 16-TPPE core takes minutes)"
+        _say(f"building the {simulator} model of {kind} (cache key {key}); {expect}; later runs reuse it")
+        t0 = time.perf_counter()
         _build_locked(kind, make, params, simulator, waves, bdir)
+        last.write_text(f"{time.perf_counter() - t0:.1f}\n")
     return bdir
+
+
+def _say(msg: str) -> None:
+    """Build progress on stderr (stdout may carry --json)."""
+    print(f"loas: {msg}", file=sys.stderr, flush=True)
 
 
 def _build_locked(kind, make, params, simulator, waves, bdir) -> None:

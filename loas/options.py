@@ -66,7 +66,7 @@ def int_range(lo: int | None = None, hi: int | None = None, what: str = "an inte
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"in {lo}..{hi}" if lo is not None else f"<= {hi}"
+            rng = f">= {lo}" if hi is None else f">= {lo} and <= {hi}" if lo is not None else f"<= {hi}"
             raise argparse.ArgumentTypeError(f"must be {rng}, got {v}")
         return v
 
@@ -205,15 +205,15 @@ def add_training(p, *, epochs: int = 10, lr: float = 0.1, batch_size: int = 128,
                    help="the cosine schedule ends at lr * this")
     p.add_argument("--momentum", type=finite_float(0, 1), default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=finite_float(0), default=5e-4, help="SGD weight decay")
-    p.add_argument("--batch-size", type=positive, default=batch_size, help="training batch size")
+    p.add_argument("--batch-size", type=int_range(1, 65536), default=batch_size, help="training batch size")
     add_seed(p, "seeds initialisation, batch order and augmentation")
     p.add_argument("--train-subset", type=positive, default=None,
                    help="use the first N training samples (default: all)")
-    p.add_argument("--pad", type=non_negative, default=None,
+    p.add_argument("--pad", type=int_range(0, 64), default=None,
                    help="random-crop padding (default: 4 for CIFAR, 2 otherwise)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     if cutout:
-        p.add_argument("--cutout", type=non_negative, default=0, help="Cutout square side (0 = off)")
+        p.add_argument("--cutout", type=int_range(0, 256), default=0, help="Cutout square side (0 = off)")
 
 
 def add_out(p, default: str | None = None, what: str = "output directory", required: bool = False):

@@ -43,6 +43,10 @@ from sim.trace import Geometry
 from .export import pack_words
 
 
+#: Largest spike file read (the published VGG16 file has 0.7 MB).
+MAX_PICKLE_BYTES = 1 << 30
+
+
 class ProsperityFormatError(UserError):
     """The file is not in the Prosperity spike-data format (or tries to run code)."""
 
@@ -50,8 +54,12 @@ class ProsperityFormatError(UserError):
 def _load_storage(data: bytes):
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError(f"storage payload must be bytes, got {type(data).__name__}")
-    # torch's own restricted unpickler: storages and tensors only, never arbitrary globals.
-    return torch.load(io.BytesIO(bytes(data)), weights_only=True)
+    # torch's own restricted unpickler: storages and tensors only, never arbitrary globals. Its
+    # warnings about odd pickle protocols of a damaged payload are not the user's news: the load
+    # fails or the checks below refuse the result.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(io.BytesIO(bytes(data)), weights_only=True)
 
 
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, *rest):
@@ -115,8 +123,14 @@ def read_prosperity(path) -> dict[str, list[torch.Tensor]]:
     if not path.is_file():
         raise ProsperityFormatError(f"{path}: file not found")
     try:
-        with open(path, "rb") as f:
-            obj = RestrictedUnpickler(f).load()
+        # Unpickle from memory: an opcode declaring a huge length then reads only the bytes that
+        # exist (a truncation error) instead of allocating what it declares.
+        size = path.stat().st_size
+        if size > MAX_PICKLE_BYTES:
+            raise ProsperityFormatError(f"{path}: field 'file': {size} bytes, more than {MAX_PICKLE_BYTES}")
+        obj = RestrictedUnpickler(io.BytesIO(path.read_bytes())).load()
+    except ProsperityFormatError:
+        raise
     except Exception as exc:
         why = next((ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()), str(exc).split("\n")[0])
         raise ProsperityFormatError(f"{path}: field 'pickle': refused or unreadable "

@@ -171,7 +171,8 @@ def mutate_npz(rng: random.Random, data: bytes) -> bytes:
 class Result:
     cases: int = 0
     codes: dict = field(default_factory=dict)
-    tracebacks: list = field(default_factory=list)
+    tracebacks: list = field(default_factory=list)  # an escape, a traceback or an exit code not 0/1/2
+    multiline: list = field(default_factory=list)  # exit 2 whose stderr is not the one line
     slow: list = field(default_factory=list)
     rewritten_inputs: list = field(default_factory=list)
     max_s: float = 0.0
@@ -288,10 +289,12 @@ class Fuzzer:
         r.max_s = max(r.max_s, dt)
         bad = rc not in (0, 1, 2) or "Traceback" in err
         if rc == 2 and not bad and err.count("\n") != 1:
+            r.multiline.append((target, [str(a) for a in argv], rc, err[-3000:]))
             bad = True
-        if bad:
+        elif bad:
             r.tracebacks.append((target, [str(a) for a in argv], rc, err[-3000:]))
-            keep = self.root / "failures" / f"{len(r.tracebacks):04d}"
+        if bad:
+            keep = self.root / "failures" / f"{len(r.tracebacks) + len(r.multiline):04d}"
             keep.mkdir(parents=True, exist_ok=True)
             for p in inputs:
                 shutil.copy(p, keep / p.name)

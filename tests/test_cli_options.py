@@ -103,8 +103,8 @@ def test_workload_and_checkpoint_aliases(wl, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (["train", "--threads", "-1", "--out", "m.pt"], "argument --threads: must be >= 1, got -1"),
-    (["train", "--seed", str(10**30), "--out", "m.pt"], "argument --seed: must be in 0..4294967295"),
-    (["nas", "search", "--seed", "-3"], "argument --seed: must be in 0..4294967295"),
+    (["train", "--seed", str(10**30), "--out", "m.pt"], "argument --seed: must be >= 0 and <= 4294967295"),
+    (["nas", "search", "--seed", "-3"], "argument --seed: must be >= 0 and <= 4294967295"),
     (["rtl", "sim", "w", "--layer", "c", "--simulator", "vcs"], "invalid choice: 'vcs'"),
     (["train", "--dataset", "mnist", "--out", "m.pt"], "invalid choice: 'mnist'"),
     (["train", "--lr", "nan", "--out", "m.pt"], "argument --lr: must be a finite number"),

@@ -167,3 +167,43 @@ def test_scoreboard_reports_mismatches():
     col.seen[4, 5] = False
     res = check(col, words, weights, bias, lif, 4, 0)
     assert not res.match and any("never emitted" in m for m in res.mismatches)
+
+
+class _Tiny:
+    """A one-register design: the build machinery without minutes of compilation."""
+
+    def __new__(cls, width):
+        from amaranth import Module, Signal
+        from amaranth.lib import wiring
+        from amaranth.lib.wiring import In, Out
+
+        class Tiny(wiring.Component):
+            def __init__(self):
+                super().__init__({"d": In(width), "q": Out(width)})
+
+            def elaborate(self, platform):
+                m = Module()
+                r = Signal(width)
+                m.d.sync += r.eq(self.d)
+                m.d.comb += self.q.eq(r)
+                return m
+
+        return Tiny()
+
+
+def test_build_announces_itself_and_is_reused(tmp_path, capsys, monkeypatch):
+    """The RTL build says what it builds (cache key, expected time from the last build, stored
+    beside the builds); the next run says it reuses it."""
+    import hw.cosim as cosim
+
+    if not cosim.simulator_available("icarus"):
+        pytest.skip("iverilog not installed")
+    monkeypatch.setattr(cosim, "BUILD", tmp_path / "rtl")
+    cosim.build("tiny", lambda: _Tiny(3), {"width": 3}, "icarus")
+    err = capsys.readouterr().err
+    assert "building the icarus model of tiny (cache key tiny-" in err and "no earlier build" in err
+    assert float((tmp_path / "rtl" / "icarus" / "tiny.last_build_s").read_text()) >= 0
+    cosim.build("tiny", lambda: _Tiny(3), {"width": 3}, "icarus")
+    assert "reusing the icarus build of tiny (cache key tiny-" in capsys.readouterr().err
+    cosim.build("tiny", lambda: _Tiny(4), {"width": 4}, "icarus")
+    assert "the last one took" in capsys.readouterr().err

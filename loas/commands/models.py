@@ -8,14 +8,14 @@ import sys
 
 from loas.commands import add_json, emit, group
 from loas.options import (add_checkpoint, add_dataset, add_n_mask, add_out, add_samples, add_seed, add_T,
-                          add_threads, add_training, finite_float, non_negative, positive)
+                          add_threads, add_training, finite_float, int_range, non_negative, positive)
 from sim.errors import UserError
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", choices=("default", "vgg16", "resnet19", "alexnet"),
                    help="zoo network")
-    p.add_argument("--width", type=positive, default=None,
+    p.add_argument("--width", type=int_range(1, 1024), default=None,
                    help="base width of default (default: 16) or resnet19 (default: 64)")
     p.add_argument("--variant", default=None, choices=("loas", "ours"),
                    help="vgg16/resnet19/alexnet: the LoAS code's network (default) or ours (models/README.md)")

@@ -8,7 +8,7 @@ import sys
 
 from loas.commands import add_json, emit, group
 from loas.options import (DATASETS, add_checkpoint, add_dataset, add_out, add_samples, add_seed, add_T,
-                          add_threads, add_training, positive)
+                          add_threads, add_training, int_range, positive)
 from sim.errors import UserError
 
 
@@ -22,10 +22,10 @@ def _cnt_mat_arg(p: argparse.ArgumentParser, required: bool, help_extra: str = "
 def _net_args(p: argparse.ArgumentParser, cnt_mat: bool = True) -> None:
     if cnt_mat:
         _cnt_mat_arg(p, True)
-    p.add_argument("--channels", type=int, default=None,
+    p.add_argument("--channels", type=int_range(1, 4096), default=None,
                    help="cell1 channels C (default: 256 cifar10, 128 cifar100, 32 fashion-mnist)")
     add_T(p)
-    p.add_argument("--second-avgpooling", type=int, default=None,
+    p.add_argument("--second-avgpooling", type=int_range(1, 64), default=None,
                    help="pool size after cell2 (default: 4 cifar10, 2 otherwise)")
     p.add_argument("--fc1-bias", action="store_true", help="give fc1 a bias (the official network has none)")
     p.add_argument("--init", default="official", choices=("official", "torch"),
@@ -385,7 +385,7 @@ def register(subparsers) -> None:
     _data_args(p)
     p.add_argument("--num-search", "--num_search", dest="num_search", type=int, default=5000,
                    help="candidates to score (default: 5000)")
-    p.add_argument("--batch-size", type=int, default=256,
+    p.add_argument("--batch-size", type=int_range(1, 65536), default=256,
                    help="samples per scoring batch (kernel size; default: 256, the official)")
     p.add_argument("--batches", type=int, default=2, help="batches the score is averaged over (default: 2)")
     p.add_argument("--fresh-batches", action="store_true",
