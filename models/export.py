@@ -187,7 +187,7 @@ def export_workload(model, images: torch.Tensor, labels: torch.Tensor | None, ou
 def _export(model, images, labels, out_dir, *, name, provenance, progress) -> dict:
     from tqdm import tqdm
 
-    from sim.golden import LIFParams
+    from sim.golden import BIAS_BITS, LIFParams, int_range_problem
     from sim.trace import write_and_load_layer, write_manifest
 
     t0 = time.time()
@@ -238,8 +238,9 @@ def _export(model, images, labels, out_dir, *, name, provenance, progress) -> di
             r = res_int.expand(T, *y_int.shape[1:]).permute(1, 0, 3, 4, 2)
             residual = r.reshape(r.shape[0], T, geom.M, geom.N).numpy()
         bias = q.bias.numpy()
-        if np.abs(bias).max(initial=0) >= 2**31:
-            raise UserError(f"layer {lname}: integer bias {int(np.abs(bias).max())} leaves the int32 range")
+        problem = int_range_problem(bias, BIAS_BITS)
+        if problem:
+            raise UserError(f"layer {lname}: integer bias {problem}")
         lif = LIFParams(q.threshold, 2)
         path = out_dir / f"{lname}.npz"
         # Golden check on what is actually on disk: write, read back, recompute every sample.

@@ -26,7 +26,7 @@ import yaml
 
 from sim.errors import TraceError
 from sim.fibers import MAX_T
-from sim.golden import LIFParams
+from sim.golden import BIAS_BITS, RESIDUAL_BITS, LIFParams, int_range_problem
 
 FORMAT = "loas-trace"
 VERSION = 1
@@ -187,8 +187,9 @@ class Layer:
         bias = data["bias"]
         if bias.shape != (g.c_out,):
             self._fail("bias", f"shape {bias.shape}, expected ({g.c_out},)")
-        if np.abs(bias.astype(np.int64)).max(initial=0) >= 2**31:
-            self._fail("bias", f"value {int(np.abs(bias).max())} outside the int32 range")
+        problem = int_range_problem(bias, BIAS_BITS)
+        if problem:
+            self._fail("bias", problem)
         self.bias = bias.astype(np.int64)
         try:
             self.lif = LIFParams(int(data["threshold"]), int(data["decay_shift"]))
@@ -203,7 +204,7 @@ class Layer:
         if int(exp.max(initial=0)) >> self.T:
             self._fail("expected_out_words", f"word {int(exp.max())} has bits above T={self.T}")
         self.expected_out_words = exp
-        res = data.get("residual")
+        res = data.get("residual")  # int32 by dtype: its range needs no check
         if res is not None and res.shape != (self.samples, self.T, g.M, g.N):
             self._fail("residual", f"shape {res.shape}, expected (S, T, M, N) = "
                                    f"({self.samples}, {self.T}, {g.M}, {g.N})")
@@ -450,6 +451,9 @@ def write_and_load_layer(
     bias = np.asarray(bias)
     if not np.issubdtype(bias.dtype, np.integer):
         fail("bias", f"must be integer, got {bias.dtype}")
+    problem = int_range_problem(bias, BIAS_BITS)
+    if problem:
+        fail("bias", problem)
     arrays = dict(
         format_version=np.int64(VERSION),
         T=np.int64(T),
@@ -469,9 +473,9 @@ def write_and_load_layer(
         want = (spike_words.shape[0], T, geometry.M, geometry.N)
         if residual.shape != want:
             fail("residual", f"shape {residual.shape}, expected (S, T, M, N) = {want}")
-        lo, hi = int(residual.min(initial=0)), int(residual.max(initial=0))
-        if lo < -(2**31) or hi >= 2**31:
-            fail("residual", f"value {lo if lo < -(2**31) else hi} outside the int32 range")
+        problem = int_range_problem(residual, RESIDUAL_BITS)
+        if problem:
+            fail("residual", problem)
         arrays["residual"] = residual.astype(np.int32)
     _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     return Layer(path, T=T)  # re-read: never leave a file behind that our own loader would refuse
