@@ -114,9 +114,34 @@ def read_prosperity(path) -> dict[str, list[torch.Tensor]]:
     return out
 
 
-def import_prosperity(path, out_dir, *, name: str, weight_sparsity: float, seed: int,
-                      kernel: int = 3, padding: int = 1, n_mask: int = 0) -> dict:
-    """Write a workload pairing each conv's real input spikes with synthetic pruned int8 weights.
+def import_prosperity(path, out_dir, *, name: str, force: bool = False, **options) -> dict:
+    """Write a workload pairing each conv's real input spikes with synthetic pruned int8 weights
+    (:func:`_import_prosperity` has the ``options``).
+
+    ``name`` must be a plain workload name (:func:`sim.trace.check_workload_name`). The workload is
+    written whole (:func:`sim.atomic.replace_dir`): built beside ``out_dir``, swapped in with one
+    rename, one writer at a time; an existing ``out_dir`` is replaced only with ``force``.
+
+    Raises
+    ------
+    UserError
+        On a bad name or an output directory that cannot be written or exists (without ``force``),
+        checked before the file is read; otherwise as :func:`_import_prosperity`.
+    """
+    from sim.atomic import check_target, replace_dir
+    from sim.trace import WORKLOAD_TARGET, check_workload_name
+
+    check_workload_name(name)
+    check_target(out_dir, force=force, **WORKLOAD_TARGET)
+    with replace_dir(out_dir, force=force, **WORKLOAD_TARGET) as stage:
+        rep = _import_prosperity(path, stage, name=name, **options)
+    rep["workload"] = str(out_dir)
+    return rep
+
+
+def _import_prosperity(path, out_dir, *, name: str, weight_sparsity: float, seed: int,
+                       kernel: int = 3, padding: int = 1, n_mask: int = 0) -> dict:
+    """Write the workload into ``out_dir`` (a fresh directory).
 
     Conv i+1 (layer name ``conv{i+1}``) reads ``Conv2d[i]``; its output channels are the next
     conv's input channels, or for the last conv the classifier's input features.

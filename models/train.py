@@ -8,7 +8,6 @@ resumed run replays exactly what the killed one would have done.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -20,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sim.atomic import write_file
 from sim.errors import UserError
 
 from .data import Augment, Dataset, batches
@@ -43,29 +43,13 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename over it (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``torch.save`` whole (:func:`sim.atomic.write_file`: temp file beside ``path``, then rename)."""
+    write_file(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write a text file atomically (temp file in the same directory, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write a text file whole (:func:`sim.atomic.write_file`)."""
+    write_file(path, text)
 
 
 def load_checkpoint(path) -> dict:

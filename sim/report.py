@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.atomic import replace_dir
 from sim.config import LoASConfig, from_mapping
 from sim.energy import COMPONENTS, EnergyConfig, load_energy
 from sim.errors import UserError
@@ -198,12 +199,26 @@ def _plt():
     return plt
 
 
+COMPARE_FILES = ("compare.csv", "compare.json", "speedup.png", "energy_breakdown.png", "layer_speedup.png")
+SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep.png")
+# replace_dir / check_target arguments of the two report directories
+COMPARE_TARGET = dict(what="compare report", owned=COMPARE_FILES.__contains__)
+SWEEP_TARGET = dict(what="sweep report", owned=SWEEP_FILES.__contains__)
+
+
 def write_compare_report(out_dir, results: dict, comparison: dict, meta: dict) -> list[Path]:
-    """CSV, JSON and three PNGs (speedup bars, energy breakdown, per-layer speedup) in out_dir."""
+    """CSV, JSON and three PNGs (speedup bars, energy breakdown, per-layer speedup) in out_dir.
+
+    The report is written whole (:func:`sim.atomic.replace_dir`): built beside ``out_dir`` and
+    swapped in with one rename, one writer at a time; a directory holding other files is refused."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "compare.csv", out / "compare.json", out / "speedup.png", out / "energy_breakdown.png",
-             out / "layer_speedup.png"]
+    with replace_dir(out, **COMPARE_TARGET) as tmp:
+        _compare_files(Path(tmp), results, comparison, meta)
+    return [out / n for n in COMPARE_FILES]
+
+
+def _compare_files(out: Path, results: dict, comparison: dict, meta: dict) -> None:
+    files = [out / n for n in COMPARE_FILES]
     write_csv(files[0], compare_rows(results))
     files[1].write_text(json.dumps({**meta, **comparison}, indent=2) + "\n")
     plt = _plt()
@@ -252,7 +267,6 @@ def write_compare_report(out_dir, results: dict, comparison: dict, meta: dict) -
     fig.tight_layout()
     fig.savefig(files[4], dpi=120)
     plt.close(fig)
-    return files
 
 
 # Sweeps ------------------------------------------------------------------------------------------
@@ -261,15 +275,21 @@ DATA_PARAMS = ("weight_density", "silent_ratio")
 
 
 def parse_params(specs: list[str]) -> dict:
-    """['pes=4,8', 'buffer.capacity_kb=128,256'] -> {'pes': [4, 8], ...}; keys validated later."""
+    """['pes=4,8', 'buffer.capacity_kb=128,256'] -> {'pes': [4, 8], ...}; keys validated later.
+
+    A key given twice (also through an alias: ``T`` and ``timesteps``) is an error naming both."""
     import yaml
 
-    params = {}
+    params, given = {}, {}
     for spec in specs:
         key, eq, vals = spec.partition("=")
         key = SWEEP_ALIASES.get(key.strip(), key.strip())
         if not eq or not key or not vals.strip():
             raise SweepError(f"--param {spec!r}: expected NAME=V1,V2,...")
+        if key in given:
+            raise SweepError(f"--param {given[key]!r} and --param {spec!r}: the same key '{key}' twice; "
+                             f"give its values once, comma-separated")
+        given[key] = spec
         try:
             params[key] = [yaml.safe_load(v) for v in vals.split(",")]
         except yaml.YAMLError:
@@ -369,10 +389,16 @@ def sweep(params: dict, *, base: LoASConfig, designs=("loas", "sparten"), worklo
 
 
 def write_sweep_report(out_dir, rows: list[dict], params: dict) -> list[Path]:
-    """sweep.csv, sweep.json and sweep.png (cycles and speedups against the first parameter)."""
+    """sweep.csv, sweep.json and sweep.png (cycles and speedups against the first parameter),
+    written whole like :func:`write_compare_report`."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "sweep.csv", out / "sweep.json", out / "sweep.png"]
+    with replace_dir(out, **SWEEP_TARGET) as tmp:
+        _sweep_files(Path(tmp), rows, params)
+    return [out / n for n in SWEEP_FILES]
+
+
+def _sweep_files(out: Path, rows: list[dict], params: dict) -> None:
+    files = [out / n for n in SWEEP_FILES]
     write_csv(files[0], rows)
     files[1].write_text(json.dumps({"params": params, "rows": rows}, indent=2) + "\n")
     plt = _plt()
@@ -400,7 +426,6 @@ def write_sweep_report(out_dir, rows: list[dict], params: dict) -> list[Path]:
     fig.tight_layout()
     fig.savefig(files[2], dpi=120)
     plt.close(fig)
-    return files
 
 
 def default_jobs() -> int:

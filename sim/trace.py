@@ -6,8 +6,9 @@ current added to O[t] before the P-LIF (the shortcut of a ResNet block, ``sim.go
 ``residual``). Files without it read exactly as before. (A reader from before this member existed
 ignores it: ``loas trace verify`` of such a build reports the layer's outputs as mismatched.)
 Everything is validated on load; any problem raises :class:`~sim.errors.TraceError` naming the file
-and the field. Writers are atomic (temp file in the same directory, then ``os.replace``), so an
-interrupted export never leaves a half-written file behind.
+and the field. Writers are atomic (:func:`sim.atomic.write_file`: temp file in the same directory,
+then ``os.replace``), so an interrupted export never leaves a half-written file behind; whole
+workloads are swapped in by :func:`sim.atomic.replace_dir`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sim.atomic import write_file
 from sim.errors import TraceError
 from sim.fibers import MAX_T
 from sim.golden import BIAS_BITS, RESIDUAL_BITS, LIFParams, int_range_problem
@@ -32,6 +33,19 @@ FORMAT = "loas-trace"
 VERSION = 1
 TRACES_DIR = Path(os.environ.get("LOAS_TRACES", Path(__file__).resolve().parent.parent / "traces"))
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+# sim.atomic.replace_dir / check_target arguments of a workload directory: only manifest and layers
+WORKLOAD_TARGET = dict(what="workload", owned=lambda n: n == "manifest.yaml" or n.endswith(".npz"))
+
+
+def check_workload_name(name, flag: str = "--name") -> str:
+    """A workload name is one plain word (a letter, then letters, digits, ``_ . -``): never empty,
+    absolute, or a path that leaves the traces folder. Raises UserError naming the flag and value."""
+    from sim.errors import UserError
+
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise UserError(f"{flag}: invalid workload name {name!r} (a letter, then letters, digits, "
+                        f"'_', '.' or '-'; no path)")
+    return name
 
 # npz members of a layer file, with the dtypes a loader accepts.
 _LAYER_FIELDS = {
@@ -119,22 +133,6 @@ def im2col(image: np.ndarray, g: Geometry) -> np.ndarray:
     win = win[..., :: g.stride, :: g.stride, :, :][..., : g.h_out, : g.w_out, :, :]  # (.., C, Ho, Wo, k, k)
     axes = tuple(range(lead)) + tuple(lead + a for a in (1, 2, 0, 3, 4))
     return np.ascontiguousarray(win.transpose(axes)).reshape(*image.shape[:lead], g.M, g.K)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(fileobj) on a temp file beside path, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a trace is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Layer:
@@ -477,7 +475,7 @@ def write_and_load_layer(
         if problem:
             fail("residual", problem)
         arrays["residual"] = residual.astype(np.int32)
-    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    write_file(path, lambda f: np.savez_compressed(f, **arrays))
     return Layer(path, T=T)  # re-read: never leave a file behind that our own loader would refuse
 
 
@@ -501,6 +499,6 @@ def write_manifest(
     }
     text = yaml.safe_dump(man, sort_keys=False).encode()
     path = directory / "manifest.yaml"
-    _atomic_write(path, lambda f: f.write(text))
+    write_file(path, text)
     Workload(directory)
     return path

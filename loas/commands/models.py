@@ -188,13 +188,17 @@ def cmd_export(args) -> int:
     from models.checkpoint import load_model
     from models.data import load_dataset, normalise
     from models.data import batches
-    from models.export import export_workload, file_sha256, float_vs_integer
+    from models.export import check_finite_state, export_workload, file_sha256, float_vs_integer
+    from sim.atomic import check_target
+    from sim.trace import WORKLOAD_TARGET, check_workload_name
 
+    name = check_workload_name(args.name or Path(args.out).name)
+    check_target(args.out, force=args.force, **WORKLOAD_TARGET)  # before any work
     _setup(args)
     t0 = time.time()
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
+    check_finite_state(model, str(args.checkpoint))
     meta = ck["meta"]
-    name = args.name or Path(args.out).name
     if args.samples < 1:
         raise UserError(f"--samples: must be >= 1, got {args.samples}")
     if args.first < 0 or args.check_samples < 0:
@@ -221,7 +225,7 @@ def cmd_export(args) -> int:
             k: round(v, 6) for k, v in check["spike_agreement"].items()}
     prov = {k: v for k, v in prov.items() if v is not None}
     rep = export_workload(model, images, labels, args.out, name=name, provenance=prov, progress=True,
-                          threads=args.threads or 1)
+                          threads=args.threads or 1, force=args.force)
     rep["seconds"] = time.time() - t0
     lines = [f"{'layer':<8}{'M':>6}{'K':>6}{'N':>5}{'thr':>7}{'w sp':>8}{'agree(layer)':>14}{'agree(chain)':>14}"]
     lines += [f"{r['name']:<8}{r['M']:>6}{r['K']:>6}{r['N']:>5}{r['threshold']:>7}{r['weight_sparsity']:>8.3f}"
@@ -242,12 +246,15 @@ def cmd_import_prosperity(args) -> int:
     from pathlib import Path
 
     from models.prosperity import import_prosperity
-    from sim.trace import TRACES_DIR
+    from sim.atomic import check_target
+    from sim.trace import TRACES_DIR, WORKLOAD_TARGET, check_workload_name
 
-    _setup(args)
+    check_workload_name(args.name)
     out = Path(args.out) if args.out else TRACES_DIR / args.name
+    check_target(out, force=args.force, **WORKLOAD_TARGET)  # before any work
+    _setup(args)
     rep = import_prosperity(args.file, out, name=args.name, weight_sparsity=args.weight_sparsity,
-                            seed=args.seed, n_mask=args.n_mask)
+                            seed=args.seed, n_mask=args.n_mask, force=args.force)
     lines = [f"{r['name']:<8} M {r['M']:>5} K {r['K']:>5} N {r['N']:>4}  spike sp {r['spike_sparsity']:.3f}"
              f"  weight sp {r['weight_sparsity']:.3f}" for r in rep["layers"]]
     lines.append(f"workload written to {out}")
@@ -263,7 +270,7 @@ def register(subparsers) -> None:
     _train_args(p)
     p.add_argument("--out", required=True, help="checkpoint file to write")
     add_json(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, out_kind="file")
 
     p = subparsers.add_parser("prune", help="lottery-ticket pruning with late rewinding (resumable)")
     _model_args(p)
@@ -303,12 +310,13 @@ def register(subparsers) -> None:
     p.set_defaults(epochs=5, lr=0.02)
     p.add_argument("--out", required=True, help="checkpoint file to write")
     add_json(p)
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, out_kind="file")
 
     p = subparsers.add_parser("export", help="export spike layers as a trace workload")
     p.add_argument("--checkpoint", required=True, help="model checkpoint")
     p.add_argument("--out", required=True, help="workload directory to write")
     p.add_argument("--name", default=None, help="workload name (default: the directory name)")
+    p.add_argument("--force", action="store_true", help="replace an existing workload at --out")
     p.add_argument("--samples", type=int, default=4, help="test samples to export")
     p.add_argument("--first", type=int, default=0, help="index of the first test sample")
     p.add_argument("--check-samples", type=int, default=1000,
@@ -329,6 +337,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
     p.add_argument("--n-mask", type=int, default=0, help="n_mask recorded in the workload")
     p.add_argument("--out", default=None, help="workload directory (default traces/NAME)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing workload of that name or directory")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_json(p)
     p.set_defaults(func=cmd_import_prosperity)

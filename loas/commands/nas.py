@@ -270,7 +270,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     p.add_argument("--out", required=True, help="checkpoint file to write")
     add_json(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, out_kind="file")
 
     p = g.add_parser("test", help="test accuracy of a trained SNASNet checkpoint")
     p.add_argument("--checkpoint", required=True)

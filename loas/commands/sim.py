@@ -95,8 +95,11 @@ def cmd_sim(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sim.report import check_timesteps, compare, run_design, workload_inputs, write_compare_report
+    from sim.atomic import check_target
+    from sim.report import (COMPARE_TARGET, check_timesteps, compare, run_design, workload_inputs,
+                            write_compare_report)
 
+    check_target(args.out, **COMPARE_TARGET)  # before the work
     cfg, econf = _configs(args)
     designs = _designs(args.designs)
     inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
@@ -132,8 +135,10 @@ def _fmt(v):
 
 def cmd_sweep(args) -> int:
     from sim.errors import UserError
-    from sim.report import default_jobs, parse_params, sweep, write_sweep_report
+    from sim.atomic import check_target
+    from sim.report import SWEEP_TARGET, default_jobs, parse_params, sweep, write_sweep_report
 
+    check_target(args.out, **SWEEP_TARGET)  # before the work
     cfg, _ = _configs(args)
     if not args.param:
         raise UserError("--param: give at least one, e.g. --param pes=4,8,16")
