@@ -8,6 +8,7 @@ resumed run replays exactly what the killed one would have done.
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -108,8 +109,20 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise UserError(f"--{name.replace('_', '-')}: must be a positive int, got {v!r}")
-        if not self.lr > 0:
-            raise UserError(f"--lr: must be > 0, got {self.lr!r}")
+        for name, lo, hi in (("lr", 0.0, None), ("momentum", 0.0, None), ("weight_decay", 0.0, None),
+                             ("lr_min_ratio", 0.0, 1.0)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= lo \
+                and (hi is None or v <= hi) and (name != "lr" or v > 0)
+            if not ok:
+                bounds = "> 0" if name == "lr" else f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise UserError(f"--{name.replace('_', '-')}: must be a finite number {bounds}, got {v!r}")
+        if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
+            raise UserError(f"--train-subset: must be a positive int, got {self.train_subset!r}")
+        for name in ("pad", "cutout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UserError(f"--{name}: must be an int >= 0, got {v!r}")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig):
@@ -176,6 +189,12 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
     -------
     dict
         ``{"epochs": .., "history": [{"epoch", "loss", "train_acc", "seconds"}, ..], "seconds": ..}``.
+
+    Raises
+    ------
+    UserError
+        On a ``train_subset`` larger than the training set, or a loss that is NaN or infinite (the
+        run stops before that step; the checkpoint of the last finished epoch stays on disk).
     """
     from tqdm import tqdm
 
@@ -194,6 +213,9 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
             log(f"resuming {ckpt_path} at epoch {start}/{cfg.epochs}")
     apply_masks(model, masks)
     aug = Augment(cfg.pad, cfg.flip, cfg.cutout) if (cfg.pad or cfg.flip or cfg.cutout) else None
+    if cfg.train_subset is not None and cfg.train_subset > len(train_ds):
+        raise UserError(f"--train-subset: {cfg.train_subset} samples asked for, the training set has "
+                        f"{len(train_ds)}")
     ds = train_ds.subset(cfg.train_subset)
     nb = (len(ds) + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(start, cfg.epochs):
@@ -203,10 +225,16 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
         it = batches(ds, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch, augment=aug)
         bar = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, mininterval=5.0)
-        for x, y in bar:
+        for i, (x, y) in enumerate(bar):
             x, y = x.to(dev), y.to(dev)
             out = model(x)
             loss = F.cross_entropy(out, y)
+            if not math.isfinite(loss.item()):
+                # Stop before the step: the checkpoint on disk (written at the last finished
+                # epoch) stays the last good one.
+                kept = f"{ckpt_path} (epoch {epoch}) is kept" if epoch > 0 else "none was written"
+                raise UserError(f"training diverged: loss {loss.item()} at epoch {epoch + 1}, batch {i + 1}; "
+                                f"the last good checkpoint {kept}; try a smaller --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _mask_grads(model, masks)

@@ -212,3 +212,103 @@ def test_a_repeated_param_key_names_both():
     with pytest.raises(SweepError, match=r"'T=4' and --param 'timesteps=8'.*'timesteps'"):
         parse_params(["T=4", "timesteps=8"])
     assert parse_params(["pes=4,8", "T=4"]) == {"pes": [4, 8], "timesteps": [4]}
+
+
+# --- finite numbers and counts ------------------------------------------------------------------
+@pytest.mark.parametrize("kw, flag", [
+    ({"lr": float("inf")}, "--lr"), ({"lr": float("nan")}, "--lr"), ({"lr": 0.0}, "--lr"),
+    ({"momentum": float("nan")}, "--momentum"), ({"weight_decay": -1.0}, "--weight-decay"),
+    ({"lr_min_ratio": 2.0}, "--lr-min-ratio"), ({"train_subset": -5}, "--train-subset"),
+    ({"train_subset": 0}, "--train-subset"), ({"cutout": -3}, "--cutout"), ({"pad": -1}, "--pad"),
+])
+def test_training_hyper_parameters_are_finite_and_counts_positive(kw, flag):
+    pytest.importorskip("torch")
+    from models.train import TrainConfig
+
+    with pytest.raises(UserError, match=f"^{flag}: must be"):
+        TrainConfig(**kw)
+
+
+@pytest.fixture
+def fm(tmp_path):
+    pytest.importorskip("torch")
+    from test_models_data import make_fmnist
+
+    root = tmp_path / "fm"
+    root.mkdir()
+    make_fmnist(root, 6, "train")
+    make_fmnist(root, 6, "test")
+    return root
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(fm, tmp_path):
+    import torch
+
+    from models.data import load_dataset
+    from models.train import TrainConfig, load_checkpoint, train
+
+    class Diverging(torch.nn.Module):  # finite for the first epoch (3 batches), NaN after
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(28 * 28, 10)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.lin(x.flatten(1))
+            return out * float("nan") if self.calls > 3 else out
+
+    ds = load_dataset("fashion-mnist", fm, "train")
+    ck = tmp_path / "run.state"
+    with pytest.raises(UserError, match=r"training diverged: loss nan at epoch 2, batch 1; the last good "
+                                        r"checkpoint .*run.state \(epoch 1\) is kept"):
+        train(Diverging(), ds, TrainConfig(epochs=3, batch_size=2), ck, progress=False, log=lambda m: None)
+    state = load_checkpoint(ck)
+    assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model"].values())
+    with pytest.raises(UserError, match=r"--train-subset: 7 samples asked for, the training set has 6"):
+        train(Diverging(), ds, TrainConfig(epochs=1, train_subset=7), tmp_path / "x", progress=False)
+
+
+def test_a_nan_checkpoint_is_not_exported(fm, tmp_path, capsys):
+    import torch
+
+    from loas.cli import main
+    from models.checkpoint import build_from_meta, model_meta, save_model
+
+    meta = model_meta("default", dataset="fashion-mnist", width=2)
+    model = build_from_meta(meta)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    save_model(model, meta, tmp_path / "nan.pt")
+    rc = main(["export", "--checkpoint", str(tmp_path / "nan.pt"), "--data", str(fm), "--samples", "1",
+               "--out", str(tmp_path / "wl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "nan.pt: tensor" in err and "non-finite values (nan)" in err
+    assert not (tmp_path / "wl").exists()
+
+
+@pytest.mark.parametrize("argv", [["profile", "CK", "--data", "FM", "--test-subset", "-1"],
+                                  ["profile", "CK", "--data", "FM", "--test-subset", "7"]])
+def test_a_test_subset_outside_the_set_is_refused(fm, tmp_path, capsys, argv):
+    from loas.cli import main
+    from models.checkpoint import build_from_meta, model_meta, save_model
+
+    meta = model_meta("default", dataset="fashion-mnist", width=2)
+    save_model(build_from_meta(meta), meta, tmp_path / "m.pt")
+    rc = main([a.replace("CK", str(tmp_path / "m.pt")).replace("FM", str(fm)) for a in argv])
+    assert rc == 2 and "--test-subset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, key", [("sram_nj_per_access: .nan\n", "sram_nj_per_access"),
+                                       ("dram_nj_per_access: 0\n", "dram_nj_per_access"),
+                                       ("designs: {loas: {op_pj: .inf}}\n", "designs.loas.op_pj"),
+                                       ("designs: {gospa: {index_overhead: .nan}}\n", "index_overhead")])
+def test_energy_constants_must_be_finite_and_positive(tmp_path, text, key):
+    from sim.config import load
+    from sim.energy import EnergyConfig
+    from sim.errors import ConfigError
+
+    p = tmp_path / "e.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=key):
+        load(str(p), EnergyConfig)

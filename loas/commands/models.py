@@ -69,6 +69,13 @@ def _meta(args) -> dict:
                       width=args.width)
 
 
+def check_subset(n, available: int, flag: str):
+    """A subset size of a user option: None (all) or 1..available; else UserError naming it."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= available):
+        raise UserError(f"{flag}: must be in 1..{available} (the samples there are), got {n!r}")
+    return n
+
+
 def _load_data(args, splits=("train", "test")):
     from models.data import load_dataset
 
@@ -76,7 +83,7 @@ def _load_data(args, splits=("train", "test")):
     for s in splits:
         ds = load_dataset(args.dataset, args.data, s)
         if s == "test":
-            ds = ds.subset(args.test_subset)
+            ds = ds.subset(check_subset(args.test_subset, len(ds), "--test-subset"))
         out.append(ds)
     return out
 
@@ -151,7 +158,8 @@ def cmd_profile(args) -> int:
 
     _setup(args)
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
-    ds = load_dataset(args.dataset or ck["meta"]["dataset"], args.data, "test").subset(args.test_subset)
+    ds = load_dataset(args.dataset or ck["meta"]["dataset"], args.data, "test")
+    ds = ds.subset(check_subset(args.test_subset, len(ds), "--test-subset"))
     it, total = _test_batches(args, ds)
     rep = profile_model(model, it, progress=True, total=total)
     rep["checkpoint"] = str(args.checkpoint)
