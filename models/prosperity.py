@@ -17,6 +17,7 @@ import collections
 import hashlib
 import io
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,47 @@ def _load_storage(data: bytes):
     return torch.load(io.BytesIO(bytes(data)), weights_only=True)
 
 
+def _check_view(storage, offset, size, stride) -> None:
+    """Refuse a tensor view its storage cannot hold: torch would grow the storage (uninitialised
+    memory becoming data) or alias elements. The view must be plain ints, non-negative, with no
+    stride 0 or overlap between dimensions of size > 1, and lie wholly inside the storage."""
+    def ints(v):
+        return isinstance(v, tuple) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+    if not (isinstance(offset, int) and ints(size) and ints(stride) and len(size) == len(stride)):
+        raise pickle.UnpicklingError(f"tensor view offset {offset!r}, size {size!r}, stride {stride!r} "
+                                     f"is not a valid view")
+    if offset < 0 or min(size, default=0) < 0 or min(stride, default=0) < 0:
+        raise pickle.UnpicklingError(f"tensor view with a negative offset, size or stride refused "
+                                     f"(offset {offset}, size {size}, stride {stride})")
+    if 0 in size:
+        return
+    span = 1
+    for st, sz in sorted((st, sz) for st, sz in zip(stride, size) if sz > 1):
+        if st < span:
+            raise pickle.UnpicklingError(f"tensor view size {size}, stride {stride}: stride "
+                                         f"{st} {'is 0' if st == 0 else 'overlaps another dimension'}; refused")
+        span = st * sz
+    need = offset + sum((sz - 1) * st for sz, st in zip(size, stride)) + 1
+    with warnings.catch_warnings():  # TypedStorage.size() warns that TypedStorage is deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        have = storage.size()  # elements (bytes for an untyped storage)
+    if need > have:
+        raise pickle.UnpicklingError(f"tensor view size {size}, stride {stride}, offset {offset} needs "
+                                     f"{need} storage elements but the storage holds {have}; refused "
+                                     f"(a storage is never grown)")
+
+
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, *rest):
     if not isinstance(storage, (torch.UntypedStorage, torch.TypedStorage)):
         raise pickle.UnpicklingError(f"tensor storage of type {type(storage).__name__} refused")
     if hooks:
         raise pickle.UnpicklingError("tensors with backward hooks are refused")
-    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
+    _check_view(storage, offset, size, stride)
+    t = torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
+    if t.dtype == torch.bool and t.numel() and int(t.view(torch.uint8).max()) > 1:
+        raise pickle.UnpicklingError(f"bool tensor of size {list(size)} holds byte values other than 0 and 1")
+    return t
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -312,3 +312,85 @@ def test_energy_constants_must_be_finite_and_positive(tmp_path, text, key):
     p.write_text(text)
     with pytest.raises(ConfigError, match=key):
         load(str(p), EnergyConfig)
+
+
+# --- the Prosperity pickle: views checked against their storage -------------------------------
+class _View:
+    """Pickles as torch's tensor rebuild call with a view chosen by the test (a crafted file)."""
+
+    def __init__(self, n, offset, size, stride, fill=0):
+        import torch
+
+        self.storage = torch.full((n,), fill, dtype=torch.uint8).view(torch.bool).untyped_storage()
+        self.args = (offset, size, stride)
+
+    def __reduce__(self):
+        import collections
+
+        import torch
+
+        typed = torch.TypedStorage(wrap_storage=self.storage, dtype=torch.bool, _internal=True)
+        return torch._utils._rebuild_tensor_v2, (typed, *self.args, False, collections.OrderedDict())
+
+
+@pytest.mark.parametrize("view, msg", [
+    (_View(4, 0, (4, 3, 100, 100), (30000, 10000, 100, 1)), "needs 120000 storage elements but the "
+                                                            "storage holds 4; refused"),
+    (_View(4, 2, (1, 1, 1, 3), (3, 3, 3, 1)), "needs 5 storage elements"),
+    (_View(4, 0, (1, 2, 10**9, 1), (4, 1, 0, 1)), "stride 0 is 0"),
+    (_View(4, 0, (1, 1, 2, 2), (4, 4, 1, 1)), "overlaps another dimension"),
+    (_View(4, -1, (1, 1, 1, 1), (1, 1, 1, 1)), "negative"),
+    (_View(4, 0, (1, 1, 2, 2), (4, 4, 2, 1), fill=7), "byte values other than 0 and 1"),
+])
+def test_a_tensor_view_its_storage_cannot_hold_is_refused(tmp_path, view, msg):
+    import collections
+    import pickle
+
+    import torch
+
+    from models.prosperity import ProsperityFormatError, read_prosperity
+
+    d = collections.defaultdict(list)
+    d["Conv2d"] += [torch.zeros(1, 3, 2, 2, dtype=torch.bool), view]
+    with open(tmp_path / "x.pkl", "wb") as f:
+        pickle.dump(d, f)
+    with pytest.raises(ProsperityFormatError, match=rf"x.pkl: field 'pickle': refused .*{msg}"):
+        read_prosperity(tmp_path / "x.pkl")
+
+
+def test_a_legal_view_still_loads(tmp_path):
+    import collections
+    import pickle
+
+    import torch
+
+    from models.prosperity import read_prosperity
+
+    d = collections.defaultdict(list)
+    d["Conv2d"] += [torch.zeros(1, 3, 2, 2, dtype=torch.bool), _View(8, 0, (2, 1, 2, 2), (4, 4, 2, 1), 1)]
+    with open(tmp_path / "x.pkl", "wb") as f:
+        pickle.dump(d, f)
+    assert read_prosperity(tmp_path / "x.pkl")["Conv2d"][1].all()
+
+
+# --- workload names -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name, msg", [("../x", "invalid workload name '../x'"), ("/abs", "invalid workload"),
+                                       ("", "invalid workload name ''"), ("default", "exists; give --force")])
+def test_import_prosperity_name_is_a_plain_new_name(tmp_path, monkeypatch, capsys, name, msg):
+    import shutil
+
+    import sim.trace
+    from loas.cli import main
+    from test_models_prosperity import write_file as write_pickle
+
+    traces = tmp_path / "traces"
+    shutil.copytree(ROOT / "traces" / "default", traces / "default")
+    before = {p.name: p.read_bytes() for p in (traces / "default").iterdir()}
+    write_pickle(tmp_path / "s.pkl")
+    monkeypatch.setattr(sim.trace, "TRACES_DIR", traces)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["trace", "import-prosperity", str(tmp_path / "s.pkl"), "--name", name])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in (traces / "default").iterdir()} == before
+    assert sorted(os.listdir(traces)) == ["default"] and sorted(os.listdir(tmp_path)) == ["s.pkl", "traces"]
