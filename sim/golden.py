@@ -278,8 +278,15 @@ def plif(o: np.ndarray, lif: LIFParams):
     """P-LIF: all T timesteps of every neuron at once.
 
     Returns (out_words uint16 (...), membrane int64 (T, ...)) where membrane[t] = X[t].
+
+    ``o`` must be integer and fit 62 signed bits (X = O + U, |U| < |X|, stays inside int64);
+    else ValueError / ArithmeticOverflow, never a wrapped cast.
     """
-    o = np.asarray(o, dtype=np.int64)
+    o = np.asarray(o)
+    problem = int_range_problem(o, 62)
+    if problem:
+        raise (ValueError if "dtype" in problem else ArithmeticOverflow)(f"P-LIF input O[t] {problem}")
+    o = o.astype(np.int64, copy=False)
     T = o.shape[0]
     words = np.zeros(o.shape[1:], dtype=np.uint16)
     membrane = np.empty_like(o)

@@ -241,3 +241,10 @@ def test_any_int32_bias_and_int8_weights_golden_equals_torch_integer_mode(data):
     np.testing.assert_array_equal(res.out_words, torch_words)
     exact = bias[None, None, :] + np.einsum("tbk,kn->tbn", spikes.astype(object), weights.astype(object))
     assert (res.o.astype(object) == exact).all()  # Python ints: nothing wrapped
+
+
+def test_plif_refuses_inputs_that_would_wrap_in_int64():
+    with pytest.raises(ArithmeticOverflow, match="O\\[t\\] value 9223372036854775808 outside the int62"):
+        plif(np.array([[2**63]], np.uint64), LIFParams(1))
+    with pytest.raises(ValueError, match="not an integer"):
+        plif(np.array([[1.5]]), LIFParams(1))

@@ -214,7 +214,8 @@ def cmd_export(args) -> int:
     x, y = next(batches(ds, args.samples))
     prov.update(dataset=ds_name, command="loas nas export " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else []))
     name = args.name or f"snasnet-{str(model.matrix).replace(' ', '-')}"
-    rep = export_snasnet(model, x, args.out, name=name, labels=y, provenance=prov, cycles=not args.no_cycles,
+    rep = export_snasnet(model, x, args.out, name=name, force=args.force, labels=y, provenance=prov,
+                         cycles=not args.no_cycles,
                          progress=not args.json)
 
     def cyc(v):
@@ -289,6 +290,7 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=1, help="test samples to record (default 1)")
     p.add_argument("--out", required=True, help="workload directory to write")
     p.add_argument("--name", default=None, help="workload name (default snasnet-<cnt-mat>)")
+    p.add_argument("--force", action="store_true", help="replace an existing workload at --out")
     p.add_argument("--no-cycles", action="store_true", help="skip the LoAS cycle model")
     add_json(p)
     p.set_defaults(func=cmd_export)
