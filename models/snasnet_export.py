@@ -105,9 +105,8 @@ def export_snasnet(model: SNASNet, images: torch.Tensor, out_dir, *, name: str, 
     those of :func:`_export_snasnet`.
     """
     from sim.atomic import check_target, replace_dir
-    from sim.trace import WORKLOAD_TARGET, check_workload_name
+    from sim.trace import WORKLOAD_TARGET
 
-    check_workload_name(name)
     check_target(out_dir, force=force, **WORKLOAD_TARGET)
     with replace_dir(out_dir, force=force, **WORKLOAD_TARGET) as stage:
         rep = _export_snasnet(model, images, stage, name=name, **options)

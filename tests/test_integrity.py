@@ -162,8 +162,8 @@ def _race(argvs, kill, rng, max_delay):
 def test_concurrent_compares_leave_one_whole_report(wl, tmp_path):
     rng = np.random.default_rng(7)
     out = tmp_path / "rep"
-    designs = ["sparten", "gospa", "sparten,gamma", "ptb,stellar"]
-    rcs = _race([["compare", wl, "--designs", d, "--out", out] for d in designs], kill=[1, 3], rng=rng,
+    designs = ["sparten", "gospa,ptb", "sparten,gamma"]
+    rcs = _race([["compare", wl, "--designs", d, "--out", out] for d in designs], kill=[1], rng=rng,
                 max_delay=1.5)
     assert sorted(os.listdir(out)) == sorted(COMPARE)
     assert all((out / f).stat().st_size > 0 for f in COMPARE)
@@ -176,7 +176,7 @@ def test_concurrent_compares_leave_one_whole_report(wl, tmp_path):
     assert any(rc == 0 for rc in rcs)
 
 
-def test_concurrent_exports_leave_one_consistent_workload(tmp_path):
+def test_concurrent_exports_leave_one_consistent_workload(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     from models.checkpoint import build_from_meta, model_meta, save_model
     from test_models_data import make_fmnist
@@ -190,12 +190,14 @@ def test_concurrent_exports_leave_one_consistent_workload(tmp_path):
     save_model(build_from_meta(meta), meta, tmp_path / "m.pt")
     out = tmp_path / "wl"
     base = ["export", "--checkpoint", tmp_path / "m.pt", "--data", fm, "--check-samples", 0, "--out", out]
-    r = loas(*base, "--samples", 1, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    again = loas(*base, "--samples", 1, cwd=ROOT)
-    assert again.returncode == 2 and "the workload exists; give --force" in again.stderr
+    from loas.cli import main
+
+    base = [str(a) for a in base]
+    assert main([*base, "--samples", "1"]) == 0
+    assert main([*base, "--samples", "1"]) == 2
+    assert "the workload exists; give --force" in capsys.readouterr().err
     rng = np.random.default_rng(3)
-    _race([[*base, "--samples", s, "--force"] for s in (2, 3, 4)], kill=[1], rng=rng, max_delay=3.0)
+    _race([[*base, "--samples", s, "--force"] for s in ("2", "3", "4")], kill=[1], rng=rng, max_delay=3.0)
     man = yaml.safe_load((out / "manifest.yaml").read_text())
     S = man["provenance"]["samples"]
     for e in man["layers"]:  # every layer of the run that wrote the manifest

@@ -198,9 +198,9 @@ def cmd_export(args) -> int:
     from models.data import batches
     from models.export import check_finite_state, export_workload, file_sha256, float_vs_integer
     from sim.atomic import check_target
-    from sim.trace import WORKLOAD_TARGET, check_workload_name
+    from sim.trace import WORKLOAD_TARGET
 
-    name = check_workload_name(args.name or Path(args.out).name)
+    name = args.name or Path(args.out).name  # only recorded: the path is --out
     check_target(args.out, force=args.force, **WORKLOAD_TARGET)  # before any work
     _setup(args)
     t0 = time.time()
