@@ -12,13 +12,14 @@ import os
 import pkgutil
 import sys
 
+from loas.options import Parser, resolve
 from sim.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     import loas.commands as commands
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="loas",
         description="Simulator of the LoAS dual-sparse SNN accelerator, with RTL cosimulation.",
     )
@@ -43,7 +44,11 @@ def _check_outputs(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        resolve(args)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if os.environ.get("LOAS_DEBUG"):
             raise
-        print(f"loas: error: {exc}", file=sys.stderr)
+        # one line, whatever a library's exception text embedded in the message looks like
+        print("loas: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("loas: interrupted", file=sys.stderr)

@@ -114,14 +114,43 @@ def decode_state(path, ck: dict) -> dict[str, torch.Tensor]:
     """
     state = dict(ck["dense"])
     for name, s in ck["sparse"].items():
-        n = int(np.prod(s["shape"]))
+        where = f"{path}: field 'sparse.{name}'"
+        if not (isinstance(s, dict) and isinstance(s.get("shape"), (list, tuple))
+                and all(isinstance(d, int) and d >= 0 for d in s["shape"])
+                and isinstance(s.get("bits"), torch.Tensor) and s["bits"].dtype == torch.uint8
+                and isinstance(s.get("values"), torch.Tensor)):
+            raise UserError(f"{where}: expected {{shape: [ints], bits: uint8 tensor, values: tensor}}")
+        n = int(np.prod(s["shape"], dtype=object))
+        if -(-n // 8) != s["bits"].numel():  # the mask holds the shape's bits: bounds n by the file
+            raise UserError(f"{where}: shape {list(s['shape'])} needs {-(-n // 8)} mask bytes, "
+                            f"the mask has {s['bits'].numel()}")
         mask = np.unpackbits(s["bits"].numpy(), count=n).astype(bool)
         if int(mask.sum()) != s["values"].numel():
             raise UserError(f"{path}: field 'sparse.{name}': mask and values disagree")
         w = torch.zeros(n, dtype=torch.float32)
-        w[torch.from_numpy(mask)] = s["values"]
+        w[torch.from_numpy(mask)] = s["values"].flatten().float()
         state[name] = w.reshape(s["shape"])
     return state
+
+
+def _check_meta(path, meta, field: str = "meta") -> dict:
+    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), str) or not isinstance(meta.get("kwargs"), dict):
+        raise UserError(f"{path}: field '{field}': missing or not {{arch: name, kwargs: {{...}}}} "
+                        f"(not a checkpoint written by loas)")
+    if any(not isinstance(k, str) for k in meta["kwargs"]):
+        raise UserError(f"{path}: field '{field}.kwargs': keys must be names")
+    return meta
+
+
+def _check_compact(path, ck) -> None:
+    for key in ("dense", "sparse"):
+        if not isinstance(ck.get(key), dict) or any(not isinstance(k, str) for k in ck[key]):
+            raise UserError(f"{path}: field '{key}': missing or not a mapping of tensor names")
+    bad = [k for k, v in ck["dense"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"{path}: field 'dense.{bad[0]}': not a tensor")
+    if not isinstance(ck.get("record", {}), dict):
+        raise UserError(f"{path}: field 'record': not a mapping")
 
 
 def load_model(path, *, n_mask: int | None = None, T: int | None = None, archs=tuple(ZOO),
@@ -147,11 +176,15 @@ def load_model(path, *, n_mask: int | None = None, T: int | None = None, archs=t
     """
     ck = load_checkpoint(path)
     if ck.get("format") == FORMAT:
-        meta = ck["meta"]
+        meta = _check_meta(path, ck.get("meta"))
+        _check_compact(path, ck)
         state = decode_state(path, ck)
     elif "settings" in ck and "model" in ck:  # a round_XX.pt of loas prune
-        meta = ck["settings"]["meta"]
+        settings = ck["settings"]
+        meta = _check_meta(path, settings.get("meta") if isinstance(settings, dict) else None, "settings.meta")
         state = ck["model"]
+        if not isinstance(state, dict) or any(not isinstance(v, torch.Tensor) for v in state.values()):
+            raise UserError(f"{path}: field 'model': not a state dict of tensors")
     else:
         raise UserError(f"{path}: field 'format': not a loas model checkpoint")
     archs = tuple(archs)
@@ -169,7 +202,7 @@ def load_model(path, *, n_mask: int | None = None, T: int | None = None, archs=t
         raise UserError(f"{path}: field 'meta.kwargs': {exc}") from None
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, KeyError) as exc:
         raise UserError(f"{path}: field 'state': does not fit {meta['arch']}: {exc}") from None
     model.eval()
     return model, {**ck, "meta": meta}

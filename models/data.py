@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ NORMALISATION = {
     "cifar10": ((0.4913, 0.4821, 0.4465), (0.2470, 0.2434, 0.2615)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2673, 0.2564, 0.2762)),
 }
+
+
+#: Largest IDX file read (uncompressed).
+MAX_IDX_BYTES = 256 * 2**20
 
 
 class DatasetError(UserError):
@@ -73,9 +78,12 @@ def _read_idx(path: Path, expect_dims: int, expected: str) -> np.ndarray:
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc}); expected {expected}") from None
+            raw = f.read(MAX_IDX_BYTES + 1)  # bounded: a small .gz may inflate without end
+        if len(raw) > MAX_IDX_BYTES:
+            raise DatasetError(f"{path}: field 'data': more than {MAX_IDX_BYTES} bytes (Fashion-MNIST's "
+                               f"largest file has 47 040 016)")
+    except (OSError, EOFError, zlib.error) as exc:  # missing, truncated or corrupted gzip stream
+        raise DatasetError(f"{path}: cannot read ({type(exc).__name__}: {exc}); expected {expected}") from None
     if len(raw) < 4:
         raise DatasetError(f"{path}: field 'magic': file too short ({len(raw)} bytes)")
     zero, dtype, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
@@ -109,6 +117,9 @@ def load_fashion_mnist(root=None, split: str = "train") -> Dataset:
     img_name, lbl_name = FASHION_MNIST_FILES[split]
     expected = f"{img_name} and {lbl_name} in {root} (Debian package dataset-fashion-mnist)"
     images = _read_idx(root / img_name, 3, expected)
+    if images.shape[1:] != (28, 28):  # the networks are built for the format's 28 x 28 images
+        raise DatasetError(f"{root / img_name}: field 'dims': images are {images.shape[1]} x {images.shape[2]}, "
+                           f"Fashion-MNIST images are 28 x 28")
     labels = _read_idx(root / lbl_name, 1, expected)
     if images.shape[0] != labels.shape[0]:
         raise DatasetError(

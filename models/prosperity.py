@@ -75,7 +75,7 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
         raise pickle.UnpicklingError(f"tensor storage of type {type(storage).__name__} refused")
     if hooks:
         raise pickle.UnpicklingError("tensors with backward hooks are refused")
-    _check_view(storage, offset, size, stride)
+    _check_view(storage, offset, size, stride)  # a stride-0 or grown view is refused before use
     t = torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
     if t.dtype == torch.bool and t.numel() and int(t.view(torch.uint8).max()) > 1:
         raise pickle.UnpicklingError(f"bool tensor of size {list(size)} holds byte values other than 0 and 1")
@@ -121,9 +121,11 @@ def read_prosperity(path) -> dict[str, list[torch.Tensor]]:
         with open(path, "rb") as f:
             obj = RestrictedUnpickler(f).load()
     except Exception as exc:
-        raise ProsperityFormatError(f"{path}: field 'pickle': refused or unreadable ({exc})") from None
+        why = next((ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()), str(exc).split("\n")[0])
+        raise ProsperityFormatError(f"{path}: field 'pickle': refused or unreadable "
+                                    f"({type(exc).__name__}: {why[:300]})") from None
     if not isinstance(obj, dict) or "Conv2d" not in obj:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        keys = sorted(map(repr, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ProsperityFormatError(f"{path}: field 'Conv2d': missing (found {keys})")
     out = {}
     for key in ("Conv2d", "Linear"):

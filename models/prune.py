@@ -36,6 +36,7 @@ from .train import (
     load_checkpoint,
     log_stderr,
     seed_everything,
+    state_digest,
     train,
 )
 
@@ -147,6 +148,44 @@ class PruneConfig:
         return asdict(self)
 
 
+def save_verified(ck: dict, path) -> None:
+    """Write a run file (rewind point, round) with :func:`state_digest` of its tensors, atomically."""
+    atomic_save({**ck, "sha256": state_digest(ck)}, path)
+
+
+def load_verified(path) -> dict:
+    """Read a file of :func:`save_verified`; a changed tensor (a damaged file torch still loads) or a
+    missing entry is refused, naming the file, instead of training on garbage.
+
+    Raises
+    ------
+    UserError
+        If the file is unreadable, incomplete or its tensors do not match their digest.
+    """
+    path = Path(path)
+    ck = load_checkpoint(path)
+    if not isinstance(ck.get("model"), dict) or any(not isinstance(v, torch.Tensor) for v in ck["model"].values()):
+        raise UserError(f"{path}: field 'model': missing or not a state dict; delete it and run again")
+    if "sha256" in ck and ck["sha256"] != state_digest(ck):
+        raise UserError(f"{path}: field 'sha256': the stored tensors do not match their digest (the file is "
+                        f"damaged); delete it and run again")
+    if path.name.startswith("round_"):
+        for key in ("record", "settings", "masks"):
+            if not isinstance(ck.get(key), dict):
+                raise UserError(f"{path}: field '{key}': missing; delete it and run again")
+        if any(not isinstance(v, torch.Tensor) or v.dtype != torch.bool for v in ck["masks"].values()):
+            raise UserError(f"{path}: field 'masks': not boolean tensors; delete it and run again")
+    return ck
+
+
+def _load_state(model, ck: dict, path) -> None:
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise UserError(f"{path}: field 'model': does not fit this network ({str(exc).splitlines()[0]}); "
+                        f"delete it and run again") from None
+
+
 def round_path(out_dir, r: int) -> Path:
     return Path(out_dir) / f"round_{r:02d}.pt"
 
@@ -174,7 +213,15 @@ def run_lth(make_model, train_ds: Dataset, test_ds: Dataset, cfg: PruneConfig, o
     settings = {"prune": cfg.to_dict(), "meta": meta or {}}
     records: list[dict] = []
     if log_path.is_file():
-        prev = json.loads(log_path.read_text())
+        try:
+            prev = json.loads(log_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+            raise UserError(f"{log_path}: field 'json': unreadable ({type(exc).__name__}: {exc}); the round "
+                            f"files rebuild it: delete {log_path.name} and run again") from None
+        if not isinstance(prev, dict) or not isinstance(prev.get("rounds", []), list) or not all(
+                isinstance(r, dict) and isinstance(r.get("round"), int) for r in prev.get("rounds", [])):
+            raise UserError(f"{log_path}: field 'rounds': not the log of loas prune; delete {log_path.name} "
+                            f"and run again")
         if prev.get("settings") != settings:
             raise UserError(f"{log_path}: field 'settings': this directory holds a run with other "
                             "settings; use a new --out directory")
@@ -185,7 +232,7 @@ def run_lth(make_model, train_ds: Dataset, test_ds: Dataset, cfg: PruneConfig, o
     # their own records and settings.
     for r in range(cfg.rounds + 1):
         if r not in known and round_path(out, r).is_file():
-            ck = load_checkpoint(round_path(out, r))
+            ck = load_verified(round_path(out, r))
             records.append({**ck["record"], "settings": ck["settings"]})
     records.sort(key=lambda r: r["round"])
 
@@ -206,17 +253,20 @@ def run_lth(make_model, train_ds: Dataset, test_ds: Dataset, cfg: PruneConfig, o
 
             def on_epoch(epoch, m):
                 if epoch == cfg.rewind_epoch:
-                    atomic_save({"model": m.state_dict(), "epoch": epoch}, rewind_path)
+                    save_verified({"model": m.state_dict(), "epoch": epoch}, rewind_path)
 
             if cfg.rewind_epoch == 0 and not rewind_path.is_file():
-                atomic_save({"model": model.state_dict(), "epoch": 0}, rewind_path)
+                save_verified({"model": model.state_dict(), "epoch": 0}, rewind_path)
         else:
-            prev = load_checkpoint(round_path(out, r - 1))
-            model.load_state_dict(prev["model"])
+            prev = load_verified(round_path(out, r - 1))
+            _load_state(model, prev, round_path(out, r - 1))
+            if set(prev["masks"]) != set(full_masks(model)):
+                raise UserError(f"{round_path(out, r - 1)}: field 'masks': other weights than this network's; "
+                                f"delete it and run again")
             masks = magnitude_masks(model, prev["masks"], cfg.rate, cfg.scope)
             if not rewind_path.is_file():
                 raise UserError(f"{rewind_path}: rewind point missing; delete {out} and restart")
-            model.load_state_dict(load_checkpoint(rewind_path)["model"])
+            _load_state(model, load_verified(rewind_path), rewind_path)
             tcfg, on_epoch = cfg.retrain, None
         apply_masks(model, masks)
         log(f"round {r}/{cfg.rounds}: weight sparsity {mask_sparsity(masks):.4f}")
@@ -228,8 +278,8 @@ def run_lth(make_model, train_ds: Dataset, test_ds: Dataset, cfg: PruneConfig, o
                "weight_sparsity": weight_sparsity(model), "test_acc": acc,
                "train_seconds": res["seconds"], "wall_seconds": time.time() - t0,
                "history": res["history"]}
-        atomic_save({"model": model.state_dict(), "masks": masks, "record": rec,
-                     "settings": settings}, round_path(out, r))
+        save_verified({"model": model.state_dict(), "masks": masks, "record": rec,
+                       "settings": settings}, round_path(out, r))
         records.append(rec)
         write_log()
         if state_path.exists():

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import functional, layer
 
 from sim.errors import UserError
 
@@ -165,23 +165,70 @@ def parse_cnt_mat(value, option: str = "--cnt-mat") -> CellMatrix:
     return CellMatrix(tuple(tuple(int(ch) for ch in r) for r in rows), option)
 
 
-def random_cell(rng: np.random.Generator, max_tries: int = 10000) -> CellMatrix:
-    """A random valid cell: each node pair gets a forward or a backward edge (p = 1/2) with a uniform
-    operation code 0..4; invalid draws are redrawn.
+#: cell samplers of the search (:func:`sample_cell`).
+SAMPLERS = ("official", "redraw")
+#: cell types of the search: ``backward`` draws forward or backward edges, ``forward`` forward only.
+CELLTYPES = ("backward", "forward")
+
+
+def _draw_rows(rng: np.random.Generator, celltype: str) -> list[list[int]]:
+    """One raw draw: each node pair gets a forward or (``backward`` cells, p = 1/2) a backward edge
+    with a uniform operation code 0..4."""
+    rows = [[0] * 4 for _ in range(4)]
+    for s, d in FORWARD_ORDER:
+        op = int(rng.integers(0, 5))
+        if celltype == "forward" or rng.random() < 0.5:
+            rows[s][d] = op
+        else:
+            rows[d][s] = op
+    return rows
+
+
+def prune_cut_off(rows) -> list[list[int]]:
+    """Remove (zero the row and column of) every node cut off from node 0 or from node 3.
+
+    Reachability is that of the drawn matrix (forward and backward edges both count), as in the
+    official search: a node is kept when a path leads from node 0 to it and from it to node 3.
+    """
+    rows = [list(r) for r in rows]
+    edges = [(s, d) for s in range(4) for d in range(4) if s != d and rows[s][d]]
+    reach0 = _reachable(0, edges)
+    reach3 = _reachable(3, [(d, s) for s, d in edges])
+    for n in range(4):
+        if n not in reach0 or n not in reach3:
+            for k in range(4):
+                rows[n][k] = rows[k][n] = 0
+    return rows
+
+
+def sample_cell(rng: np.random.Generator, sampler: str = "official", celltype: str = "backward",
+                max_tries: int = 10000) -> CellMatrix:
+    """A random valid cell.
+
+    Parameters
+    ----------
+    sampler : str
+        ``official`` (the published search): draw, prune the nodes cut off from node 0 or node 3
+        (:func:`prune_cut_off`), redraw only when the 0->3 edge is missing. ``redraw``: redraw the
+        whole cell until it is valid as drawn (a different mix of the same cells: more edges).
+    celltype : str
+        ``backward`` (forward or backward edge per pair) or ``forward`` (forward edges only).
 
     Raises
     ------
+    ValueError
+        On an unknown sampler or cell type.
     RuntimeError
         If no valid cell was drawn in ``max_tries`` attempts (cannot happen with a sane generator).
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if celltype not in CELLTYPES:
+        raise ValueError(f"celltype must be one of {CELLTYPES}, got {celltype!r}")
     for _ in range(max_tries):
-        rows = [[0] * 4 for _ in range(4)]
-        for s, d in FORWARD_ORDER:
-            op = int(rng.integers(0, 5))
-            if rng.random() < 0.5:
-                rows[s][d] = op
-            else:
-                rows[d][s] = op
+        rows = _draw_rows(rng, celltype)
+        if sampler == "official":
+            rows = prune_cut_off(rows)
         try:
             return CellMatrix(tuple(tuple(r) for r in rows))
         except CellMatrixError:
@@ -189,16 +236,38 @@ def random_cell(rng: np.random.Generator, max_tries: int = 10000) -> CellMatrix:
     raise RuntimeError(f"no valid cell in {max_tries} random draws")
 
 
+def random_cell(rng: np.random.Generator, max_tries: int = 10000) -> CellMatrix:
+    """A random valid cell drawn by the ``redraw`` sampler (:func:`sample_cell`)."""
+    return sample_cell(rng, "redraw", "backward", max_tries)
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` on ``[B, C, H, W]`` in channels-last layout (oneDNN runs it about twice as fast)."""
+    return conv(x.contiguous(memory_format=torch.channels_last))
+
+
+def bn_seq(bn: nn.BatchNorm2d, x: torch.Tensor, per_timestep: bool) -> torch.Tensor:
+    """``bn`` on ``[T, B, ...]``. In train mode with ``per_timestep`` each timestep gets its own batch
+    statistics (and updates the running statistics once, as the official per-timestep model does);
+    otherwise T is folded into the batch (identical in eval mode)."""
+    if bn.training and per_timestep:
+        return torch.stack([bn(x[t]) for t in range(x.shape[0])])
+    return seq_apply(bn, x)
+
+
 class EdgeOp(nn.Module):
-    """One edge operation of a cell, applied to a single timestep ``[B, C, H, W]``.
+    """One edge operation of a cell, applied to ``[T', B, C, H, W]`` (T' timesteps at once, or 1).
 
     Parameters
     ----------
     code : int
         1 identity, 2 LIF -> conv1x1 -> BN, 3 LIF -> conv3x3 (pad 1) -> BN, 4 avgpool 3x3 (stride 1,
-        pad 1). The LIF is single-step and keeps its membrane between timesteps (reset per sample by
-        :func:`spikingjelly.activation_based.functional.reset_net`).
+        pad 1). The LIF is multi-step and keeps its membrane between calls (reset per sample by
+        :func:`spikingjelly.activation_based.functional.reset_net`), so calling it once on T steps
+        or T times on one step computes the same spikes.
     channels : int
+    bn_per_timestep : bool
+        BN batch statistics per timestep in train mode (:func:`bn_seq`).
 
     Raises
     ------
@@ -206,15 +275,15 @@ class EdgeOp(nn.Module):
         For code 0 (no edge) or an unknown code.
     """
 
-    def __init__(self, code: int, channels: int):
+    def __init__(self, code: int, channels: int, bn_per_timestep: bool = True):
         super().__init__()
         if code not in (1, 2, 3, 4):
             raise ValueError(f"edge operation code must be 1..4, got {code!r}")
         self.code = code
+        self.bn_per_timestep = bn_per_timestep
         if code in CONV_OPS:
             k = 1 if code == 2 else 3
             self.lif = make_lif()
-            self.lif.step_mode = "s"
             self.conv = nn.Conv2d(channels, channels, k, 1, k // 2, bias=False)
             self.bn = nn.BatchNorm2d(channels)
         elif code == 4:
@@ -224,8 +293,9 @@ class EdgeOp(nn.Module):
         if self.code == 1:
             return x
         if self.code == 4:
-            return self.pool(x)
-        return self.bn(self.conv(self.lif(x)))
+            return seq_apply(self.pool, x)
+        y = seq_apply(lambda z: _conv(self.conv, z), self.lif(x))
+        return bn_seq(self.bn, y, self.bn_per_timestep)
 
 
 class SNASCell(nn.Module):
@@ -233,67 +303,116 @@ class SNASCell(nn.Module):
 
     Edge modules are named ``f01`` (forward 0->1), ``b20`` (backward 2->0), ... in ``self.ops``.
 
+    Every edge whose source node does not depend on the backward recurrence (no backward edge into
+    it or into a node it depends on) runs once on all T timesteps (T folded into the conv batch);
+    only the edges leaving recurrent nodes run timestep by timestep. Both orders compute the same
+    values (an edge's LIF is its own state).
+
     Parameters
     ----------
     matrix : CellMatrix
     channels : int
+    bn_per_timestep : bool
+        See :class:`EdgeOp`.
     """
 
-    def __init__(self, matrix: CellMatrix, channels: int):
+    def __init__(self, matrix: CellMatrix, channels: int, bn_per_timestep: bool = True):
         super().__init__()
         self.matrix = matrix
         self.ops = nn.ModuleDict()
         for s, d, code in matrix.forward_edges():
-            self.ops[f"f{s}{d}"] = EdgeOp(code, channels)
+            self.ops[f"f{s}{d}"] = EdgeOp(code, channels, bn_per_timestep)
         for s, d, code in matrix.backward_edges():
-            self.ops[f"b{s}{d}"] = EdgeOp(code, channels)
+            self.ops[f"b{s}{d}"] = EdgeOp(code, channels, bn_per_timestep)
+        rec = set()
+        for n in range(4):
+            if any(matrix.op(s, n) for s in range(n + 1, 4)) or any(matrix.op(s, n) and s in rec for s in range(n)):
+                rec.add(n)
+        self.recurrent = frozenset(rec)
 
     @staticmethod
     def edge_name(src: int, dst: int) -> str:
         return f"{'f' if src < dst else 'b'}{src}{dst}"
 
-    def _edge(self, src, dst, v):
-        name = self.edge_name(src, dst)
-        return self.ops[name](v) if name in self.ops else None
-
-    def step(self, x0: torch.Tensor, b: list) -> tuple[torch.Tensor, list]:
-        """One timestep: ``x0`` the cell input, ``b`` the backward inputs [b0, b1, b2].
-
-        A node without incoming edges holds zeros (its ops still run: a LIF decays, a BN adds its
-        shift), as in the published model. Returns the cell output x3 and the next ``b``.
-        """
-        zero = torch.zeros_like(x0)
-        v = [x0 + b[0]]
-        for dst in (1, 2, 3):
-            x = zero
-            for src in range(dst):
-                y = self._edge(src, dst, v[src])
-                if y is not None:
-                    x = x + y
-            v.append(x + b[dst] if dst < 3 else x)
-        nb = []
-        for dst in range(3):
-            acc = zero
-            for src in range(dst + 1, 4):
-                y = self._edge(src, dst, v[src])
-                if y is not None:
-                    acc = acc + y
-            nb.append(acc)
-        return v[3], nb
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        zero = torch.zeros_like(x[0])
-        b = [zero, zero, zero]
+        T = x.shape[0]
+        rec = self.recurrent
+        zero = torch.zeros_like(x)
+        # Values of the non-recurrent nodes (all T), and the outputs of the edges leaving them.
+        v = {0: x} if 0 not in rec else {}
+        pre: dict[tuple[int, int], torch.Tensor] = {}
+        for n in range(1, 4):
+            if n in rec:
+                continue
+            acc = zero
+            for s in range(n):
+                if self.matrix.op(s, n):
+                    pre[(s, n)] = self.ops[self.edge_name(s, n)](v[s])
+                    acc = acc + pre[(s, n)]
+            v[n] = acc
+        for s in list(v):
+            for d in range(4):
+                if d != s and self.matrix.op(s, d) and (s, d) not in pre:
+                    pre[(s, d)] = self.ops[self.edge_name(s, d)](v[s])
+        if not rec:
+            return v[3]
+        # The recurrent nodes, timestep by timestep: a backward edge's output feeds the next step.
         out = []
-        for t in range(x.shape[0]):
-            y, b = self.step(x[t], b)
-            out.append(y)
-        return torch.stack(out)
+        prev: dict[tuple[int, int], torch.Tensor] = {}
+        for t in range(T):
+            vt = {s: v[s][t:t + 1] for s in v}
+            for n in sorted(rec):
+                acc = x[t:t + 1] if n == 0 else zero[t:t + 1]
+                for s in range(n):
+                    if self.matrix.op(s, n):
+                        acc = acc + (pre[(s, n)][t:t + 1] if (s, n) in pre else self.ops[self.edge_name(s, n)](vt[s]))
+                if t > 0:
+                    for s in range(n + 1, 4):
+                        if self.matrix.op(s, n):
+                            acc = acc + (pre[(s, n)][t - 1:t] if (s, n) in pre else prev[(s, n)])
+                vt[n] = acc
+            # Backward ops run at the last timestep too (their LIFs fire; the official model does).
+            for s in sorted(rec):
+                for d in range(s):
+                    if self.matrix.op(s, d):
+                        prev[(s, d)] = self.ops[self.edge_name(s, d)](vt[s])
+            out.append(vt[3])
+        return torch.cat(out)
 
 
 def default_group(classes: int) -> int:
     """Outputs per class of the classifier: 10 (CIFAR-10: 100 -> 10), 5 above 10 classes (500 -> 100)."""
     return 10 if classes <= 10 else 5
+
+
+#: initialisations: ``official`` (kaiming_uniform a=2 convs, Linear N(0, 0.01), zero biases, BN 1/0)
+#: or ``torch`` (the framework defaults).
+INITS = ("official", "torch")
+#: dropout before fc1: ``sample`` (spikingjelly ``layer.Dropout``: one mask per sample for all T,
+#: the official model) or ``timestep`` (``nn.Dropout``: a new mask every timestep).
+DROPOUTS = ("sample", "timestep")
+#: BN statistics in train mode: ``timestep`` (per timestep, the official model) or ``folded`` (over
+#: T x B). Eval mode is the same for both.
+BN_STATS = ("timestep", "folded")
+#: options of a network saved before they existed (fc1 with a bias, per-timestep dropout, folded BN).
+LEGACY_OPTIONS = dict(fc1_bias=True, init="torch", dropout="timestep", bn_stats="folded")
+
+
+def official_init(model: nn.Module) -> None:
+    """The official SNASNet initialisation: kaiming_uniform (a = 2) convs, Linear weights N(0, 0.01),
+    zero biases, BN weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_uniform_(m.weight, a=2)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class SNASNet(nn.Module):
@@ -316,11 +435,19 @@ class SNASNet(nn.Module):
         Classifier outputs per class, averaged (default :func:`default_group`).
     hidden : int
         Width of the hidden classifier layer (1024).
+    fc1_bias : bool
+        fc1 has a bias (official: no).
+    init : str
+        :data:`INITS` (default ``official``).
+    dropout : str
+        :data:`DROPOUTS` (default ``sample``, one mask per sample over T).
+    bn_stats : str
+        :data:`BN_STATS` (default ``timestep``, per-timestep batch statistics in train mode).
 
     Raises
     ------
     ValueError
-        On a non-positive size, a bad T, or an image too small for the two poolings.
+        On a non-positive size, a bad T, an unknown option, or an image too small for the poolings.
     CellMatrixError
         On an invalid matrix string.
 
@@ -331,7 +458,9 @@ class SNASNet(nn.Module):
     """
 
     def __init__(self, matrix, channels: int = 128, in_shape=(3, 32, 32), classes: int = 10, T: int = 5,
-                 second_avgpooling: int = 2, group: int | None = None, hidden: int = 1024):
+                 second_avgpooling: int = 2, group: int | None = None, hidden: int = 1024, *,
+                 fc1_bias: bool = False, init: str = "official", dropout: str = "sample",
+                 bn_stats: str = "timestep"):
         super().__init__()
         if isinstance(matrix, str):
             matrix = parse_cnt_mat(matrix)
@@ -339,6 +468,10 @@ class SNASNet(nn.Module):
                         ("hidden", hidden)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name, v, allowed in (("init", init, INITS), ("dropout", dropout, DROPOUTS),
+                                 ("bn_stats", bn_stats, BN_STATS)):
+            if v not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {v!r}")
         self.T = check_T(T)
         self.matrix = matrix
         self.group = group or default_group(classes)
@@ -349,37 +482,48 @@ class SNASNet(nn.Module):
         if hp < 1 or wp < 1:
             raise ValueError(f"image {h}x{w} is too small for avgpool 2 then avgpool {second_avgpooling}")
         C = channels
+        per_t = bn_stats == "timestep"
+        self.bn_per_timestep = per_t
         self.config = dict(matrix=str(matrix), channels=C, in_shape=list(self.in_shape), classes=classes, T=T,
-                           second_avgpooling=second_avgpooling, group=self.group, hidden=hidden)
+                           second_avgpooling=second_avgpooling, group=self.group, hidden=hidden,
+                           fc1_bias=bool(fc1_bias), init=init, dropout=dropout, bn_stats=bn_stats)
         self.stem = nn.Sequential(nn.Conv2d(c_in, C, 3, 1, 1, bias=False), nn.BatchNorm2d(C))
-        self.cell1 = SNASCell(matrix, C)
+        self.cell1 = SNASCell(matrix, C, per_t)
         self.down_bn = nn.BatchNorm2d(C)
         self.down_lif = make_lif()
         self.down_conv = nn.Conv2d(C, 2 * C, 3, 1, 1, bias=False)
         self.down_bn2 = nn.BatchNorm2d(2 * C)
         self.pool1 = nn.AvgPool2d(2, 2)
-        self.cell2 = SNASCell(matrix, 2 * C)
+        self.cell2 = SNASCell(matrix, 2 * C, per_t)
         self.last_bn = nn.BatchNorm2d(2 * C)
         self.last_lif = make_lif()
         self.pool2 = nn.AvgPool2d(second_avgpooling, second_avgpooling)
-        self.dropout = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(2 * C * hp * wp, hidden)
+        self.dropout = layer.Dropout(0.5, step_mode="m") if dropout == "sample" else nn.Dropout(0.5)
+        self.fc1 = nn.Linear(2 * C * hp * wp, hidden, bias=bool(fc1_bias))
         self.fc1_lif = make_lif()
         self.fc2 = nn.Linear(hidden, classes * self.group)
+        if init == "official":
+            official_init(self)
+        self.to(memory_format=torch.channels_last)
         self.last_logits: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         functional.reset_net(self)
-        T = self.T
-        cur = self.stem(x)
+        T, per_t = self.T, self.bn_per_timestep
+        cur = self.stem(x.contiguous(memory_format=torch.channels_last))
         h = cur.unsqueeze(0).expand(T, *cur.shape)
         h = self.cell1(h)
-        h = self.down_lif(seq_apply(self.down_bn, h))
-        h = seq_apply(lambda z: self.pool1(self.down_bn2(self.down_conv(z))), h)
+        h = self.down_lif(bn_seq(self.down_bn, h, per_t))
+        h = bn_seq(self.down_bn2, seq_apply(lambda z: _conv(self.down_conv, z), h), per_t)
+        h = seq_apply(self.pool1, h)
         h = self.cell2(h)
-        h = self.last_lif(seq_apply(self.last_bn, h))
+        h = self.last_lif(bn_seq(self.last_bn, h, per_t))
         h = seq_apply(self.pool2, h).flatten(2)
-        h = self.fc1_lif(seq_apply(lambda z: self.fc1(self.dropout(z)), h))
+        if isinstance(self.dropout, nn.Dropout):
+            h = seq_apply(self.dropout, h)
+        else:
+            h = self.dropout(h)
+        h = self.fc1_lif(seq_apply(self.fc1, h))
         out = seq_apply(self.fc2, h)
         out = out.reshape(T, out.shape[1], self.classes, self.group).mean(-1)
         self.last_logits = out
@@ -412,8 +556,11 @@ DATASET_SHAPES = {
 
 
 def build_snasnet(cnt_mat, dataset: str = "cifar10", *, channels: int | None = None, T: int = 5,
-                  second_avgpooling: int | None = None) -> SNASNet:
+                  second_avgpooling: int | None = None, **options) -> SNASNet:
     """A :class:`SNASNet` shaped for ``dataset`` (:data:`DATASET_SHAPES`), defaults as published.
+
+    ``options`` are :class:`SNASNet`'s keyword options (``fc1_bias``, ``init``, ``dropout``,
+    ``bn_stats``); the defaults are the official network's.
 
     Raises
     ------
@@ -428,12 +575,102 @@ def build_snasnet(cnt_mat, dataset: str = "cifar10", *, channels: int | None = N
     matrix = cnt_mat if isinstance(cnt_mat, CellMatrix) else parse_cnt_mat(cnt_mat)
     try:
         return SNASNet(matrix, channels if channels is not None else c_def, shape, classes, T,
-                       second_avgpooling if second_avgpooling is not None else pool_def)
+                       second_avgpooling if second_avgpooling is not None else pool_def, **options)
     except ValueError as exc:
-        raise UserError(f"--channels/--T/--second-avgpooling: {exc}") from None
+        raise UserError(f"--channels/--T/--second-avgpooling/options: {exc}") from None
 
 
 def snasnet_from_config(config: dict) -> SNASNet:
-    """Rebuild a network from its :attr:`SNASNet.config` (as stored in a checkpoint)."""
+    """Rebuild a network from its :attr:`SNASNet.config` (as stored in a checkpoint).
+
+    A config without the network options (written before they existed) gets :data:`LEGACY_OPTIONS`,
+    the behaviour it was trained with.
+    """
     c = dict(config)
+    if "fc1_bias" not in c:
+        c = {**LEGACY_OPTIONS, **c}
     return SNASNet(parse_cnt_mat(c.pop("matrix")), c.pop("channels"), tuple(c.pop("in_shape")), **c)
+
+
+# Checkpoints of the official code and of spikingjelly's SNASNet -------------------------------------
+def _reference_key_map(matrix: CellMatrix) -> dict[str, str]:
+    """Reference (official / spikingjelly ``snas_net``) state-dict key -> ours, for the edges of
+    ``matrix``. Reference cells hold their edges in ``cell_architecture`` (forward, in
+    :data:`FORWARD_ORDER`) and ``cell_architecture_back`` (:data:`BACKWARD_ORDER`), each a
+    ``Sequential(LIF, conv, BN)``."""
+    out = {"stem.0.weight": "stem.0.weight", "downconv1.2.weight": "down_conv.weight",
+           "classifier.1.weight": "fc1.weight", "classifier.1.bias": "fc1.bias",
+           "classifier.3.weight": "fc2.weight", "classifier.3.bias": "fc2.bias"}
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    for ref, ours in (("stem.1", "stem.1"), ("downconv1.0", "down_bn"), ("downconv1.3", "down_bn2"),
+                      ("last_act.0", "last_bn")):
+        out.update({f"{ref}.{k}": f"{ours}.{k}" for k in bn})
+    for cell in ("cell1", "cell2"):
+        for lst, order in (("cell_architecture", FORWARD_ORDER), ("cell_architecture_back", BACKWARD_ORDER)):
+            for i, (s, d) in enumerate(order):
+                if matrix.op(s, d) in CONV_OPS:
+                    e = f"{cell}.ops.{SNASCell.edge_name(s, d)}"
+                    out[f"{cell}.{lst}.{i}.1.weight"] = f"{e}.conv.weight"
+                    out.update({f"{cell}.{lst}.{i}.2.{k}": f"{e}.bn.{k}" for k in bn})
+    return out
+
+
+def from_reference_state_dict(state: dict, cnt_mat, dataset: str, *, T: int = 5, celltype: str = "backward",
+                              where: str = "state dict") -> SNASNet:
+    """A :class:`SNASNet` holding the weights of an official (``model_snn.SNASNet``) or spikingjelly
+    (``spikingjelly.activation_based.model.snas_net.SNASNet``) state dict.
+
+    Neither layout stores the cell, so ``cnt_mat`` must be the one the network was built with; with
+    ``celltype="forward"`` its lower triangle is ignored (the reference forward cell has no backward
+    edges). Widths, classifier size and the second pooling are read from the tensors. A
+    ``{"state_dict": ...}`` wrapper and a DataParallel ``module.`` prefix are accepted.
+
+    Raises
+    ------
+    UserError
+        Naming ``where`` and the key when a tensor is missing, unexpected or of the wrong shape
+        (e.g. a matrix that is not the network's).
+    """
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    matrix = cnt_mat if isinstance(cnt_mat, CellMatrix) else parse_cnt_mat(cnt_mat)
+    if celltype == "forward":
+        matrix = CellMatrix(tuple(tuple(v if j > i else 0 for j, v in enumerate(r)) for i, r in enumerate(matrix.rows)),
+                            matrix.option)
+    elif celltype != "backward":
+        raise UserError(f"--celltype: must be forward or backward, got {celltype!r}")
+    if dataset not in DATASET_SHAPES:
+        raise UserError(f"--dataset: unknown dataset {dataset!r} ({', '.join(DATASET_SHAPES)})")
+    shape, classes, _, _ = DATASET_SHAPES[dataset]
+    for k in ("stem.0.weight", "classifier.1.weight", "classifier.3.weight"):
+        if k not in state:
+            raise UserError(f"{where}: field {k!r}: missing (not an official or spikingjelly SNASNet state dict)")
+    C = int(state["stem.0.weight"].shape[0])
+    hidden, fc1_in = (int(v) for v in state["classifier.1.weight"].shape)
+    out_features = int(state["classifier.3.weight"].shape[0])
+    if out_features % classes:
+        raise UserError(f"{where}: field 'classifier.3.weight': {out_features} outputs do not group into "
+                        f"{classes} {dataset} classes")
+    side = int(round((fc1_in / (2 * C)) ** 0.5))
+    if side < 1 or 2 * C * side * side != fc1_in:
+        raise UserError(f"{where}: field 'classifier.1.weight': {fc1_in} inputs do not fit 2 x {C} channels "
+                        f"on a square map")
+    pool = shape[1] // 2 // side
+    net = SNASNet(matrix, C, shape, classes, T, pool, out_features // classes, hidden,
+                  fc1_bias="classifier.1.bias" in state)
+    keymap = _reference_key_map(matrix)
+    ours = net.state_dict()
+    mapped = {}
+    for k, v in state.items():
+        if k not in keymap:
+            raise UserError(f"{where}: field {k!r}: unexpected for cell {matrix} (a conv edge the matrix lacks?)")
+        if tuple(v.shape) != tuple(ours[keymap[k]].shape):
+            raise UserError(f"{where}: field {k!r}: shape {tuple(v.shape)}, cell {matrix} needs "
+                            f"{tuple(ours[keymap[k]].shape)}")
+        mapped[keymap[k]] = v
+    missing = [k for k, o in keymap.items() if o in ours and o not in mapped]
+    if missing:
+        raise UserError(f"{where}: field {missing[0]!r}: missing for cell {matrix} (a conv edge the network lacks?)")
+    net.load_state_dict(mapped)
+    return net

@@ -73,6 +73,24 @@ def load_checkpoint(path) -> dict:
     return ck
 
 
+def state_digest(ck: dict) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of the ``model`` and ``masks`` tensors."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in ("model", "masks"):
+        tensors = ck.get(part) or {}
+        if not isinstance(tensors, dict):
+            return "not a mapping"
+        for name, t in sorted(tensors.items(), key=lambda kv: str(kv[0])):
+            if not isinstance(t, torch.Tensor):
+                return f"{part}.{name} is not a tensor"
+            t = t.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{part}.{name}:{t.numel()}:{t.dtype};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (all recorded in the checkpoint).
@@ -206,10 +224,19 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
     if ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
         if ck.get("tag") == tag and ck.get("config") == asdict(cfg):
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            start, history = int(ck["epoch"]), list(ck["history"])
+            if "sha256" in ck and ck["sha256"] != state_digest(ck):
+                raise UserError(f"{ckpt_path}: field 'sha256': the stored tensors do not match their digest "
+                                f"(the file is damaged); delete it to restart the run")
+            try:
+                model.load_state_dict(ck["model"])
+                opt.load_state_dict(ck["optimizer"])
+                sched.load_state_dict(ck["scheduler"])
+                start, history = int(ck["epoch"]), list(ck["history"])
+            except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+                raise UserError(f"{ckpt_path}: field 'state': cannot resume from it ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); delete it to restart the run") from None
+            if not 0 <= start <= cfg.epochs:
+                raise UserError(f"{ckpt_path}: field 'epoch': {start} outside 0..{cfg.epochs}; delete it")
             log(f"resuming {ckpt_path} at epoch {start}/{cfg.epochs}")
     apply_masks(model, masks)
     aug = Augment(cfg.pad, cfg.flip, cfg.cutout) if (cfg.pad or cfg.flip or cfg.cutout) else None
@@ -253,8 +280,9 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
         extra = f" test acc {rec['test_acc']:.4f}" if "test_acc" in rec else ""
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} train acc {rec['train_acc']:.4f}"
             f"{extra} ({rec['seconds']:.0f} s)")
-        atomic_save({"tag": tag, "config": asdict(cfg), "model": model.state_dict(),
-                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch + 1, "history": history}, ckpt_path)
+        state = {"tag": tag, "config": asdict(cfg), "model": model.state_dict(),
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "epoch": epoch + 1, "history": history}
+        atomic_save({**state, "sha256": state_digest(state)}, ckpt_path)
     return {"epochs": cfg.epochs, "history": history,
             "seconds": sum(h["seconds"] for h in history)}

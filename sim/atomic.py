@@ -4,8 +4,8 @@
 * :func:`replace_dir` builds a whole directory (a workload, a report) in a temp directory beside the
   target and swaps it in with one rename (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames,
   with the old directory kept aside until the new one is in place and restored by the next writer if
-  a kill came between them). A lock file beside the target (``.NAME.lock``, ``flock``) makes a
-  second writer of the same target wait, saying so, and fail with a clear message after
+  a kill came between them). A lock file beside the target (``.NAME.lock``, ``flock``, removed
+  when the writer is done) makes a second writer of the same target wait, saying so, and fail with a clear message after
   ``LOAS_LOCK_WAIT`` seconds (default 600). A writer killed at any moment leaves the previous
   result intact; its temp directory is removed by the next writer.
 * :func:`check_output` refuses, before any work is done, an output path that is a file, lies under a
@@ -93,29 +93,48 @@ def write_file(path, write: Callable | bytes | str) -> Path:
     return path
 
 
-@contextmanager
-def _locked(target: Path, flag: str):
-    lock = target.parent / f".{target.name}.lock"
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+def _try_lock(lock: Path):
+    """An fd holding the lock on ``lock``, or None while another process holds it. A lock file
+    its holder unlinked meanwhile (see :func:`_locked`) is not the lock any more: try again."""
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"loas: waiting for another process writing {target} (lock {lock})", file=sys.stderr,
-                  flush=True)
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while True:
-                time.sleep(0.05)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise UserError(f"{flag} {target}: another process has been writing it for "
-                                        f"{LOCK_WAIT_S:g} s (lock {lock}); try again later") from None
+            os.close(fd)
+            return None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def _locked(target: Path, flag: str):
+    lock = target.parent / f".{target.name}.lock"
+    fd = _try_lock(lock)
+    if fd is None:
+        print(f"loas: waiting for another process writing {target} (lock {lock})", file=sys.stderr,
+              flush=True)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while fd is None:
+            if time.monotonic() > deadline:
+                raise UserError(f"{flag} {target}: another process has been writing it for "
+                                f"{LOCK_WAIT_S:g} s (lock {lock}); try again later")
+            time.sleep(0.05)
+            fd = _try_lock(lock)
+    try:
         yield
     finally:
-        os.close(fd)  # releases the lock
+        # Unlink while still holding it, so no lock file is left behind; a waiter that opened the
+        # old file notices (inode check in _try_lock). Only a killed writer leaves one (harmless).
+        try:
+            os.unlink(lock)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -9,6 +9,8 @@ the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,96 @@ from sim.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
+#: Largest YAML file read (configs, manifests): far above any real one, far below a memory bomb.
+MAX_YAML_BYTES = 4 * 2**20
+#: Largest number of YAML nodes after alias expansion (a "billion laughs" document is refused).
+MAX_YAML_NODES = 200_000
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlist = _short.maxdict = _short.maxtuple = 6
+_short.maxlevel = 3
+
+
+def short_repr(value) -> str:
+    """repr() of a value read from a file, cut short (an error message never expands a YAML bomb)."""
+    return _short.repr(value)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents whose alias expansion exceeds :data:`MAX_YAML_NODES`
+    nodes, or that refer to themselves, before any Python object is built."""
+
+    def construct_document(self, node):
+        sizes: dict[int, int] = {}
+
+        def size(n, active):
+            key = id(n)
+            if key in sizes:
+                return sizes[key]
+            if key in active:
+                raise yaml.YAMLError("recursive alias")
+            active.add(key)
+            total = 1
+            if isinstance(n, yaml.SequenceNode):
+                for c in n.value:
+                    total += size(c, active)
+                    if total > MAX_YAML_NODES:
+                        break
+            elif isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    total += size(k, active) + size(v, active)
+                    if total > MAX_YAML_NODES:
+                        break
+            active.discard(key)
+            sizes[key] = total
+            if total > MAX_YAML_NODES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_NODES} nodes after alias expansion")
+            return total
+
+        size(node, set())
+        return super().construct_document(node)
+
+
+def read_yaml(path: Path, fail):
+    """Parse the YAML file ``path`` safely and boundedly; ``fail(field, problem)`` raises the caller's
+    error (it must not return). Refused: a file over :data:`MAX_YAML_BYTES`, bytes that are not
+    UTF-8, invalid YAML, alias expansion beyond :data:`MAX_YAML_NODES` nodes, recursion."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            fail("<file>", f"{size} bytes, more than the {MAX_YAML_BYTES} a YAML file of loas may have")
+        raw = path.read_bytes()
+    except OSError as exc:
+        fail("<file>", f"cannot be read ({exc.strerror or exc})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail("<file>", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)
+    except yaml.YAMLError as exc:
+        fail("<yaml>", f"not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]})")
+    except RecursionError:
+        fail("<yaml>", "not valid YAML (nested too deeply)")
+
 
 def _is_pow2(v: int) -> bool:
     return v > 0 and not v & (v - 1)
+
+
+#: Upper bounds of hardware counts (PEs, FIFO depth, chunk width, banks, ...) and of sizes (tiles,
+#: max_k): a model allocates arrays of these sizes, so a typo like ``pes: 1e9`` must not reach it.
+MAX_UNITS = 4096
+MAX_DIM = 2**20
+
+
+def _bounded(name: str, value: int, lo: int, hi: int) -> None:
+    if value < lo:
+        raise ValueError(f"{name}: must be >= {lo}, got {value}")
+    if value > hi:
+        raise ValueError(f"{name}: must be <= {hi}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -34,8 +123,7 @@ class TileConfig:
 
     def check(self):
         for name in ("m", "k", "n"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+            _bounded(name, getattr(self, name), 1, MAX_DIM)
 
 
 @dataclass(frozen=True)
@@ -48,9 +136,9 @@ class BufferConfig:
     line_bytes: int = 32
 
     def check(self):
-        for name in ("capacity_kb", "banks", "ways", "line_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        _bounded("capacity_kb", self.capacity_kb, 1, 2**22)  # 4 GiB
+        for name in ("banks", "ways", "line_bytes"):
+            _bounded(name, getattr(self, name), 1, MAX_UNITS)
 
 
 @dataclass(frozen=True)
@@ -106,22 +194,19 @@ class LoASConfig:
     buffer: BufferConfig = field(default_factory=BufferConfig)
 
     def check(self):
-        if self.pes < 1:
-            raise ValueError(f"pes: must be >= 1, got {self.pes}")
+        _bounded("pes", self.pes, 1, MAX_UNITS)
         if not 1 <= self.timesteps <= 16:
             raise ValueError(f"timesteps: must be in 1..16, got {self.timesteps}")
-        if not _is_pow2(self.chunk_bits):
-            raise ValueError(f"chunk_bits: must be a power of two, got {self.chunk_bits}")
+        if not _is_pow2(self.chunk_bits) or self.chunk_bits > MAX_UNITS:
+            raise ValueError(f"chunk_bits: must be a power of two <= {MAX_UNITS}, got {self.chunk_bits}")
         if self.laggy_adders < 1 or self.chunk_bits % self.laggy_adders:
             raise ValueError(f"laggy_adders: must divide chunk_bits={self.chunk_bits}, got {self.laggy_adders}")
-        if self.fifo_depth < 1:
-            raise ValueError(f"fifo_depth: must be >= 1, got {self.fifo_depth}")
+        _bounded("fifo_depth", self.fifo_depth, 1, MAX_UNITS)
         if not 2 <= self.weight_bits <= 16:
             raise ValueError(f"weight_bits: must be in 2..16, got {self.weight_bits}")
         if self.acc_bits is not None and not self.weight_bits < self.acc_bits <= 64:
             raise ValueError(f"acc_bits: must be in {self.weight_bits + 1}..64, got {self.acc_bits}")
-        if self.max_k < 1:
-            raise ValueError(f"max_k: must be >= 1, got {self.max_k}")
+        _bounded("max_k", self.max_k, 1, MAX_DIM)
         if self.loop_order not in ("mntk", "nmtk"):
             raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
         if self.schedule not in ("lockstep", "dynamic"):
@@ -132,8 +217,10 @@ class LoASConfig:
             raise ValueError(f"result_slots: must be in 1..8, got {self.result_slots}")
         if not isinstance(self.row_prefetch, bool):
             raise ValueError(f"row_prefetch: must be true or false, got {self.row_prefetch!r}")
-        if self.clock_mhz <= 0 or self.dram_gbps <= 0:
-            raise ValueError("clock_mhz and dram_gbps: must be > 0")
+        for name in ("clock_mhz", "dram_gbps"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be a finite number > 0, got {v}")
 
     @property
     def laggy_cycles(self) -> int:
@@ -160,6 +247,10 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
         raise ConfigError(path, prefix.rstrip(".") or "<root>", f"must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(path, prefix + short_repr(odd[0]), f"key of type {type(odd[0]).__name__}: every key "
+                                                            f"is a name (known: {', '.join(fields)})")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(path, prefix + str(unknown[0]), f"unknown key (known: {', '.join(fields)})")
@@ -171,9 +262,15 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
             kwargs[name] = from_mapping(typ, value, path=path, prefix=key + ".")
         elif not _type_ok(value, typ):
             want = getattr(typ, "__name__", str(typ))
-            raise ConfigError(path, key, f"wrong type {type(value).__name__} (value {value!r}), expected {want}")
+            raise ConfigError(path, key, f"wrong type {type(value).__name__} (value {short_repr(value)}), "
+                                         f"expected {want}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(path, key, f"must be a finite number, got {value}")
         else:
-            kwargs[name] = float(value) if typ is float else value
+            try:
+                kwargs[name] = float(value) if typ is float else value
+            except OverflowError:
+                raise ConfigError(path, key, f"must be a finite number, got {short_repr(value)}") from None
     try:
         obj = cls(**kwargs)
     except TypeError as exc:
@@ -188,15 +285,21 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
     return obj
 
 
-def load(path: str | Path, cls=LoASConfig):
-    """Load a YAML file into `cls`; a bare name like 'loas' means sim/configs/loas.yaml."""
+def config_path(path: str | Path) -> Path:
+    """The file a config argument names: a path, or a bare name like 'loas' = sim/configs/loas.yaml."""
     p = Path(path)
     if not p.is_file() and (CONFIG_DIR / f"{path}.yaml").exists():
         p = CONFIG_DIR / f"{path}.yaml"
+    return p
+
+
+def load(path: str | Path, cls=LoASConfig):
+    """Load a YAML file into `cls`; a bare name like 'loas' means sim/configs/loas.yaml."""
+    p = config_path(path)
     if not p.is_file():
         raise ConfigError(p, "<file>", "does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(p, "<yaml>", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    def fail(key, problem):
+        raise ConfigError(p, key, problem)
+
+    data = read_yaml(p, fail)
     return from_mapping(cls, data if data is not None else {}, path=p)

@@ -297,6 +297,19 @@ def parse_params(specs: list[str]) -> dict:
     return params
 
 
+def check_grid(params: dict, max_points: int) -> int:
+    """The number of points of the grid ``params``; refused (before any point is built) above
+    ``max_points``, naming the size so the user can raise ``--max-points`` knowingly."""
+    import math
+
+    n = math.prod(len(v) for v in params.values())
+    if n > max_points:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in params.items())
+        raise SweepError(f"--param: the grid has {n} points ({sizes}), more than --max-points {max_points}; "
+                         f"give a larger --max-points to run it")
+    return n
+
+
 def point_config(base: LoASConfig, point: dict, source: str = "--param") -> LoASConfig:
     """Apply one sweep point (dotted keys) to the base config, validated like a YAML file."""
     data = dataclasses.asdict(base)

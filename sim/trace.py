@@ -13,10 +13,12 @@ workloads are swapped in by :func:`sim.atomic.replace_dir`.
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 import yaml
 
 from sim.atomic import write_file
+from sim.config import read_yaml, short_repr
 from sim.errors import TraceError
 from sim.fibers import MAX_T
 from sim.golden import BIAS_BITS, RESIDUAL_BITS, LIFParams, int_range_problem
@@ -46,6 +49,13 @@ def check_workload_name(name, flag: str = "--name") -> str:
         raise UserError(f"{flag}: invalid workload name {name!r} (a letter, then letters, digits, "
                         f"'_', '.' or '-'; no path)")
     return name
+
+#: Largest array a layer file may declare or a layer may imply (bytes; the im2col GEMM operand of one
+#: sample, the expected outputs, the residual): checked from the geometry and the npy headers before
+#: anything is allocated. VGG16's largest layer needs ~1 MB per sample. LOAS_MAX_ARRAY_BYTES overrides.
+MAX_ARRAY_BYTES = int(os.environ.get("LOAS_MAX_ARRAY_BYTES", 2**30))
+#: Most spike layers a manifest may list.
+MAX_LAYERS = 1024
 
 # npz members of a layer file, with the dtypes a loader accepts.
 _LAYER_FIELDS = {
@@ -163,11 +173,7 @@ class Layer:
             self._fail("T", f"must be in 1..{MAX_T}, got {self.T}")
         if T is not None and self.T != T:
             self._fail("T", f"is {self.T} but the manifest says T={T}")
-        try:
-            self.geometry = Geometry(*(int(v) for v in data["geometry"]))
-        except ValueError as exc:
-            self._fail("geometry", f"{data['geometry'].tolist()}: {exc}")
-        g = self.geometry
+        g = self.geometry = data["_geometry"]
         words = data["spike_words"]
         if words.ndim != 4 or words.shape[1:] != (g.c_in, g.h, g.w):
             self._fail("spike_words", f"shape {words.shape} does not match geometry (S, {g.c_in}, {g.h}, {g.w})")
@@ -211,36 +217,92 @@ class Layer:
     def _fail(self, field: str, problem: str):
         raise TraceError(self.path, field, problem)
 
+    def _geometry(self, arr) -> Geometry:
+        vals = [int(v) for v in arr]
+        if any(not -(2**40) < v < 2**40 for v in vals):
+            self._fail("geometry", f"{vals}: value out of range")
+        try:
+            g = Geometry(*vals)
+        except ValueError as exc:
+            self._fail("geometry", f"{vals}: {exc}")
+        # Bound what the geometry implies before anything of that size is read or built.
+        for what, n, item in (("im2col operand M x K", g.M * g.K, 2), ("padded image", g.c_in *
+                              (g.h + 2 * g.padding) * (g.w + 2 * g.padding), 2),
+                              ("weights", g.N * g.K, 1), ("outputs M x N", g.M * g.N, 2)):
+            if n * item > MAX_ARRAY_BYTES:
+                self._fail("geometry", f"{vals}: the {what} needs {n * item} bytes per sample, more than "
+                                       f"{MAX_ARRAY_BYTES} (LOAS_MAX_ARRAY_BYTES)")
+        return g
+
     def _read(self) -> dict:
         if not self.path.is_file():
             self._fail("file", "does not exist")
         try:
             # Open the file ourselves: np.load leaks its handle when the zip directory is corrupt.
-            with open(self.path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-                data = {}
-                for key, (kind, shape) in _LAYER_FIELDS.items():
-                    if key not in npz.files:
+            with open(self.path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+                names = set(zf.namelist())
+
+                def header(key):
+                    """(shape, dtype) from the member's npy header, without reading its data."""
+                    with zf.open(key + ".npy") as f:
+                        version = np.lib.format.read_magic(f)
+                        if version == (1, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                        elif version == (2, 0):
+                            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                        else:
+                            self._fail(key, f"unsupported npy version {version}")
+                    return shape, dtype
+
+                def member(key, kind, shape, want=None):
+                    if key + ".npy" not in names:
                         self._fail(key, "missing")
-                    arr = npz[key]
-                    if kind == "integer":
-                        ok = np.issubdtype(arr.dtype, np.integer)
-                    else:
-                        ok = arr.dtype == np.dtype(kind)
+                    got, dtype = header(key)
+                    ok = np.issubdtype(dtype, np.integer) if kind == "integer" else dtype == np.dtype(kind)
                     if not ok:
-                        self._fail(key, f"wrong dtype {arr.dtype}, expected {kind}")
-                    if shape is not None and arr.shape != shape:
-                        self._fail(key, f"wrong shape {arr.shape}, expected {shape}")
-                    data[key] = arr
+                        self._fail(key, f"wrong dtype {dtype}, expected {kind}")
+                    if shape is not None and got != shape:
+                        self._fail(key, f"wrong shape {got}, expected {shape}")
+                    nbytes = int(np.prod(got, dtype=object)) * dtype.itemsize
+                    if nbytes > MAX_ARRAY_BYTES:
+                        self._fail(key, f"shape {got} declares {nbytes} bytes, more than {MAX_ARRAY_BYTES} "
+                                        f"(LOAS_MAX_ARRAY_BYTES)")
+                    if want is not None and not want(got):
+                        return None  # the caller reports the shape mismatch with its context
+                    with zf.open(key + ".npy") as f:
+                        return np.lib.format.read_array(f, allow_pickle=False)
+
+                data = {}
+                for key in ("format_version", "T", "geometry", "threshold", "decay_shift", "n_mask"):
+                    kind, shape = _LAYER_FIELDS[key]
+                    data[key] = member(key, kind, shape)
+                g = data["_geometry"] = self._geometry(data["geometry"])
+                # The big members: their declared shapes must fit the geometry before they are read.
+                fits = {
+                    "spike_words": lambda sh: len(sh) == 4 and tuple(sh[1:]) == (g.c_in, g.h, g.w),
+                    "weight": lambda sh: tuple(sh) == (g.c_out, g.c_in, g.kernel, g.kernel),
+                    "bias": lambda sh: tuple(sh) == (g.c_out,),
+                }
+                for key in ("spike_words", "weight", "bias"):
+                    kind, _ = _LAYER_FIELDS[key]
+                    arr = member(key, kind, None, fits[key])
+                    data[key] = arr if arr is not None else _Shape(header(key)[0])
+                S = data["spike_words"].shape[0]
+                kind, _ = _LAYER_FIELDS["expected_out_words"]
+                arr = member("expected_out_words", kind, None, lambda sh: tuple(sh) == (S, g.M, g.N))
+                data["expected_out_words"] = arr if arr is not None else _Shape(header("expected_out_words")[0])
                 for key, (kind, _) in _OPTIONAL_FIELDS.items():
-                    if key in npz.files:
-                        arr = npz[key]
-                        if arr.dtype != np.dtype(kind):
-                            self._fail(key, f"wrong dtype {arr.dtype}, expected {kind}")
-                        data[key] = arr
+                    if key + ".npy" in names:
+                        arr = member(key, kind, None, lambda sh: len(sh) == 4 and sh[0] == S and
+                                     sh[1] <= MAX_T and tuple(sh[2:]) == (g.M, g.N))
+                        data[key] = arr if arr is not None else _Shape(header(key)[0])
         except TraceError:
             raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-            self._fail("npz", f"not a readable npz archive ({type(exc).__name__}: {exc})")
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, zlib.error,
+                NotImplementedError, RuntimeError, KeyError, OverflowError, SyntaxError) as exc:
+            # what a damaged archive raises while it is read: bad zip directory, CRC, deflate stream,
+            # npy header, an unsupported or encrypted zip member
+            self._fail("npz", f"not a readable npz archive ({type(exc).__name__}: {short_repr(str(exc))})")
         return data
 
     # GEMM views ----------------------------------------------------------------------------------
@@ -265,6 +327,15 @@ class Layer:
     def _check_sample(self, sample: int) -> None:
         if not 0 <= sample < self.samples:
             raise TraceError(self.path, "sample", f"{sample} out of range: the layer holds {self.samples} sample(s)")
+
+
+class _Shape:
+    """Stands for a member whose declared shape does not fit the geometry: never read, only its
+    shape reported by the check that refuses it."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
 
 
 @dataclass(frozen=True)
@@ -293,11 +364,10 @@ class Workload:
         mpath = self.path / "manifest.yaml"
         if not mpath.is_file():
             raise TraceError(mpath, "file", "does not exist (not a trace workload directory)")
-        try:
-            with open(mpath) as f:
-                man = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise TraceError(mpath, "yaml", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+        def fail(field, problem):
+            raise TraceError(mpath, field.strip("<>"), problem)
+
+        man = read_yaml(mpath, fail)
         if not isinstance(man, dict):
             raise TraceError(mpath, "manifest", "must be a mapping")
 
@@ -305,11 +375,11 @@ class Workload:
             if key not in man:
                 raise TraceError(mpath, key, "missing")
             if not isinstance(man[key], typ) or isinstance(man[key], bool) and typ is not bool:
-                raise TraceError(mpath, key, f"wrong type {type(man[key]).__name__}, value {man[key]!r}")
+                raise TraceError(mpath, key, f"wrong type {type(man[key]).__name__}, value {short_repr(man[key])}")
             return man[key]
 
         if need("format", str) != FORMAT:
-            raise TraceError(mpath, "format", f"is {man['format']!r}, expected {FORMAT!r}")
+            raise TraceError(mpath, "format", f"is {short_repr(man['format'])}, expected {FORMAT!r}")
         version = need("version", int)
         if version != VERSION:
             raise TraceError(mpath, "version", f"unknown version {version} (this loas reads version {VERSION})")
@@ -322,19 +392,23 @@ class Workload:
         entries = need("layers", list)
         if not entries:
             raise TraceError(mpath, "layers", "is empty")
+        if len(entries) > MAX_LAYERS:
+            raise TraceError(mpath, "layers", f"{len(entries)} layers, more than the {MAX_LAYERS} a workload may have")
         self.entries: list[LayerEntry] = []
         for i, e in enumerate(entries):
             if not isinstance(e, dict) or set(e) != {"name", "file", "kind"}:
-                raise TraceError(mpath, f"layers[{i}]", f"must have exactly the keys name, file, kind; got {e!r}")
+                raise TraceError(mpath, f"layers[{i}]", f"must have exactly the keys name, file, kind; got "
+                                                        f"{short_repr(e)}")
             if not isinstance(e["name"], str) or not _NAME_RE.match(e["name"]):
-                raise TraceError(mpath, f"layers[{i}].name", f"invalid layer name {e['name']!r}")
-            if e["kind"] not in ("conv", "fc"):
-                raise TraceError(mpath, f"layers[{i}].kind", f"must be conv or fc, got {e['kind']!r}")
+                raise TraceError(mpath, f"layers[{i}].name", f"invalid layer name {short_repr(e['name'])}")
+            if not isinstance(e["kind"], str) or e["kind"] not in ("conv", "fc"):
+                raise TraceError(mpath, f"layers[{i}].kind", f"must be conv or fc, got {short_repr(e['kind'])}")
             if not isinstance(e["file"], str) or "/" in e["file"] or not e["file"].endswith(".npz"):
-                raise TraceError(mpath, f"layers[{i}].file", f"must be a .npz file name in the workload, got {e['file']!r}")
+                raise TraceError(mpath, f"layers[{i}].file",
+                                 f"must be a .npz file name in the workload, got {short_repr(e['file'])}")
             self.entries.append(LayerEntry(e["name"], e["file"], e["kind"]))
         names = [e.name for e in self.entries]
-        dup = {n for n in names if names.count(n) > 1}
+        dup = {n for n, c in collections.Counter(names).items() if c > 1}
         if dup:
             raise TraceError(mpath, "layers", f"duplicate layer names {sorted(dup)}")
         self._cache: dict[str, Layer] = {}

@@ -58,10 +58,10 @@ def test_train_profile_finetune_export(tmp_path, fmnist, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["profile", "x.pt", "--n-mask", "3"], "--n-mask: must be 0, 1 or 2, got 3"),
+    (["profile", "x.pt", "--n-mask", "3"], "argument --n-mask: invalid choice: 3"),
     (["profile", "missing.pt"], "missing.pt: checkpoint not found"),
     (["train", "--data", "EMPTY", "--out", "m.pt"], "train-images-idx3-ubyte.gz"),
-    (["train", "--model", "lenet", "--data", "EMPTY", "--out", "m.pt"], "--model: unknown model"),
+    (["train", "--model", "lenet", "--data", "EMPTY", "--out", "m.pt"], "argument --model: invalid choice: 'lenet'"),
     (["trace", "import-prosperity", "nofile.pkl", "--name", "x"], "nofile.pkl: file not found"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, message):

@@ -151,7 +151,7 @@ def test_invalid_sizes():
         build_snasnet(PUBLISHED["cifar10"], "mnist")
 
 
-def test_hamming_kernel_matches_definition():
+def test_hamming_kernel_matches_official_formula():
     x = torch.tensor([[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.float32)
     K = hamming_kernel(x)
     n = 4
@@ -159,8 +159,8 @@ def test_hamming_kernel_matches_definition():
     for a in range(3):
         for b in range(3):
             h = float((x[a] != x[b]).sum())
-            norm = n * (p[a] * (1 - p[b]) + (1 - p[a]) * p[b])
-            assert float(K[a, b]) == pytest.approx(n - 0.5 * h / (float(norm) + 1e-3))
+            norm = p[a] * (1 - p[b]) + (1 - p[a]) * p[b]  # official: rates, not expected counts
+            assert float(K[a, b]) == pytest.approx(n - 0.5 * h / (float(norm) + 1e-3), rel=1e-12)
     assert torch.equal(K, K.T)
 
 

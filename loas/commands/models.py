@@ -7,38 +7,27 @@ import os
 import sys
 
 from loas.commands import add_json, emit, group
+from loas.options import (add_checkpoint, add_dataset, add_n_mask, add_out, add_samples, add_seed, add_T,
+                          add_threads, add_training, finite_float, non_negative, positive)
 from sim.errors import UserError
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="zoo network: default, vgg16, resnet19, alexnet")
-    p.add_argument("--width", type=int, default=None,
-                   help="base width of default (16 if not given) or resnet19 (64)")
-    p.add_argument("--T", type=int, default=4, help="timesteps")
-    p.add_argument("--n-mask", type=int, default=0, help="0, 1 or 2 (mask neurons firing once/twice)")
+    p.add_argument("--model", default="default", choices=("default", "vgg16", "resnet19", "alexnet"),
+                   help="zoo network")
+    p.add_argument("--width", type=positive, default=None,
+                   help="base width of default (default: 16) or resnet19 (default: 64)")
+    add_T(p)
+    add_n_mask(p)
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, cifar10 or cifar100")
-    p.add_argument("--data", default=None,
-                   help="dataset directory (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+def _data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist") -> None:
+    add_dataset(p, default)
+    add_threads(p)
 
 
-def _train_args(p: argparse.ArgumentParser, prefix: str = "", epochs: int = 10, lr: float = 0.1) -> None:
-    p.add_argument(f"--{prefix}epochs", type=int, default=epochs)
-    p.add_argument(f"--{prefix}lr", type=float, default=lr)
-    if prefix:
-        return
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-subset", type=int, default=None, help="use the first N training samples")
-    p.add_argument("--pad", type=int, default=None, help="random-crop padding (default 4 CIFAR, 2 else)")
-    p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    p.add_argument("--cutout", type=int, default=0, help="Cutout square side (0 = off)")
+def _train_args(p: argparse.ArgumentParser, **defaults) -> None:
+    add_training(p, **defaults)
 
 
 def _train_config(args, epochs=None, lr=None):
@@ -47,7 +36,8 @@ def _train_config(args, epochs=None, lr=None):
     pad = args.pad if args.pad is not None else (4 if args.dataset.startswith("cifar") else 2)
     return TrainConfig(epochs=epochs if epochs is not None else args.epochs,
                        lr=lr if lr is not None else args.lr, momentum=args.momentum,
-                       weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed,
+                       weight_decay=args.weight_decay, lr_min_ratio=args.lr_min_ratio,
+                       batch_size=args.batch_size, seed=args.seed,
                        train_subset=args.train_subset, pad=pad, flip=not args.no_flip,
                        cutout=args.cutout)
 
@@ -55,9 +45,6 @@ def _train_config(args, epochs=None, lr=None):
 def _setup(args):
     import torch
 
-    n_mask = getattr(args, "n_mask", None)
-    if n_mask is not None and n_mask not in (0, 1, 2):
-        raise UserError(f"--n-mask: must be 0, 1 or 2, got {n_mask}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
 
@@ -113,8 +100,8 @@ def cmd_prune(args) -> int:
     from pathlib import Path
 
     from models.checkpoint import build_from_meta, save_model
-    from models.prune import PruneConfig, round_path, run_lth
-    from models.train import default_device, load_checkpoint
+    from models.prune import PruneConfig, load_verified, round_path, run_lth
+    from models.train import default_device
 
     _setup(args)
     meta = _meta(args)
@@ -132,7 +119,7 @@ def cmd_prune(args) -> int:
     last = records[-1]
     if args.save:
         model = build_from_meta(meta)
-        model.load_state_dict(load_checkpoint(round_path(args.out, last["round"]))["model"])
+        model.load_state_dict(load_verified(round_path(args.out, last["round"]))["model"])
         recipe = {"prune": cfg.to_dict(), "dataset": args.dataset, "rounds": [
             {k: v for k, v in r.items() if k != "history"} for r in records]}
         save_model(model, meta, Path(args.save), record={
@@ -143,6 +130,17 @@ def cmd_prune(args) -> int:
     emit(args, {"rounds": [{k: v for k, v in r.items() if k != "history"} for r in records]},
           "\n".join(rows))
     return 0
+
+
+def _ck_dataset(args, ck) -> str:
+    """--dataset, or the dataset the checkpoint names (refused when it names none we know)."""
+    from loas.options import DATASETS
+
+    ds = args.dataset or ck["meta"].get("dataset")
+    if ds not in DATASETS:
+        raise UserError(f"{args.checkpoint}: field 'meta.dataset': {ds!r} is not one of {', '.join(DATASETS)}; "
+                        f"give --dataset")
+    return ds
 
 
 def _test_batches(args, ds, batch_size=500):
@@ -158,7 +156,7 @@ def cmd_profile(args) -> int:
 
     _setup(args)
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
-    ds = load_dataset(args.dataset or ck["meta"]["dataset"], args.data, "test")
+    ds = load_dataset(_ck_dataset(args, ck), args.data, "test")
     ds = ds.subset(check_subset(args.test_subset, len(ds), "--test-subset"))
     it, total = _test_batches(args, ds)
     rep = profile_model(model, it, progress=True, total=total)
@@ -175,7 +173,7 @@ def cmd_finetune(args) -> int:
 
     _setup(args)
     model, ck = load_model(args.checkpoint)
-    args.dataset = args.dataset or ck["meta"]["dataset"]
+    args.dataset = _ck_dataset(args, ck)
     train_ds, test_ds = _load_data(args)
     cfg = _train_config(args)
     out = Path(args.out)
@@ -207,11 +205,7 @@ def cmd_export(args) -> int:
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
     check_finite_state(model, str(args.checkpoint))
     meta = ck["meta"]
-    if args.samples < 1:
-        raise UserError(f"--samples: must be >= 1, got {args.samples}")
-    if args.first < 0 or args.check_samples < 0:
-        raise UserError(f"--first/--check-samples: must be >= 0, got {args.first}/{args.check_samples}")
-    dataset = args.dataset or meta["dataset"]
+    dataset = _ck_dataset(args, ck)
     ds = load_dataset(dataset, args.data, "test")
     idx = slice(args.first, args.first + args.samples)
     images, labels = normalise(ds.images[idx], ds.name), ds.labels[idx]
@@ -276,7 +270,7 @@ def register(subparsers) -> None:
     _model_args(p)
     _data_args(p)
     _train_args(p)
-    p.add_argument("--out", required=True, help="checkpoint file to write")
+    add_out(p, what="checkpoint file to write", required=True)
     add_json(p)
     p.set_defaults(func=cmd_train, out_kind="file")
 
@@ -284,69 +278,61 @@ def register(subparsers) -> None:
     _model_args(p)
     _data_args(p)
     _train_args(p)
-    p.add_argument("--rounds", type=int, default=15, help="pruning rounds after the dense round")
-    p.add_argument("--rate", type=float, default=0.25, help="fraction of surviving weights per round")
-    p.add_argument("--scope", default="global", choices=("global", "local"))
-    p.add_argument("--rewind-epoch", type=int, default=1, help="dense epoch to rewind to")
-    p.add_argument("--round-epochs", type=int, default=None, help="epochs of rounds >= 1")
-    p.add_argument("--round-lr", type=float, default=None, help="lr of rounds >= 1")
-    p.add_argument("--round-train-subset", type=int, default=None,
-                   help="training samples of rounds >= 1 (default: as round 0)")
-    p.add_argument("--out", required=True, help="run directory (round checkpoints, masks, log)")
-    p.add_argument("--save", default=None, help="also write the last round as a compact checkpoint")
+    p.add_argument("--rounds", type=non_negative, default=15, help="pruning rounds after the dense round")
+    p.add_argument("--rate", type=finite_float(0, 1, lo_open=True, hi_open=True), default=0.25,
+                   help="fraction of surviving weights pruned per round")
+    p.add_argument("--scope", default="global", choices=("global", "local"),
+                   help="one magnitude threshold over all weights (global) or per layer (local)")
+    p.add_argument("--rewind-epoch", type=non_negative, default=1, help="dense epoch to rewind to")
+    add_training(p, prefix="round-")
+    add_out(p, what="run directory (round checkpoints, masks, log)", required=True)
+    p.add_argument("--save", default=None, help="also write the last round as a compact checkpoint (default: no)")
     add_json(p)
     p.set_defaults(func=cmd_prune)
 
     p = subparsers.add_parser("profile", help="silent-neuron profile per spike layer (LoAS Table II)")
-    p.add_argument("checkpoint", help="model checkpoint")
-    p.add_argument("--n-mask", type=int, default=None, help="override the checkpoint's n_mask (0, 1, 2)")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    p.add_argument("--data", default=None, help="dataset directory")
-    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_checkpoint(p)
+    add_n_mask(p, default=None)
+    _data_args(p, default=None)
     add_json(p)
     p.set_defaults(func=cmd_profile)
 
     p = subparsers.add_parser("finetune", help="fine-tune with an n_mask, pruned weights kept at zero")
-    p.add_argument("checkpoint", help="model checkpoint (e.g. a pruned one)")
-    p.add_argument("--n-mask", type=int, default=1, help="0, 1 or 2")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    p.add_argument("--data", default=None, help="dataset directory")
-    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    _train_args(p)
-    p.set_defaults(epochs=5, lr=0.02)
-    p.add_argument("--out", required=True, help="checkpoint file to write")
+    add_checkpoint(p, help="model checkpoint (e.g. a pruned one)")
+    p.add_argument("--n-mask", type=int, choices=(0, 1, 2), default=1,
+                   help="mask neurons firing once (1) or up to twice (2); 0 = off")
+    _data_args(p, default=None)
+    _train_args(p, epochs=5, lr=0.02)
+    add_out(p, what="checkpoint file to write", required=True)
     add_json(p)
     p.set_defaults(func=cmd_finetune, out_kind="file")
 
     p = subparsers.add_parser("export", help="export spike layers as a trace workload")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint")
-    p.add_argument("--out", required=True, help="workload directory to write")
+    add_checkpoint(p)
+    add_out(p, what="workload directory to write", required=True)
     p.add_argument("--name", default=None, help="workload name (default: the directory name)")
     p.add_argument("--force", action="store_true", help="replace an existing workload at --out")
-    p.add_argument("--samples", type=int, default=4, help="test samples to export")
-    p.add_argument("--first", type=int, default=0, help="index of the first test sample")
-    p.add_argument("--check-samples", type=int, default=1000,
+    add_samples(p, 4)
+    p.add_argument("--first", type=non_negative, default=0, help="index of the first test sample")
+    p.add_argument("--check-samples", type=non_negative, default=1000,
                    help="measure float vs integer accuracy on the first N test samples (0 = off)")
-    p.add_argument("--n-mask", type=int, default=None, help="override the checkpoint's n_mask")
-    p.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    p.add_argument("--data", default=None, help="dataset directory")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's for the accuracy check, 1 for the export)")
+    add_n_mask(p, default=None)
+    add_dataset(p, None, subset=False)
+    add_threads(p, help="torch CPU threads (default: torch's for the accuracy check, 1 for the export)")
     add_json(p)
     p.set_defaults(func=cmd_export)
 
-    g = group(subparsers, "trace", "trace workloads: inspect, verify, import")
+    g = group(subparsers, "trace")
     p = g.add_parser("import-prosperity", help="import LoAS spike data (Prosperity pickle) as a workload")
     p.add_argument("file", help="the pickle (e.g. ../shared/data/prosperity-loas/vgg16_cifar10_loas.pkl)")
     p.add_argument("--name", required=True, help="workload name")
-    p.add_argument("--weight-sparsity", type=float, default=0.98, help="global weight sparsity in [0, 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
-    p.add_argument("--n-mask", type=int, default=0, help="n_mask recorded in the workload")
-    p.add_argument("--out", default=None, help="workload directory (default traces/NAME)")
+    p.add_argument("--weight-sparsity", type=finite_float(0, 1, hi_open=True), default=0.98,
+                   help="global weight sparsity in [0, 1)")
+    add_seed(p, "seed of the synthetic weights")
+    add_n_mask(p)
+    add_out(p, what="workload directory (default: traces/NAME)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing workload of that name or directory")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads(p)
     add_json(p)
     p.set_defaults(func=cmd_import_prosperity)

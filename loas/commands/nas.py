@@ -7,9 +7,9 @@ import math
 import sys
 
 from loas.commands import add_json, emit, group
+from loas.options import (DATASETS, add_checkpoint, add_dataset, add_out, add_samples, add_seed, add_T,
+                          add_threads, add_training, positive)
 from sim.errors import UserError
-
-DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 
 
 def _net_args(p: argparse.ArgumentParser, cnt_mat: bool = True) -> None:
@@ -18,26 +18,21 @@ def _net_args(p: argparse.ArgumentParser, cnt_mat: bool = True) -> None:
                        help="cell connection matrix, 4 rows of 4 digits 0..4, e.g. 0302 0030 3003 0000")
     p.add_argument("--channels", type=int, default=None,
                    help="cell1 channels C (default: 256 cifar10, 128 cifar100, 32 fashion-mnist)")
-    p.add_argument("--T", type=int, default=5, help="timesteps (default 5)")
+    add_T(p)
     p.add_argument("--second-avgpooling", type=int, default=None,
                    help="pool size after cell2 (default: 4 cifar10, 2 otherwise)")
 
 
-def _data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist") -> None:
-    p.add_argument("--dataset", default=default, choices=DATASETS,
-                   help=f"dataset (default {default})" if default else "dataset (default: the checkpoint's)")
-    p.add_argument("--data", default=None,
-                   help="dataset directory (default for fashion-mnist: /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+def _data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist", subset: bool = False) -> None:
+    add_dataset(p, default, subset=subset)
+    add_threads(p)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
 
 
 def _device(args):
     import torch
 
     if args.threads:
-        if args.threads < 1:
-            raise UserError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if args.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -247,49 +242,39 @@ def register(subparsers) -> None:
     p = g.add_parser("search", help="rank random cells by the spike-kernel score at initialisation")
     _net_args(p, cnt_mat=False)
     _data_args(p)
-    p.add_argument("--num-search", type=int, default=5000, help="candidates to score (default 5000)")
+    p.add_argument("--num-search", type=int, default=5000, help="candidates to score")
     p.add_argument("--batch-size", type=int, default=64, help="samples per scoring batch (kernel size)")
     p.add_argument("--batches", type=int, default=2, help="batches the score is averaged over")
-    p.add_argument("--seed", type=int, default=0, help="seeds the candidates, their weights and the batches")
+    add_seed(p, "seeds the candidates, their weights and the batches")
     p.add_argument("--top", type=int, default=10, help="ranked candidates to print")
     add_json(p)
     p.set_defaults(func=cmd_search)
 
     p = g.add_parser("train", help="train a SNASNet cell (SGD + cosine, resumable)")
     _net_args(p)
-    _data_args(p)
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--lr-min-ratio", type=float, default=0.01, help="cosine ends at lr * this")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-subset", type=int, default=None, help="use the first N training samples")
-    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
-    p.add_argument("--pad", type=int, default=None, help="random-crop padding (default 4 CIFAR, 2 else)")
-    p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    p.add_argument("--out", required=True, help="checkpoint file to write")
+    _data_args(p, subset=True)
+    add_training(p, epochs=300, lr=0.1, batch_size=64, lr_min_ratio=0.01, cutout=False)
+    add_out(p, what="checkpoint file to write", required=True)
     add_json(p)
     p.set_defaults(func=cmd_train, out_kind="file")
 
     p = g.add_parser("test", help="test accuracy of a trained SNASNet checkpoint")
-    p.add_argument("--checkpoint", required=True)
-    _data_args(p, default=None)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--test-subset", type=int, default=None, help="use the first N test samples")
+    add_checkpoint(p)
+    _data_args(p, default=None, subset=True)
+    p.add_argument("--batch-size", type=positive, default=256, help="evaluation batch size")
     add_json(p)
     p.set_defaults(func=cmd_test)
 
     p = g.add_parser("export", help="write a SNASNet's spike layers (backward-edge convs too) as a trace workload")
-    p.add_argument("--checkpoint", default=None, help="trained SNASNet (or give --cnt-mat for an untrained one)")
-    p.add_argument("--cnt-mat", nargs="+", metavar="ROW", default=None, help="cell of an untrained network")
+    add_checkpoint(p, required=False, help="trained SNASNet (or give --cnt-mat for an untrained one)")
+    p.add_argument("--cnt-mat", nargs="+", metavar="ROW", default=None,
+                   help="cell of an untrained network (default: none; give this or the checkpoint)")
     _net_args(p, cnt_mat=False)
     _data_args(p, default=None)
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed with --cnt-mat")
-    p.add_argument("--samples", type=int, default=1, help="test samples to record (default 1)")
-    p.add_argument("--out", required=True, help="workload directory to write")
-    p.add_argument("--name", default=None, help="workload name (default snasnet-<cnt-mat>)")
+    add_seed(p, "initialisation seed with --cnt-mat")
+    add_samples(p, 1, "test samples to record")
+    add_out(p, what="workload directory to write", required=True)
+    p.add_argument("--name", default=None, help="workload name (default: snasnet-<cnt-mat>)")
     p.add_argument("--force", action="store_true", help="replace an existing workload at --out")
     p.add_argument("--no-cycles", action="store_true", help="skip the LoAS cycle model")
     add_json(p)

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
-from loas.commands import add_json, group
+from loas.commands import add_json, emit, group
+from loas.options import SIMULATORS, add_config, add_layer, add_out, add_sample, add_workload
 
 
 def register(sub):
-    g = group(sub, "rtl", "RTL of the LoAS core: cosimulation, Verilog, synthesis estimate")
+    g = group(sub, "rtl")
     p = g.add_parser("sim", help="run one layer through the RTL core and compare with the golden model")
-    p.add_argument("workload", help="a name under traces/ or a workload directory")
-    p.add_argument("--layer", required=True, help="layer name, e.g. conv3")
-    p.add_argument("--sample", type=int, default=0)
-    p.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
+    add_workload(p)
+    add_layer(p, required=True)
+    add_sample(p)
+    p.add_argument("--simulator", default="verilator", choices=SIMULATORS, help="RTL simulator")
     p.add_argument("--waves", action="store_true", help="write a waveform file")
-    p.add_argument("--config", default="loas", help="LoAS config (name under sim/configs or YAML path)")
+    add_config(p)
     p.add_argument("--schedule", choices=("lockstep", "dynamic"),
                    help="lane schedule (default: the config's; lockstep = the paper's)")
     add_json(p)
     p.set_defaults(func=cmd_sim)
 
     p = g.add_parser("verilog", help="write one Verilog file per block and one for the core")
-    p.add_argument("--out", default="build/verilog")
+    add_out(p, "build/verilog", "Verilog directory")
     p.add_argument("--no-lint", action="store_true", help="skip verilator --lint-only")
     add_json(p)
     p.set_defaults(func=cmd_verilog)
 
     p = g.add_parser("synth", help="Yosys cell and LUT/FF estimate per block and for the core")
-    p.add_argument("--out", default="build/synth")
+    add_out(p, "build/synth", "synthesis output directory")
     add_json(p)
     p.set_defaults(func=cmd_synth)
 
@@ -42,8 +40,6 @@ def cmd_sim(args) -> int:
     from sim.trace import load_workload
     from sim.tppe import core_cycles
 
-    if args.simulator not in ("verilator", "icarus"):
-        raise UserError(f"--simulator: must be verilator or icarus, got {args.simulator!r}")
     from hw.cosim import run_core, simulator_available
     from hw.host import Collector, check, core_params
 
@@ -90,22 +86,19 @@ def cmd_sim(args) -> int:
         "sim_cycles_per_s": round(rtl / res["sim_wall_s"]) if res["sim_wall_s"] > 0 else None,
         "waves": res.get("wave_files", []),
     }
-    if args.json:
-        print(json.dumps(out, indent=2))
+    lines = [f"{wl.name}/{layer.name} sample {args.sample} on {args.simulator}: M={M} K={out['K']} N={N}, "
+             f"P={cfg.pes}, schedule {cfg.schedule}, lookahead {cfg.lookahead}"]
+    if chk.match:
+        lines.append(f"PASS: {chk.outputs_checked} output words and {M} output fibers match the golden model")
     else:
-        print(f"{wl.name}/{layer.name} sample {args.sample} on {args.simulator}: M={M} K={out['K']} N={N}, P={cfg.pes}, "
-              f"schedule {cfg.schedule}, lookahead {cfg.lookahead}")
-        if chk.match:
-            print(f"PASS: {chk.outputs_checked} output words and {M} output fibers match the golden model")
-        else:
-            print("FAIL: first mismatches:")
-            for line in chk.mismatches:
-                print(f"  {line}")
-        print(f"RTL cycles {rtl}, model (sim/tppe.py) {model}, difference {rtl - model} ({out['cycle_diff_pct']:+.2f} %)")
-        print(f"wall {wall:.1f} s (build {res['build_s']:.1f} s, simulation {res['sim_wall_s']:.1f} s), "
-              f"{out['sim_cycles_per_s']} simulated cycles/s")
-        for w in out["waves"]:
-            print(f"waves: {w}")
+        lines.append("FAIL: first mismatches:")
+        lines += [f"  {line}" for line in chk.mismatches]
+    lines.append(f"RTL cycles {rtl}, model (sim/tppe.py) {model}, difference {rtl - model} "
+                 f"({out['cycle_diff_pct']:+.2f} %)")
+    lines.append(f"wall {wall:.1f} s (build {res['build_s']:.1f} s, simulation {res['sim_wall_s']:.1f} s), "
+                 f"{out['sim_cycles_per_s']} simulated cycles/s")
+    lines += [f"waves: {w}" for w in out["waves"]]
+    emit(args, out, lines)
     return 0 if chk.match else 1
 
 
@@ -114,11 +107,7 @@ def cmd_verilog(args) -> int:
 
     rows = write_verilog(args.out, lint=not args.no_lint)
     ok = all(r["lint"] in ("clean", "skipped") for r in rows)
-    if args.json:
-        print(json.dumps({"out": args.out, "files": rows, "lint_ok": ok}, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['file']:<40} lint: {r['lint']}")
+    emit(args, {"out": args.out, "files": rows, "lint_ok": ok}, [f"{r['file']:<40} lint: {r['lint']}" for r in rows])
     return 0 if ok else 1
 
 
@@ -126,9 +115,5 @@ def cmd_synth(args) -> int:
     from hw.blocks import synth_table
 
     res = synth_table(args.out)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print(res["table"])
-        print(f"written: {res['files']}")
+    emit(args, res, [res["table"], f"written: {res['files']}"])
     return 0

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import json
-
-from loas.commands import add_json, group
+from loas.commands import add_json, emit, group
+from loas.options import add_layer, add_sample, add_workload
 
 
 def register(sub):
-    g = group(sub, "trace", "inspect and create trace workloads")
+    g = group(sub, "trace")
     p = g.add_parser("stats", help="per-layer and whole-network statistics of a workload")
-    p.add_argument("workload", help="a name under traces/ or a workload directory")
-    p.add_argument("--sample", type=int, default=0, help="sample index (default 0)")
+    add_workload(p)
+    add_sample(p)
     add_json(p)
     p.set_defaults(func=cmd_stats)
 
     p = g.add_parser("verify", help="check every layer's expected outputs against the golden model")
-    p.add_argument("workload")
+    add_workload(p)
     add_json(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("golden", help="run one layer through the golden model")
-    p.add_argument("workload", help="a name under traces/ or a workload directory")
-    p.add_argument("--layer", required=True, help="layer name, e.g. conv3")
-    p.add_argument("--sample", type=int, default=0)
+    add_workload(p)
+    add_layer(p, required=True)
+    add_sample(p)
     add_json(p)
     p.set_defaults(func=cmd_golden)
 
@@ -77,16 +76,15 @@ def cmd_stats(args) -> int:
 
     wl = load_workload(args.workload)
     res = workload_stats(wl, args.sample)
-    if args.json:
-        print(json.dumps(res, indent=2))
-        return 0
-    print(f"workload {res['workload']} ({res['path']}), T={wl.T}, sample {args.sample}")
-    print(f"{'layer':<10}{'M':>7}{'K':>7}{'N':>6}{'spike sp.':>11}{'silent':>9}{'weight sp.':>12}")
+    lines = [f"workload {res['workload']} ({res['path']}), T={wl.T}, sample {args.sample}",
+             f"{'layer':<10}{'M':>7}{'K':>7}{'N':>6}{'spike sp.':>11}{'silent':>9}{'weight sp.':>12}"]
     for s in res["layers"]:
-        print(f"{s['layer']:<10}{s['M']:>7}{s['K']:>7}{s['N']:>6}{s['spike_sparsity']:>11.2%}"
-              f"{s['silent_ratio']:>9.2%}{s['weight_sparsity']:>12.2%}")
+        lines.append(f"{s['layer']:<10}{s['M']:>7}{s['K']:>7}{s['N']:>6}{s['spike_sparsity']:>11.2%}"
+                     f"{s['silent_ratio']:>9.2%}{s['weight_sparsity']:>12.2%}")
     t = res["total"]
-    print(f"{'network':<26}{t['spike_sparsity']:>11.2%}{t['silent_ratio']:>9.2%}{t['weight_sparsity']:>12.2%}")
+    lines.append(f"{'network':<26}{t['spike_sparsity']:>11.2%}{t['silent_ratio']:>9.2%}"
+                 f"{t['weight_sparsity']:>12.2%}")
+    emit(args, res, lines)
     return 0
 
 
@@ -113,11 +111,7 @@ def cmd_golden(args) -> int:
         "output_sha256": res.digest(),
         "matches_expected": expected_ok,
     }
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        for k, v in out.items():
-            print(f"{k:>22}: {v}")
+    emit(args, out, [f"{k:>22}: {v}" for k, v in out.items()])
     return 0 if expected_ok else 1
 
 
@@ -132,11 +126,7 @@ def cmd_verify(args) -> int:
             bad = int((res.out_words != layer.expected(s)).sum())
             rows.append({"layer": layer.name, "sample": s, "mismatched_words": bad})
     ok = all(r["mismatched_words"] == 0 for r in rows)
-    if args.json:
-        print(json.dumps({"workload": wl.name, "match": ok, "layers": rows}, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['layer']:<10} sample {r['sample']}: {'PASS' if not r['mismatched_words'] else 'FAIL'}"
-                  f" ({r['mismatched_words']} mismatched words)")
-        print("PASS" if ok else "FAIL")
+    lines = [f"{r['layer']:<10} sample {r['sample']}: {'PASS' if not r['mismatched_words'] else 'FAIL'}"
+             f" ({r['mismatched_words']} mismatched words)" for r in rows]
+    emit(args, {"workload": wl.name, "match": ok, "layers": rows}, lines + ["PASS" if ok else "FAIL"])
     return 0 if ok else 1
