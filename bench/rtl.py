@@ -121,14 +121,15 @@ def main() -> int:
         res["workloads"][wl.name] = [_layer_figures(layer, configs) for layer in wl.layers()]
     if args.rtl:
         from hw.cosim import run_core
-        from hw.host import core_params
+        from sim.params import Capacity, CoreParams
 
         L, sched = args.rtl_lookahead, args.rtl_schedule
         layer = wls[0].layer(args.rtl)
         words, weights = layer.words(0), layer.weights_kn()
-        params = core_params(words, weights, bias=layer.bias, T=layer.T, lookahead=L, schedule=sched)
-        r = run_core(words, weights, layer.bias, layer.lif, layer.T, layer.n_mask, params, simulator=args.simulator)
-        model = core_cycles(words, weights, LoASConfig(lookahead=L, schedule=sched)).total
+        params = CoreParams(timesteps=layer.T, lookahead=L, schedule=sched)
+        r = run_core(words, weights, layer.bias, layer.lif, layer.n_mask, params,
+                     Capacity.fit(words, weights, layer.bias), simulator=args.simulator)
+        model = core_cycles(words, weights, params).total
         res["rtl"] = {"workload": wls[0].name, "layer": args.rtl, "lookahead": L, "schedule": sched,
                       "simulator": args.simulator,
                       "rtl_cycles": r["rtl_cycles"], "model_cycles": model,

@@ -19,9 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.config import LoASConfig  # noqa: E402
+from sim.designs import DUAL_SPARSE  # noqa: E402
 from sim.report import run_design, synthetic_inputs, totals, workload_inputs  # noqa: E402
 
-DESIGNS = ("loas", "sparten", "gospa", "gamma")
+DESIGNS = ("loas", *DUAL_SPARSE)
 OUT = Path(__file__).resolve().parent / "results"
 
 

@@ -24,40 +24,38 @@ from hw.core import Core
 from hw.join import InnerJoin
 from hw.plif import PLIF
 from hw.prefix import FastPrefixSum, LaggyPrefixSum
-from hw.tppe import TPPE, acc_bits_for
+from hw.params import Capacity, CoreParams, Widths
+from hw.tppe import TPPE
 
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
                 "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE", "-Wno-PROCASSINIT"]
 
-# The paper's configuration (spec/loas.md section 6); the core for Verilog/synthesis gets small
-# memories (rows = cols = 16, K = 128) so that the numbers are the logic, not the SRAM macros that
-# a real chip would take from a memory compiler.
-DEFAULT = dict(timesteps=4, chunk_bits=128, laggy_adders=16, fifo_depth=8)
+# The paper's configuration (spec/loas.md section 6, CoreParams' defaults); the core for
+# Verilog/synthesis gets small memories (rows = cols = 16, K = 128) so that the numbers are the
+# logic, not the SRAM macros that a real chip would take from a memory compiler.
+PAPER = CoreParams()
+CORE_CAP = Capacity(rows=16, cols=16, k=128, a_nnz=256, b_nnz=256)
+# The TPPE alone for K <= 1152 (9 chunks, the largest K of the shipped workloads and of the cosim
+# builds: the segment-base cache grows with the chunk capacity), value memories of 2^19 words.
+TPPE_CAP = Capacity(rows=4096, cols=4096, k=1152, a_nnz=1 << 19, b_nnz=1 << 19, bias_bits=16)
 
 
 def blocks() -> dict:
     """name -> component factory of every block, with the default (paper) parameters."""
-    T, W = DEFAULT["timesteps"], DEFAULT["chunk_bits"]
-    # K <= 1152 (9 chunks, the largest K of the shipped workloads and of the cosim builds): the
-    # segment-base cache grows with the chunk capacity and synthesizes as flip-flops here.
-    C = 9
-    tppe = lambda **kw: TPPE(timesteps=T, chunk_bits=W, chunks=C, laggy_adders=DEFAULT["laggy_adders"],
-                             fifo_depth=DEFAULT["fifo_depth"], bias_bits=16, **kw)
-    acc = acc_bits_for(chunks=C, chunk_bits=W, weight_bits=8, bias_bits=16)
+    T, W, A = PAPER.timesteps, PAPER.chunk_bits, PAPER.laggy_adders
+    acc = Widths.of(PAPER, TPPE_CAP).acc_bits
     return {
         "fast_prefix_sum": lambda: FastPrefixSum(width=W),
-        "laggy_prefix_sum": lambda: LaggyPrefixSum(chunk_bits=W, adders=DEFAULT["laggy_adders"], ptr_bits=20),
+        "laggy_prefix_sum": lambda: LaggyPrefixSum(chunk_bits=W, adders=A, ptr_bits=W.bit_length()),
         "inner_join": lambda: InnerJoin(chunk_bits=W),
-        "tppe": tppe,
+        "tppe": lambda: TPPE(PAPER, TPPE_CAP),
         # the TPPE without our additions: one chunk pair per cycle (lookahead 1), one result slot,
         # one segment-base bank without the walk unit (hw/README.md "Design choices")
-        "tppe_la1_q1": lambda: tppe(lookahead=1, result_slots=1, row_prefetch=False),
+        "tppe_la1_q1": lambda: TPPE(PAPER.replace(lookahead=1, result_slots=1, row_prefetch=False), TPPE_CAP),
         "plif": lambda: PLIF(timesteps=T, acc_bits=acc),
         "output_compressor": lambda: OutputCompressor(timesteps=T, index_bits=10),
-        "core": lambda: Core(pes=16, timesteps=T, chunk_bits=W, laggy_adders=DEFAULT["laggy_adders"],
-                             fifo_depth=DEFAULT["fifo_depth"], rows=16, cols=16, k=128, a_nnz=256, b_nnz=256),
-        "core_p1": lambda: Core(pes=1, timesteps=T, chunk_bits=W, laggy_adders=DEFAULT["laggy_adders"],
-                                fifo_depth=DEFAULT["fifo_depth"], rows=16, cols=16, k=128, a_nnz=256, b_nnz=256),
+        "core": lambda: Core(PAPER, CORE_CAP),
+        "core_p1": lambda: Core(PAPER.replace(pes=1), CORE_CAP),
     }
 
 # Synthesizing the 16-lane core flat takes far longer than a lane; its row is estimated as the

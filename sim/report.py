@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from sim.atomic import replace_dir
+from sim.atomic import locked, replace_dir, write_file
 from sim.config import LoASConfig, from_mapping
 from sim.energy import COMPONENTS, EnergyConfig, load_energy
 from sim.errors import UserError
@@ -81,8 +81,8 @@ def workload_inputs(workload, *, sample: int = 0, layer: str | None = None) -> l
 
 
 def run_design(design: str, inputs: list[LayerInput], cfg: LoASConfig, econf: EnergyConfig | None = None):
-    """Simulate every layer on one design; returns a list of :class:`~sim.loas.LayerSim`."""
-    from sim.baselines import simulate
+    """Simulate every layer on one design; returns a list of :class:`~sim.result.LayerSim`."""
+    from sim.designs import simulate
 
     econf = econf or load_energy()
     return [simulate(design, li.words, li.weights, cfg, T=li.T, out_words=li.out_words, name=li.name,
@@ -183,11 +183,15 @@ def _row(design, layer, cycles, ops, sram, dram, energy, sram_by, dram_by) -> di
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    _write_text(path, buf.getvalue())
+
+
+def _write_text(path: Path, text: str) -> None:
+    write_file(Path(path), text)
 
 
 def _plt():
@@ -200,10 +204,11 @@ def _plt():
 
 
 COMPARE_FILES = ("compare.csv", "compare.json", "speedup.png", "energy_breakdown.png", "layer_speedup.png")
-SWEEP_FILES = ("sweep.csv", "sweep.json", "sweep.png")
-# replace_dir / check_target arguments of the two report directories
-COMPARE_TARGET = dict(what="compare report", owned=COMPARE_FILES.__contains__)
-SWEEP_TARGET = dict(what="sweep report", owned=SWEEP_FILES.__contains__)
+SWEEP_FILES = ("sweep.csv", "sweep.parquet", "sweep.json", "sweep.png")
+# replace_dir / check_target arguments of a compare report directory (which --fidelity also
+# writes its fidelity.* and paper.* files into)
+COMPARE_OWNED = COMPARE_FILES + ("fidelity.csv", "fidelity.json", "fidelity.png", "paper.csv", "paper.json")
+COMPARE_TARGET = dict(what="compare report", owned=COMPARE_OWNED.__contains__)
 
 
 def write_compare_report(out_dir, results: dict, comparison: dict, meta: dict) -> list[Path]:
@@ -338,85 +343,169 @@ def _vgg16_layer(layer):
     return pick
 
 
-def _sweep_point(args):
-    point, base, designs, workload, sample, seed, layer = args
-    cfg = point_config(base, point)
-    if workload is None:
-        kw = {k: point[k] for k in DATA_PARAMS if k in point}
-        inputs = synthetic_inputs(cfg.timesteps, seed=seed, shapes=_vgg16_layer(layer), **kw)
-    else:
-        inputs = workload_inputs(workload, sample=sample, layer=layer)
-        check_timesteps(inputs, cfg, "--param")
-    res = {d: run_design(d, inputs, cfg) for d in designs}
-    row = dict(point)
-    lt = totals(res["loas"])
-    row.update(cycles=lt["cycles"], energy_pj=lt["energy"], dram_bytes=lt["dram_bytes"],
-               sram_bytes=lt["sram_bytes"], effectual_ops=lt["effectual_ops"], pe_utilization=lt["pe_utilization"])
+FIGURES = ("cycles", "energy_pj", "dram_bytes", "sram_bytes", "effectual_ops", "pe_busy_mean")
+
+
+def layer_point(layer: LayerInput, cfg: LoASConfig, designs: tuple, econf: EnergyConfig) -> dict:
+    """One sweep point on one layer (runs on a Dask worker): per design, ``<design>.<figure>`` for
+    every figure in :data:`FIGURES` (a flat row for the result store)."""
+    row = {}
     for d in designs:
-        if d != "loas":
-            t = totals(res[d])
-            row[f"speedup_vs_{d}"] = t["cycles"] / lt["cycles"]
-            row[f"energy_eff_vs_{d}"] = t["energy"] / lt["energy"]
+        s = run_design(d, [layer], cfg, econf)[0]
+        row.update({f"{d}.cycles": int(s.cycles), f"{d}.energy_pj": float(s.energy_total),
+                    f"{d}.dram_bytes": int(s.dram_bytes), f"{d}.sram_bytes": int(s.sram_bytes),
+                    f"{d}.effectual_ops": int(s.effectual_ops), f"{d}.pe_busy_mean": float(np.mean(s.pe_busy))})
     return row
 
 
-def sweep(params: dict, *, base: LoASConfig, designs=("loas", "sparten"), workload=None, sample: int = 0,
-          jobs: int = 2, seed: int = 0, layer: str | None = None, progress: bool = True) -> list[dict]:
-    """Run the cartesian product of `params` in worker processes with a tqdm progress bar."""
+def simulate_layer(design: str, layer: LayerInput, cfg: LoASConfig, econf: EnergyConfig):
+    """One design on one layer (runs on a Dask worker): its :class:`~sim.loas.LayerSim`."""
+    return run_design(design, [layer], cfg, econf)[0]
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """Rows (one per point and workload, whole-network figures), failed layer points with their
+    parameters, and how many layer points were computed now or found in the store."""
+
+    rows: list
+    failures: list
+    computed: int
+    cached: int
+    seconds: float
+
+
+SYNTHETIC = "synthetic"
+
+
+def sweep(params: dict, *, base: LoASConfig, designs=("loas", "sparten"), workloads=None, sample: int = 0,
+          seed: int = 0, layer: str | None = None, progress: bool = True, out=None, econf=None,
+          scheduler: str | None = None, workers: int | None = None) -> SweepResult:
+    """The cartesian product of `params` over every workload (None: the synthetic VGG16 at the
+    paper's densities) and every layer, one task per (point, workload, layer) on the Dask engine
+    (:mod:`sim.dist`). With `out`, each finished layer point is stored at once under
+    ``out/store`` and a rerun computes only the points missing there."""
     import itertools
-    from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
+    from sim import dist
 
-    if "loas" not in designs:
-        designs = ("loas",) + tuple(designs)
+    econf = econf or load_energy()
+    designs = tuple(designs) if "loas" in designs else ("loas",) + tuple(designs)
+    workloads = list(workloads or [])
     keys = list(params)
     points = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))]
-    for p in points:  # fail fast, in the parent, on a bad key or value
-        point_config(base, p)
+    cfgs = []
+    for p in points:  # fail fast, before any work, on a bad key or value
+        cfgs.append(point_config(base, p))
         for k in DATA_PARAMS:
             if k in p and not (isinstance(p[k], (int, float)) and 0 <= p[k] <= 1):
                 raise SweepError(f"--param: key '{k}': must be a number in [0, 1], got {p[k]!r}")
-            if k in p and workload is not None:
-                raise SweepError(f"--param: key '{k}': only applies to the synthetic workload (no WORKLOAD)")
-    if workload is None:
-        _vgg16_layer(layer)
-    tasks = [(p, base, tuple(designs), workload, sample, seed, layer) for p in points]
-    rows = [None] * len(tasks)
-    jobs = max(1, min(jobs, len(tasks)))
-    bar = tqdm(total=len(tasks), desc="sweep", unit="pt", disable=not progress)
-    if jobs == 1:
-        for i, t in enumerate(tasks):
-            rows[i] = _sweep_point(t)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            futs = {ex.submit(_sweep_point, t): i for i, t in enumerate(tasks)}
-            from concurrent.futures import as_completed
+            if k in p and workloads:
+                raise SweepError(f"--param: key '{k}': only applies to the synthetic workload (no --workload)")
+    # Operands, built once on the client and sent to the workers (scattered) once each.
+    operands = {}  # (workload name, synthetic spec) -> [(LayerInput as dist.Shared, content digest)]
 
-            for f in as_completed(futs):
-                rows[futs[f]] = f.result()
-                bar.update()
-    bar.close()
-    return rows
+    def layers_of(name, spec):
+        if (name, spec) not in operands:
+            if name == SYNTHETIC:
+                T, kw = spec
+                lis = synthetic_inputs(T, seed=seed, shapes=_vgg16_layer(layer), **dict(kw))
+            else:
+                lis = workload_inputs(name, sample=sample, layer=layer)
+            operands[name, spec] = [(dist.Shared(li), dist.digest(li)) for li in lis]
+        return operands[name, spec]
+
+    tasks, groups = [], []  # groups: (point, workload, [task keys]) in table order
+    version = dist.code_version()
+    for p, cfg in zip(points, cfgs):
+        if workloads:
+            pairs = [(w, None) for w in workloads]
+        else:
+            pairs = [(SYNTHETIC, (cfg.timesteps, tuple((k, p[k]) for k in DATA_PARAMS if k in p)))]
+        for w, spec in pairs:
+            lis = layers_of(w, spec)
+            if w != SYNTHETIC:
+                check_timesteps([s.value for s, _ in lis], cfg, f"--param (workload {w})")
+            tkeys = []
+            for shared, dg in lis:
+                key = dist.digest(dg, cfg, designs, econf, version)
+                label = {**p, "workload": str(w), "layer": shared.value.name}
+                tasks.append(dist.Task(key, layer_point, (shared, cfg, designs, econf), label))
+                tkeys.append(key)
+            groups.append((p, str(w), tkeys))
+    store = dist.ResultStore(Path(out) / "store") if out is not None else None
+    oc = dist.run_tasks(tasks, store=store, scheduler=scheduler, workers=workers, progress=progress,
+                        desc="sweep")
+    rows = []
+    for p, w, tkeys in groups:
+        parts = [oc.results.get(k) for k in tkeys]
+        if any(r is None for r in parts):
+            continue
+        tot = {f"{d}.{f}": sum(r[f"{d}.{f}"] for r in parts) for d in designs for f in FIGURES}
+        cyc, en = tot["loas.cycles"], tot["loas.energy_pj"]
+        row = {**p, "workload": w, "cycles": cyc, "energy_pj": en, "dram_bytes": tot["loas.dram_bytes"],
+               "sram_bytes": tot["loas.sram_bytes"], "effectual_ops": tot["loas.effectual_ops"],
+               "pe_utilization": tot["loas.pe_busy_mean"] / cyc if cyc else 0.0}
+        for d in designs[1:]:
+            row[f"speedup_vs_{d}"] = tot[f"{d}.cycles"] / cyc
+            row[f"energy_eff_vs_{d}"] = tot[f"{d}.energy_pj"] / en
+        rows.append(row)
+    return SweepResult(rows, oc.failures, oc.computed, oc.cached, oc.seconds)
 
 
-def write_sweep_report(out_dir, rows: list[dict], params: dict) -> list[Path]:
-    """sweep.csv, sweep.json and sweep.png (cycles and speedups against the first parameter),
-    written whole like :func:`write_compare_report`."""
+def compare_workloads(workloads: dict, designs, cfg: LoASConfig, econf: EnergyConfig, *, progress: bool = True,
+                      scheduler: str | None = None, workers: int | None = None):
+    """Every design on every layer of every workload (``name -> [LayerInput]``) on the Dask engine.
+    Returns ``({name: {design: [LayerSim]}}`` for the workloads that fully ran, failures)."""
+    from sim import dist
+
+    designs = ["loas", *[d for d in designs if d != "loas"]]
+    version = dist.code_version()
+    tasks, index = [], {}
+    for name, lis in workloads.items():
+        for li in lis:
+            shared, dg = dist.Shared(li), dist.digest(li)
+            for d in designs:
+                key = dist.digest(dg, d, cfg, econf, version)
+                tasks.append(dist.Task(key, simulate_layer, (d, shared, cfg, econf),
+                                       {"workload": name, "design": d, "layer": li.name}))
+                index[name, d, li.name] = key
+    oc = dist.run_tasks(tasks, scheduler=scheduler, workers=workers, progress=progress, desc="compare")
+    out = {}
+    for name, lis in workloads.items():
+        res = {d: [oc.results.get(index[name, d, li.name]) for li in lis] for d in designs}
+        if all(s is not None for sims in res.values() for s in sims):
+            out[name] = res
+    return out, oc.failures
+
+
+def write_sweep_report(out_dir, rows: list[dict], params: dict, failures=()) -> list[Path]:
+    """sweep.csv, sweep.parquet, sweep.json (with the failed points) and sweep.png (cycles and
+    speedups against the first parameter, one line per value of the others and per workload),
+    each file written whole, under the folder's lock (:func:`sim.atomic.locked`)."""
     out = Path(out_dir)
-    with replace_dir(out, **SWEEP_TARGET) as tmp:
-        _sweep_files(Path(tmp), rows, params)
+    out.mkdir(parents=True, exist_ok=True)
+    # The folder also holds the sweep's result store (sim/dist.py), so it is not swapped whole:
+    # one writer at a time, each file replaced whole.
+    with locked(out):
+        _sweep_files(out, rows, params, failures)
     return [out / n for n in SWEEP_FILES]
 
 
-def _sweep_files(out: Path, rows: list[dict], params: dict) -> None:
+def _sweep_files(out: Path, rows: list[dict], params: dict, failures) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     files = [out / n for n in SWEEP_FILES]
     write_csv(files[0], rows)
-    files[1].write_text(json.dumps({"params": params, "rows": rows}, indent=2) + "\n")
+    table = pa.Table.from_pylist(rows)
+    write_file(files[1], lambda f: pq.write_table(table, f))
+    _write_text(files[2], json.dumps({"params": params, "rows": rows, "failures": list(failures)}, indent=2) + "\n")
     plt = _plt()
     keys = list(params)
     xkey, others = keys[0], keys[1:]
+    if len({r["workload"] for r in rows}) > 1:
+        others = [*others, "workload"]
     spk = [k for k in rows[0] if k.startswith("speedup_vs_")]
     fig, axes = plt.subplots(1, 1 + bool(spk), figsize=(10 if spk else 5, 3.5))
     axes = np.atleast_1d(axes)
@@ -437,9 +526,5 @@ def _sweep_files(out: Path, rows: list[dict], params: dict) -> None:
         axes[1].set_ylabel("LoAS speedup (x)")
         axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(files[2], dpi=120)
+    write_file(files[3], lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
-
-
-def default_jobs() -> int:
-    return max(1, min(4, os.cpu_count() or 1))

@@ -42,12 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.config import LoASConfig
-
-#: chunk pairs the TPPE's F side examines per cycle (LoASConfig.lookahead's default); equal to
-#: hw.tppe.DEFAULT_LOOKAHEAD (a test holds them equal; sim/ does not import hw/, which needs Amaranth)
-DEFAULT_LOOKAHEAD = LoASConfig.lookahead
-#: lane schedules of the core (LoASConfig.schedule; hw.core.SCHEDULES, a test holds them equal)
-SCHEDULES = ("lockstep", "dynamic")
+from sim.params import CoreParams
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,15 +71,20 @@ class CoreTiming:
     steps: int = 0
 
 
-def _check(words, weights, cfg):
+def _check(words, weights, cfg, mntk=False, **override):
+    """(words, weights, CoreParams): ``cfg`` a CoreParams or a LoASConfig (its core), ``override``
+    the keyword arguments given (None = the parameters' own)."""
     words = np.asarray(words)
     weights = np.asarray(weights)
     if words.ndim != 2 or weights.ndim != 2 or words.shape[1] != weights.shape[0]:
         raise ValueError(f"need words (M, K) and weights (K, N); got {words.shape} and {weights.shape}")
-    if not isinstance(cfg, LoASConfig):
-        raise TypeError(f"cfg must be a LoASConfig, got {type(cfg).__name__}")
-    cfg.check()
-    return words, weights
+    if isinstance(cfg, LoASConfig):
+        if mntk and cfg.loop_order != "mntk":
+            raise ValueError(f"loop_order: the core implements 'mntk' only, got {cfg.loop_order!r}")
+        cfg = CoreParams.from_config(cfg)
+    elif not isinstance(cfg, CoreParams):
+        raise TypeError(f"cfg must be a CoreParams or a LoASConfig, got {type(cfg).__name__}")
+    return words, weights, cfg.replace(**{k: v for k, v in override.items() if v is not None})
 
 
 def _walk_cycles(rows, ks, N, W, seg_bits, seg_cache):
@@ -267,17 +267,7 @@ def _timing(words, weights, cfg, seg_cache, L, schedule, warm_from):
     return occ, row_end, stalls
 
 
-def _check_lookahead(lookahead, cfg):
-    if lookahead is None:
-        return cfg.lookahead
-    if isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer)):
-        raise TypeError(f"lookahead must be an int, got {type(lookahead).__name__}")
-    if not 1 <= lookahead <= 16:
-        raise ValueError(f"lookahead must be in 1..16, got {lookahead}")
-    return int(lookahead)
-
-
-def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
+def tppe_cycles(words, weights, cfg: CoreParams | LoASConfig, *, seg_cache: bool | None = None,
                 lookahead: int | None = None) -> np.ndarray:
     """Cycles each job holds a TPPE when each row runs alone on one TPPE: int64 (M, N).
 
@@ -290,8 +280,9 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     ----------
     words : uint16 (M, K)   packed spike words (only non-zero-ness matters for timing)
     weights : int8 (K, N)   weights (only non-zero-ness matters)
-    cfg : LoASConfig        chunk_bits, laggy_adders, fifo_depth and result_slots are used
-    seg_cache : bool        the TPPE keeps the segment bases its walk computed for the resident A
+    cfg : CoreParams        chunk_bits, laggy_adders, fifo_depth, result_slots, seg_cache and
+                            lookahead are used (a LoASConfig: its core, CoreParams.from_config)
+    seg_cache : bool        None = ``cfg.seg_cache``; the TPPE keeps the segment bases its walk computed for the resident A
                             row (hw TPPE ``seg_cache``); jobs run in mntk order (row m's columns
                             0..N-1 one after the other, n = 0 starting the row)
     lookahead : int         chunk pairs the F side examines per cycle (hw TPPE ``lookahead``); None =
@@ -299,13 +290,11 @@ def tppe_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
 
     Raises
     ------
-    ValueError on mismatched shapes or an invalid configuration; TypeError when cfg is not a LoASConfig.
+    ValueError on mismatched shapes or an invalid parameter (CoreParams' checks); TypeError when cfg
+    is neither a CoreParams nor a LoASConfig.
     """
-    words, weights = _check(words, weights, cfg)
-    if not isinstance(seg_cache, bool):
-        raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
-    M = words.shape[0]
-    return _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), "dynamic", M)[0]
+    words, weights, p = _check(words, weights, cfg, seg_cache=seg_cache, lookahead=lookahead)
+    return _timing(words, weights, p, p.seg_cache, p.lookahead, "dynamic", words.shape[0])[0]
 
 
 def _dynamic(dur: np.ndarray, P: int, prefetch: int) -> tuple[int, np.ndarray, int]:
@@ -340,7 +329,7 @@ def _dynamic(dur: np.ndarray, P: int, prefetch: int) -> tuple[int, np.ndarray, i
     return int(total), busy, int(wait)
 
 
-def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
+def core_cycles(words, weights, cfg: CoreParams | LoASConfig, *, seg_cache: bool | None = None,
                 lookahead: int | None = None, schedule: str | None = None) -> CoreTiming:
     """Cycles of the core (P = cfg.pes TPPEs, loop order mntk) for one whole layer.
 
@@ -356,21 +345,15 @@ def core_cycles(words, weights, cfg: LoASConfig, *, seg_cache: bool = True,
     ------
     ValueError / TypeError as :func:`tppe_cycles`.
     """
-    words, weights = _check(words, weights, cfg)
-    if not isinstance(seg_cache, bool):
-        raise TypeError(f"seg_cache must be a bool, got {type(seg_cache).__name__}")
-    if cfg.loop_order != "mntk":
-        raise ValueError(f"loop_order: the core implements 'mntk' only, got {cfg.loop_order!r}")
-    schedule = cfg.schedule if schedule is None else schedule
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule: must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    words, weights, cfg = _check(words, weights, cfg, True, seg_cache=seg_cache, lookahead=lookahead,
+                                 schedule=schedule)
+    seg_cache, schedule = cfg.seg_cache, cfg.schedule
     M, N = words.shape[0], weights.shape[1]
     P = cfg.pes
     C = max(1, -(-words.shape[1] // cfg.chunk_bits))
     pre = _prefetch_cycles(cfg, seg_cache, C)
     # Rows 0..P-1 start cold (nothing prefetched yet); every later row was claimed and walked ahead.
-    occ, row_end, stalls = _timing(words, weights, cfg, seg_cache, _check_lookahead(lookahead, cfg), schedule,
-                                   P if pre else M)
+    occ, row_end, stalls = _timing(words, weights, cfg, seg_cache, cfg.lookahead, schedule, P if pre else M)
     if schedule == "dynamic":
         total, busy, wait = _dynamic(row_end, P, pre)
         steps = M * N

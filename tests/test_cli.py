@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import loas
 
@@ -36,8 +37,15 @@ def test_trace_stats_json(wl):
     assert l2["silent_ratio"] == pytest.approx(float((layer.spike_words[0] == 0).mean()))
     assert l2["weight_sparsity"] == pytest.approx(float((layer.weight == 0).mean()))
     assert 0 < out["total"]["weight_sparsity"] < 1
+    words = layer.words(0)  # Table II basis: the im2col words, padding included
+    assert l2["table2"]["silent_ratio"] == pytest.approx(float((words == 0).mean()))
+    assert l2["table2"]["silent_ratio_strong"] == pytest.approx(float((np.bitwise_count(words) <= 1).mean()))
+    t2 = [l["table2_counts"] for l in out["layers"]]
+    assert out["total"]["table2"]["silent_ratio"] == pytest.approx(sum(c["silent"] for c in t2) /
+                                                                   sum(c["elements"] for c in t2))
     r = loas("trace", "stats", wl)
     assert r.returncode == 0 and "conv3" in r.stdout and "network" in r.stdout
+    assert "feature map" in r.stdout and "Table II" in r.stdout
 
 
 def test_golden_json(wl):

@@ -1,6 +1,6 @@
 import pytest
 
-from sim.config import LoASConfig, load
+from sim.config import BufferConfig, LoASConfig, load
 from sim.errors import ConfigError
 
 
@@ -28,6 +28,11 @@ def test_default_is_papers_table_iii():
     ("buffer: {banks: 0}\n", "buffer.banks", "must be >= 1"),
     ("buffer: 5\n", "buffer", "must be a mapping"),
     ("pes: [16\n", "<yaml>", "not valid YAML"),
+    ("max_k: 4608\n", "max_k", "no longer a setting"),
+    ("tile: {m: 16, k: 128}\n", "tile.k", "no longer a setting"),
+    ("buffer: {ways: 16}\n", "buffer.ways", "no longer a setting"),
+    ("acc_bits: 4\n", "acc_bits", "9..64"),
+    ("schedule: greedy\n", "schedule", "lockstep"),
 ])
 def test_errors_name_file_and_key(tmp_path, text, key, msg):
     p = tmp_path / "bad.yaml"
@@ -47,4 +52,17 @@ def test_partial_file_keeps_defaults(tmp_path):
     p.write_text("pes: 4\nclock_mhz: 1000\ntile: {m: 4}\n")
     c = load(p)
     assert c.pes == 4 and c.clock_mhz == 1000.0 and isinstance(c.clock_mhz, float)
-    assert c.tile.m == 4 and c.tile.k == 128 and c.timesteps == 4
+    assert c.tile.m == 4 and c.tile.n == 32 and c.timesteps == 4
+
+
+def test_direct_construction_validates():
+    """LoASConfig checks itself on construction (the core's fields through CoreParams)."""
+    from sim.params import CoreParams
+
+    with pytest.raises(ValueError, match="pes"):
+        LoASConfig(pes=0)
+    with pytest.raises(ValueError, match="lookahead"):
+        LoASConfig(lookahead=0)
+    with pytest.raises(ValueError, match="banks"):
+        LoASConfig(buffer=BufferConfig(banks=0))
+    assert CoreParams.from_config(LoASConfig(acc_bits=20)).acc_bits == 20

@@ -4,58 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
-
-from hw.core import Core
-from hw.host import Collector, check, core_params, load_image
+from hw.amsim import run_core_sim
+from hw.host import check
 from sim.config import LoASConfig
+from sim.params import Capacity, CoreParams
 from sim.golden import LIFParams, match_counts
 from sim.synthetic import random_weights, random_words
 from sim.tppe import tppe_cycles, core_cycles
 
 
 def run_core_amaranth(words, weights, bias, lif, T, n_mask, **kw):
-    params = core_params(words, weights, T=T, bias=bias, exact=True, **kw)
-    dut = Core(**params)
-    image = load_image(words, weights, bias, params["chunk_bits"])
-    M, N = words.shape[0], weights.shape[1]
-    col = Collector(M, N, params["pes"])
-    res = {}
-
-    async def tb(ctx):
-        for sel, addr, val in image:
-            ctx.set(dut.ld_sel, sel)
-            ctx.set(dut.ld_addr, addr)
-            ctx.set(dut.ld_data, val)
-            ctx.set(dut.ld_en, 1)
-            await ctx.tick()
-        ctx.set(dut.ld_en, 0)
-        ctx.set(dut.threshold, lif.threshold)
-        ctx.set(dut.decay_shift, lif.decay_shift)
-        ctx.set(dut.n_mask, n_mask)
-        ctx.set(dut.rows, M)
-        ctx.set(dut.cols, N)
-        ctx.set(dut.chunks, -(-words.shape[1] // params["chunk_bits"]))
-        ctx.set(dut.out.ready, 1)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        cyc = 1
-        while not ctx.get(dut.done):
-            if ctx.get(dut.out.valid):
-                p = ctx.get(dut.out.payload)
-                col.beat([(int(l.valid), int(l.row), int(l.n), int(l.word), int(l.nz), int(l.index))
-                          for l in p.lanes])
-            await ctx.tick()
-            cyc += 1
-            assert cyc < 10**6
-        res["cycles"] = ctx.get(dut.cycles)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    return col, res["cycles"], params
+    """The layer through the Amaranth core (memories sized to the layer), every stream checked."""
+    params = CoreParams(timesteps=T, **kw)
+    res = run_core_sim(words, weights, bias, lif, n_mask, params, Capacity.fit(words, weights, bias, exact=True))
+    assert not res["stream_errors"], res["stream_errors"][:5]
+    assert res["stream_transfers"] > 0
+    return res["collector"], res["rtl_cycles"], params
 
 
 @pytest.mark.parametrize("P,adders,depth,K,seg_cache,N,density,la", [

@@ -18,6 +18,7 @@ from hw.join import InnerJoin
 from hw.plif import PLIF
 from hw.prefix import FastPrefixSum, LaggyPrefixSum
 from hw.tppe import TPPE
+from sim.params import Capacity, CoreParams
 from sim.golden import LIFParams, plif, strong_mask
 
 
@@ -121,9 +122,7 @@ def _comb_check(dut, cases, check):
             check(ctx, case)
             await ctx.delay(1e-9)
 
-    sim = Simulator(dut)
-    sim.add_testbench(tb)
-    sim.run()
+    _comb_check_tb(dut, tb)
 
 
 def test_fast_prefix_sum_and_inner_join():
@@ -171,53 +170,51 @@ def test_fast_prefix_sum_and_inner_join():
     sim.run()
 
 
-def test_laggy_prefix_sum_walk():
-    """Offsets of increasing positions; cycles = one per segment passed plus one per position."""
-    W, A = 64, 8
-    dut = LaggyPrefixSum(chunk_bits=W, adders=A, ptr_bits=12)
-    rng = random.Random(9)
+@pytest.mark.parametrize("W,A", [(64, 8), (128, 16), (32, 32)])
+def test_laggy_prefix_sum_step(W, A):
+    """The laggy step the L side and the walk unit use: walking segment by segment from base 0,
+    ``next`` of segment s is the base of s + 1 (= ones below it), and ``offset`` of a position in
+    segment s from that base is the exact A offset -- W / A steps for a whole chunk."""
+    dut = LaggyPrefixSum(chunk_bits=W, adders=A, ptr_bits=W.bit_length())
+    rng = random.Random(9 + A)
 
     async def tb(ctx):
         for _ in range(20):
             mask = rng.getrandbits(W)
-            base = rng.randrange(100)
-            targets = sorted(rng.sample(range(W), 4))
-            restart = True
-            cycles = 0
-            for p in targets:
-                while True:
-                    ctx.set(dut.mask, mask)
-                    ctx.set(dut.pos, p)
-                    ctx.set(dut.base, base)
-                    ctx.set(dut.restart, int(restart))
-                    ctx.set(dut.en, 1)
+            ctx.set(dut.mask, mask)
+            base = 0
+            for seg in range(W // A):
+                ctx.set(dut.seg, seg)
+                ctx.set(dut.base, base)
+                for q in rng.sample(range(A), min(A, 3)):
+                    ctx.set(dut.pos, q)
                     await ctx.delay(1e-9)
-                    hit, off = ctx.get(dut.hit), ctx.get(dut.offset)
-                    await ctx.tick()
-                    restart = False
-                    cycles += 1
-                    if hit:
-                        assert off == base + bin(mask & ((1 << p) - 1)).count("1")
-                        break
-            assert cycles == targets[-1] // A + len(targets)
+                    assert ctx.get(dut.offset) == bin(mask & ((1 << (seg * A + q)) - 1)).count("1")
+                base = ctx.get(dut.next)
+                assert base == bin(mask & ((1 << ((seg + 1) * A)) - 1)).count("1")
 
+    _comb_check_tb(dut, tb)
+
+
+def _comb_check_tb(dut, tb):
     sim = Simulator(dut)
-    sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: Core(pes=0), "pes"),
-    (lambda: Core(timesteps=17), "timesteps"),
-    (lambda: Core(chunk_bits=96), "chunk_bits"),
-    (lambda: Core(fifo_depth=0), "fifo_depth"),
-    (lambda: TPPE(fifo_depth=0), "fifo_depth"),
-    (lambda: TPPE(laggy_adders=3), "laggy_adders"),
-    (lambda: TPPE(lookahead=0), "lookahead"),
-    (lambda: Core(lookahead=17), "lookahead"),
-    (lambda: TPPE(result_slots=0), "result_slots"),
-    (lambda: Core(result_slots=9), "result_slots"),
+    (lambda: CoreParams(pes=0), "pes"),
+    (lambda: CoreParams(timesteps=17), "timesteps"),
+    (lambda: CoreParams(chunk_bits=96), "chunk_bits"),
+    (lambda: CoreParams(fifo_depth=0), "fifo_depth"),
+    (lambda: CoreParams(laggy_adders=3), "laggy_adders"),
+    (lambda: CoreParams(lookahead=0), "lookahead"),
+    (lambda: CoreParams(lookahead=17), "lookahead"),
+    (lambda: CoreParams(result_slots=0), "result_slots"),
+    (lambda: CoreParams(result_slots=9), "result_slots"),
+    (lambda: CoreParams(schedule="greedy"), "schedule"),
+    (lambda: CoreParams(acc_bits=8), "acc_bits"),
+    (lambda: Capacity(rows=0), "rows"),
     (lambda: PLIF(timesteps=0), "timesteps"),
     (lambda: FastPrefixSum(width=100), "chunk_bits"),
 ])
@@ -228,10 +225,12 @@ def test_bad_parameters_refused(make, message):
 
 def test_bad_parameter_type_refused():
     with pytest.raises(TypeError, match="pes"):
-        Core(pes=2.0)
+        CoreParams(pes=2.0)
     with pytest.raises(TypeError, match="lookahead"):
-        TPPE(lookahead=2.0)
+        CoreParams(lookahead=2.0)
     with pytest.raises(TypeError, match="row_prefetch"):
-        TPPE(row_prefetch=1)
-    with pytest.raises(TypeError, match="row_prefetch"):
-        Core(row_prefetch="yes")
+        CoreParams(row_prefetch=1)
+    with pytest.raises(TypeError, match="CoreParams"):
+        Core({"pes": 2})
+    with pytest.raises(TypeError, match="Capacity"):
+        TPPE(CoreParams(), {"rows": 4})

@@ -108,32 +108,23 @@ def test_timing_model_lookahead_reference(L):
                                        lookahead=1).sum()
 
 
-def test_lookahead_default_and_checks():
-    from hw.tppe import DEFAULT_LOOKAHEAD
-    from sim import tppe
+def test_core_params_one_source():
+    """The cycle model takes the same parameter object as the RTL; a LoASConfig gives its core;
+    keyword overrides go through CoreParams' checks."""
+    from sim.params import CoreParams
 
-    from hw.core import DEFAULT_SCHEDULE, SCHEDULES
-
-    assert tppe.DEFAULT_LOOKAHEAD == DEFAULT_LOOKAHEAD == LoASConfig().lookahead
-    from hw.tppe import DEFAULT_RESULT_SLOTS
-
-    assert LoASConfig().result_slots == DEFAULT_RESULT_SLOTS
-    assert tppe.SCHEDULES == SCHEDULES and LoASConfig().schedule == DEFAULT_SCHEDULE
-    import inspect
-
-    from hw.core import Core
-    from hw.tppe import TPPE
-
-    for cls in (Core, TPPE):  # the row prefetch is on by default at every level
-        assert inspect.signature(cls.__init__).parameters["row_prefetch"].default is LoASConfig().row_prefetch
-    with pytest.raises(ValueError, match="schedule"):
-        core_cycles(np.zeros((2, 128), np.uint16), np.zeros((128, 2), np.int8), LoASConfig(), schedule="greedy")
     w = np.zeros((2, 128), np.uint16)
     b = np.zeros((128, 2), np.int8)
+    assert CoreParams.from_config(LoASConfig()) == CoreParams()
+    assert core_cycles(w, b, LoASConfig(pes=2)).total == core_cycles(w, b, CoreParams(pes=2)).total
+    with pytest.raises(ValueError, match="schedule"):
+        core_cycles(w, b, LoASConfig(), schedule="greedy")
     with pytest.raises(ValueError, match="lookahead"):
         tppe_cycles(w, b, LoASConfig(), lookahead=0)
     with pytest.raises(TypeError, match="lookahead"):
         core_cycles(w, b, LoASConfig(), lookahead=2.0)
+    with pytest.raises(TypeError, match="CoreParams"):
+        core_cycles(w, b, {"pes": 2})
 
 
 def test_timing_model_laggy_never_faster():
@@ -164,18 +155,10 @@ def test_scoreboard_reports_mismatches():
     lif = LIFParams(30)
     gold = run_layer(words, weights, bias, lif, 4, n_mask=0)
     col = Collector(5, 6, 2)
-    for g in range(3):
+    for r in range(5):
         for n in range(6):
-            lanes = []
-            for i in range(2):
-                r = g * 2 + i
-                if r < 5:
-                    w = int(gold.out_words[r, n])
-                    idx = int((gold.out_words[r, :n] != 0).sum())
-                    lanes.append((1, r, n, w, int(w != 0), idx))
-                else:
-                    lanes.append((0, r, n, 0, 0, 0))
-            col.beat(lanes)
+            w = int(gold.out_words[r, n])
+            col.beat(r % 2, r, n, w, int(w != 0), int((gold.out_words[r, :n] != 0).sum()))
     assert check(col, words, weights, bias, lif, 4, 0).match
     col.words[2, 3] ^= 1
     res = check(col, words, weights, bias, lif, 4, 0)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from hw.cosim import run_core, simulator_available
-from hw.host import Collector, check, core_params
+from hw.host import check
 from sim.config import LoASConfig
+from sim.params import Capacity, CoreParams
 from sim.golden import LIFParams
 from sim.synthetic import random_layer
 from sim.trace import Geometry, im2col
@@ -34,15 +35,13 @@ def _layer(seed, g, silent=0.75, density=0.04, n_mask=1):
 
 def _run(words, weights, bias, lif, n_mask, *, simulator, pes, idle=0.0, backpressure=0.0, seed=0,
          schedule="lockstep"):
-    params = core_params(words, weights, pes=pes, T=4, bias=bias, exact=True, schedule=schedule)
+    params = CoreParams(pes=pes, timesteps=4, schedule=schedule)
     # Fixed capacities per test so all cases of a test share one build.
-    params.update(rows=64, cols=16, k=288, a_nnz=64 * 288, b_nnz=288 * 16)
-    res = run_core(words, weights, bias, lif, 4, n_mask, params, simulator=simulator, seed=seed,
+    cap = Capacity.fit(words, weights, bias, exact=True).replace(rows=64, cols=16, k=288, a_nnz=64 * 288,
+                                                                 b_nnz=288 * 16)
+    res = run_core(words, weights, bias, lif, n_mask, params, cap, simulator=simulator, seed=seed,
                    idle=idle, backpressure=backpressure)
-    col = Collector(words.shape[0], weights.shape[1], pes)
-    for lanes in res["beats"]:
-        col.beat(lanes)
-    return res, col
+    return res, res["collector"]
 
 
 @pytest.mark.parametrize("schedule", ["lockstep", "dynamic"])
@@ -88,3 +87,30 @@ def test_core_all_silent_layer_back_to_back_beats():
     assert chk.match, chk.mismatches
     assert not col.errors and col.seen.all()
     assert res["rtl_cycles"] == core_cycles(words, weights, LoASConfig(pes=4)).total
+
+
+def _run_level(level, words, weights, bias, lif, n_mask, params, cap):
+    """One layer at one level of the design: Amaranth's simulator or a cocotb simulator (the two
+    host back ends share Collector and check)."""
+    if level == "amaranth":
+        from hw.amsim import run_core_sim
+
+        res = run_core_sim(words, weights, bias, lif, n_mask, params, cap)
+        assert not res["stream_errors"], res["stream_errors"][:5]
+        return res
+    return run_core(words, weights, bias, lif, n_mask, params, cap, simulator=level)
+
+
+@pytest.mark.parametrize("level", ["amaranth"] + SIMS)
+def test_levels_agree(level):
+    """The same layer at every level: golden model (outputs), cycle model (cycles), Amaranth's
+    simulator, Verilator, Icarus (the builds of test_core_layer_trace, so no new build)."""
+    g = Geometry(c_in=16, h=4, w=4, kernel=3, stride=1, padding=1, c_out=6)  # M=16, K=144, N=6
+    words, weights, bias, lif, n_mask = _layer(5, g)
+    params = CoreParams(pes=4, timesteps=4)
+    cap = Capacity.fit(words, weights, bias, exact=True).replace(rows=64, cols=16, k=288, a_nnz=64 * 288,
+                                                                 b_nnz=288 * 16)
+    res = _run_level(level, words, weights, bias, lif, n_mask, params, cap)
+    chk = check(res["collector"], words, weights, bias, lif, 4, n_mask)
+    assert chk.match, chk.mismatches
+    assert res["rtl_cycles"] == core_cycles(words, weights, params).total

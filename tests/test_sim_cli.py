@@ -86,3 +86,55 @@ def test_config_errors_name_file_and_key(wl, tmp_path):
     assert r.returncode == 2 and str(e) in r.stderr and "dram_nj_per_access" in r.stderr
     r = loas("compare", wl, "--designs", "tpu", "--out", tmp_path / "x")
     assert r.returncode == 2 and "tpu" in r.stderr
+
+
+def test_cli_design_choices_come_from_the_registry():
+    from loas.cli import build_parser
+    from sim import designs
+
+    sub = next(a for a in build_parser()._actions if a.dest == "==SUPPRESS==" or getattr(a, "choices", None)
+               and "sim" in a.choices)
+    sim = sub.choices["sim"]
+    design = next(a for a in sim._actions if a.dest == "design")
+    assert tuple(design.choices) == designs.NAMES
+    assert designs.BASELINES == tuple(n for n in designs.NAMES if n != "loas")
+    assert set(designs.cycle_models()) == set(designs.NAMES)
+    # the energy schemas name the registry's designs (one constant set per design and fidelity)
+    from dataclasses import fields
+
+    from sim.energy import DesignEnergies
+    from sim.paper import SPECS, PaperDesignEnergies, spec_name
+
+    assert tuple(f.name for f in fields(DesignEnergies)) == designs.NAMES
+    assert tuple(f.name for f in fields(PaperDesignEnergies)) == designs.PAPER
+    assert {spec_name(d, o) for d in designs.PAPER for o in ("mntk", "nmtk")} == set(SPECS)
+
+
+def test_fidelity_both_splits_the_ratio_into_causes(wl, tmp_path):
+    r = loas("compare", wl, "--fidelity", "both", "--out", tmp_path / "f", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    rows = out["rows"]
+    assert {x["design"] for x in rows} == {"loas", "sparten", "gospa", "gamma"}
+    for x in rows:
+        shares = sum(x[f"{k}_share"] for k in ("work", "scan", "imbalance", "memory", "merge"))
+        assert x["ratio"] == pytest.approx(1 + shares, rel=1e-9), x
+    net = {x["design"]: x for x in rows if x["layer"] == "network"}
+    assert net["sparten"]["scan_cycles"] > 0 and net["gamma"]["merge_cycles"] > 0
+    assert net["gospa"]["scan_cycles"] == 0 and net["loas"]["merge_cycles"] == 0
+    sp = {(x["baseline"], x["layer"]): x for x in out["speedups"]}
+    assert sp["sparten", "network"]["paper_speedup"] == pytest.approx(
+        net["sparten"]["paper_cycles"] / net["loas"]["paper_cycles"])
+    for f in ("fidelity.csv", "fidelity.json", "fidelity.png", "compare.csv"):
+        assert (tmp_path / "f" / f).stat().st_size > 0
+    txt = loas("sim", wl, "--fidelity", "both", "--design", "gamma", "--out", tmp_path / "s")
+    assert txt.returncode == 0 and "network" in txt.stdout and (tmp_path / "s" / "fidelity.png").is_file()
+    p = json.loads(loas("sim", wl, "--fidelity", "paper", "--json").stdout)
+    assert p["total"]["cycles"] == net["loas"]["paper_cycles"]
+
+
+def test_paper_fidelity_refuses_designs_it_does_not_model(wl, tmp_path):
+    r = loas("sim", wl, "--fidelity", "paper", "--design", "ptb")
+    assert r.returncode == 2 and "ptb" in r.stderr and "Traceback" not in r.stderr
+    r = loas("compare", wl, "--fidelity", "both", "--designs", "sparten,stellar", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "stellar" in r.stderr

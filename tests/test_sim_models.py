@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from sim.baselines import DESIGNS, DUAL_SPARSE
+from sim.designs import DUAL_SPARSE, cycle_models
 from sim.config import LoASConfig, load
 from sim.energy import COMPONENTS, EnergyConfig, load_energy
 from sim.errors import ConfigError
 from sim.golden import LIFParams, run_layer, strong_mask
 from sim.loas import join_cost, simulate_layer
 from sim.memory import OPERANDS, dram_bytes_per_cycle
+from sim.fidelity import run_paper
 from sim.report import synthetic_inputs, run_design, totals
+
+DESIGNS = cycle_models()
 from sim.synthetic import random_weights, random_words
 
 
@@ -139,17 +142,25 @@ def test_larger_T_costs_loas_little_and_sparten_much():
     assert cyc[8]["sparten"] / cyc[4]["sparten"] > 1.6
 
 
-@pytest.mark.xfail(strict=True, reason="the issue's trend does not hold in this model: a per-timestep baseline "
-                   "makes T passes over the joins while LoAS makes one, so the advantage grows with T (speedup "
-                   "over SparTen-S at T = 2/4/8/16: 2.3/3.3/5.2/9.8x at a fixed firing rate per timestep, "
-                   "1.9/3.3/5.9/11x at a fixed spike budget per neuron); strict, so a model change that "
-                   "makes it hold is noticed")
 @pytest.mark.parametrize("rate", ["per_timestep", "budget"])
-def test_advantage_shrinks_as_T_grows(rate):
-    s = [_speedup(synthetic_inputs(T, bernoulli=0.2 if rate == "per_timestep" else 0.8 / T, shapes=SHAPE),
-                  dataclasses.replace(LoASConfig(), timesteps=T))
-         for T in (4, 8)]
-    assert s[1] < s[0]
+def test_advantage_grows_with_T(rate):
+    """The paper's T study (spec/loas.md section 8): LoAS itself pays little for a larger T (paper:
+    T = 8 costs ~15 % more cycles than T = 4), a per-timestep baseline about T-fold, so LoAS's
+    advantage grows with T. Measured here (T = 4 -> 8): LoAS 1.28x / 1.01x cycles, SparTen-S 2.01x /
+    1.81x, at a fixed firing rate per timestep / a fixed spike budget per neuron; the paper method
+    (sim/paper.py) gives LoAS 1.31x and SparTen-S 1.92x at the fixed rate."""
+    cyc, paper = {}, {}
+    for T in (4, 8):
+        cfg = dataclasses.replace(LoASConfig(), timesteps=T)
+        inp = synthetic_inputs(T, bernoulli=0.2 if rate == "per_timestep" else 0.8 / T, shapes=SHAPE)
+        cyc[T] = {d: totals(run_design(d, inp, cfg))["cycles"] for d in ("loas", "sparten")}
+        paper[T] = {d: sum(p.cycles for p in run_paper(d, inp, cfg)) for d in ("loas", "sparten")}
+    assert 0.95 < cyc[8]["loas"] / cyc[4]["loas"] < 1.3
+    assert cyc[8]["sparten"] / cyc[4]["sparten"] > 1.6
+    speedup = {T: cyc[T]["sparten"] / cyc[T]["loas"] for T in (4, 8)}
+    assert speedup[8] > 1.4 * speedup[4]
+    if rate == "per_timestep":  # the paper's own method shows the same trend
+        assert paper[8]["loas"] / paper[4]["loas"] < 1.35 < 1.8 < paper[8]["sparten"] / paper[4]["sparten"]
 
 
 def test_strong_traces_run_faster():

@@ -255,11 +255,11 @@ def cmd_import_prosperity(args) -> int:
     out = Path(args.out) if args.out else TRACES_DIR / args.name
     check_target(out, force=args.force, **WORKLOAD_TARGET)  # before any work
     _setup(args)
-    rep = import_prosperity(args.file, out, name=args.name, weight_sparsity=args.weight_sparsity,
-                            seed=args.seed, n_mask=args.n_mask, force=args.force)
-    lines = [f"{r['name']:<8} M {r['M']:>5} K {r['K']:>5} N {r['N']:>4}  spike sp {r['spike_sparsity']:.3f}"
-             f"  weight sp {r['weight_sparsity']:.3f}" for r in rep["layers"]]
-    lines.append(f"workload written to {out}")
+    rep = import_prosperity(args.file, out, name=args.name, arch=args.arch, weight_sparsity=args.weight_sparsity,
+                            seed=args.seed, checkpoint=args.checkpoint, n_mask=args.n_mask, force=args.force)
+    lines = [f"{r['name']:<18} M {r['M']:>5} K {r['K']:>5} N {r['N']:>4} k{r['kernel']} s{r['stride']}"
+             f"  spike sp {r['spike_sparsity']:.3f}  weight sp {r['weight_sparsity']:.3f}" for r in rep["layers"]]
+    lines.append(f"LoAS {rep['arch']}: workload written to {out}")
     emit(args, rep, "\n".join(lines))
     return 0
 
@@ -326,8 +326,13 @@ def register(subparsers) -> None:
     p = g.add_parser("import-prosperity", help="import LoAS spike data (Prosperity pickle) as a workload")
     p.add_argument("file", help="the pickle (e.g. ../shared/data/prosperity-loas/vgg16_cifar10_loas.pkl)")
     p.add_argument("--name", required=True, help="workload name")
-    p.add_argument("--weight-sparsity", type=finite_float(0, 1, hi_open=True), default=0.98,
-                   help="global weight sparsity in [0, 1)")
+    p.add_argument("--arch", default="auto", choices=("vgg16", "alexnet", "resnet19", "auto"),
+                   help="LoAS network the spikes come from (auto: the one whose layer table every entry matches)")
+    p.add_argument("--weight-sparsity", default="0.98", metavar="S|FILE.yaml",
+                   help="synthetic weights: global sparsity in [0, 1), or a YAML file mapping layer -> sparsity "
+                        "(default: 0.98)")
+    p.add_argument("--checkpoint", default=None,
+                   help="take the weights from this checkpoint of the same architecture instead")
     add_seed(p, "seed of the synthetic weights")
     add_n_mask(p)
     add_out(p, what="workload directory (default: traces/NAME)")

@@ -41,7 +41,8 @@ def cmd_sim(args) -> int:
     from sim.tppe import core_cycles
 
     from hw.cosim import run_core, simulator_available
-    from hw.host import Collector, check, core_params
+    from hw.host import check
+    from sim.params import Capacity, CoreParams
 
     if not simulator_available(args.simulator):
         raise UserError(f"--simulator: {args.simulator} is not installed"
@@ -61,19 +62,15 @@ def cmd_sim(args) -> int:
         raise UserError(f"{layer.path}: n_mask={layer.n_mask}: the output compressor implements n_mask <= 1")
     if cfg.weight_bits != 8:
         raise UserError(f"config weight_bits={cfg.weight_bits}: the traces hold int8 weights")
-    params = core_params(words, weights, pes=cfg.pes, chunk_bits=cfg.chunk_bits, laggy_adders=cfg.laggy_adders,
-                         fifo_depth=cfg.fifo_depth, T=layer.T, bias=layer.bias, lookahead=cfg.lookahead,
-                         schedule=cfg.schedule, result_slots=cfg.result_slots, row_prefetch=cfg.row_prefetch)
+    params = CoreParams.from_config(cfg, timesteps=layer.T)
+    cap = Capacity.fit(words, weights, layer.bias)
     t0 = time.perf_counter()
-    res = run_core(words, weights, layer.bias, layer.lif, layer.T, layer.n_mask, params,
+    res = run_core(words, weights, layer.bias, layer.lif, layer.n_mask, params, cap,
                    simulator=args.simulator, waves=args.waves)
     wall = time.perf_counter() - t0
     M, N = words.shape[0], weights.shape[1]
-    col = Collector(M, N, cfg.pes)
-    for lanes in res["beats"]:
-        col.beat(lanes)
-    chk = check(col, words, weights, layer.bias, layer.lif, layer.T, layer.n_mask)
-    model = core_cycles(words, weights, cfg).total
+    chk = check(res["collector"], words, weights, layer.bias, layer.lif, layer.T, layer.n_mask)
+    model = core_cycles(words, weights, params).total
     rtl = res["rtl_cycles"]
     out = {
         "workload": wl.name, "layer": layer.name, "sample": args.sample, "simulator": args.simulator,

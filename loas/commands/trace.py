@@ -28,8 +28,12 @@ def register(sub):
 
 
 def layer_stats(layer, sample: int = 0) -> dict:
-    """Trace statistics of one layer (no arithmetic beyond counting)."""
+    """Trace statistics of one layer (no arithmetic beyond counting): ``spike_sparsity`` and
+    ``silent_ratio`` on the feature map (C x H x W), ``table2`` on LoAS Table II's basis (the
+    im2col matrix with padding, :mod:`sim.stats`)."""
     import numpy as np
+
+    from sim.stats import table2_counts, table2_ratios
 
     g = layer.geometry
     words = layer.words(sample)
@@ -49,6 +53,8 @@ def layer_stats(layer, sample: int = 0) -> dict:
         "spike_sparsity": 1.0 - img_spikes / (layer.T * img.size),
         "silent_ratio": float((img == 0).mean()),
         "gemm_spike_sparsity": 1.0 - spikes / bits,
+        "table2_counts": (t2 := table2_counts(words)),
+        "table2": table2_ratios(t2, layer.T),
         "weight_sparsity": float((w == 0).mean()),
         "weights": int(w.size),
         "n_mask": layer.n_mask,
@@ -56,6 +62,8 @@ def layer_stats(layer, sample: int = 0) -> dict:
 
 
 def workload_stats(wl, sample: int = 0) -> dict:
+    from sim.stats import pool, table2_ratios
+
     layers = [layer_stats(layer, sample) for layer in wl.layers()]
     neurons = sum(s["neurons"] for s in layers)
     weights = sum(s["weights"] for s in layers)
@@ -63,9 +71,11 @@ def workload_stats(wl, sample: int = 0) -> dict:
         "T": wl.T,
         "layers": len(layers),
         "neurons": neurons,
-        # Whole-network figures weight each layer by its neuron (or weight) count, as LoAS Table II.
+        # Feature-map figures weight each layer by its neuron count, the weight sparsity by its weight
+        # count; Table II's figures pool the im2col elements of every layer.
         "spike_sparsity": sum(s["spike_sparsity"] * s["neurons"] for s in layers) / neurons,
         "silent_ratio": sum(s["silent_ratio"] * s["neurons"] for s in layers) / neurons,
+        "table2": table2_ratios(pool([s["table2_counts"] for s in layers]), wl.T),
         "weight_sparsity": sum(s["weight_sparsity"] * s["weights"] for s in layers) / weights,
     }
     return {"workload": wl.name, "path": str(wl.path), "sample": sample, "layers": layers, "total": total}
@@ -76,14 +86,20 @@ def cmd_stats(args) -> int:
 
     wl = load_workload(args.workload)
     res = workload_stats(wl, args.sample)
+    def row(name, m, k, s):
+        t2 = s["table2"]
+        return (f"{name:<18}{m:>6}{k:>6}{s['spike_sparsity']:>11.2%}{s['silent_ratio']:>9.2%}  "
+                f"{t2['spike_sparsity']:>11.2%}{t2['silent_ratio']:>9.2%}{t2['silent_ratio_strong']:>9.2%}"
+                f"{s['weight_sparsity']:>12.2%}")
+
     lines = [f"workload {res['workload']} ({res['path']}), T={wl.T}, sample {args.sample}",
-             f"{'layer':<10}{'M':>7}{'K':>7}{'N':>6}{'spike sp.':>11}{'silent':>9}{'weight sp.':>12}"]
-    for s in res["layers"]:
-        lines.append(f"{s['layer']:<10}{s['M']:>7}{s['K']:>7}{s['N']:>6}{s['spike_sparsity']:>11.2%}"
-                     f"{s['silent_ratio']:>9.2%}{s['weight_sparsity']:>12.2%}")
-    t = res["total"]
-    lines.append(f"{'network':<26}{t['spike_sparsity']:>11.2%}{t['silent_ratio']:>9.2%}"
-                 f"{t['weight_sparsity']:>12.2%}")
+             f"{'':<30}{'feature map (CxHxW)':>20}  {'Table II (im2col TxMxK, padding)':>34}",
+             f"{'layer':<18}{'M':>6}{'K':>6}{'spike sp.':>11}{'silent':>9}  {'spike sp.':>11}{'silent':>9}"
+             f"{'strong':>9}{'weight sp.':>12}"]
+    lines += [row(s["layer"], s["M"], s["K"], s) for s in res["layers"]]
+    lines.append(row("network", "", "", res["total"]))
+    lines.append("(network: feature-map figures weighted by neurons; Table II's pooled by im2col elements; "
+                 "strong: words with one spike count as silent)")
     emit(args, res, lines)
     return 0
 

@@ -1,0 +1,302 @@
+"""The execution layer of sweeps and multi-workload comparisons: Dask distributed, and a result store.
+
+:func:`engine` yields a ``distributed.Client``: by default on an embedded ``LocalCluster`` (one
+single-threaded worker process per core, on 127.0.0.1, no dashboard); given a scheduler address
+(``--scheduler`` or the ``LOAS_SCHEDULER`` environment variable), on that cluster. Everything after
+that -- scattering operands, submitting points, progress, failures -- is the same code in both cases.
+Workers import this project (``sim``) and must run the same model code as the client: the engine
+compares :func:`code_version` on every worker and refuses a mismatch.
+
+:class:`ResultStore` keeps one small Parquet file per finished point under the report directory,
+named by the point's key (a hash of workload content, configuration, designs and code version), so
+a rerun skips finished points and a killed sweep loses only the points that were in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from sim.errors import UserError
+
+SCHEDULER_ENV = "LOAS_SCHEDULER"
+WORKER_WAIT_S = 60.0  # how long a given cluster may take to show its first worker
+_SIM_DIR = Path(__file__).resolve().parent
+
+
+def default_workers() -> int:
+    """Worker processes of the embedded cluster: one per usable core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """sha256 (16 hex digits) of the simulator's source (sim/*.py): part of every result key, so a
+    changed model never reuses stale results, and compared on every worker of a cluster."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        h = hashlib.sha256()
+        for p in sorted(_SIM_DIR.glob("*.py")):
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+        _CODE_VERSION = h.hexdigest()[:16]
+    return _CODE_VERSION
+
+
+def digest(*parts: Any) -> str:
+    """A stable sha256 (32 hex digits) of numpy arrays, dataclasses and JSON-able values."""
+    h = hashlib.sha256()
+    for part in parts:
+        _feed(h, part)
+    return h.hexdigest()[:32]
+
+
+def _feed(h, x) -> None:
+    if isinstance(x, np.ndarray):
+        h.update(f"nd{x.dtype.str}{x.shape}".encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        h.update(type(x).__name__.encode())
+        for f in dataclasses.fields(x):
+            h.update(f.name.encode())
+            _feed(h, getattr(x, f.name))
+    elif isinstance(x, (list, tuple)):
+        h.update(f"seq{len(x)}".encode())
+        for v in x:
+            _feed(h, v)
+    elif isinstance(x, dict):
+        h.update(f"map{len(x)}".encode())
+        for k in sorted(x, key=str):
+            h.update(str(k).encode() + b"=")
+            _feed(h, x[k])
+    else:
+        h.update(json.dumps(x, sort_keys=True, default=str).encode())
+    h.update(b";")
+
+
+def scheduler_address(arg: str | None) -> str | None:
+    """The cluster to use: ``--scheduler`` wins over ``LOAS_SCHEDULER``; None = embedded cluster."""
+    return arg or os.environ.get(SCHEDULER_ENV) or None
+
+
+@contextlib.contextmanager
+def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: bool = False):
+    """A ``distributed.Client`` on the cluster at ``scheduler``, or on an embedded ``LocalCluster``
+    with ``workers`` processes (default :func:`default_workers`). Closed (and the embedded cluster
+    shut down) on exit.
+
+    Raises :class:`UserError` if the scheduler cannot be reached, shows no worker within
+    ``WORKER_WAIT_S``, or a worker runs another version of the simulator."""
+    from distributed import Client
+
+    cluster = None
+    if scheduler:
+        if workers is not None:
+            raise UserError("--workers: only for the embedded cluster; a cluster given by --scheduler "
+                            "(or LOAS_SCHEDULER) has its own workers")
+        if not quiet:
+            print(f"connecting to the Dask scheduler at {scheduler} ...", file=sys.stderr, flush=True)
+        import dask
+
+        try:  # Dask's own connect timeout (distributed.comm.timeouts.connect, default 30 s)
+            client = Client(scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    else:
+        n = workers or default_workers()
+        if n < 1:
+            raise UserError(f"--workers: must be >= 1, got {n}")
+        if not quiet:
+            print(f"starting a local Dask cluster ({n} worker process{'es' * (n > 1)}) ...", file=sys.stderr,
+                  flush=True)
+        cluster = local_cluster(n)
+        client = Client(cluster)
+    try:
+        if scheduler:
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            except TimeoutError:
+                raise UserError(f"--scheduler {scheduler}: no worker connected within {WORKER_WAIT_S:g} s") from None
+        _check_workers(client, scheduler)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def local_cluster(workers: int):
+    """The embedded cluster: ``workers`` single-threaded worker processes on 127.0.0.1, no dashboard
+    (the scheduler's HTTP endpoint, which it always opens, on a free loopback port rather than on
+    8787, which another cluster on this machine may hold)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                        silence_logs=logging.ERROR)
+
+
+def _check_workers(client, scheduler) -> None:
+    mine = code_version()
+    theirs = client.run(code_version)
+    bad = {w: v for w, v in theirs.items() if v != mine}
+    if bad:
+        w, v = next(iter(bad.items()))
+        raise UserError(f"--scheduler {scheduler}: worker {w} runs simulator code {v}, this client {mine} "
+                        f"(start the workers from this checkout, e.g. with PYTHONPATH set to it)")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Shared:
+    """A task argument (e.g. a layer's operands) sent to the cluster once, as scattered data, and
+    shared by every task that holds this same object."""
+
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One point: ``fn(*args)`` on a worker. ``key`` names its result (in the store and on the
+    cluster); ``label`` (JSON-able) says which point it is when it fails."""
+
+    key: str
+    fn: Callable
+    args: tuple
+    label: dict
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What :func:`run` did: ``results`` maps key -> result (computed now or read from the store),
+    ``failures`` lists ``{"label", "error"}`` per failed point."""
+
+    results: dict
+    failures: list
+    computed: int
+    cached: int
+    seconds: float
+
+
+def run(client, tasks: list[Task], *, store: "ResultStore | None" = None, progress: bool = True,
+        desc: str = "points") -> Outcome:
+    """Run every task not already in ``store`` on the cluster, each result stored as soon as it arrives.
+    A task that raises is reported on stderr with its label and does not stop the others."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    results, failures = {}, []
+    todo = []
+    for t in tasks:
+        if store is not None and t.key in store:
+            continue
+        todo.append(t)
+    cached = len({t.key for t in tasks}) - len({t.key for t in todo})
+    by_key = {}
+    for t in todo:
+        by_key.setdefault(t.key, t)
+    bar = tqdm(total=len(by_key) + cached, initial=cached, desc=desc, unit="pt", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    if by_key:
+        shared = list({id(a): a for t in by_key.values() for a in t.args if isinstance(a, Shared)}.values())
+        if shared and progress:
+            bar.set_postfix_str(f"sending {len(shared)} operand sets to the workers")
+        # On every worker: a worker lost with the only copy would cancel every point that needs it.
+        scattered = dict(zip(map(id, shared), client.scatter([s.value for s in shared], broadcast=True))) \
+            if shared else {}
+        bar.set_postfix_str("")
+        futs = [client.submit(t.fn, *[scattered[id(a)] if isinstance(a, Shared) else a for a in t.args],
+                              key=f"loas-{desc}-{k}", pure=False) for k, t in by_key.items()]
+        # Batches: whatever finished since the last look, so that many short points cost one store
+        # write, while a point that takes a while is still stored the moment it is done.
+        for batch in as_completed(futs, with_results=True, raise_errors=False).batches():
+            done = {}
+            for fut, res in batch:
+                k = fut.key[len(f"loas-{desc}-"):]
+                if fut.status == "finished":
+                    done[k] = res
+                else:  # raised ((type, exc, tb)) or cancelled (e.g. all its workers lost)
+                    exc = res[1] if isinstance(res, tuple) else res
+                    label, err = by_key[k].label, f"{type(exc).__name__}: {exc}"
+                    failures.append({"label": label, "error": err})
+                    bar.write(f"loas: {desc}: point {_fmt_label(label)} failed: {err}", file=sys.stderr)
+                fut.release()
+            if done and store is not None:
+                store.put_many(done)
+            results.update(done)
+            bar.update(len(batch))
+    bar.close()
+    if store is not None:  # every result, fresh or not, as the store's files have it
+        again = ResultStore(store.dir)
+        results = again.get_many([k for k in dict.fromkeys(t.key for t in tasks) if k in again])
+    return Outcome(results, failures, len(by_key) - len(failures), cached, time.perf_counter() - t0)
+
+
+def run_tasks(tasks: list[Task], *, store: "ResultStore | None" = None, scheduler: str | None = None,
+              workers: int | None = None, progress: bool = True, desc: str = "points") -> Outcome:
+    """:func:`run` on the engine of :func:`engine`; started only when some task is not in ``store``
+    (the embedded cluster with no more workers than tasks to run)."""
+    scheduler = scheduler_address(scheduler)
+    todo = len({t.key for t in tasks if store is None or t.key not in store})
+    if not todo:
+        return run(None, tasks, store=store, progress=progress, desc=desc)
+    if not scheduler and workers is None:
+        workers = min(default_workers(), todo)
+    with engine(scheduler, workers, quiet=not progress) as client:
+        return run(client, tasks, store=store, progress=progress, desc=desc)
+
+
+def _fmt_label(label: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in label.items())
+
+
+class ResultStore:
+    """Finished points in Parquet files under ``directory``: each file one batch of points (a key
+    column and the points' flat results: int, float, str, bool), written atomically through the
+    trace writer's temp-file-then-rename, never changed afterwards. A killed run leaves whole
+    files only; runs writing the same store at once write different files."""
+
+    def __init__(self, directory):
+        import pyarrow.parquet as pq
+
+        self.dir = Path(directory)
+        self._rows = {}
+        for f in sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else ():
+            for row in pq.read_table(f).to_pylist():
+                self._rows[row.pop("key")] = row
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def put_many(self, rows: dict) -> Path:
+        """Write ``{key: row}`` as one new file; returns its path."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from sim.atomic import write_file
+
+        table = pa.Table.from_pylist([{"key": k, **r} for k, r in rows.items()])
+        path = self.dir / f"{digest(sorted(rows), time.time_ns(), os.getpid())}.parquet"
+        write_file(path, lambda f: pq.write_table(table, f))
+        self._rows.update(rows)
+        return path
+
+    def get_many(self, keys: list[str]) -> dict:
+        return {k: dict(self._rows[k]) for k in keys}

@@ -1,0 +1,208 @@
+"""Parameters of the LoAS core, one validated frozen object each: :class:`CoreParams` (what the
+hardware is built as: lanes, widths, TPPE options, schedule) and :class:`Capacity` (the largest layer
+its memories hold). Built from a :class:`~sim.config.LoASConfig` with :meth:`CoreParams.from_config`;
+taken by the cycle model (:func:`sim.tppe.core_cycles`), the RTL (``hw.tppe.TPPE``, ``hw.core.Core``),
+the host side (``hw.host``) and ``loas rtl``. Defaults and ranges live here only.
+
+Errors are ``ValueError`` / ``TypeError`` whose message starts with ``"<field>: "`` (the YAML loader
+turns that into a :class:`~sim.errors.ConfigError` naming the file and key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.fibers import MAX_T
+
+#: Core schedules (hw/README.md "Core"): ``lockstep`` = the paper's (all lanes on one column, one
+#: broadcast B fiber, a step costs the slowest lane); ``dynamic`` = ours (a lane runs its row's
+#: columns back to back and takes the next free row when done).
+SCHEDULES = ("lockstep", "dynamic")
+#: Upper bound of hardware counts (PEs, FIFO depth, chunk width, ...): a model allocates arrays of
+#: these sizes, so a typo like ``pes: 1e9`` must not reach it.
+MAX_UNITS = 4096
+
+
+def check_int(name: str, value, *, lo: int = None, hi: int = None) -> int:
+    """Return ``value`` if it is an int in [lo, hi]; else raise TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: must be an int, got {value!r} ({type(value).__name__})")
+    rng = f" (range {lo}..{hi})" if lo is not None and hi is not None else ""
+    if lo is not None and value < lo:
+        raise ValueError(f"{name}: must be >= {lo}{rng}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name}: must be <= {hi}{rng}, got {value!r}")
+    return int(value)
+
+
+def check_pow2(name: str, value, hi: int = None) -> int:
+    check_int(name, value, lo=1, hi=hi)
+    if value & (value - 1):
+        raise ValueError(f"{name}: must be a power of two, got {value!r}")
+    return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: must be a bool (true or false), got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_adders(chunk_bits: int, adders) -> int:
+    check_int("laggy_adders", adders, lo=1)
+    if adders > chunk_bits or chunk_bits % adders:
+        raise ValueError(f"laggy_adders: must divide chunk_bits={chunk_bits}, got {adders!r}")
+    return int(adders)
+
+
+def check_timesteps(value) -> int:
+    return check_int("timesteps", value, lo=1, hi=MAX_T)
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    """What the core is built as (defaults: the paper's Table III plus our TPPE additions).
+
+    Parameters
+    ----------
+    pes : int            P, TPPE lanes (1..MAX_UNITS)
+    timesteps : int      T (1..16)
+    chunk_bits : int     W, bitmask chunk width (power of two)
+    weight_bits : int    signed weight width (2..16)
+    laggy_adders : int   adders of the A-side laggy prefix-sum (divides chunk_bits)
+    fifo_depth : int     depth of the TPPE's match queue (>= 1)
+    lookahead : int      chunk pairs the F side examines per cycle (1..16; 1 = the paper's scan)
+    result_slots : int   jobs whose F side has ended waiting for the L side (1..8)
+    seg_cache : bool     keep the walk's segment bases for the resident A row (hw/README.md "TPPE")
+    row_prefetch : bool  walk unit + second segment-base bank for the lane's next row
+    schedule : str       ``lockstep`` or ``dynamic`` (:data:`SCHEDULES`)
+    acc_bits : int|None  accumulator width; None = the overflow-free width for the build's K; a
+                         narrower one sets the result's sticky ``overflow`` flag when a sum wraps
+
+    Raises
+    ------
+    TypeError, ValueError ``"<field>: ..."`` on a value outside its range.
+    """
+
+    pes: int = 16
+    timesteps: int = 4
+    chunk_bits: int = 128
+    weight_bits: int = 8
+    laggy_adders: int = 16
+    fifo_depth: int = 8
+    lookahead: int = 4
+    result_slots: int = 4
+    seg_cache: bool = True
+    row_prefetch: bool = True
+    schedule: str = "lockstep"
+    acc_bits: typing.Optional[int] = None
+
+    def __post_init__(self):
+        check_int("pes", self.pes, lo=1, hi=MAX_UNITS)
+        check_timesteps(self.timesteps)
+        check_pow2("chunk_bits", self.chunk_bits, hi=MAX_UNITS)
+        check_int("weight_bits", self.weight_bits, lo=2, hi=16)
+        check_adders(self.chunk_bits, self.laggy_adders)
+        check_int("fifo_depth", self.fifo_depth, lo=1, hi=MAX_UNITS)
+        check_int("lookahead", self.lookahead, lo=1, hi=16)
+        check_int("result_slots", self.result_slots, lo=1, hi=8)
+        check_bool("seg_cache", self.seg_cache)
+        check_bool("row_prefetch", self.row_prefetch)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.acc_bits is not None:
+            check_int("acc_bits", self.acc_bits, lo=self.weight_bits + 1, hi=64)
+
+    @classmethod
+    def from_config(cls, cfg, **override) -> "CoreParams":
+        """The core of a :class:`~sim.config.LoASConfig` (its fields of the same names), with
+        ``override`` replacing some (validated again)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{**{n: getattr(cfg, n) for n in names}, **override})
+
+    def replace(self, **kw) -> "CoreParams":
+        return dataclasses.replace(self, **kw)
+
+    @property
+    def segments(self) -> int:
+        """Segments of ``laggy_adders`` bits per chunk (walk cycles per chunk)."""
+        return self.chunk_bits // self.laggy_adders
+
+    @property
+    def prefetch(self) -> bool:
+        """The walk unit exists: there is a walk to hide (S > 1) and a cache to fill."""
+        return self.row_prefetch and self.seg_cache and self.segments > 1
+
+    def chunks(self, k: int) -> int:
+        """Chunks of a fiber of k positions (at least 1)."""
+        return max(1, -(-int(k) // self.chunk_bits))
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The largest layer a core build holds (memory depths and address widths); the layer's own
+    shape is given at run time, so one build serves every layer that fits.
+
+    Parameters
+    ----------
+    rows, cols, k : int      M, N, K (>= 1)
+    a_nnz, b_nnz : int|None  packed spike words / weights (default M*K and K*N)
+    bias_bits : int          signed bias width (1..32)
+    """
+
+    rows: int = 16
+    cols: int = 16
+    k: int = 128
+    a_nnz: int | None = None
+    b_nnz: int | None = None
+    bias_bits: int = 16
+
+    def __post_init__(self):
+        for name in ("rows", "cols", "k"):
+            check_int(name, getattr(self, name), lo=1)
+        if self.a_nnz is None:
+            object.__setattr__(self, "a_nnz", self.rows * self.k)
+        if self.b_nnz is None:
+            object.__setattr__(self, "b_nnz", self.k * self.cols)
+        check_int("a_nnz", self.a_nnz, lo=1)
+        check_int("b_nnz", self.b_nnz, lo=1)
+        check_int("bias_bits", self.bias_bits, lo=1, hi=32)
+
+    @classmethod
+    def fit(cls, words, weights, bias=None, *, exact: bool = False) -> "Capacity":
+        """Capacity for this layer: by default at least :data:`SHARED` (grown to powers of two when
+        the layer is larger) so that all layers of a workload share one build; ``exact=True`` sizes
+        the memories to the layer (small, fast builds for tests)."""
+        M, K = np.shape(words)
+        N = np.shape(weights)[1]
+        bias_abs = int(np.abs(np.asarray(bias, dtype=np.int64)).max(initial=0)) if bias is not None else 0
+        need = dict(rows=M, cols=N, k=K, a_nnz=max(1, int((np.asarray(words) != 0).sum())),
+                    b_nnz=max(1, int((np.asarray(weights) != 0).sum())),
+                    bias_bits=max(16, bias_abs.bit_length() + 1))
+        if not exact:
+            shared = dataclasses.asdict(SHARED)
+            need = {key: max(shared[key], v if key == "bias_bits" else 1 << max(0, int(v - 1).bit_length()))
+                    for key, v in need.items()}
+        return cls(**need)
+
+    def replace(self, **kw) -> "Capacity":
+        return dataclasses.replace(self, **kw)
+
+
+#: Capacities of the shared build: one Verilator build serves every layer up to this size. Kept
+#: modest: Amaranth writes every memory word's initial value into the Verilog, so capacity costs
+#: generation and build time; larger layers grow the capacities to the next power of two.
+SHARED = Capacity(rows=256, cols=128, k=1152, a_nnz=1 << 16, b_nnz=1 << 14, bias_bits=24)
+
+
+def acc_bits_for(*, chunks: int, chunk_bits: int, weight_bits: int, bias_bits: int) -> int:
+    """Accumulator width for which no fiber of chunks*chunk_bits positions can overflow."""
+    return _bits((1 << (bias_bits - 1)) + chunks * chunk_bits * (1 << (weight_bits - 1))) + 1
