@@ -29,7 +29,7 @@ from sim.errors import UserError
 from .layers import prunable
 from .snasnet import snasnet_from_config
 from .train import atomic_save, load_checkpoint
-from .zoo import ZOO, build
+from .zoo import VARIANT_ARCHS, VARIANTS, ZOO, build
 
 FORMAT = "loas-snn/1"
 
@@ -45,19 +45,28 @@ ARCHITECTURES: dict[str, Callable[[dict], nn.Module]] = {
 DEFAULT_WIDTH = {"default": 16, "resnet19": 64}
 
 
-def model_meta(arch: str, *, dataset: str, T: int = 4, n_mask: int = 0, width: int | None = None) -> dict:
+def model_meta(arch: str, *, dataset: str, T: int = 4, n_mask: int = 0, width: int | None = None,
+               variant: str | None = None) -> dict:
     """The metadata that rebuilds a zoo network (constructor arguments) and names its data.
 
     ``width`` is the base width of the networks in :data:`DEFAULT_WIDTH` (None = its default).
+    ``variant`` ('loas' or 'ours', None = 'loas') is recorded for the networks in
+    :data:`~models.zoo.VARIANT_ARCHS`.
 
     Raises
     ------
     UserError
-        For an unknown architecture, or a width given to a network with a fixed width.
+        For an unknown architecture, or a width or variant given to a network without one.
     """
     if arch not in ZOO:
         raise UserError(f"--model: unknown model {arch!r} (known: {', '.join(ZOO)})")
     kwargs = {"T": T, "n_mask": n_mask}
+    if arch in VARIANT_ARCHS:
+        if variant not in (None, *VARIANTS):
+            raise UserError(f"--variant: must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        kwargs["variant"] = variant or "loas"
+    elif variant is not None:
+        raise UserError(f"--variant: {arch} has one form (variants exist for {', '.join(VARIANT_ARCHS)})")
     if arch in DEFAULT_WIDTH:
         if arch == "default" or width is not None:  # default: always recorded, as before
             kwargs["width"] = DEFAULT_WIDTH[arch] if width is None else width
@@ -81,7 +90,10 @@ def build_from_meta(meta: dict):
         raise UserError(f"model metadata {meta!r}: unknown architecture {arch!r} "
                         f"(known: {', '.join(ARCHITECTURES)})")
     try:
-        return ARCHITECTURES[arch](dict(meta["kwargs"]))
+        kwargs = dict(meta["kwargs"])
+        if arch in VARIANT_ARCHS:
+            kwargs.setdefault("variant", "ours")  # checkpoints from before variants were ours
+        return ARCHITECTURES[arch](kwargs)
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"model metadata {meta!r}: {exc}") from None
 

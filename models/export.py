@@ -232,7 +232,7 @@ def _export(model, images, labels, out_dir, *, name, provenance, progress, force
             r = blocks[id(m)].integer_residual(float_block_in[n]) if id(m) in blocks else None
             y_i = integer_layer_forward(m, x_in, r)
             layerwise[n] = float((y_i == y_f).float().mean())
-        logits_i, int_io, _ = _capture(model, layers, images)
+        logits_i, int_io, int_block_in = _capture(model, layers, images, blocks)
     finally:
         model.set_integer(False)
     with replace_dir(out_dir, force=force, **WORKLOAD_TARGET) as stage:
@@ -281,6 +281,11 @@ def _export(model, images, labels, out_dir, *, name, provenance, progress, force
                 "weight_sparsity": float((weight == 0).mean()),
                 "input_spike_sparsity": 1.0 - float(x_in.mean()),
                 "agreement_layerwise": layerwise[n], "agreement_end_to_end": e2e, "golden": "equal"})
+            blk = blocks.get(id(m))
+            if blk is not None and getattr(blk, "shortcut", None) is not None and \
+                    getattr(model, "variant", None) == "loas":
+                report_layers.append(_export_shortcut(blk, lname, int_block_in[n], q, m.n_mask, T, stage))
+                entries.append((report_layers[-1]["name"], "conv"))
         report = {"workload": str(out_dir), "name": name, "T": T, "samples": int(images.shape[0]),
                   "layers": report_layers}
         if labels is not None:
@@ -294,12 +299,42 @@ def _export(model, images, labels, out_dir, *, name, provenance, progress, force
         prov["export_seconds"] = round(report["seconds"], 2)
         prov["agreement"] = {r["name"]: {"layerwise": round(r["agreement_layerwise"], 6),
                                          "end_to_end": round(r["agreement_end_to_end"], 6)}
-                             for r in report_layers}
+                             for r in report_layers if r["agreement_layerwise"] is not None}
         for k in ("float_acc", "integer_acc"):
             if k in report:
                 prov[f"{k}_on_samples"] = round(report[k], 6)
         write_manifest(stage, name=name, T=T, layers=entries, provenance=prov)
     return report
+
+
+def _export_shortcut(blk, conv2_name: str, x: torch.Tensor, q, n_mask: int, T: int, out_dir: Path) -> dict:
+    """Write a residual block's 1x1 shortcut conv as a GEMM layer of its own (LoAS simulates it as a
+    layer): its input spikes (the block input ``x`` of the integer chain), its int8 weights and
+    integer bias in conv2's units (:meth:`~models.zoo.BasicBlock.quantize`), and as expected outputs
+    what a P-LIF with conv2's threshold makes of that current. In the network the current is added
+    to conv2's (conv2's ``residual``), so nothing consumes these outputs; they keep the layer a
+    golden-checked trace layer like every other."""
+    from sim.golden import LIFParams
+    from sim.trace import Geometry, write_and_load_layer
+
+    conv = blk.shortcut[0]
+    O = blk.integer_residual(x)  # int64 [T, S, C_out, Ho, Wo]
+    y = apply_n_mask(integer_lif(O, q.threshold), n_mask)
+    geom = Geometry(c_in=conv.in_channels, h=x.shape[-2], w=x.shape[-1], kernel=1,
+                    stride=conv.stride[0], padding=0, c_out=conv.out_channels)
+    out = pack_words(y)
+    expected = out.transpose(0, 2, 3, 1).reshape(out.shape[0], -1, geom.N)
+    weight = blk.res_weight.numpy()
+    bias = blk.res_bias.numpy()
+    lname = conv2_name.removesuffix("_conv2") + "_shortcut"
+    layer = write_and_load_layer(out_dir / f"{lname}.npz", T=T, geometry=geom, spike_words=pack_words(x),
+                                 weight=weight, bias=bias, lif=LIFParams(q.threshold, 2), n_mask=n_mask,
+                                 expected_out_words=expected)
+    golden_check(layer)
+    return {"name": lname, "kind": "conv", "M": geom.M, "K": geom.K, "N": geom.N, "residual": None,
+            "threshold": q.threshold, "scale": q.scale, "weight_sparsity": float((weight == 0).mean()),
+            "input_spike_sparsity": 1.0 - float(x.mean()), "agreement_layerwise": None,
+            "agreement_end_to_end": None, "golden": "equal"}
 
 
 @torch.no_grad()

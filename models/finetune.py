@@ -15,7 +15,9 @@ def finetune(model, train_ds: Dataset, test_ds: Dataset, cfg: TrainConfig, n_mas
              *, progress: bool = True, log=log_stderr) -> dict:
     """Fine-tune ``model`` with ``n_mask`` for ``cfg.epochs`` epochs (resumable via ``state_path``).
 
-    Returns ``{"acc_unmasked", "acc_masked", "epochs": [{"epoch", "test_acc", ...}], "acc_final"}``.
+    Returns ``{"acc_unmasked", "acc_masked", "epochs": [{"epoch", "test_acc", ...}], "acc_final",
+    "acc_best", "best_epoch"}``: the last epoch's accuracy and the best epoch's (what LoAS reports);
+    the returned model is the last epoch's.
 
     Raises
     ------
@@ -35,6 +37,8 @@ def finetune(model, train_ds: Dataset, test_ds: Dataset, cfg: TrainConfig, n_mas
     res = train(model, train_ds, cfg, state_path, masks=masks, tag={"finetune": n_mask},
                 on_epoch=on_epoch, progress=progress, log=log)
     hist = res["history"]
+    best = max(hist, key=lambda h: h["test_acc"]) if hist else None
     return {"n_mask": n_mask, "acc_unmasked": acc_unmasked, "acc_masked": acc_masked,
             "epochs": hist, "acc_final": hist[-1]["test_acc"] if hist else acc_masked,
-            "seconds": res["seconds"]}
+            "acc_best": best["test_acc"] if best else acc_masked,
+            "best_epoch": best["epoch"] if best else 0, "seconds": res["seconds"]}

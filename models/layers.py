@@ -149,11 +149,17 @@ class _SpikeLayer(nn.Module):
         self.integer = False
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight and bias with BN (eval statistics) and the LIF's 0.75 input gain folded in."""
+        """Weight and bias with the op's bias, BN (eval statistics, when the layer has one) and the
+        LIF's 0.75 input gain folded in."""
         w = self.op.weight.detach().double()
+        c = self.op.bias.detach().double() if self.op.bias is not None else torch.zeros(
+            w.shape[0], dtype=torch.float64)
         bn = self.bn
-        inv = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        b = bn.bias.detach().double() - bn.running_mean.double() * inv
+        if isinstance(bn, nn.Identity):  # no BN (LoAS's AlexNet)
+            inv, b = torch.ones_like(c), c
+        else:
+            inv = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            b = bn.bias.detach().double() + (c - bn.running_mean.double()) * inv
         shape = (-1,) + (1,) * (w.dim() - 1)
         return INPUT_GAIN * w * inv.reshape(shape), INPUT_GAIN * b
 
@@ -240,12 +246,16 @@ class _SpikeLayer(nn.Module):
 
 
 class SpikeConv(_SpikeLayer):
-    """Conv2d (no bias) -> BatchNorm2d -> LIF -> n_mask, on ``[T, B, C, H, W]``.
+    """Conv2d (no bias by default) -> BatchNorm2d (optional) -> LIF -> n_mask, on ``[T, B, C, H, W]``.
 
     Parameters
     ----------
     c_in, c_out, kernel, stride, padding : int
         Conv geometry.
+    bias : bool
+        Give the conv a bias (LoAS's VGG16 and AlexNet); the integer model folds it into its bias.
+    bn : bool
+        Follow the conv with a BatchNorm2d (False: LoAS's AlexNet).
     n_mask : int
         0, 1 or 2 (:func:`apply_n_mask`); ignored for the encoding layer.
     encoding : bool
@@ -258,10 +268,11 @@ class SpikeConv(_SpikeLayer):
         If ``n_mask`` is not 0, 1 or 2.
     """
 
-    def __init__(self, c_in, c_out, kernel=3, stride=1, padding=1, *, n_mask=0, encoding=False):
+    def __init__(self, c_in, c_out, kernel=3, stride=1, padding=1, *, n_mask=0, encoding=False,
+                 bias=False, bn=True):
         super().__init__(n_mask, encoding)
-        self.op = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
+        self.op = nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=bool(bias))
+        self.bn = nn.BatchNorm2d(c_out) if bn else nn.Identity()
         self.T = 1
 
     def _int_current(self, x):

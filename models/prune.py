@@ -2,8 +2,10 @@
 
 Round 0 trains the dense network and keeps the weights after ``rewind_epoch`` epochs as the rewind
 point. Round r >= 1 prunes ``rate`` of the weights that survived round r-1 by magnitude (global over
-every conv and linear weight, or per layer), rewinds the survivors to the rewind point and retrains
-with a fresh optimizer and schedule, pruned weights held at exactly zero.
+every conv and linear weight, or per layer), rewinds the survivors to the rewind point (parameters
+only by default, as the LTH code does) and retrains with a fresh optimizer and schedule, pruned
+weights held at exactly zero. ``PruneConfig.rounds`` counts prunes; the LTH code's iteration count
+includes the dense iteration (:func:`rounds_from_iterations`).
 
 On disk (``out_dir``): ``rewind.pt``; ``round_XX.pt`` per finished round (final weights, mask,
 accuracy, sparsity); ``train_state.pt`` for the round in progress; ``lth.json``, the per-round log.
@@ -106,6 +108,93 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / max(1, total)
 
 
+#: Rewind modes of :class:`PruneConfig`.
+REWINDS = ("params", "state")
+
+#: The published recipe (LoAS pruning_gen/config_lth.py, the LTH-for-SNN code): 15 iterations
+#: counting the dense one, 25 % per prune, rewind to epoch 20 of 150.
+LTH_ITERATIONS = 15
+LTH_RATE = 0.25
+LTH_REWIND_FRACTION = 20 / 150
+
+
+def rounds_from_iterations(iterations: int) -> int:
+    """Prune rounds of an LTH run of ``iterations`` iterations counted as the LTH code counts them
+    (the first, dense iteration included): ``iterations - 1``.
+
+    Raises
+    ------
+    UserError
+        If ``iterations`` is not an int >= 1.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise UserError(f"--iterations: must be an int >= 1 (the dense iteration counts), got {iterations!r}")
+    return iterations - 1
+
+
+def rewind_epoch_from_fraction(fraction: float, epochs: int) -> int:
+    """The dense epoch ``round(fraction * epochs)`` (LoAS: 20 of 150 = fraction 0.1333).
+
+    Raises
+    ------
+    UserError
+        If ``fraction`` is not in [0, 1].
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise UserError(f"--rewind-fraction: must be in [0, 1], got {fraction!r}")
+    return int(round(fraction * epochs))
+
+
+def rewind(model: nn.Module, point: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+           mode: str = "params") -> None:
+    """Rewind ``model`` to the state dict ``point`` (the rewind point), then apply ``masks``.
+
+    ``mode='params'`` (the LTH code's ``original_initialization``): every parameter (weights,
+    biases, BN affine) is set to its rewind value; buffers (BN running statistics) stay as they
+    are, i.e. those of the end of the previous round. ``mode='state'``: the whole state dict,
+    buffers included.
+    """
+    if mode not in REWINDS:
+        raise ValueError(f"rewind mode must be one of {REWINDS}, got {mode!r}")
+    if mode == "state":
+        model.load_state_dict(point)
+    else:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(point[name])
+    from .train import apply_masks
+
+    apply_masks(model, masks)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, ds: Dataset, n_batches: int, batch_size: int, seed: int = 0) -> None:
+    """Re-estimate every BN layer's running statistics from ``n_batches`` training batches (train
+    mode, no gradient, cumulative average), so a network trained briefly after a rewind is
+    evaluated with statistics of its final weights. 0 batches: nothing."""
+    from .data import batches
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if n_batches <= 0 or not bns:
+        return
+    was = model.training
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    dev = next(model.parameters()).device
+    model.train()
+    try:
+        for i, (x, _) in enumerate(batches(ds, batch_size, shuffle=True, seed=seed)):
+            if i >= n_batches:
+                break
+            model(x.to(dev))
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.train(was)
+
+
 @dataclass
 class PruneConfig:
     """Settings of a lottery-ticket run (recorded in every round checkpoint and the log).
@@ -124,6 +213,12 @@ class PruneConfig:
         Training of round 0.
     retrain : TrainConfig
         Training of every later round.
+    rewind : str
+        'params' (parameters only, BN running statistics kept as they were: the LTH code) or
+        'state' (the whole state dict); see :func:`rewind`.
+    bn_batches : int
+        Training batches over which BN statistics are re-estimated after each round's training,
+        before it is evaluated and saved (:func:`recalibrate_bn`; 0 = off).
     """
 
     rounds: int
@@ -132,6 +227,8 @@ class PruneConfig:
     rewind_epoch: int = 1
     dense: TrainConfig = field(default_factory=TrainConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
+    rewind: str = "params"
+    bn_batches: int = 0
 
     def __post_init__(self):
         if not isinstance(self.rounds, int) or self.rounds < 0:
@@ -140,6 +237,10 @@ class PruneConfig:
             raise UserError(f"--rate: must be in (0, 1), got {self.rate!r}")
         if self.scope not in ("global", "local"):
             raise UserError(f"--scope: must be 'global' or 'local', got {self.scope!r}")
+        if self.rewind not in REWINDS:
+            raise UserError(f"--rewind: must be one of {', '.join(REWINDS)}, got {self.rewind!r}")
+        if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
+            raise UserError(f"--bn-batches: must be an int >= 0, got {self.bn_batches!r}")
         if not 0 <= self.rewind_epoch <= self.dense.epochs:
             raise UserError(
                 f"--rewind-epoch: must be in 0..{self.dense.epochs} (dense epochs), got {self.rewind_epoch!r}")
@@ -266,13 +367,20 @@ def run_lth(make_model, train_ds: Dataset, test_ds: Dataset, cfg: PruneConfig, o
             masks = magnitude_masks(model, prev["masks"], cfg.rate, cfg.scope)
             if not rewind_path.is_file():
                 raise UserError(f"{rewind_path}: rewind point missing; delete {out} and restart")
-            _load_state(model, load_verified(rewind_path), rewind_path)
+            try:
+                rewind(model, load_verified(rewind_path)["model"], masks, cfg.rewind)
+            except (RuntimeError, KeyError) as exc:
+                raise UserError(f"{rewind_path}: field 'model': does not fit this network "
+                                f"({str(exc).splitlines()[0]}); delete it and run again") from None
             tcfg, on_epoch = cfg.retrain, None
         apply_masks(model, masks)
         log(f"round {r}/{cfg.rounds}: weight sparsity {mask_sparsity(masks):.4f}")
         t0 = time.time()
         res = train(model, train_ds, tcfg, state_path, masks=masks, tag={"round": r},
                     on_epoch=on_epoch, progress=progress, log=log)
+        if cfg.bn_batches:
+            recalibrate_bn(model, train_ds.subset(tcfg.train_subset), cfg.bn_batches,
+                           tcfg.batch_size, seed=tcfg.seed * 1000 + 999)
         acc = evaluate(model, test_ds, progress=progress, desc=f"round {r} test")
         rec = {"round": r, "mask_sparsity": mask_sparsity(masks),
                "weight_sparsity": weight_sparsity(model), "test_acc": acc,

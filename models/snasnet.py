@@ -144,14 +144,16 @@ def _reachable(start: int, edges) -> set[int]:
 
 
 def parse_cnt_mat(value, option: str = "--cnt-mat") -> CellMatrix:
-    """Parse ``"0302 0030 3003 0000"`` or ``["0302", "0030", "3003", "0000"]`` into a :class:`CellMatrix`.
+    """Parse ``"0302 0030 3003 0000"``, ``["0302", "0030", "3003", "0000"]`` or
+    ``["0302 0030 3003 0000"]`` (one quoted command-line argument) into a :class:`CellMatrix`.
 
     Raises
     ------
     CellMatrixError
         Naming ``option``, the offending row or digit and what is expected.
     """
-    rows = value.split() if isinstance(value, str) else [str(r) for r in value]
+    # one string "0302 0030 3003 0000", its rows as separate strings, or a mix of both
+    rows = (value if isinstance(value, str) else " ".join(str(r) for r in value)).split()
     text = " ".join(rows)
     if len(rows) != 4:
         raise CellMatrixError(f"{option} {text}: expected 4 rows of 4 digits (e.g. 0302 0030 3003 0000), "
@@ -674,3 +676,36 @@ def from_reference_state_dict(state: dict, cnt_mat, dataset: str, *, T: int = 5,
         raise UserError(f"{where}: field {missing[0]!r}: missing for cell {matrix} (a conv edge the network lacks?)")
     net.load_state_dict(mapped)
     return net
+
+
+@torch.no_grad()
+def calibrate_fc1(model: SNASNet, x: torch.Tensor, target: float = 1.0) -> float:
+    """Warm-up before training: scale fc1's weights so that its output (the input current of the
+    classifier's LIF) has standard deviation ``target`` (the threshold) on the batch ``x``.
+
+    fc1 is the one LIF input without a BN in front of it; with the official N(0, 0.01) weights and a
+    narrow network (few fc1 inputs) that LIF never fires, fc2 sees zeros and training stays at
+    chance. The pass runs in train mode and leaves modes, BN running statistics and memories as they
+    were. Returns the factor applied (1.0 when fc1's output is constant).
+    """
+    seen = []
+    hook = model.fc1.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    modes = {m: m.training for m in model.modules()}
+    buffers = {k: v.clone() for k, v in model.state_dict().items()
+               if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    try:
+        model.train()
+        model.dropout.eval()
+        model(x)
+    finally:
+        hook.remove()
+        for m, t in modes.items():
+            m.training = t
+        model.load_state_dict(buffers, strict=False)
+        functional.reset_net(model)
+    std = float(torch.cat(seen).std())
+    if not std > 0:
+        return 1.0
+    factor = target / std
+    model.fc1.weight.mul_(factor)
+    return factor

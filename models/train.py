@@ -73,6 +73,19 @@ def load_checkpoint(path) -> dict:
     return ck
 
 
+#: Training losses of :class:`TrainConfig` (``loss``).
+LOSSES = ("per_timestep", "mean_logits")
+
+
+def snn_loss(model: nn.Module, out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """The training loss of a forward pass: ``out`` are the time-averaged logits; per-timestep
+    logits ``[T, B, classes]`` are read from ``model.last_logits`` when the network keeps them."""
+    per_t = getattr(model, "last_logits", None)
+    if kind == "mean_logits" or per_t is None or per_t.dim() != 3:
+        return F.cross_entropy(out, y)
+    return F.cross_entropy(per_t.flatten(0, 1), y.repeat(per_t.shape[0]))
+
+
 def state_digest(ck: dict) -> str:
     """sha256 over the names, shapes, dtypes and bytes of the ``model`` and ``masks`` tensors."""
     import hashlib
@@ -108,6 +121,10 @@ class TrainConfig:
         Use only the first N training samples.
     pad, flip, cutout :
         :class:`~models.data.Augment` settings.
+    loss : str
+        ``'per_timestep'``: the mean over t of the cross-entropies of the per-timestep logits (LoAS
+        and the LTH-for-SNN code; what ``loas train``/``prune``/``finetune`` use by default);
+        ``'mean_logits'``: the cross-entropy of the time-averaged logits.
     """
 
     epochs: int = 10
@@ -121,8 +138,11 @@ class TrainConfig:
     pad: int = 0
     flip: bool = False
     cutout: int = 0
+    loss: str = "mean_logits"
 
     def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise UserError(f"--loss: must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -252,10 +272,11 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
         it = batches(ds, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch, augment=aug)
         bar = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, mininterval=5.0)
+        shown = 0.0
         for i, (x, y) in enumerate(bar):
             x, y = x.to(dev), y.to(dev)
             out = model(x)
-            loss = F.cross_entropy(out, y)
+            loss = snn_loss(model, out, y, cfg.loss)
             if not math.isfinite(loss.item()):
                 # Stop before the step: the checkpoint on disk (written at the last finished
                 # epoch) stays the last good one.
@@ -270,7 +291,11 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
             tot_loss += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+            if progress and time.time() - shown >= 1.0:
+                # refresh=False: the figures appear with the bar's next regular redraw, so
+                # mininterval holds (a refreshing set_postfix redraws on every batch).
+                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+                shown = time.time()
         sched.step()
         rec = {"epoch": epoch + 1, "loss": tot_loss / max(1, seen), "train_acc": correct / max(1, seen),
                "seconds": time.time() - t0}

@@ -9,6 +9,8 @@ architecture is a plain chain (spec/snn.md section 2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -158,44 +160,97 @@ def default_net(T: int = 4, n_mask: int = 0, width: int = 16, in_ch: int = 1, cl
 
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
+#: Variants of vgg16, resnet19 and alexnet: ``loas`` = the LoAS code's networks (layer lists, BN and
+#: bias choices, pooling, initialisation), ``ours`` = the cleaner ones (BN everywhere, no conv bias,
+#: torch's default initialisation, AlexNet's second max-pool, ResNet19's fc1 a spike layer).
+VARIANTS = ("loas", "ours")
+#: Zoo networks that have variants (the default network has one form).
+VARIANT_ARCHS = ("vgg16", "resnet19", "alexnet")
 
-def vgg16(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3):
-    """LoAS VGG16 (cfg D with BN, 13 convs 3x3 pad 1, maxpool after conv2, 4, 7, 10, 13; fc 512->classes)."""
+
+def check_variant(variant) -> str:
+    """Return ``variant`` if it is one of :data:`VARIANTS`; raise :class:`ValueError` otherwise."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    return variant
+
+
+def _init_loas_vgg(model: nn.Module) -> None:
+    """LoAS VGG._initialize_weights: convs Kaiming normal (fan_out, relu), BN 1/0, fc N(0, 0.01),
+    biases 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def _init_loas_alexnet(model: nn.Module) -> None:
+    """LoAS AlexNet.init_bias: every conv and linear weight N(0, 0.1), biases 0."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.1)
+            nn.init.zeros_(m.bias)
+
+
+def vgg16(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3, variant: str = "loas"):
+    """LoAS VGG16 (cfg D with BN, 13 convs 3x3 pad 1, maxpool after conv2, 4, 7, 10, 13; fc 512->classes).
+
+    ``variant='loas'``: biased convs before BN, Kaiming (fan_out) convs and N(0, 0.01) fc, as the
+    LoAS code; ``'ours'``: convs without bias, torch's default initialisation.
+    """
+    loas = check_variant(variant) == "loas"
     stages, c, i = [], in_ch, 0
     for v in VGG16_CFG:
         if v == "M":
             stages.append((f"pool{i}", nn.MaxPool2d(2)))
         else:
             i += 1
-            stages.append((f"conv{i}", SpikeConv(c, v, n_mask=n_mask, encoding=(i == 1))))
+            stages.append((f"conv{i}", SpikeConv(c, v, n_mask=n_mask, encoding=(i == 1), bias=loas)))
             c = v
     stages += [("flatten", nn.Flatten()), ("fc1", nn.Linear(512, classes))]
-    return ChainSNN(stages, T, n_mask)
+    net = ChainSNN(stages, T, n_mask)
+    if loas:
+        _init_loas_vgg(net)
+    return net
 
 
-def alexnet(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3, loas_bug: bool = False):
+def alexnet(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3, variant: str = "loas"):
     """LoAS AlexNet: conv1 3->64 k3 s2, maxpool, conv2 ->192, [maxpool], conv3 ->384, conv4 ->256,
     conv5 ->256, maxpool, adaptive avgpool 2x2, fc 1024->classes.
 
-    ``loas_bug=True`` drops the second maxpool as the LoAS code does (conv3..5 then run at 8x8).
+    ``variant='loas'`` is the LoAS code: no BN, biased convs, every weight N(0, 0.1), and the second
+    max-pool dropped (its output is computed but not used), so conv3..5 run at 8x8. ``'ours'``: BN
+    after every conv (no bias), torch's default initialisation, the second max-pool kept (4x4).
     """
+    loas = check_variant(variant) == "loas"
+    kw = dict(bias=loas, bn=not loas)
     stages = [
-        ("conv1", SpikeConv(in_ch, 64, 3, 2, 1, encoding=True)),
+        ("conv1", SpikeConv(in_ch, 64, 3, 2, 1, encoding=True, **kw)),
         ("pool1", nn.MaxPool2d(2)),
-        ("conv2", SpikeConv(64, 192, n_mask=n_mask)),
+        ("conv2", SpikeConv(64, 192, n_mask=n_mask, **kw)),
     ]
-    if not loas_bug:
+    if not loas:
         stages.append(("pool2", nn.MaxPool2d(2)))
     stages += [
-        ("conv3", SpikeConv(192, 384, n_mask=n_mask)),
-        ("conv4", SpikeConv(384, 256, n_mask=n_mask)),
-        ("conv5", SpikeConv(256, 256, n_mask=n_mask)),
+        ("conv3", SpikeConv(192, 384, n_mask=n_mask, **kw)),
+        ("conv4", SpikeConv(384, 256, n_mask=n_mask, **kw)),
+        ("conv5", SpikeConv(256, 256, n_mask=n_mask, **kw)),
         ("pool5", nn.MaxPool2d(2)),
         ("avgpool", nn.AdaptiveAvgPool2d((2, 2))),
         ("flatten", nn.Flatten()),
         ("fc1", nn.Linear(1024, classes)),
     ]
-    return ChainSNN(stages, T, n_mask)
+    net = ChainSNN(stages, T, n_mask)
+    if loas:
+        _init_loas_alexnet(net)
+    return net
 
 
 class BasicBlock(ResidualBlock):
@@ -275,18 +330,23 @@ class BasicBlock(ResidualBlock):
 
 class ResNet19(SNN):
     """LoAS ResNet19: conv1 3->64, BasicBlocks 3x128 (stride 2), 3x256 (s2), 2x512 (s2), avgpool,
-    fc1 512->256 + LIF, fc2 256->classes.
+    fc1 512->256, fc2 256->classes.
 
-    ``width`` scales every layer (64 = LoAS; conv1 ->w, blocks 2w, 4w, 8w, fc1 8w->4w). fc1 takes
-    the last blocks' spike map and averages it itself (:class:`~models.layers.SpikeLinear` with
-    ``pool``), so its integer mode sees spikes; ``image`` is the input side it is built for
-    (32: a 4x4 map).
+    ``width`` scales every layer (64 = LoAS; conv1 ->w, blocks 2w, 4w, 8w, fc1 8w->4w).
+    ``variant='loas'`` is the LoAS code: fc1 is a plain biased linear layer on the averaged spike
+    map and its LIF is never applied (fc2 sees fc1's analog output); the three 1x1 shortcut convs
+    are exported as layers of their own (``loas export``). ``'ours'``: fc1 is a spike layer (BN,
+    LIF, n_mask) that takes the last block's spike map and averages it itself
+    (:class:`~models.layers.SpikeLinear` with ``pool``), so its integer mode sees spikes; ``image``
+    is the input side it is built for (32: a 4x4 map). Both: torch's default initialisation (the
+    LoAS ResNet has no initialisation of its own).
     """
 
-    def __init__(self, T=4, n_mask=0, classes=10, in_ch=3, width=64, image=32):
+    def __init__(self, T=4, n_mask=0, classes=10, in_ch=3, width=64, image=32, variant="loas"):
         super().__init__(T, n_mask)
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise ValueError(f"width must be a positive int, got {width!r}")
+        self.variant = check_variant(variant)
         self.conv1 = SpikeConv(in_ch, width, encoding=True)
         blocks, c, side = [], width, image
         for mult, n, stride in ((2, 3, 2), (4, 3, 2), (8, 2, 2)):
@@ -295,7 +355,10 @@ class ResNet19(SNN):
                 c = mult * width
             side = (side - 1) // stride + 1  # 3x3, pad 1, stride 2
         self.blocks = nn.Sequential(*blocks)
-        self.fc1 = SpikeLinear(8 * width, 4 * width, n_mask=n_mask, pool=side * side)
+        if self.variant == "loas":
+            self.fc1 = nn.Linear(8 * width, 4 * width)
+        else:
+            self.fc1 = SpikeLinear(8 * width, 4 * width, n_mask=n_mask, pool=side * side)
         self.fc2 = nn.Linear(4 * width, classes)
         self._finish()
 
@@ -303,14 +366,17 @@ class ResNet19(SNN):
         x = self.conv1(x)
         for b in self.blocks:
             x = b(x)
-        x = self.fc1(x)  # averages the spike map itself
+        if self.variant == "loas":  # avgpool, fc1, no LIF: fc2 sees fc1's analog output
+            x = seq_apply(lambda z: self.fc1(F.adaptive_avg_pool2d(z, 1).flatten(1)), x)
+        else:
+            x = self.fc1(x)  # averages the spike map itself
         return seq_apply(self.fc2, x)
 
 
 def resnet19(T: int = 4, n_mask: int = 0, classes: int = 10, in_ch: int = 3, width: int = 64,
-             image: int = 32):
+             image: int = 32, variant: str = "loas"):
     """See :class:`ResNet19`."""
-    return ResNet19(T, n_mask, classes, in_ch, width, image)
+    return ResNet19(T, n_mask, classes, in_ch, width, image, variant)
 
 
 #: name -> (constructor, input shape [C, H, W]) of every network in the zoo.
@@ -333,6 +399,93 @@ def build(name: str, **kwargs) -> SNN:
     if name not in ZOO:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(ZOO)}")
     return ZOO[name][0](**kwargs)
+
+
+@dataclass(frozen=True)
+class GemmLayer:
+    """One spike GEMM layer LoAS runs: a conv on input spikes ``[c_in, H, W]``.
+
+    ``M = Ho * Wo`` output pixels, ``K = c_in * kernel**2``, ``N = c_out`` (:attr:`mkn`).
+    """
+
+    name: str
+    c_in: int
+    c_out: int
+    kernel: int
+    stride: int
+    padding: int
+    H: int
+    W: int
+
+    @property
+    def mkn(self) -> tuple[int, int, int]:
+        ho = (self.H + 2 * self.padding - self.kernel) // self.stride + 1
+        wo = (self.W + 2 * self.padding - self.kernel) // self.stride + 1
+        return ho * wo, self.c_in * self.kernel * self.kernel, self.c_out
+
+
+def gemm_layers(arch: str, variant: str = "loas", *, width: int | None = None,
+                image: int | None = None) -> list[GemmLayer]:
+    """The spike GEMM layers of zoo network ``arch`` in forward order, as ``loas export`` writes them
+    (names included): every conv whose input is spikes, the encoding conv excluded (LoAS does not
+    run it) -- pure arithmetic, no network is built.
+
+    vgg16: conv2..conv13. alexnet: conv2..conv5 (``loas``: conv3..5 at 8x8; ``ours``: 4x4).
+    resnet19 (``width`` 64 by default): ``blocks_<i>_conv1``, ``blocks_<i>_conv2`` (i = 0..7), and
+    for ``loas`` the three 1x1 stride-2 ``blocks_<i>_shortcut`` (i = 0, 3, 6) after their block's
+    conv2 (19 layers), for ``ours`` ``fc1`` as a conv whose kernel covers the 4x4 map (17).
+    default (``width`` 16, 28x28): conv2..conv5; ``variant`` is ignored.
+
+    Raises
+    ------
+    ValueError
+        For an unknown architecture or variant.
+    """
+    if arch == "default":
+        w, side = width or 16, image or 28
+        s2 = side // 2
+        return [GemmLayer("conv2", w, 2 * w, 3, 1, 1, s2, s2), GemmLayer("conv3", 2 * w, 2 * w, 3, 1, 1, s2, s2),
+                GemmLayer("conv4", 2 * w, 4 * w, 3, 1, 1, s2 // 2, s2 // 2),
+                GemmLayer("conv5", 4 * w, 4 * w, 3, 1, 1, s2 // 2, s2 // 2)]
+    if arch not in VARIANT_ARCHS:
+        raise ValueError(f"unknown model {arch!r}; known: default, {', '.join(VARIANT_ARCHS)}")
+    loas = check_variant(variant) == "loas"
+    side = image or 32
+    out: list[GemmLayer] = []
+    if arch == "vgg16":
+        c, i = 3, 0
+        for v in VGG16_CFG:
+            if v == "M":
+                side //= 2
+                continue
+            i += 1
+            if i > 1:
+                out.append(GemmLayer(f"conv{i}", c, v, 3, 1, 1, side, side))
+            c = v
+        return out
+    if arch == "alexnet":
+        s = (side + 1) // 2 // 2  # conv1 k3 s2 p1, maxpool 2
+        out.append(GemmLayer("conv2", 64, 192, 3, 1, 1, s, s))
+        if not loas:
+            s //= 2
+        for i, (ci, co) in enumerate(((192, 384), (384, 256), (256, 256)), start=3):
+            out.append(GemmLayer(f"conv{i}", ci, co, 3, 1, 1, s, s))
+        return out
+    w = width or 64
+    c, s, b = w, side, 0
+    for mult, n, stride in ((2, 3, 2), (4, 3, 2), (8, 2, 2)):
+        for j in range(n):
+            st = stride if j == 0 else 1
+            co = mult * w
+            so = (s - 1) // st + 1
+            out.append(GemmLayer(f"blocks_{b}_conv1", c, co, 3, st, 1, s, s))
+            out.append(GemmLayer(f"blocks_{b}_conv2", co, co, 3, 1, 1, so, so))
+            if loas and (st != 1 or c != co):
+                out.append(GemmLayer(f"blocks_{b}_shortcut", c, co, 1, st, 0, s, s))
+            c, s, b = co, so, b + 1
+    if not loas:
+        out.append(GemmLayer("fc1", c, 4 * w, s, 1, 0, s, s))
+    return out
 
 
 def gemm_shapes(model: SNN, input_shape) -> dict[str, tuple[int, int, int]]:

@@ -41,7 +41,7 @@ def pruned(model, seed=0):
 
 def test_registry_holds_the_zoo_and_snasnet():
     assert set(ARCHITECTURES) == set(ZOO) | {"snasnet"}
-    assert build_from_meta(model_meta("resnet19", dataset="cifar10", width=2)).fc1.op.in_features == 16
+    assert build_from_meta(model_meta("resnet19", dataset="cifar10", width=2, variant="ours")).fc1.op.in_features == 16
     with pytest.raises(UserError, match="unknown architecture 'lenet'"):
         build_from_meta({"arch": "lenet", "kwargs": {}})
 

@@ -37,3 +37,18 @@ def test_shipped_traces_match_golden():
                         n_mask=layer.n_mask)
         assert np.array_equal(res.out_words, layer.expected(0))
     assert sum(p.stat().st_size for p in TRACES.iterdir()) < 5 * 2**20
+
+
+@pytest.mark.skipif(not CKPT.is_file(), reason="shipped checkpoint not present")
+def test_shipped_recipe_is_the_real_per_round_one():
+    """The recipe's per-round rates multiply out to the shipped sparsity (the provenance is true)."""
+    from models.checkpoint import load_model
+
+    _, ck = load_model(CKPT)
+    rounds = ck["record"]["recipe"]["rounds"]
+    assert rounds[0]["rate"] is None and all(r["epochs"] >= 1 and r["lr"] > 0 for r in rounds)
+    keep = float(np.prod([1 - r["rate"] for r in rounds[1:]]))
+    for r in rounds:
+        assert r["mask_sparsity"] == pytest.approx(1 - float(np.prod(
+            [1 - q["rate"] for q in rounds[1:r["round"] + 1]])), abs=1e-4)
+    assert 1 - keep == pytest.approx(ck["record"]["weight_sparsity"], abs=1e-4)

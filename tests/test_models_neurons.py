@@ -93,12 +93,12 @@ def test_vgg16_gemm_shapes_match_spec():
 
 
 def test_alexnet_and_resnet19_shapes():
-    a = gemm_shapes(build("alexnet"), (3, 32, 32))
+    a = gemm_shapes(build("alexnet", variant="ours"), (3, 32, 32))
     assert a["conv1"] == (256, 27, 64) and a["conv2"] == (64, 576, 192)
     assert [a[f"conv{i}"][0] for i in (3, 4, 5)] == [16, 16, 16]
-    bug = gemm_shapes(build("alexnet", loas_bug=True), (3, 32, 32))
+    bug = gemm_shapes(build("alexnet", variant="loas"), (3, 32, 32))
     assert [bug[f"conv{i}"][0] for i in (3, 4, 5)] == [64, 64, 64]  # LoAS code: conv3..5 at 8x8
-    r = gemm_shapes(build("resnet19"), (3, 32, 32))
+    r = gemm_shapes(build("resnet19", variant="ours"), (3, 32, 32))
     main = {k: v for k, v in r.items() if "shortcut" not in k}
     assert len(main) == 17  # conv1 + 8 blocks x 2; + fc1, fc2 = 19 weight layers
     assert r["blocks.0.conv1"] == (256, 576, 128)

@@ -165,7 +165,8 @@ def test_checkpoint_weights(tmp_path):
     assert wl.provenance["weights"] == "checkpoint" and len(wl.provenance["checkpoint_sha256"]) == 64
     q = model.stages["conv3"].quantize()
     assert np.array_equal(wl.layer("conv3").weight, q.weight.numpy())
-    assert rep["layers"][1]["weight_sparsity"] < 0.01  # an unpruned network
+    # an unpruned network: only weights below half an int8 step are 0 (N(0, 0.1) init, max ~5 sigma: ~2 %)
+    assert rep["layers"][1]["weight_sparsity"] < 0.03
     from sim.errors import UserError
 
     from models.zoo import default_net

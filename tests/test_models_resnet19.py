@@ -32,7 +32,7 @@ def lively(model, seed=0):
 
 def tiny(n_mask=0, seed=0):
     torch.manual_seed(seed)
-    return lively(build("resnet19", width=4, n_mask=n_mask), seed)
+    return lively(build("resnet19", width=4, n_mask=n_mask, variant="ours"), seed)
 
 
 NAMES = [f"blocks_{b}_conv{i}" for b in range(8) for i in (1, 2)] + ["fc1"]
@@ -47,11 +47,11 @@ def exported(tmp_path_factory):
 
 
 def test_width_keeps_the_loas_shapes_and_default():
-    full = build("resnet19")
+    full = build("resnet19", variant="ours")
     assert full.conv1.op.out_channels == 64 and full.fc1.op.in_features == 512
     assert full.fc1.op.out_features == 256 and full.fc1.pool == 16
     assert [b.conv2.op.out_channels for b in full.blocks] == [128] * 3 + [256] * 3 + [512] * 2
-    small = build("resnet19", width=4)
+    small = build("resnet19", width=4, variant="ours")
     assert [b.shortcut is not None for b in small.blocks] == [True, False, False] * 2 + [True, False]
     with pytest.raises(ValueError, match="width"):
         build("resnet19", width=0)
@@ -138,7 +138,7 @@ def test_export_command_and_trace_verify_on_resnet19(tmp_path, capsys):
     data.mkdir()
     write_cifar_batch(data / "test_batch", 3, seed=1)
     model = tiny(n_mask=1)
-    meta = model_meta("resnet19", dataset="cifar10", n_mask=1, width=4)
+    meta = model_meta("resnet19", dataset="cifar10", n_mask=1, width=4, variant="ours")
     assert meta["kwargs"]["width"] == 4
     save_model(model, meta, tmp_path / "r.pt")
     assert load_model(tmp_path / "r.pt")[0].blocks[0].conv2.op.out_channels == 8

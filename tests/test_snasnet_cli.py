@@ -96,3 +96,118 @@ def test_train_test_export_end_to_end(capsys, tmp_path):
             assert np.array_equal(res.out_words, layer.expected(s))
     b20 = wl.layer("cell1.b20").geometry
     assert (b20.kernel, b20.padding, b20.c_in, b20.c_out) == (3, 1, 2, 2)
+
+
+@needs_fmnist
+def test_cnt_mat_spellings_and_test_reports_spikes(capsys, tmp_path):
+    ck = tmp_path / "s.pt"
+    # the official option name and one quoted string (the form `loas nas search` prints)
+    rc, out, err = run(capsys, "nas", "train", "--cnt_mat", "0302 0030 3003 0000", "--epochs", "1",
+                       "--train-subset", "16", "--test-subset", "8", "--batch-size", "8", "--out", ck, "--json", *TINY)
+    assert rc == 0, err
+    assert json.loads(out)["cnt_mat"] == "0302 0030 3003 0000"
+    rc, out, err = run(capsys, "nas", "test", "--checkpoint", ck, "--test-subset", "8", "--json", "--threads", "1")
+    assert rc == 0, err
+    rep = json.loads(out)
+    names = [r["layer"] for r in rep["layers"]]
+    assert "cell1.ops.f01.lif" in names and "fc1_lif" in names and "cell2.ops.b20.lif" in names
+    for r in rep["layers"]:
+        assert 0 <= r["firing_rate"] <= 1 and r["spikes_per_image"] >= 0 and r["neurons"] > 0
+    assert rep["spikes_per_image"] == pytest.approx(sum(r["spikes_per_image"] for r in rep["layers"]))
+    assert next(r for r in rep["layers"] if r["layer"] == "fc1_lif")["neurons"] == 1024
+    rc, out, err = run(capsys, "nas", "test", "--checkpoint", ck, "--test-subset", "8", "--threads", "1")
+    assert rc == 0 and "spikes/image" in out and "cell1.ops.f01.lif" in out
+
+
+@needs_fmnist
+def test_hw_objective_pareto_front_and_png(capsys, tmp_path):
+    png = tmp_path / "front.png"
+    rc, out, err = run(capsys, "nas", "search", "--objective", "hw", "--num-search", "4", "--batch-size", "4",
+                       "--batches", "1", "--png", png, "--max-cycles", "10000000", "--json", *TINY)
+    assert rc == 0, err
+    res = json.loads(out)
+    front = res["pareto_front"]
+    assert front and png.stat().st_size > 1000
+    cands = res["candidates"]
+    for c in cands:
+        assert c["loas_cycles"] > 0 and c["sparten_cycles"] > 0 and c["loas_energy_pj"] > 0
+    for f in front:  # nobody dominates a front member
+        assert not any(c["score"] > f["score"] and c["loas_cycles"] < f["loas_cycles"] for c in cands)
+    best = res["best_under_budget"]
+    assert best["score"] == max(c["score"] for c in cands if c["loas_cycles"] <= 10_000_000)
+    rc, out, err = run(capsys, "nas", "search", "--max-cycles", "5", "--num-search", "1", *TINY)
+    assert rc == 2 and "--max-cycles: needs --objective hw" in err
+
+
+@needs_fmnist
+def test_killed_search_resumes(tmp_path):
+    """A real subprocess is killed mid-search; the rerun scores only what is missing, same results."""
+    import os
+    import signal
+    import time
+
+    res = tmp_path / "r.jsonl"
+    argv = [sys.executable, "-m", "loas.cli", "nas", "search", "--num-search", "6", "--batch-size", "8",
+            "--batches", "1", "--results", str(res), "--json", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if res.exists() and len(res.read_text().splitlines()) >= 3:  # header + 2 candidates
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    lines = res.read_text().splitlines()
+    assert 3 <= len(lines) < 7, "the search was not killed mid-way"
+    with open(res, "a") as f:  # a line cut by the kill is dropped on resume
+        f.write('{"index": 5, "cnt_m')
+    done_before = len(lines) - 1
+    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads(r.stdout)
+    assert f"{done_before} already in" in r.stderr
+    assert len(res.read_text().splitlines()) == 7
+    fresh = subprocess.run(argv, capture_output=True, text=True, env=env)  # now everything is in the file
+    assert "6 already in" in fresh.stderr
+    assert json.loads(fresh.stdout)["candidates"] == resumed["candidates"]
+    other = tmp_path / "o.jsonl"
+    r2 = subprocess.run([a if a != str(res) else str(other) for a in argv], capture_output=True, text=True, env=env)
+    assert json.loads(r2.stdout)["candidates"] == resumed["candidates"]  # resumed == uninterrupted
+    bad = subprocess.run(argv[:6] + ["7"] + argv[7:], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "field 'settings.num_search'" in bad.stderr
+
+
+@needs_fmnist
+def test_train_learns_from_the_start(capsys, tmp_path):
+    """The fc1 warm-up lets a narrow official-init network learn (without it fc1's LIF is silent)."""
+    argv = ["nas", "train", "--cnt-mat", "0302 0030 3003 0000", "--epochs", "3", "--train-subset", "256",
+            "--test-subset", "8", "--batch-size", "32", "--json", "--channels", "4", "--T", "2", "--threads", "1",
+            "--device", "cpu"]
+    rc, out, err = run(capsys, *argv, "--out", tmp_path / "a.pt")
+    assert rc == 0, err
+    loss = [h["loss"] for h in json.loads(out)["history"]]
+    assert loss[-1] < loss[0] - 0.03, loss
+    rc, out, err = run(capsys, *argv, "--out", tmp_path / "b.pt", "--no-fc1-warmup")
+    silent = [h["loss"] for h in json.loads(out)["history"]]
+    assert abs(silent[-1] - silent[0]) < 0.01, silent  # the silent start the warm-up fixes
+
+
+def test_calibrate_fc1_makes_the_classifier_lif_fire():
+    import torch
+
+    from models.snasnet import build_snasnet, calibrate_fc1
+
+    torch.manual_seed(0)
+    net = build_snasnet("0302 0030 3003 0000", "fashion-mnist", channels=2, T=2)
+    x = torch.randn(16, 1, 28, 28)
+    spikes = []
+    h = net.fc1_lif.register_forward_hook(lambda m, i, o: spikes.append(float(o.sum())))
+    with torch.no_grad():
+        net(x)
+        before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+        factor = calibrate_fc1(net, x)
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+        net(x)
+    h.remove()
+    assert spikes[0] == 0 and spikes[-1] > 0 and factor > 10

@@ -17,6 +17,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="zoo network")
     p.add_argument("--width", type=positive, default=None,
                    help="base width of default (default: 16) or resnet19 (default: 64)")
+    p.add_argument("--variant", default=None, choices=("loas", "ours"),
+                   help="vgg16/resnet19/alexnet: the LoAS code's network (default) or ours (models/README.md)")
     add_T(p)
     add_n_mask(p)
 
@@ -28,6 +30,9 @@ def _data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist"
 
 def _train_args(p: argparse.ArgumentParser, **defaults) -> None:
     add_training(p, **defaults)
+    if not defaults.get("prefix"):
+        p.add_argument("--loss", default="per_timestep", choices=("per_timestep", "mean_logits"),
+                       help="mean of the per-timestep cross-entropies (LoAS) or CE of the mean logits")
 
 
 def _train_config(args, epochs=None, lr=None):
@@ -39,7 +44,7 @@ def _train_config(args, epochs=None, lr=None):
                        weight_decay=args.weight_decay, lr_min_ratio=args.lr_min_ratio,
                        batch_size=args.batch_size, seed=args.seed,
                        train_subset=args.train_subset, pad=pad, flip=not args.no_flip,
-                       cutout=args.cutout)
+                       cutout=args.cutout, loss=args.loss)
 
 
 def _setup(args):
@@ -53,7 +58,7 @@ def _meta(args) -> dict:
     from models.checkpoint import model_meta
 
     return model_meta(args.model, dataset=args.dataset, T=args.T, n_mask=args.n_mask,
-                      width=args.width)
+                      width=args.width, variant=args.variant)
 
 
 def check_subset(n, available: int, flag: str):
@@ -87,13 +92,37 @@ def cmd_train(args) -> int:
     seed_everything(args.seed)
     model = build_from_meta(meta).to(default_device())
     out = Path(args.out)
-    res = train(model, train_ds, _train_config(args), out.with_name(out.name + ".state"),
-                tag={"meta": meta})
+    state = out.with_name(out.name + ".state")
+    res = train(model, train_ds, _train_config(args), state, tag={"meta": meta})
     acc = evaluate(model, test_ds, progress=True)
     save_model(model, meta, out, record={"test_acc": acc, "train_seconds": res["seconds"]})
+    state.unlink(missing_ok=True)  # the run finished: nothing to resume
     emit(args, {"checkpoint": str(out), "test_acc": acc, "seconds": res["seconds"]},
           f"test accuracy {acc:.4f}; checkpoint {out}")
     return 0
+
+
+def round_recipe(prune: dict, records: list[dict], dataset: str) -> dict:
+    """The recipe of a pruned checkpoint as it was really made, round by round.
+
+    A run may be a branch (round files taken over from another directory with other settings), so
+    each round's rate, epochs and learning rate come from the settings that round was made with
+    (``record["settings"]``, else ``prune``, the settings of the run that made the last rounds):
+    ``{"dataset", "scope", "rewind_epoch", "rewind", "train", "rounds": [{"round", "rate",
+    "epochs", "lr", "mask_sparsity", "weight_sparsity", "test_acc", "train_seconds"}, ..]}``.
+    """
+    rows = []
+    for r in records:
+        s = r.get("settings", {}).get("prune", prune)
+        t = s["dense"] if r["round"] == 0 else s["retrain"]
+        rows.append({"round": r["round"], "rate": None if r["round"] == 0 else s["rate"],
+                     "epochs": t["epochs"], "lr": t["lr"],
+                     **{k: r[k] for k in ("mask_sparsity", "weight_sparsity", "test_acc", "train_seconds")
+                        if k in r}})
+    first = records[0].get("settings", {}).get("prune", prune) if records else prune
+    train = {k: v for k, v in first["dense"].items() if k not in ("epochs", "lr")}
+    return {"dataset": dataset, "scope": first["scope"], "rewind_epoch": first["rewind_epoch"],
+            "rewind": first.get("rewind", "state"), "train": train, "rounds": rows}
 
 
 def cmd_prune(args) -> int:
@@ -105,8 +134,16 @@ def cmd_prune(args) -> int:
 
     _setup(args)
     meta = _meta(args)
-    cfg = PruneConfig(rounds=args.rounds, rate=args.rate, scope=args.scope,
-                      rewind_epoch=args.rewind_epoch,
+    from models.prune import rewind_epoch_from_fraction, rounds_from_iterations
+
+    if args.rounds is not None and args.iterations is not None:
+        raise UserError("--rounds/--iterations: give one (iterations = rounds + 1, the dense one counts)")
+    rounds = args.rounds if args.rounds is not None else rounds_from_iterations(
+        args.iterations if args.iterations is not None else 15)
+    rewind_epoch = args.rewind_epoch if args.rewind_epoch is not None else \
+        rewind_epoch_from_fraction(args.rewind_fraction, args.epochs)
+    cfg = PruneConfig(rounds=rounds, rate=args.rate, scope=args.scope,
+                      rewind_epoch=rewind_epoch, rewind=args.rewind, bn_batches=args.bn_batches,
                       dense=_train_config(args),
                       retrain=_train_config(args, epochs=args.round_epochs or args.epochs,
                                             lr=args.round_lr or args.lr))
@@ -120,8 +157,7 @@ def cmd_prune(args) -> int:
     if args.save:
         model = build_from_meta(meta)
         model.load_state_dict(load_verified(round_path(args.out, last["round"]))["model"])
-        recipe = {"prune": cfg.to_dict(), "dataset": args.dataset, "rounds": [
-            {k: v for k, v in r.items() if k != "history"} for r in records]}
+        recipe = round_recipe(cfg.to_dict(), records, args.dataset)
         save_model(model, meta, Path(args.save), record={
             "test_acc": last["test_acc"], "weight_sparsity": last["weight_sparsity"],
             "train_seconds": sum(r["train_seconds"] for r in records), "recipe": recipe})
@@ -161,7 +197,12 @@ def cmd_profile(args) -> int:
     it, total = _test_batches(args, ds)
     rep = profile_model(model, it, progress=True, total=total)
     rep["checkpoint"] = str(args.checkpoint)
-    emit(args, rep, format_table(rep))
+    rep["model"] = ck["meta"]["arch"]
+    variant = ck["meta"]["kwargs"].get("variant")
+    if variant:
+        rep["variant"] = variant
+    head = f"{rep['model']}" + (f" (variant {variant})" if variant else "") + f", {args.checkpoint}\n"
+    emit(args, rep, head + format_table(rep))
     return 0
 
 
@@ -177,12 +218,15 @@ def cmd_finetune(args) -> int:
     train_ds, test_ds = _load_data(args)
     cfg = _train_config(args)
     out = Path(args.out)
-    res = finetune(model, train_ds, test_ds, cfg, args.n_mask, out.with_name(out.name + ".state"))
+    state = out.with_name(out.name + ".state")
+    res = finetune(model, train_ds, test_ds, cfg, args.n_mask, state)
     meta = {**ck["meta"], "kwargs": {**ck["meta"]["kwargs"], "n_mask": args.n_mask}}
     save_model(model, meta, out, record={**ck.get("record", {}), "finetune": res,
                                          "test_acc": res["acc_final"]})
+    state.unlink(missing_ok=True)  # the run finished: nothing to resume
     lines = [f"unmasked {res['acc_unmasked']:.4f}", f"n_mask {args.n_mask} {res['acc_masked']:.4f}"]
     lines += [f"epoch {h['epoch']} {h['test_acc']:.4f}" for h in res["epochs"]]
+    lines.append(f"best {res['acc_best']:.4f} (epoch {res['best_epoch']}), final {res['acc_final']:.4f}")
     emit(args, res, "\n".join(lines) + f"\ncheckpoint {out}")
     return 0
 
@@ -230,8 +274,11 @@ def cmd_export(args) -> int:
                           threads=args.threads or 1, force=args.force)
     rep["seconds"] = time.time() - t0
     lines = [f"{'layer':<8}{'M':>6}{'K':>6}{'N':>5}{'thr':>7}{'w sp':>8}{'agree(layer)':>14}{'agree(chain)':>14}"]
+    def agree(v):
+        return f"{v:>14.5f}" if v is not None else f"{'-':>14}"  # a shortcut layer has no float twin
+
     lines += [f"{r['name']:<8}{r['M']:>6}{r['K']:>6}{r['N']:>5}{r['threshold']:>7}{r['weight_sparsity']:>8.3f}"
-              f"{r['agreement_layerwise']:>14.5f}{r['agreement_end_to_end']:>14.5f}" for r in rep["layers"]]
+              f"{agree(r['agreement_layerwise'])}{agree(r['agreement_end_to_end'])}" for r in rep["layers"]]
     lines.append(f"float acc {rep['float_acc']:.4f}, integer acc {rep['integer_acc']:.4f} on "
                  f"{rep['samples']} samples; golden check: all layers equal; {rep['seconds']:.1f} s")
     if args.check_samples:
@@ -278,12 +325,22 @@ def register(subparsers) -> None:
     _model_args(p)
     _data_args(p)
     _train_args(p)
-    p.add_argument("--rounds", type=non_negative, default=15, help="pruning rounds after the dense round")
+    p.add_argument("--iterations", type=positive, default=None,
+                   help="LTH iterations counting the dense one (LoAS --prune_iterations; default: 15 = 14 prunes)")
+    p.add_argument("--rounds", type=non_negative, default=None,
+                   help="pruning rounds after the dense round (= iterations - 1)")
     p.add_argument("--rate", type=finite_float(0, 1, lo_open=True, hi_open=True), default=0.25,
                    help="fraction of surviving weights pruned per round")
     p.add_argument("--scope", default="global", choices=("global", "local"),
                    help="one magnitude threshold over all weights (global) or per layer (local)")
-    p.add_argument("--rewind-epoch", type=non_negative, default=1, help="dense epoch to rewind to")
+    p.add_argument("--rewind-fraction", type=finite_float(0, 1), default=20 / 150,
+                   help="rewind point as a fraction of the dense epochs (LoAS: 20 of 150)")
+    p.add_argument("--rewind-epoch", type=non_negative, default=None,
+                   help="dense epoch to rewind to (default: from --rewind-fraction)")
+    p.add_argument("--rewind", default="params", choices=("params", "state"),
+                   help="rewind parameters only (LoAS; BN statistics kept) or the whole state dict")
+    p.add_argument("--bn-batches", type=non_negative, default=20,
+                   help="re-estimate BN statistics over N training batches after each round (0 = off)")
     add_training(p, prefix="round-")
     add_out(p, what="run directory (round checkpoints, masks, log)", required=True)
     p.add_argument("--save", default=None, help="also write the last round as a compact checkpoint (default: no)")

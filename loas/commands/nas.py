@@ -12,15 +12,34 @@ from loas.options import (DATASETS, add_checkpoint, add_dataset, add_out, add_sa
 from sim.errors import UserError
 
 
+def _cnt_mat_arg(p: argparse.ArgumentParser, required: bool, help_extra: str = "") -> None:
+    p.add_argument("--cnt-mat", "--cnt_mat", dest="cnt_mat", nargs="+", metavar="ROW", required=required,
+                   default=None,
+                   help="cell connection matrix, 4 rows of 4 digits 0..4: 0302 0030 3003 0000 or one quoted "
+                        "string '0302 0030 3003 0000'" + help_extra)
+
+
 def _net_args(p: argparse.ArgumentParser, cnt_mat: bool = True) -> None:
     if cnt_mat:
-        p.add_argument("--cnt-mat", nargs="+", metavar="ROW", required=True,
-                       help="cell connection matrix, 4 rows of 4 digits 0..4, e.g. 0302 0030 3003 0000")
+        _cnt_mat_arg(p, True)
     p.add_argument("--channels", type=int, default=None,
                    help="cell1 channels C (default: 256 cifar10, 128 cifar100, 32 fashion-mnist)")
     add_T(p)
     p.add_argument("--second-avgpooling", type=int, default=None,
                    help="pool size after cell2 (default: 4 cifar10, 2 otherwise)")
+    p.add_argument("--fc1-bias", action="store_true", help="give fc1 a bias (the official network has none)")
+    p.add_argument("--init", default="official", choices=("official", "torch"),
+                   help="official: kaiming_uniform a=2 convs, Linear N(0, 0.01), zero biases (default); "
+                        "torch: the framework defaults")
+    p.add_argument("--dropout", default="sample", choices=("sample", "timestep"),
+                   help="dropout before fc1: one mask per sample for all T (official, default) or a new "
+                        "mask every timestep")
+    p.add_argument("--bn-stats", default="timestep", choices=("timestep", "folded"),
+                   help="BN batch statistics in train mode: per timestep (official, default) or over T x B")
+
+
+def _net_options(args) -> dict:
+    return dict(fc1_bias=args.fc1_bias, init=args.init, dropout=args.dropout, bn_stats=args.bn_stats)
 
 
 def _data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist", subset: bool = False) -> None:
@@ -57,47 +76,131 @@ def _build(args, matrix, dataset):
     _positive("--T", args.T)
     _positive("--second-avgpooling", args.second_avgpooling)
     return build_snasnet(matrix, dataset, channels=args.channels, T=args.T,
-                         second_avgpooling=args.second_avgpooling)
+                         second_avgpooling=args.second_avgpooling, **_net_options(args))
 
 
 
 # search ----------------------------------------------------------------------------------------
 def cmd_search(args) -> int:
-    from models.data import batches, load_dataset
-    from models.snasnet import build_snasnet
-    from models.snasnet_search import timed_search
+    from models.data import Augment, batches, load_dataset
+    from models.snasnet import parse_cnt_mat
+    from models.snasnet_search import ResultsFile, candidate_seed, draw_candidates, timed_search
 
     dev = _device(args)
     for name in ("num_search", "batch_size", "batches", "top"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.max_cycles is not None and args.objective != "hw":
+        raise UserError("--max-cycles: needs --objective hw")
     _build(args, "0001 0000 0000 0000", args.dataset)  # validate sizes before loading data
     ds = load_dataset(args.dataset, args.data, "train")
     need = args.batch_size * args.batches
     if len(ds) < need:
         raise UserError(f"--batch-size/--batches: {need} samples needed, the dataset has {len(ds)}")
-    xs = [x for _, (x, _) in zip(range(args.batches),
-                                 batches(ds, args.batch_size, shuffle=True, seed=args.seed))]
+    if args.fresh_batches:
+        # the official search: fresh augmented training batches for every candidate
+        aug = Augment(pad=4 if args.dataset.startswith("cifar") else 2, flip=True)
+
+        def xs(index):
+            it = batches(ds, args.batch_size, shuffle=True, seed=candidate_seed(args.seed, index), augment=aug)
+            return [x for _, (x, _) in zip(range(args.batches), it)]
+    else:
+        xs = [x for _, (x, _) in zip(range(args.batches),
+                                     batches(ds, args.batch_size, shuffle=True, seed=args.seed))]
 
     def build(m):
-        return build_snasnet(m, args.dataset, channels=args.channels, T=args.T,
-                             second_avgpooling=args.second_avgpooling)
+        return _build(args, m, args.dataset)
 
+    hw = args.objective == "hw"
+    channels = build(parse_cnt_mat("0001 0000 0000 0000")).config["channels"]
+    settings = {"dataset": args.dataset, "num_search": args.num_search, "seed": args.seed,
+                "batch_size": args.batch_size, "batches": args.batches, "T": args.T, "channels": channels,
+                "second_avgpooling": args.second_avgpooling, "sampler": args.sampler, "celltype": args.celltype,
+                "fresh_batches": args.fresh_batches, "dropout_in_score": not args.no_score_dropout,
+                "objective": args.objective, **_net_options(args)}
+    results = ResultsFile(args.results, settings) if args.results else None
+    cands = draw_candidates(args.num_search, args.seed, args.sampler, args.celltype)
+    print(f"scoring {len(cands)} cells ({args.sampler} sampler, {args.celltype} cells, batch {args.batch_size} "
+              f"x {args.batches}{', LoAS/SparTen-S cost' if hw else ''}) on {dev}"
+              + (f"; {len(results.done)} already in {args.results}" if results and results.done else ""),
+              file=sys.stderr)
     ranked, seconds = timed_search(build, xs, num_search=args.num_search, seed=args.seed, device=dev,
-                                   progress=not args.json)
+                                   progress=not args.json, candidates=cands, dropout=not args.no_score_dropout,
+                                   hw=hw, results=results)
     best = ranked[0]
-    settings = {"dataset": args.dataset, "num_search": args.num_search, "scored": len(ranked),
-                "seed": args.seed, "batch_size": args.batch_size, "batches": args.batches, "T": args.T,
-                "channels": build(best.matrix).config["channels"], "device": str(dev)}
+    settings.update(scored=len(ranked), device=str(dev))
     obj = {"best": str(best.matrix), "best_score": best.to_dict()["score"], "settings": settings,
            "seconds": seconds, "candidates": [dict(rank=r + 1, **c.to_dict()) for r, c in enumerate(ranked)]}
     lines = [f"{'rank':>4}  {'score':>10}  cnt-mat              edges"]
     for r, c in enumerate(ranked[: args.top]):
-        s = f"{c.score:10.3f}" if math.isfinite(c.score) else f"{'-inf':>10}"
-        lines.append(f"{r + 1:4d}  {s}  {str(c.matrix):19s}  {c.matrix.describe()}")
+        lines.append(f"{r + 1:4d}  {_fmt_score(c.score)}  {str(c.matrix):19s}  {c.matrix.describe()}")
     lines.append(f"scored {len(ranked)} cells in {seconds:.1f} s on {dev}")
-    lines.append(f"best: --cnt-mat {best.matrix}")
+    lines.append(f"best: --cnt-mat '{best.matrix}'")
+    if hw:
+        lines += _hw_report(args, ranked, obj)
     emit(args, obj, "\n".join(lines))
     return 0
+
+
+def _fmt_score(s) -> str:
+    return f"{s:10.3f}" if math.isfinite(s) else f"{'-inf':>10}"
+
+
+def _hw_report(args, ranked, obj) -> list[str]:
+    """Pareto front of score vs LoAS cycles (table, JSON, PNG) and the best cell under --max-cycles."""
+    from models.snasnet_search import pareto_front
+
+    front = pareto_front(ranked)
+    obj["pareto_front"] = [c.to_dict() for c in front]
+    lines = ["", f"Pareto front (score up, LoAS cycles down; {len(front)} of {len(ranked)} cells; "
+                 "cycles of one sample at initialisation):",
+             f"{'score':>10}  {'LoAS cycles':>12}  {'LoAS uJ':>8}  {'SparTen-S cycles':>16}  {'speedup':>7}  cnt-mat"]
+    for c in front:
+        h = c.hw
+        lines.append(f"{_fmt_score(c.score)}  {h['loas_cycles']:12d}  {h['loas_energy_pj'] / 1e6:8.2f}  "
+                     f"{h['sparten_cycles']:16d}  {h['sparten_cycles'] / max(1, h['loas_cycles']):7.2f}  {c.matrix}")
+    if args.max_cycles is not None:
+        ok = [c for c in ranked if c.hw and c.hw["loas_cycles"] <= args.max_cycles and math.isfinite(c.score)]
+        if ok:
+            b = ok[0]
+            obj["best_under_budget"] = b.to_dict()
+            lines.append(f"best under --max-cycles {args.max_cycles}: --cnt-mat '{b.matrix}' score {b.score:.3f}, "
+                         f"{b.hw['loas_cycles']} LoAS cycles ({b.hw['sparten_cycles']} on SparTen-S)")
+        else:
+            obj["best_under_budget"] = None
+            lines.append(f"no cell fits --max-cycles {args.max_cycles} "
+                         f"(fewest: {min(c.hw['loas_cycles'] for c in ranked if c.hw)})")
+    if args.png:
+        _pareto_png(ranked, front, args.png, args.max_cycles)
+        obj["png"] = str(args.png)
+        lines.append(f"plot: {args.png}")
+    return lines
+
+
+def _pareto_png(ranked, front, path, budget) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+
+    pts = [c for c in ranked if c.hw and math.isfinite(c.score)]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.scatter([c.hw["loas_cycles"] for c in pts], [c.score for c in pts], s=14, c="0.6", label="cells")
+    ax.plot([c.hw["loas_cycles"] for c in front], [c.score for c in front], "o-", c="C3", ms=5,
+            label="Pareto front")
+    if budget is not None:
+        ax.axvline(budget, ls="--", c="C0", label=f"--max-cycles {budget}")
+    ax.set_xlabel("LoAS cycles (one sample, spike layers of both cells, down conv, fc2)")
+    ax.set_ylabel("search score log|det(K / terms)|")
+    ax.set_title("SNASNet search: spike-pattern score vs LoAS cycles")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 # train / test ----------------------------------------------------------------------------------
@@ -137,6 +240,13 @@ def cmd_train(args) -> int:
     seed_everything(args.seed)
     model = _build(args, matrix, args.dataset).to(dev)
     train_ds = load_dataset(args.dataset, args.data, "train")
+    if not args.no_fc1_warmup:
+        from models.data import batches
+        from models.snasnet import calibrate_fc1
+
+        x0, _ = next(batches(train_ds.subset(args.train_subset), min(256, len(train_ds)), shuffle=True,
+                             seed=args.seed))
+        calibrate_fc1(model, x0.to(dev))
     test_ds = load_dataset(args.dataset, args.data, "test").subset(args.test_subset)
     out = Path(args.out)
     res = train(model, train_ds, cfg, out.with_name(out.name + ".state"),
@@ -158,6 +268,23 @@ def _checkpoint_dataset(args, ck) -> str:
     return ds
 
 
+def spike_counter(model):
+    """Forward hooks counting every LIF module's spikes and neurons: returns (counts, remove)."""
+    from spikingjelly.activation_based import neuron
+
+    counts: dict[str, list] = {}
+
+    def hook(name):
+        def h(mod, inp, out):
+            c = counts.setdefault(name, [0.0, 0])
+            c[0] += float(out.detach().sum())
+            c[1] = int(out[0, 0].numel()) if mod.step_mode == "m" else int(out[0].numel())  # per image
+        return h
+
+    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, neuron.BaseNode)]
+    return counts, lambda: [h.remove() for h in hooks]
+
+
 def cmd_test(args) -> int:
     from models.data import load_dataset
     from models.train import evaluate
@@ -167,10 +294,25 @@ def cmd_test(args) -> int:
     ds_name = _checkpoint_dataset(args, ck)
     test_ds = load_dataset(ds_name, args.data, "test").subset(args.test_subset)
     _check_shape(model, test_ds, args.checkpoint)
+    counts, remove = spike_counter(model)
     acc = evaluate(model.to(dev), test_ds, batch_size=args.batch_size, progress=not args.json)
+    remove()
+    n = len(test_ds)
+    layers = []
+    for name, (spikes, neurons) in counts.items():
+        per_image = spikes / n
+        layers.append({"layer": name, "spikes_per_image": per_image, "neurons": neurons,
+                       "firing_rate": per_image / (neurons * model.T) if neurons else 0.0})
+    total = sum(r["spikes_per_image"] for r in layers)
+    lines = [f"cnt-mat {model.matrix}: test accuracy {acc:.4f} on {n} {ds_name} samples",
+             f"spikes per image (T={model.T}, summed over timesteps):",
+             f"{'LIF layer':24s} {'neurons':>9} {'spikes/image':>13} {'rate':>7}"]
+    for r in layers:
+        lines.append(f"{r['layer']:24s} {r['neurons']:9d} {r['spikes_per_image']:13.1f} {r['firing_rate']:7.4f}")
+    lines.append(f"{'total':24s} {'':9s} {total:13.1f}")
     emit(args, {"checkpoint": args.checkpoint, "cnt_mat": str(model.matrix), "dataset": ds_name,
-                 "samples": len(test_ds), "test_acc": acc},
-          f"cnt-mat {model.matrix}: test accuracy {acc:.4f} on {len(test_ds)} {ds_name} samples")
+                 "samples": n, "test_acc": acc, "spikes_per_image": total, "layers": layers},
+          "\n".join(lines))
     return 0
 
 
@@ -242,9 +384,29 @@ def register(subparsers) -> None:
     p = g.add_parser("search", help="rank random cells by the spike-kernel score at initialisation")
     _net_args(p, cnt_mat=False)
     _data_args(p)
-    p.add_argument("--num-search", type=int, default=5000, help="candidates to score")
-    p.add_argument("--batch-size", type=int, default=64, help="samples per scoring batch (kernel size)")
-    p.add_argument("--batches", type=int, default=2, help="batches the score is averaged over")
+    p.add_argument("--num-search", "--num_search", dest="num_search", type=int, default=5000,
+                   help="candidates to score (default: 5000)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="samples per scoring batch (kernel size; default: 256, the official)")
+    p.add_argument("--batches", type=int, default=2, help="batches the score is averaged over (default: 2)")
+    p.add_argument("--fresh-batches", action="store_true",
+                   help="draw fresh augmented training batches for every candidate (the official search) "
+                        "instead of one fixed set for all")
+    p.add_argument("--no-score-dropout", action="store_true",
+                   help="score with dropout off (the official search scores with it on)")
+    p.add_argument("--sampler", default="official", choices=("official", "redraw"),
+                   help="official: prune nodes cut off from node 0 or 3 (default); redraw: redraw invalid cells")
+    p.add_argument("--celltype", default="backward", choices=("backward", "forward"),
+                   help="backward: each node pair gets a forward or a backward edge (default); forward: forward only")
+    p.add_argument("--objective", default="score", choices=("score", "hw"),
+                   help="score: the spike-pattern score; hw: also the LoAS and SparTen-S cycles and energy of "
+                        "each cell's spike layers (Pareto front, --max-cycles, --png)")
+    p.add_argument("--max-cycles", type=int, default=None, help="with --objective hw: report the best cell "
+                   "whose LoAS cycles fit this budget")
+    p.add_argument("--png", default="snasnet_pareto.png",
+                   help="with --objective hw: plot of score vs LoAS cycles (default snasnet_pareto.png; '' = none)")
+    p.add_argument("--results", default=None,
+                   help="JSON-lines file the scored cells are streamed to; a search rerun with it resumes")
     add_seed(p, "seeds the candidates, their weights and the batches")
     p.add_argument("--top", type=int, default=10, help="ranked candidates to print")
     add_json(p)
@@ -254,6 +416,9 @@ def register(subparsers) -> None:
     _net_args(p)
     _data_args(p, subset=True)
     add_training(p, epochs=300, lr=0.1, batch_size=64, lr_min_ratio=0.01, cutout=False)
+    p.add_argument("--no-fc1-warmup", action="store_true",
+                   help="skip the warm-up that scales fc1 so the classifier LIF fires at the start "
+                        "(without it a narrow network's fc1 LIF is silent and training stays at chance)")
     add_out(p, what="checkpoint file to write", required=True)
     add_json(p)
     p.set_defaults(func=cmd_train, out_kind="file")
@@ -261,14 +426,13 @@ def register(subparsers) -> None:
     p = g.add_parser("test", help="test accuracy of a trained SNASNet checkpoint")
     add_checkpoint(p)
     _data_args(p, default=None, subset=True)
-    p.add_argument("--batch-size", type=positive, default=256, help="evaluation batch size")
+    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     add_json(p)
     p.set_defaults(func=cmd_test)
 
     p = g.add_parser("export", help="write a SNASNet's spike layers (backward-edge convs too) as a trace workload")
     add_checkpoint(p, required=False, help="trained SNASNet (or give --cnt-mat for an untrained one)")
-    p.add_argument("--cnt-mat", nargs="+", metavar="ROW", default=None,
-                   help="cell of an untrained network (default: none; give this or the checkpoint)")
+    _cnt_mat_arg(p, False, " (the cell of an untrained network; give this or the checkpoint)")
     _net_args(p, cnt_mat=False)
     _data_args(p, default=None)
     add_seed(p, "initialisation seed with --cnt-mat")
