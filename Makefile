@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(VPY) bench/run.py
 
 traces: $(STAMP)
-	$(VENV)/bin/loas export --checkpoint models/checkpoints/default.pt --out traces/default
+	$(VENV)/bin/loas export --checkpoint models/checkpoints/default.pt --out traces/default --force
 
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis

@@ -30,6 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(args) -> None:
+    """Refuse an output path that is a file, lies under a file or cannot be written, before any
+    work: ``--out`` (a directory, or a file where the command sets ``out_kind="file"``) and
+    ``--save`` (a file)."""
+    from sim.atomic import check_output
+
+    if getattr(args, "out", None) is not None:
+        check_output(args.out, flag="--out", kind=getattr(args, "out_kind", "dir"))
+    if getattr(args, "save", None) is not None:
+        check_output(args.save, flag="--save", kind="file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -41,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_outputs(args)
         rc = args.func(args)
     except UserError as exc:
         if os.environ.get("LOAS_DEBUG"):

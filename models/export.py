@@ -159,7 +159,7 @@ def torch_threads(n: int | None):
 
 def export_workload(model, images: torch.Tensor, labels: torch.Tensor | None, out_dir, *,
                     name: str, provenance: dict | None = None, progress: bool = False,
-                    threads: int | None = 1) -> dict:
+                    threads: int | None = 1, force: bool = False) -> dict:
     """Write the workload of ``model`` on ``images`` (normalised ``[S, C, H, W]``) to ``out_dir``.
 
     Returns a report: per layer geometry, agreement figures and golden check; float and integer
@@ -171,24 +171,45 @@ def export_workload(model, images: torch.Tensor, labels: torch.Tensor | None, ou
     cores shared with another job: 5-6 s with 2 threads, 0.5-1.5 s with 1 (on idle cores 2
     threads gained at most 0.1 s).
 
+    The workload is written whole (:func:`sim.atomic.replace_dir`): built beside ``out_dir`` and
+    swapped in with one rename, one writer at a time. An existing ``out_dir`` is replaced only with
+    ``force`` (and only if it holds nothing but a workload's files).
+
     Raises
     ------
     UserError
-        If the network has no integer mode, a quantised value leaves the trace format's range, or
-        ``threads`` is not a positive int.
+        If the network has no integer mode, a checkpoint tensor is not finite, a quantised value
+        leaves the trace format's range, ``threads`` is not a positive int, or ``out_dir`` cannot
+        be written or exists (without ``force``).
     RuntimeError
         If the golden model disagrees with the torch integer model (a bug, never expected).
     """
+    from sim.atomic import check_target
+    from sim.trace import WORKLOAD_TARGET
+
     with torch_threads(threads):
+        check_target(out_dir, force=force, **WORKLOAD_TARGET)
+        check_finite_state(model)
         return _export(model, images, labels, out_dir, name=name, provenance=provenance,
-                       progress=progress)
+                       progress=progress, force=force)
 
 
-def _export(model, images, labels, out_dir, *, name, provenance, progress) -> dict:
+def check_finite_state(model: nn.Module, source: str = "checkpoint") -> None:
+    """Refuse a model whose parameters or buffers hold NaN or inf (a diverged training run): its
+    integer export would be garbage. Raises UserError naming the tensor."""
+    for key, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = t[~torch.isfinite(t)].flatten()[0].item()
+            raise UserError(f"{source}: tensor '{key}' holds non-finite values ({bad}); "
+                            f"the network cannot be exported")
+
+
+def _export(model, images, labels, out_dir, *, name, provenance, progress, force) -> dict:
     from tqdm import tqdm
 
-    from sim.golden import LIFParams
-    from sim.trace import write_and_load_layer, write_manifest
+    from sim.atomic import replace_dir
+    from sim.golden import BIAS_BITS, LIFParams, int_range_problem
+    from sim.trace import WORKLOAD_TARGET, write_and_load_layer, write_manifest
 
     t0 = time.time()
     out_dir = Path(out_dir)
@@ -214,73 +235,75 @@ def _export(model, images, labels, out_dir, *, name, provenance, progress) -> di
         logits_i, int_io, int_block_in = _capture(model, layers, images, blocks)
     finally:
         model.set_integer(False)
-    report_layers, entries = [], []
-    it = tqdm(layers, desc="export", disable=not progress, leave=False)
-    for n, m in it:
-        lname = layer_name(n)
-        x_in, y_int, res_int = int_io[n]
-        q = m.quant
-        geom, kind = _geometry(m, x_in)
-        words_in = pack_words(x_in)  # (S, C, H, W), or (S, F) for a plain fc
-        if words_in.ndim == 2:
-            words_in = words_in[:, :, None, None]
-        out = pack_words(y_int)  # (S, C_out, Ho, Wo), or (S, N) for an fc
-        if out.ndim == 4:
-            expected_torch = out.transpose(0, 2, 3, 1).reshape(out.shape[0], -1, geom.N)
-        else:
-            expected_torch = out[:, None, :]
-        weight = q.weight.numpy()
-        if weight.ndim == 2:  # fc: a 1x1 conv, or a kernel covering the whole averaged map
-            weight = np.ascontiguousarray(np.broadcast_to(
-                weight[:, :, None, None], (geom.c_out, geom.c_in, geom.kernel, geom.kernel)))
-        residual = None
-        if res_int is not None:  # [T, S, C, Ho, Wo] -> (S, T, M, N), M row-major over (Ho, Wo)
-            r = res_int.expand(T, *y_int.shape[1:]).permute(1, 0, 3, 4, 2)
-            residual = r.reshape(r.shape[0], T, geom.M, geom.N).numpy()
-        bias = q.bias.numpy()
-        if np.abs(bias).max(initial=0) >= 2**31:
-            raise UserError(f"layer {lname}: integer bias {int(np.abs(bias).max())} leaves the int32 range")
-        lif = LIFParams(q.threshold, 2)
-        path = out_dir / f"{lname}.npz"
-        # Golden check on what is actually on disk: write, read back, recompute every sample.
-        layer = write_and_load_layer(path, T=T, geometry=geom, spike_words=words_in, weight=weight,
-                                     bias=bias, lif=lif, n_mask=m.n_mask,
-                                     expected_out_words=expected_torch, residual=residual)
-        golden_check(layer)
-        entries.append((lname, kind))
-        e2e = float((float_io[n][1] == y_int).float().mean())
-        shortcut = None
-        if id(m) in blocks:
-            shortcut = "identity" if getattr(blocks[id(m)], "shortcut", None) is None else "conv"
-        report_layers.append({
-            "name": lname, "kind": kind, "M": geom.M, "K": geom.K, "N": geom.N, "residual": shortcut,
-            "threshold": q.threshold, "scale": q.scale,
-            "weight_sparsity": float((weight == 0).mean()),
-            "input_spike_sparsity": 1.0 - float(x_in.mean()),
-            "agreement_layerwise": layerwise[n], "agreement_end_to_end": e2e, "golden": "equal"})
-        blk = blocks.get(id(m))
-        if blk is not None and getattr(blk, "shortcut", None) is not None and \
-                getattr(model, "variant", None) == "loas":
-            report_layers.append(_export_shortcut(blk, lname, int_block_in[n], q, m.n_mask, T, out_dir))
-            entries.append((report_layers[-1]["name"], "conv"))
-    report = {"workload": str(out_dir), "name": name, "T": T, "samples": int(images.shape[0]),
-              "layers": report_layers}
-    if labels is not None:
-        report["float_acc"] = float((logits_f.argmax(1) == labels).float().mean())
-        report["integer_acc"] = float((logits_i.argmax(1) == labels).float().mean())
-        report["prediction_agreement"] = float((logits_f.argmax(1) == logits_i.argmax(1)).float().mean())
-    report["seconds"] = time.time() - t0
-    prov = dict(provenance or {})
-    prov.setdefault("lif", {"tau": 4.0 / 3.0, "v_th": 1.0, "reset": "hard", "decay_shift": 2})
-    prov["samples"] = report["samples"]
-    prov["export_seconds"] = round(report["seconds"], 2)
-    prov["agreement"] = {r["name"]: {"layerwise": round(r["agreement_layerwise"], 6),
-                                     "end_to_end": round(r["agreement_end_to_end"], 6)}
-                         for r in report_layers if r["agreement_layerwise"] is not None}
-    for k in ("float_acc", "integer_acc"):
-        if k in report:
-            prov[f"{k}_on_samples"] = round(report[k], 6)
-    write_manifest(out_dir, name=name, T=T, layers=entries, provenance=prov)
+    with replace_dir(out_dir, force=force, **WORKLOAD_TARGET) as stage:
+        report_layers, entries = [], []
+        it = tqdm(layers, desc="export", disable=not progress, leave=False)
+        for n, m in it:
+            lname = layer_name(n)
+            x_in, y_int, res_int = int_io[n]
+            q = m.quant
+            geom, kind = _geometry(m, x_in)
+            words_in = pack_words(x_in)  # (S, C, H, W), or (S, F) for a plain fc
+            if words_in.ndim == 2:
+                words_in = words_in[:, :, None, None]
+            out = pack_words(y_int)  # (S, C_out, Ho, Wo), or (S, N) for an fc
+            if out.ndim == 4:
+                expected_torch = out.transpose(0, 2, 3, 1).reshape(out.shape[0], -1, geom.N)
+            else:
+                expected_torch = out[:, None, :]
+            weight = q.weight.numpy()
+            if weight.ndim == 2:  # fc: a 1x1 conv, or a kernel covering the whole averaged map
+                weight = np.ascontiguousarray(np.broadcast_to(
+                    weight[:, :, None, None], (geom.c_out, geom.c_in, geom.kernel, geom.kernel)))
+            residual = None
+            if res_int is not None:  # [T, S, C, Ho, Wo] -> (S, T, M, N), M row-major over (Ho, Wo)
+                r = res_int.expand(T, *y_int.shape[1:]).permute(1, 0, 3, 4, 2)
+                residual = r.reshape(r.shape[0], T, geom.M, geom.N).numpy()
+            bias = q.bias.numpy()
+            problem = int_range_problem(bias, BIAS_BITS)
+            if problem:
+                raise UserError(f"layer {lname}: integer bias {problem}")
+            lif = LIFParams(q.threshold, 2)
+            path = stage / f"{lname}.npz"
+            # Golden check on what is actually on disk: write, read back, recompute every sample.
+            layer = write_and_load_layer(path, T=T, geometry=geom, spike_words=words_in, weight=weight,
+                                         bias=bias, lif=lif, n_mask=m.n_mask,
+                                         expected_out_words=expected_torch, residual=residual)
+            golden_check(layer)
+            entries.append((lname, kind))
+            e2e = float((float_io[n][1] == y_int).float().mean())
+            shortcut = None
+            if id(m) in blocks:
+                shortcut = "identity" if getattr(blocks[id(m)], "shortcut", None) is None else "conv"
+            report_layers.append({
+                "name": lname, "kind": kind, "M": geom.M, "K": geom.K, "N": geom.N, "residual": shortcut,
+                "threshold": q.threshold, "scale": q.scale,
+                "weight_sparsity": float((weight == 0).mean()),
+                "input_spike_sparsity": 1.0 - float(x_in.mean()),
+                "agreement_layerwise": layerwise[n], "agreement_end_to_end": e2e, "golden": "equal"})
+            blk = blocks.get(id(m))
+            if blk is not None and getattr(blk, "shortcut", None) is not None and \
+                    getattr(model, "variant", None) == "loas":
+                report_layers.append(_export_shortcut(blk, lname, int_block_in[n], q, m.n_mask, T, stage))
+                entries.append((report_layers[-1]["name"], "conv"))
+        report = {"workload": str(out_dir), "name": name, "T": T, "samples": int(images.shape[0]),
+                  "layers": report_layers}
+        if labels is not None:
+            report["float_acc"] = float((logits_f.argmax(1) == labels).float().mean())
+            report["integer_acc"] = float((logits_i.argmax(1) == labels).float().mean())
+            report["prediction_agreement"] = float((logits_f.argmax(1) == logits_i.argmax(1)).float().mean())
+        report["seconds"] = time.time() - t0
+        prov = dict(provenance or {})
+        prov.setdefault("lif", {"tau": 4.0 / 3.0, "v_th": 1.0, "reset": "hard", "decay_shift": 2})
+        prov["samples"] = report["samples"]
+        prov["export_seconds"] = round(report["seconds"], 2)
+        prov["agreement"] = {r["name"]: {"layerwise": round(r["agreement_layerwise"], 6),
+                                         "end_to_end": round(r["agreement_end_to_end"], 6)}
+                             for r in report_layers if r["agreement_layerwise"] is not None}
+        for k in ("float_acc", "integer_acc"):
+            if k in report:
+                prov[f"{k}_on_samples"] = round(report[k], 6)
+        write_manifest(stage, name=name, T=T, layers=entries, provenance=prov)
     return report
 
 

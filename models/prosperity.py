@@ -62,29 +62,47 @@ def _load_storage(data: bytes):
         return torch.load(io.BytesIO(bytes(data)), weights_only=True)
 
 
+def _check_view(storage, offset, size, stride) -> None:
+    """Refuse a tensor view its storage cannot hold: torch would grow the storage (uninitialised
+    memory becoming data) or alias elements. The view must be plain ints, non-negative, with no
+    stride 0 or overlap between dimensions of size > 1, and lie wholly inside the storage."""
+    def ints(v):
+        return isinstance(v, tuple) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+    if not (isinstance(offset, int) and ints(size) and ints(stride) and len(size) == len(stride)):
+        raise pickle.UnpicklingError(f"tensor view offset {offset!r}, size {size!r}, stride {stride!r} "
+                                     f"is not a valid view")
+    if offset < 0 or min(size, default=0) < 0 or min(stride, default=0) < 0:
+        raise pickle.UnpicklingError(f"tensor view with a negative offset, size or stride refused "
+                                     f"(offset {offset}, size {size}, stride {stride})")
+    if 0 in size:
+        return
+    span = 1
+    for st, sz in sorted((st, sz) for st, sz in zip(stride, size) if sz > 1):
+        if st < span:
+            raise pickle.UnpicklingError(f"tensor view size {size}, stride {stride}: stride "
+                                         f"{st} {'is 0' if st == 0 else 'overlaps another dimension'}; refused")
+        span = st * sz
+    need = offset + sum((sz - 1) * st for sz, st in zip(size, stride)) + 1
+    with warnings.catch_warnings():  # TypedStorage.size() warns that TypedStorage is deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        have = storage.size()  # elements (bytes for an untyped storage)
+    if need > have:
+        raise pickle.UnpicklingError(f"tensor view size {size}, stride {stride}, offset {offset} needs "
+                                     f"{need} storage elements but the storage holds {have}; refused "
+                                     f"(a storage is never grown)")
+
+
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, *rest):
     if not isinstance(storage, (torch.UntypedStorage, torch.TypedStorage)):
         raise pickle.UnpicklingError(f"tensor storage of type {type(storage).__name__} refused")
     if hooks:
         raise pickle.UnpicklingError("tensors with backward hooks are refused")
-    # The view must lie inside its storage with no element seen twice: a stride-0 tensor of a huge
-    # size costs nothing here and terabytes in the first operation that copies it.
-    if not (isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple)
-            and len(size) == len(stride) and all(isinstance(v, int) for v in (*size, *stride))):
-        raise pickle.UnpicklingError("tensor offset, size and stride must be integers")
-    if offset < 0 or any(v < 0 for v in size) or any(v < 1 for v, n in zip(stride, size) if n > 1):
-        raise pickle.UnpicklingError(f"tensor view offset {offset} size {size} stride {stride} refused")
-    n = 1
-    for v in size:
-        n *= v
-    extent = offset + sum((v - 1) * st for v, st in zip(size, stride)) + 1 if n else 0
-    with warnings.catch_warnings():  # TypedStorage's deprecation: the format's storages are typed
-        warnings.simplefilter("ignore")
-        elements = storage.size() if isinstance(storage, torch.TypedStorage) else storage.nbytes()
-    if n > elements or extent > elements:
-        raise pickle.UnpicklingError(f"tensor of size {size} needs {max(n, extent)} elements, its storage "
-                                     f"holds {elements}")
-    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
+    _check_view(storage, offset, size, stride)  # a stride-0 or grown view is refused before use
+    t = torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, collections.OrderedDict())
+    if t.dtype == torch.bool and t.numel() and int(t.view(torch.uint8).max()) > 1:
+        raise pickle.UnpicklingError(f"bool tensor of size {list(size)} holds byte values other than 0 and 1")
+    return t
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -382,9 +400,35 @@ def _checkpoint_weights(table, arch, checkpoint):
     return res, ck
 
 
-def import_prosperity(path, out_dir, *, name: str, arch: str = "vgg16", weight_sparsity=0.98, seed: int = 0,
-                      checkpoint=None, n_mask: int = 0) -> dict:
-    """Write a workload pairing each LoAS layer's real input spikes with int8 weights.
+def import_prosperity(path, out_dir, *, name: str, force: bool = False, **options) -> dict:
+    """Write a workload pairing each conv's real input spikes with int8 weights
+    (:func:`_import_prosperity` has the ``options``).
+
+    ``name`` must be a plain workload name (:func:`sim.trace.check_workload_name`). The workload is
+    written whole (:func:`sim.atomic.replace_dir`): built beside ``out_dir``, swapped in with one
+    rename, one writer at a time; an existing ``out_dir`` is replaced only with ``force``.
+
+    Raises
+    ------
+    UserError
+        On a bad name or an output directory that cannot be written or exists (without ``force``),
+        checked before the file is read; otherwise as :func:`_import_prosperity`.
+    """
+    from sim.atomic import check_target, replace_dir
+    from sim.trace import WORKLOAD_TARGET, check_workload_name
+
+    check_workload_name(name)
+    check_target(out_dir, force=force, **WORKLOAD_TARGET)
+    with replace_dir(out_dir, force=force, **WORKLOAD_TARGET) as stage:
+        rep = _import_prosperity(path, stage, name=name, **options)
+    rep["workload"] = str(out_dir)
+    return rep
+
+
+def _import_prosperity(path, out_dir, *, name: str, arch: str = "vgg16", weight_sparsity=0.98, seed: int = 0,
+                       checkpoint=None, n_mask: int = 0) -> dict:
+    """Write a workload pairing each LoAS layer's real input spikes with int8 weights into
+    ``out_dir`` (a fresh directory).
 
     Parameters
     ----------

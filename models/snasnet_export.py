@@ -97,8 +97,25 @@ def _loas_cycles(words, weights, T, out_words, name):
         return None, str(exc)
 
 
-def export_snasnet(model: SNASNet, images: torch.Tensor, out_dir, *, name: str, labels=None,
-                   provenance: dict | None = None, cycles: bool = True, progress: bool = False) -> dict:
+def export_snasnet(model: SNASNet, images: torch.Tensor, out_dir, *, name: str, force: bool = False,
+                   **options) -> dict:
+    """Write the workload of ``model`` on ``images`` to ``out_dir`` whole
+    (:func:`sim.atomic.replace_dir`: built beside it, swapped in with one rename, one writer at a
+    time); an existing ``out_dir`` is replaced only with ``force``. ``options`` and the report are
+    those of :func:`_export_snasnet`.
+    """
+    from sim.atomic import check_target, replace_dir
+    from sim.trace import WORKLOAD_TARGET
+
+    check_target(out_dir, force=force, **WORKLOAD_TARGET)
+    with replace_dir(out_dir, force=force, **WORKLOAD_TARGET) as stage:
+        rep = _export_snasnet(model, images, stage, name=name, **options)
+    rep["workload"] = str(out_dir)
+    return rep
+
+
+def _export_snasnet(model: SNASNet, images: torch.Tensor, out_dir, *, name: str, labels=None,
+                    provenance: dict | None = None, cycles: bool = True, progress: bool = False) -> dict:
     """Write the workload of ``model`` on ``images`` (normalised ``[S, C, H, W]``) to ``out_dir``.
 
     Returns a report: per layer (geometry, silent ratio, spike sparsity, effectual operations, LoAS
@@ -112,7 +129,7 @@ def export_snasnet(model: SNASNet, images: torch.Tensor, out_dir, *, name: str, 
     from tqdm import tqdm
 
     from sim.fibers import MAX_T
-    from sim.golden import LIFParams, run_layer
+    from sim.golden import BIAS_BITS, LIFParams, int_range_problem, run_layer
     from sim.trace import Geometry, im2col, write_layer, write_manifest
 
     if model.T > MAX_T:
@@ -126,8 +143,9 @@ def export_snasnet(model: SNASNet, images: torch.Tensor, out_dir, *, name: str, 
     for lname, x in tqdm(spikes.items(), desc="export", disable=not progress, leave=False):
         op, bn = modules[lname]
         wq, bq, th, scale = quantize_layer(op, bn)
-        if np.abs(bq).max(initial=0) >= 2**31:
-            raise UserError(f"layer {lname}: integer bias {int(np.abs(bq).max())} leaves the int32 range")
+        problem = int_range_problem(bq, BIAS_BITS)
+        if problem:
+            raise UserError(f"layer {lname}: integer bias {problem}")
         if isinstance(op, nn.Conv2d):
             g = Geometry(c_in=op.in_channels, h=x.shape[-2], w=x.shape[-1], kernel=op.kernel_size[0],
                          stride=op.stride[0], padding=op.padding[0], c_out=op.out_channels)

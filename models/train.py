@@ -8,7 +8,7 @@ resumed run replays exactly what the killed one would have done.
 
 from __future__ import annotations
 
-import os
+import math
 import random
 import sys
 import time
@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sim.atomic import write_file
 from sim.errors import UserError
 
 from .data import Augment, Dataset, batches
@@ -43,29 +44,13 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename over it (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``torch.save`` whole (:func:`sim.atomic.write_file`: temp file beside ``path``, then rename)."""
+    write_file(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write a text file atomically (temp file in the same directory, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write a text file whole (:func:`sim.atomic.write_file`)."""
+    write_file(path, text)
 
 
 def load_checkpoint(path) -> dict:
@@ -162,8 +147,20 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise UserError(f"--{name.replace('_', '-')}: must be a positive int, got {v!r}")
-        if not self.lr > 0:
-            raise UserError(f"--lr: must be > 0, got {self.lr!r}")
+        for name, lo, hi in (("lr", 0.0, None), ("momentum", 0.0, None), ("weight_decay", 0.0, None),
+                             ("lr_min_ratio", 0.0, 1.0)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= lo \
+                and (hi is None or v <= hi) and (name != "lr" or v > 0)
+            if not ok:
+                bounds = "> 0" if name == "lr" else f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise UserError(f"--{name.replace('_', '-')}: must be a finite number {bounds}, got {v!r}")
+        if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
+            raise UserError(f"--train-subset: must be a positive int, got {self.train_subset!r}")
+        for name in ("pad", "cutout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UserError(f"--{name}: must be an int >= 0, got {v!r}")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig):
@@ -230,6 +227,12 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
     -------
     dict
         ``{"epochs": .., "history": [{"epoch", "loss", "train_acc", "seconds"}, ..], "seconds": ..}``.
+
+    Raises
+    ------
+    UserError
+        On a ``train_subset`` larger than the training set, or a loss that is NaN or infinite (the
+        run stops before that step; the checkpoint of the last finished epoch stays on disk).
     """
     from tqdm import tqdm
 
@@ -257,6 +260,9 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
             log(f"resuming {ckpt_path} at epoch {start}/{cfg.epochs}")
     apply_masks(model, masks)
     aug = Augment(cfg.pad, cfg.flip, cfg.cutout) if (cfg.pad or cfg.flip or cfg.cutout) else None
+    if cfg.train_subset is not None and cfg.train_subset > len(train_ds):
+        raise UserError(f"--train-subset: {cfg.train_subset} samples asked for, the training set has "
+                        f"{len(train_ds)}")
     ds = train_ds.subset(cfg.train_subset)
     nb = (len(ds) + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(start, cfg.epochs):
@@ -267,10 +273,16 @@ def train(model: nn.Module, train_ds: Dataset, cfg: TrainConfig, ckpt_path, *,
         bar = tqdm(it, total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, mininterval=5.0)
         shown = 0.0
-        for x, y in bar:
+        for i, (x, y) in enumerate(bar):
             x, y = x.to(dev), y.to(dev)
             out = model(x)
             loss = snn_loss(model, out, y, cfg.loss)
+            if not math.isfinite(loss.item()):
+                # Stop before the step: the checkpoint on disk (written at the last finished
+                # epoch) stays the last good one.
+                kept = f"{ckpt_path} (epoch {epoch}) is kept" if epoch > 0 else "none was written"
+                raise UserError(f"training diverged: loss {loss.item()} at epoch {epoch + 1}, batch {i + 1}; "
+                                f"the last good checkpoint {kept}; try a smaller --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _mask_grads(model, masks)

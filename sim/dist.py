@@ -290,11 +290,11 @@ class ResultStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from sim.trace import _atomic_write
+        from sim.atomic import write_file
 
         table = pa.Table.from_pylist([{"key": k, **r} for k, r in rows.items()])
         path = self.dir / f"{digest(sorted(rows), time.time_ns(), os.getpid())}.parquet"
-        _atomic_write(path, lambda f: pq.write_table(table, f))
+        write_file(path, lambda f: pq.write_table(table, f))
         self._rows.update(rows)
         return path
 

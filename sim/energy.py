@@ -9,12 +9,20 @@ file and the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from sim.config import load
 
 COMPONENTS = ("leakage", "dram", "sram", "compute", "index")
+
+
+def _positive(name: str, v: float) -> None:
+    # An energy constant of 0 makes LoAS's energy 0 and every efficiency ratio a division by zero;
+    # NaN or inf would be reported as energies. Both are refused where the file is read.
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: must be a finite number > 0, got {v}")
 
 
 @dataclass(frozen=True)
@@ -33,12 +41,10 @@ class DesignEnergy:
     index_overhead: float = 0.0
 
     def check(self):
-        if self.op_pj < 0:
-            raise ValueError(f"op_pj: must be >= 0, got {self.op_pj}")
-        if self.leakage_mw < 0:
-            raise ValueError(f"leakage_mw: must be >= 0, got {self.leakage_mw}")
-        if self.index_overhead < 0:
-            raise ValueError(f"index_overhead: must be >= 0, got {self.index_overhead}")
+        _positive("op_pj", self.op_pj)
+        _positive("leakage_mw", self.leakage_mw)
+        if not (math.isfinite(self.index_overhead) and self.index_overhead >= 0):
+            raise ValueError(f"index_overhead: must be a finite number >= 0, got {self.index_overhead}")
 
 
 @dataclass(frozen=True)
@@ -66,10 +72,8 @@ class EnergyConfig:
     def check(self):
         if self.access_bytes < 1:
             raise ValueError(f"access_bytes: must be >= 1, got {self.access_bytes}")
-        if self.sram_nj_per_access < 0:
-            raise ValueError(f"sram_nj_per_access: must be >= 0, got {self.sram_nj_per_access}")
-        if self.dram_nj_per_access < 0:
-            raise ValueError(f"dram_nj_per_access: must be >= 0, got {self.dram_nj_per_access}")
+        _positive("sram_nj_per_access", self.sram_nj_per_access)
+        _positive("dram_nj_per_access", self.dram_nj_per_access)
 
     @property
     def sram_pj_per_byte(self) -> float:

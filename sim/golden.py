@@ -19,9 +19,12 @@ integer bias b (N) and integer LIF parameters:
 * Output words pack C over t; "strong" mode (n_mask = 1) zeroes words with exactly one spike
   (n_mask = 2 also those with two; the hardware's output compressor implements n_mask <= 1).
 
-Widths: all values are computed exactly in int64 and then checked against the declared signed
-widths (:class:`Widths`); a value that does not fit raises :class:`ArithmeticOverflow` naming the
-quantity, the value and the width. Nothing ever wraps silently.
+Widths: the inputs have declared widths -- uint16 words with T bits, int8 weights, int32 bias,
+int32 residual, an int32 threshold -- checked on every call (:func:`int_range_problem`, which
+compares the exact extremes with the bounds, so the check itself cannot overflow). Within them
+every value is computed exactly in int64 (no sum can come near 2**63) and then checked against the
+declared datapath widths (:class:`Widths`); a value that does not fit raises
+:class:`ArithmeticOverflow` naming the quantity, the value and the width. Nothing ever wraps.
 """
 
 from __future__ import annotations
@@ -40,6 +43,34 @@ _EXACT_LIMIT = 2**53
 # float32 holds every integer below 2**24: products of 0/1 planes and int8 weights are exact in it
 # while K * 128 stays below that (K < 131072, every real layer), at half the memory traffic.
 _EXACT_LIMIT_F32 = 2**24
+
+
+# Declared signed widths of the layer's integer inputs (the trace format stores them in these).
+BIAS_BITS = 32
+RESIDUAL_BITS = 32
+THRESHOLD_BITS = 32
+
+
+def int_range_problem(values, bits: int) -> str | None:
+    """None when every value of the integer array (or scalar) ``values`` fits the signed ``bits``-bit
+    range; else the problem as text, naming the offending value as it is, e.g. ``value
+    -9223372036854775808 outside the int32 range [-2147483648, 2147483647]``.
+
+    The extremes are taken in the array's own dtype (exact) and compared as Python ints with the
+    bounds: nothing is negated or cast first, so no value (INT64_MIN, uint64 2**63) can wrap past the
+    check. A non-integer dtype is a problem too. This is the one integer-range check of the project:
+    the trace loader, the exporter and the golden model all use it.
+    """
+    a = np.asarray(values)
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+        return f"dtype {a.dtype} is not an integer type"
+    if a.size == 0:
+        return None
+    lo, hi = int(a.min()), int(a.max())
+    lo_b, hi_b = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if lo >= lo_b and hi <= hi_b:
+        return None
+    return f"value {lo if lo < lo_b else hi} outside the int{bits} range [{lo_b}, {hi_b}]"
 
 
 def _exact_dtype(K: int):
@@ -68,8 +99,9 @@ class LIFParams:
     decay_shift: int = 2
 
     def __post_init__(self):
-        if int(self.threshold) != self.threshold or self.threshold < 1:
-            raise ValueError(f"LIF threshold must be an integer >= 1, got {self.threshold!r}")
+        if int(self.threshold) != self.threshold or not 1 <= self.threshold < 1 << (THRESHOLD_BITS - 1):
+            raise ValueError(f"LIF threshold must be an integer in 1..{(1 << (THRESHOLD_BITS - 1)) - 1}, "
+                             f"got {self.threshold!r}")
         if int(self.decay_shift) != self.decay_shift or not 0 <= self.decay_shift <= 16:
             raise ValueError(f"LIF decay_shift must be an integer in 0..16, got {self.decay_shift!r}")
 
@@ -176,12 +208,16 @@ def check_gemm(words, weights, T: int):
     return words, weights
 
 
-def _check_operands(words: np.ndarray, weights: np.ndarray, bias: np.ndarray, T: int):
+def _check_operands(words: np.ndarray, weights: np.ndarray, bias: np.ndarray, T: int,
+                    context: str = "layer"):
     check_gemm(words, weights, T)
     if bias.shape != (weights.shape[1],) or not np.issubdtype(bias.dtype, np.integer):
         raise ValueError(f"bias must be integer of shape ({weights.shape[1]},), got {bias.dtype} {bias.shape}")
-    if np.abs(bias.astype(np.int64)).max(initial=0) + weights.shape[0] * 128 >= _EXACT_LIMIT:
-        raise ValueError("layer too large for exact evaluation")
+    problem = int_range_problem(bias, BIAS_BITS)
+    if problem:
+        raise ArithmeticOverflow(f"{context}: bias {problem}")
+    if (1 << (BIAS_BITS - 1)) + weights.shape[0] * 128 >= _EXACT_LIMIT:
+        raise ValueError(f"{context}: layer too large for exact evaluation (K = {weights.shape[0]})")
 
 
 def timestep_bits(words: np.ndarray, T: int, dtype=np.float64) -> np.ndarray:
@@ -207,10 +243,13 @@ def effectual_ops(words: np.ndarray, weights: np.ndarray) -> int:
     return int(per_k_a @ per_k_b)
 
 
-def tppe_accumulate(words, weights, bias, T: int):
-    """The TPPE's speculative arithmetic: returns (pseudo (M, N), correction (T, M, N)) as int64."""
+def tppe_accumulate(words, weights, bias, T: int, context: str = "layer"):
+    """The TPPE's speculative arithmetic: returns (pseudo (M, N), correction (T, M, N)) as int64.
+
+    Raises ArithmeticOverflow on a bias outside int32, ValueError on operands of the wrong dtype
+    or shape."""
     words, weights, bias = np.asarray(words), np.asarray(weights), np.asarray(bias)
-    _check_operands(words, weights, bias, T)
+    _check_operands(words, weights, bias, T, context)
     M, K = words.shape
     dt = _exact_dtype(K)
     # One BLAS product for everything: plane 0 = nz(A) (every match, the pseudo-accumulator), planes
@@ -226,10 +265,10 @@ def tppe_accumulate(words, weights, bias, T: int):
     return pseudo, correction
 
 
-def psums(words, weights, bias, T: int) -> np.ndarray:
+def psums(words, weights, bias, T: int, context: str = "layer") -> np.ndarray:
     """Direct definition of O[t] = bias + A[t] @ B: int64 (T, M, N)."""
     words, weights, bias = np.asarray(words), np.asarray(weights), np.asarray(bias)
-    _check_operands(words, weights, bias, T)
+    _check_operands(words, weights, bias, T, context)
     dt = _exact_dtype(words.shape[1])
     planes = timestep_bits(words, T, dt)
     return np.rint(planes @ weights.astype(dt)).astype(np.int64) + bias.astype(np.int64)[None, None, :]
@@ -239,8 +278,15 @@ def plif(o: np.ndarray, lif: LIFParams):
     """P-LIF: all T timesteps of every neuron at once.
 
     Returns (out_words uint16 (...), membrane int64 (T, ...)) where membrane[t] = X[t].
+
+    ``o`` must be integer and fit 62 signed bits (X = O + U, |U| < |X|, stays inside int64);
+    else ValueError / ArithmeticOverflow, never a wrapped cast.
     """
-    o = np.asarray(o, dtype=np.int64)
+    o = np.asarray(o)
+    problem = int_range_problem(o, 62)
+    if problem:
+        raise (ValueError if "dtype" in problem else ArithmeticOverflow)(f"P-LIF input O[t] {problem}")
+    o = o.astype(np.int64, copy=False)
     T = o.shape[0]
     words = np.zeros(o.shape[1:], dtype=np.uint16)
     membrane = np.empty_like(o)
@@ -268,11 +314,15 @@ def compress_output(out_words: np.ndarray, *, n_mask: int = 0, chunk_bits: int =
 
 
 def check_residual(residual, T: int, M: int, N: int, context: str = "layer") -> np.ndarray:
-    """Validate a residual input current: integer, broadcastable to (T, M, N). Returns it as int64
-    (T, M, N); raises ValueError naming the dtype or shape at fault."""
+    """Validate a residual input current: integer, int32 range, broadcastable to (T, M, N). Returns
+    it as int64 (T, M, N); raises ValueError naming the dtype or shape at fault and
+    ArithmeticOverflow on a value outside int32."""
     residual = np.asarray(residual)
     if not np.issubdtype(residual.dtype, np.integer):
         raise ValueError(f"{context}: residual must be an integer array, got {residual.dtype}")
+    problem = int_range_problem(residual, RESIDUAL_BITS)
+    if problem:
+        raise ArithmeticOverflow(f"{context}: residual {problem}")
     try:
         return np.broadcast_to(residual.astype(np.int64, copy=False), (T, M, N))
     except ValueError:
@@ -328,10 +378,10 @@ def run_layer(
     ValueError
         On operands of the wrong dtype or shape (the residual included).
     ArithmeticOverflow
-        When a value does not fit a declared width.
+        When an input (bias, residual) or a computed value does not fit its declared width.
     """
     words, weights, bias = np.asarray(words), np.asarray(weights), np.asarray(bias)
-    pseudo, correction = tppe_accumulate(words, weights, bias, T)
+    pseudo, correction = tppe_accumulate(words, weights, bias, T, context)
     o = pseudo[None] - correction
     res_need = 0
     if residual is not None:

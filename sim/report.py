@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.atomic import locked, replace_dir, write_file
 from sim.config import LoASConfig, from_mapping
 from sim.energy import COMPONENTS, EnergyConfig, load_energy
 from sim.errors import UserError
@@ -190,9 +191,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from sim.trace import _atomic_write
-
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    write_file(Path(path), text)
 
 
 def _plt():
@@ -204,12 +203,27 @@ def _plt():
     return plt
 
 
+COMPARE_FILES = ("compare.csv", "compare.json", "speedup.png", "energy_breakdown.png", "layer_speedup.png")
+SWEEP_FILES = ("sweep.csv", "sweep.parquet", "sweep.json", "sweep.png")
+# replace_dir / check_target arguments of a compare report directory (which --fidelity also
+# writes its fidelity.* and paper.* files into)
+COMPARE_OWNED = COMPARE_FILES + ("fidelity.csv", "fidelity.json", "fidelity.png", "paper.csv", "paper.json")
+COMPARE_TARGET = dict(what="compare report", owned=COMPARE_OWNED.__contains__)
+
+
 def write_compare_report(out_dir, results: dict, comparison: dict, meta: dict) -> list[Path]:
-    """CSV, JSON and three PNGs (speedup bars, energy breakdown, per-layer speedup) in out_dir."""
+    """CSV, JSON and three PNGs (speedup bars, energy breakdown, per-layer speedup) in out_dir.
+
+    The report is written whole (:func:`sim.atomic.replace_dir`): built beside ``out_dir`` and
+    swapped in with one rename, one writer at a time; a directory holding other files is refused."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "compare.csv", out / "compare.json", out / "speedup.png", out / "energy_breakdown.png",
-             out / "layer_speedup.png"]
+    with replace_dir(out, **COMPARE_TARGET) as tmp:
+        _compare_files(Path(tmp), results, comparison, meta)
+    return [out / n for n in COMPARE_FILES]
+
+
+def _compare_files(out: Path, results: dict, comparison: dict, meta: dict) -> None:
+    files = [out / n for n in COMPARE_FILES]
     write_csv(files[0], compare_rows(results))
     files[1].write_text(json.dumps({**meta, **comparison}, indent=2) + "\n")
     plt = _plt()
@@ -258,7 +272,6 @@ def write_compare_report(out_dir, results: dict, comparison: dict, meta: dict) -
     fig.tight_layout()
     fig.savefig(files[4], dpi=120)
     plt.close(fig)
-    return files
 
 
 # Sweeps ------------------------------------------------------------------------------------------
@@ -267,15 +280,21 @@ DATA_PARAMS = ("weight_density", "silent_ratio")
 
 
 def parse_params(specs: list[str]) -> dict:
-    """['pes=4,8', 'buffer.capacity_kb=128,256'] -> {'pes': [4, 8], ...}; keys validated later."""
+    """['pes=4,8', 'buffer.capacity_kb=128,256'] -> {'pes': [4, 8], ...}; keys validated later.
+
+    A key given twice (also through an alias: ``T`` and ``timesteps``) is an error naming both."""
     import yaml
 
-    params = {}
+    params, given = {}, {}
     for spec in specs:
         key, eq, vals = spec.partition("=")
         key = SWEEP_ALIASES.get(key.strip(), key.strip())
         if not eq or not key or not vals.strip():
             raise SweepError(f"--param {spec!r}: expected NAME=V1,V2,...")
+        if key in given:
+            raise SweepError(f"--param {given[key]!r} and --param {spec!r}: the same key '{key}' twice; "
+                             f"give its values once, comma-separated")
+        given[key] = spec
         try:
             params[key] = [yaml.safe_load(v) for v in vals.split(",")]
         except yaml.YAMLError:
@@ -462,18 +481,25 @@ def compare_workloads(workloads: dict, designs, cfg: LoASConfig, econf: EnergyCo
 
 def write_sweep_report(out_dir, rows: list[dict], params: dict, failures=()) -> list[Path]:
     """sweep.csv, sweep.parquet, sweep.json (with the failed points) and sweep.png (cycles and
-    speedups against the first parameter, one line per value of the others and per workload)."""
+    speedups against the first parameter, one line per value of the others and per workload),
+    each file written whole, under the folder's lock (:func:`sim.atomic.locked`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # The folder also holds the sweep's result store (sim/dist.py), so it is not swapped whole:
+    # one writer at a time, each file replaced whole.
+    with locked(out):
+        _sweep_files(out, rows, params, failures)
+    return [out / n for n in SWEEP_FILES]
+
+
+def _sweep_files(out: Path, rows: list[dict], params: dict, failures) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sim.trace import _atomic_write
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "sweep.csv", out / "sweep.parquet", out / "sweep.json", out / "sweep.png"]
+    files = [out / n for n in SWEEP_FILES]
     write_csv(files[0], rows)
     table = pa.Table.from_pylist(rows)
-    _atomic_write(files[1], lambda f: pq.write_table(table, f))
+    write_file(files[1], lambda f: pq.write_table(table, f))
     _write_text(files[2], json.dumps({"params": params, "rows": rows, "failures": list(failures)}, indent=2) + "\n")
     plt = _plt()
     keys = list(params)
@@ -500,6 +526,5 @@ def write_sweep_report(out_dir, rows: list[dict], params: dict, failures=()) -> 
         axes[1].set_ylabel("LoAS speedup (x)")
         axes[1].legend(fontsize=7)
     fig.tight_layout()
-    _atomic_write(files[3], lambda f: fig.savefig(f, format="png", dpi=120))
+    write_file(files[3], lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
-    return files

@@ -6,8 +6,9 @@ current added to O[t] before the P-LIF (the shortcut of a ResNet block, ``sim.go
 ``residual``). Files without it read exactly as before. (A reader from before this member existed
 ignores it: ``loas trace verify`` of such a build reports the layer's outputs as mismatched.)
 Everything is validated on load; any problem raises :class:`~sim.errors.TraceError` naming the file
-and the field. Writers are atomic (temp file in the same directory, then ``os.replace``), so an
-interrupted export never leaves a half-written file behind.
+and the field. Writers are atomic (:func:`sim.atomic.write_file`: temp file in the same directory,
+then ``os.replace``), so an interrupted export never leaves a half-written file behind; whole
+workloads are swapped in by :func:`sim.atomic.replace_dir`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import collections
 import datetime as _dt
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -26,15 +26,29 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sim.atomic import write_file
 from sim.config import read_yaml, short_repr
 from sim.errors import TraceError
 from sim.fibers import MAX_T
-from sim.golden import LIFParams
+from sim.golden import BIAS_BITS, RESIDUAL_BITS, LIFParams, int_range_problem
 
 FORMAT = "loas-trace"
 VERSION = 1
 TRACES_DIR = Path(os.environ.get("LOAS_TRACES", Path(__file__).resolve().parent.parent / "traces"))
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+# sim.atomic.replace_dir / check_target arguments of a workload directory: only manifest and layers
+WORKLOAD_TARGET = dict(what="workload", owned=lambda n: n == "manifest.yaml" or n.endswith(".npz"))
+
+
+def check_workload_name(name, flag: str = "--name") -> str:
+    """A workload name is one plain word (a letter, then letters, digits, ``_ . -``): never empty,
+    absolute, or a path that leaves the traces folder. Raises UserError naming the flag and value."""
+    from sim.errors import UserError
+
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise UserError(f"{flag}: invalid workload name {name!r} (a letter, then letters, digits, "
+                        f"'_', '.' or '-'; no path)")
+    return name
 
 #: Largest array a layer file may declare or a layer may imply (bytes; the im2col GEMM operand of one
 #: sample, the expected outputs, the residual): checked from the geometry and the npy headers before
@@ -131,22 +145,6 @@ def im2col(image: np.ndarray, g: Geometry) -> np.ndarray:
     return np.ascontiguousarray(win.transpose(axes)).reshape(*image.shape[:lead], g.M, g.K)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(fileobj) on a temp file beside path, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a trace is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Layer:
     """One spike layer of a workload, loaded and validated from its ``.npz`` file.
 
@@ -193,8 +191,9 @@ class Layer:
         bias = data["bias"]
         if bias.shape != (g.c_out,):
             self._fail("bias", f"shape {bias.shape}, expected ({g.c_out},)")
-        if np.abs(bias.astype(np.int64)).max(initial=0) >= 2**31:
-            self._fail("bias", f"value {int(np.abs(bias).max())} outside the int32 range")
+        problem = int_range_problem(bias, BIAS_BITS)
+        if problem:
+            self._fail("bias", problem)
         self.bias = bias.astype(np.int64)
         try:
             self.lif = LIFParams(int(data["threshold"]), int(data["decay_shift"]))
@@ -209,7 +208,7 @@ class Layer:
         if int(exp.max(initial=0)) >> self.T:
             self._fail("expected_out_words", f"word {int(exp.max())} has bits above T={self.T}")
         self.expected_out_words = exp
-        res = data.get("residual")
+        res = data.get("residual")  # int32 by dtype: its range needs no check
         if res is not None and res.shape != (self.samples, self.T, g.M, g.N):
             self._fail("residual", f"shape {res.shape}, expected (S, T, M, N) = "
                                    f"({self.samples}, {self.T}, {g.M}, {g.N})")
@@ -524,6 +523,9 @@ def write_and_load_layer(
     bias = np.asarray(bias)
     if not np.issubdtype(bias.dtype, np.integer):
         fail("bias", f"must be integer, got {bias.dtype}")
+    problem = int_range_problem(bias, BIAS_BITS)
+    if problem:
+        fail("bias", problem)
     arrays = dict(
         format_version=np.int64(VERSION),
         T=np.int64(T),
@@ -543,11 +545,11 @@ def write_and_load_layer(
         want = (spike_words.shape[0], T, geometry.M, geometry.N)
         if residual.shape != want:
             fail("residual", f"shape {residual.shape}, expected (S, T, M, N) = {want}")
-        lo, hi = int(residual.min(initial=0)), int(residual.max(initial=0))
-        if lo < -(2**31) or hi >= 2**31:
-            fail("residual", f"value {lo if lo < -(2**31) else hi} outside the int32 range")
+        problem = int_range_problem(residual, RESIDUAL_BITS)
+        if problem:
+            fail("residual", problem)
         arrays["residual"] = residual.astype(np.int32)
-    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    write_file(path, lambda f: np.savez_compressed(f, **arrays))
     return Layer(path, T=T)  # re-read: never leave a file behind that our own loader would refuse
 
 
@@ -571,6 +573,6 @@ def write_manifest(
     }
     text = yaml.safe_dump(man, sort_keys=False).encode()
     path = directory / "manifest.yaml"
-    _atomic_write(path, lambda f: f.write(text))
+    write_file(path, text)
     Workload(directory)
     return path

@@ -186,3 +186,65 @@ def test_residual_broadcasts_and_is_checked():
     with pytest.raises(ArithmeticOverflow, match="L: residual value 5000 does not fit the declared 12-bit"):
         run_layer(words, B, np.array([0]), LIFParams(1 << 20), 2, residual=big, widths=Widths(acc_bits=12),
                   context="L")
+
+
+def test_int_range_problem_compares_bounds_and_never_overflows():
+    from sim.golden import int_range_problem
+
+    assert int_range_problem(np.array([-2**31, 2**31 - 1]), 32) is None
+    assert int_range_problem(np.array([], np.int64), 32) is None
+    assert "value -9223372036854775808 outside the int32" in int_range_problem(np.array([-2**63]), 32)
+    assert "value 9223372036854775808 outside" in int_range_problem(np.array([2**63], np.uint64), 32)
+    assert "value 18446744073709551615 outside" in int_range_problem(np.array([2**64 - 1], np.uint64), 32)
+    assert "value -2147483649 outside" in int_range_problem(np.array([5, -2**31 - 1]), 32)
+    assert "not an integer" in int_range_problem(np.array([1.0]), 32)
+
+
+@pytest.mark.parametrize("bias, value", [(np.array([-2**63]), "-9223372036854775808"),
+                                         (np.array([2**63], np.uint64), "9223372036854775808"),
+                                         (np.array([2**31]), "2147483648")])
+def test_golden_refuses_a_bias_outside_its_declared_width(bias, value):
+    words = np.full((2, 3), 0b11, np.uint16)
+    with pytest.raises(ArithmeticOverflow, match=rf"^L: bias value {value} outside the int32 range"):
+        run_layer(words, np.ones((3, 1), np.int8), bias, LIFParams(1), 2, context="L")
+    with pytest.raises(ArithmeticOverflow, match="residual value -2147483649"):
+        run_layer(words, np.ones((3, 1), np.int8), np.zeros(1, int), LIFParams(1), 2,
+                  residual=np.array([-2**31 - 1]))
+    with pytest.raises(ValueError, match="threshold"):
+        LIFParams(2**31)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_int32_bias_and_int8_weights_golden_equals_torch_integer_mode(data):
+    """Golden model == torch integer mode for biases and thresholds anywhere in int32, weights
+    anywhere in int8: no value wraps on either side."""
+    torch = pytest.importorskip("torch")
+    from models.export import integer_layer_forward, pack_words
+    from models.layers import QuantParams, SpikeLinear
+
+    T, B, K, N = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 12)), \
+        data.draw(st.integers(1, 4))
+    i32 = st.integers(-2**31, 2**31 - 1)
+    bias = np.array(data.draw(st.lists(i32, min_size=N, max_size=N)), np.int64)
+    weights = np.array(data.draw(st.lists(st.integers(-128, 127), min_size=K * N, max_size=K * N)),
+                       np.int8).reshape(K, N)
+    threshold = data.draw(st.integers(1, 2**31 - 1))
+    spikes = np.array(data.draw(st.lists(st.booleans(), min_size=T * B * K, max_size=T * B * K))).reshape(T, B, K)
+    layer = SpikeLinear(K, N)
+    layer.quant = QuantParams(torch.from_numpy(weights.T.copy()), torch.from_numpy(bias), threshold, 1.0)
+    x = torch.from_numpy(spikes.astype(np.float32))
+    torch_o = layer._int_current(x).numpy()
+    torch_words = pack_words(integer_layer_forward(layer, x))
+    res = run_layer(pack_spikes(spikes), weights, bias, LIFParams(threshold), T)
+    np.testing.assert_array_equal(res.o, torch_o)
+    np.testing.assert_array_equal(res.out_words, torch_words)
+    exact = bias[None, None, :] + np.einsum("tbk,kn->tbn", spikes.astype(object), weights.astype(object))
+    assert (res.o.astype(object) == exact).all()  # Python ints: nothing wrapped
+
+
+def test_plif_refuses_inputs_that_would_wrap_in_int64():
+    with pytest.raises(ArithmeticOverflow, match="O\\[t\\] value 9223372036854775808 outside the int62"):
+        plif(np.array([[2**63]], np.uint64), LIFParams(1))
+    with pytest.raises(ValueError, match="not an integer"):
+        plif(np.array([[1.5]]), LIFParams(1))

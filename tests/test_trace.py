@@ -216,3 +216,42 @@ def test_im2col_keeps_leading_sample_dimensions():
     assert batched.shape == (5, g.M, g.K)
     for s in range(5):
         np.testing.assert_array_equal(batched[s], im2col(imgs[s], g))
+
+
+@pytest.mark.parametrize("bias, value", [
+    (np.array([-2**63] + [0] * 15, np.int64), "-9223372036854775808"),
+    (np.array([2**63] + [0] * 15, np.uint64), "9223372036854775808"),
+    (np.array([-2**31 - 1] + [0] * 15, np.int64), "-2147483649"),
+    (np.array([2**31] + [0] * 15, np.int64), "2147483648"),
+])
+def test_bias_outside_int32_is_refused_with_its_value_as_it_is(workload, bias, value):
+    path = workload / "conv2.npz"
+    _rewrite(path, bias=bias)
+    with pytest.raises(TraceError) as ei:
+        load_workload(workload).layer("conv2")
+    assert ei.value.field == "bias" and f"value {value} outside the int32 range" in str(ei.value)
+
+
+def test_bias_at_the_int32_bounds_is_accepted_and_never_wraps(tmp_path):
+    from loas.commands.trace import golden_layer
+
+    rng = np.random.default_rng(2)
+    g = Geometry(4, 3, 3, 3, 1, 1, 2)
+    kw = random_layer(rng, g, 4)
+    kw["bias"] = np.array([-2**31, 2**31 - 1])
+    res = run_layer(im2col(kw["spike_words"][0], g), kw["weight"].reshape(2, -1).T, kw["bias"], kw["lif"], 4)
+    kw["expected_out_words"] = res.out_words[None]
+    layer = Layer(write_layer(tmp_path / "l.npz", **kw), T=4)
+    assert layer.bias.tolist() == [-2**31, 2**31 - 1]
+    out = golden_layer(layer).out_words
+    assert (out[:, 0] == 0).all() and (out[:, 1] == 0b1111).all()  # never fires / always fires
+
+
+def test_cli_refuses_an_int64_min_bias_in_one_line(workload):
+    from conftest import loas
+
+    _rewrite(workload / "conv2.npz", bias=np.array([-2**63] + [0] * 15, np.int64))
+    for cmd in (("trace", "stats"), ("trace", "verify"), ("sim",)):
+        r = loas(*cmd, workload)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert "field 'bias': value -9223372036854775808 outside the int32 range" in r.stderr

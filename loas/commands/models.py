@@ -61,6 +61,13 @@ def _meta(args) -> dict:
                       width=args.width, variant=args.variant)
 
 
+def check_subset(n, available: int, flag: str):
+    """A subset size of a user option: None (all) or 1..available; else UserError naming it."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= available):
+        raise UserError(f"{flag}: must be in 1..{available} (the samples there are), got {n!r}")
+    return n
+
+
 def _load_data(args, splits=("train", "test")):
     from models.data import load_dataset
 
@@ -68,7 +75,7 @@ def _load_data(args, splits=("train", "test")):
     for s in splits:
         ds = load_dataset(args.dataset, args.data, s)
         if s == "test":
-            ds = ds.subset(args.test_subset)
+            ds = ds.subset(check_subset(args.test_subset, len(ds), "--test-subset"))
         out.append(ds)
     return out
 
@@ -185,7 +192,8 @@ def cmd_profile(args) -> int:
 
     _setup(args)
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
-    ds = load_dataset(_ck_dataset(args, ck), args.data, "test").subset(args.test_subset)
+    ds = load_dataset(_ck_dataset(args, ck), args.data, "test")
+    ds = ds.subset(check_subset(args.test_subset, len(ds), "--test-subset"))
     it, total = _test_batches(args, ds)
     rep = profile_model(model, it, progress=True, total=total)
     rep["checkpoint"] = str(args.checkpoint)
@@ -230,13 +238,17 @@ def cmd_export(args) -> int:
     from models.checkpoint import load_model
     from models.data import load_dataset, normalise
     from models.data import batches
-    from models.export import export_workload, file_sha256, float_vs_integer
+    from models.export import check_finite_state, export_workload, file_sha256, float_vs_integer
+    from sim.atomic import check_target
+    from sim.trace import WORKLOAD_TARGET
 
+    name = args.name or Path(args.out).name  # only recorded: the path is --out
+    check_target(args.out, force=args.force, **WORKLOAD_TARGET)  # before any work
     _setup(args)
     t0 = time.time()
     model, ck = load_model(args.checkpoint, n_mask=args.n_mask)
+    check_finite_state(model, str(args.checkpoint))
     meta = ck["meta"]
-    name = args.name or Path(args.out).name
     dataset = _ck_dataset(args, ck)
     ds = load_dataset(dataset, args.data, "test")
     idx = slice(args.first, args.first + args.samples)
@@ -259,7 +271,7 @@ def cmd_export(args) -> int:
             k: round(v, 6) for k, v in check["spike_agreement"].items()}
     prov = {k: v for k, v in prov.items() if v is not None}
     rep = export_workload(model, images, labels, args.out, name=name, provenance=prov, progress=True,
-                          threads=args.threads or 1)
+                          threads=args.threads or 1, force=args.force)
     rep["seconds"] = time.time() - t0
     lines = [f"{'layer':<8}{'M':>6}{'K':>6}{'N':>5}{'thr':>7}{'w sp':>8}{'agree(layer)':>14}{'agree(chain)':>14}"]
     def agree(v):
@@ -283,12 +295,15 @@ def cmd_import_prosperity(args) -> int:
     from pathlib import Path
 
     from models.prosperity import import_prosperity
-    from sim.trace import TRACES_DIR
+    from sim.atomic import check_target
+    from sim.trace import TRACES_DIR, WORKLOAD_TARGET, check_workload_name
 
-    _setup(args)
+    check_workload_name(args.name)
     out = Path(args.out) if args.out else TRACES_DIR / args.name
+    check_target(out, force=args.force, **WORKLOAD_TARGET)  # before any work
+    _setup(args)
     rep = import_prosperity(args.file, out, name=args.name, arch=args.arch, weight_sparsity=args.weight_sparsity,
-                            seed=args.seed, checkpoint=args.checkpoint, n_mask=args.n_mask)
+                            seed=args.seed, checkpoint=args.checkpoint, n_mask=args.n_mask, force=args.force)
     lines = [f"{r['name']:<18} M {r['M']:>5} K {r['K']:>5} N {r['N']:>4} k{r['kernel']} s{r['stride']}"
              f"  spike sp {r['spike_sparsity']:.3f}  weight sp {r['weight_sparsity']:.3f}" for r in rep["layers"]]
     lines.append(f"LoAS {rep['arch']}: workload written to {out}")
@@ -304,7 +319,7 @@ def register(subparsers) -> None:
     _train_args(p)
     add_out(p, what="checkpoint file to write", required=True)
     add_json(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, out_kind="file")
 
     p = subparsers.add_parser("prune", help="lottery-ticket pruning with late rewinding (resumable)")
     _model_args(p)
@@ -347,12 +362,13 @@ def register(subparsers) -> None:
     _train_args(p, epochs=5, lr=0.02)
     add_out(p, what="checkpoint file to write", required=True)
     add_json(p)
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, out_kind="file")
 
     p = subparsers.add_parser("export", help="export spike layers as a trace workload")
     add_checkpoint(p)
     add_out(p, what="workload directory to write", required=True)
     p.add_argument("--name", default=None, help="workload name (default: the directory name)")
+    p.add_argument("--force", action="store_true", help="replace an existing workload at --out")
     add_samples(p, 4)
     p.add_argument("--first", type=non_negative, default=0, help="index of the first test sample")
     p.add_argument("--check-samples", type=non_negative, default=1000,
@@ -377,6 +393,8 @@ def register(subparsers) -> None:
     add_seed(p, "seed of the synthetic weights")
     add_n_mask(p)
     add_out(p, what="workload directory (default: traces/NAME)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing workload of that name or directory")
     add_threads(p)
     add_json(p)
     p.set_defaults(func=cmd_import_prosperity)

@@ -351,7 +351,8 @@ def cmd_export(args) -> int:
     x, y = next(batches(ds, args.samples))
     prov.update(dataset=ds_name, command="loas nas export " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else []))
     name = args.name or f"snasnet-{str(model.matrix).replace(' ', '-')}"
-    rep = export_snasnet(model, x, args.out, name=name, labels=y, provenance=prov, cycles=not args.no_cycles,
+    rep = export_snasnet(model, x, args.out, name=name, force=args.force, labels=y, provenance=prov,
+                         cycles=not args.no_cycles,
                          progress=not args.json)
 
     def cyc(v):
@@ -420,7 +421,7 @@ def register(subparsers) -> None:
                         "(without it a narrow network's fc1 LIF is silent and training stays at chance)")
     add_out(p, what="checkpoint file to write", required=True)
     add_json(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, out_kind="file")
 
     p = g.add_parser("test", help="test accuracy of a trained SNASNet checkpoint")
     add_checkpoint(p)
@@ -438,6 +439,7 @@ def register(subparsers) -> None:
     add_samples(p, 1, "test samples to record")
     add_out(p, what="workload directory to write", required=True)
     p.add_argument("--name", default=None, help="workload name (default: snasnet-<cnt-mat>)")
+    p.add_argument("--force", action="store_true", help="replace an existing workload at --out")
     p.add_argument("--no-cycles", action="store_true", help="skip the LoAS cycle model")
     add_json(p)
     p.set_defaults(func=cmd_export)

@@ -187,12 +187,18 @@ def _sim_paper(args, cfg, econf, inputs) -> int:
 
 
 def cmd_compare(args) -> int:
+    from sim.atomic import check_output, check_target
     from sim.errors import UserError
-    from sim.report import check_timesteps, compare, compare_workloads, workload_inputs, write_compare_report
+    from sim.report import (COMPARE_TARGET, check_timesteps, compare, compare_workloads, workload_inputs,
+                            write_compare_report)
 
     cfg, econf = _configs(args)
     designs = _designs(args.designs, args.fidelity)
     workloads = _workload_list(args, required=True)
+    if len(workloads) > 1:  # one report folder per workload under --out, each checked when written
+        check_output(args.out)
+    else:
+        check_target(args.out, **COMPARE_TARGET)  # before the work
     if args.fidelity != "cycle":  # the paper method: one workload, in this process
         if len(workloads) > 1:
             raise UserError(f"--fidelity {args.fidelity}: one workload at a time (got {len(workloads)})")
@@ -305,8 +311,10 @@ def _fmt(v):
 
 def cmd_sweep(args) -> int:
     from sim.errors import UserError
+    from sim.atomic import check_output
     from sim.report import check_grid, parse_params, sweep, write_sweep_report
 
+    check_output(args.out)  # before the work
     cfg, econf = _configs(args)
     if not args.param:
         raise UserError("--param: give at least one, e.g. --param pes=4,8,16")
