@@ -138,3 +138,21 @@ def test_paper_fidelity_refuses_designs_it_does_not_model(wl, tmp_path):
     assert r.returncode == 2 and "ptb" in r.stderr and "Traceback" not in r.stderr
     r = loas("compare", wl, "--fidelity", "both", "--designs", "sparten,stellar", "--out", tmp_path / "x")
     assert r.returncode == 2 and "stellar" in r.stderr
+
+
+def test_fidelity_reports_are_written_whole(wl, tmp_path):
+    # a --fidelity report replaces the previous one in one swap: no stale file of the old run is
+    # left beside the new ones, no temp folder is left, and a folder of someone else's is refused
+    out = tmp_path / "f"
+    assert loas("compare", wl, "--fidelity", "both", "--out", out).returncode == 0
+    assert (out / "compare.csv").is_file()
+    r = loas("compare", wl, "--fidelity", "paper", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["paper.csv", "paper.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    r = loas("sim", wl, "--fidelity", "both", "--design", "gamma", "--out", mine)
+    assert r.returncode == 2 and "notes.txt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (mine / "notes.txt").read_text() == "keep" and not (mine / "fidelity.csv").exists()

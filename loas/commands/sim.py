@@ -167,6 +167,11 @@ def _sim_paper(args, cfg, econf, inputs) -> int:
     from sim.report import check_timesteps, run_design
 
     check_paper_designs([args.design])
+    if args.fidelity == "both":
+        from sim.atomic import check_target
+        from sim.report import COMPARE_TARGET
+
+        check_target(args.out, **COMPARE_TARGET)  # before the work
     paper = run_paper(args.design, inputs, cfg, _paper_energy(args))
     meta = {"workload": str(args.workload), "design": args.design, "sample": args.sample,
             "loop_order": cfg.loop_order, "fidelity": args.fidelity}
@@ -179,7 +184,7 @@ def _sim_paper(args, cfg, econf, inputs) -> int:
     check_timesteps(inputs, cfg, _config_name(args))
     ours = run_design(args.design, inputs, cfg, econf)
     rows = side_by_side(args.design, ours, paper, cfg.pes)
-    files = write_fidelity_report(args.out, rows, meta)
+    files = _report_whole(args.out, lambda tmp: write_fidelity_report(tmp, rows, meta))
     emit(args, {**meta, "rows": rows, "report": [str(f) for f in files]},
          lambda: [f"{args.design} on {args.workload}: paper method vs cycle-level ({cfg.pes} PEs)", format_rows(rows),
                   f"report: {', '.join(str(f) for f in files)}"])
@@ -267,11 +272,22 @@ def _failed(failures) -> int:
     return 0
 
 
+def _report_whole(out, write) -> list[Path]:
+    """A --fidelity report folder written whole: ``write(tmp)`` writes its files into a temp folder
+    that replaces ``out`` in one rename (sim.atomic.replace_dir); returns the files' paths under ``out``."""
+    from sim.atomic import replace_dir
+    from sim.report import COMPARE_TARGET
+
+    with replace_dir(out, **COMPARE_TARGET) as tmp:
+        names = [f.name for f in write(Path(tmp))]
+    return [Path(out) / n for n in names]
+
+
 def _compare_paper(args, cfg, econf, designs, inputs) -> int:
     """`loas compare --fidelity paper|both`."""
     from sim.fidelity import (check_paper_designs, format_rows, format_speedups, run_paper, side_by_side,
                               speedup_rows, write_fidelity_report, write_paper_report)
-    from sim.report import check_timesteps, compare, run_design, write_compare_report
+    from sim.report import COMPARE_FILES, _compare_files, check_timesteps, compare, run_design
 
     check_paper_designs(designs)
     pe = _paper_energy(args)
@@ -287,12 +303,13 @@ def _compare_paper(args, cfg, econf, designs, inputs) -> int:
         for d in names:
             rows += side_by_side(d, ours[d], paper[d], cfg.pes)
     sp = speedup_rows(paper, ours, layers)
-    if ours is None:
-        files = write_paper_report(args.out, paper, sp, meta)
-    else:
-        files = write_compare_report(args.out, ours, compare(ours), {k: meta[k] for k in ("workload", "sample",
-                                                                                           "layers")})
-        files += write_fidelity_report(args.out, rows, meta, sp)
+    def write(tmp):
+        if ours is None:
+            return write_paper_report(tmp, paper, sp, meta)
+        _compare_files(tmp, ours, compare(ours), {k: meta[k] for k in ("workload", "sample", "layers")})
+        return [tmp / n for n in COMPARE_FILES] + write_fidelity_report(tmp, rows, meta, sp)
+
+    files = _report_whole(args.out, write)
 
     def text():
         what = "paper method vs cycle-level" if ours else "paper method"
