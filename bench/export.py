@@ -1,4 +1,4 @@
-"""Export speed: one sample of every spike layer of the CIFAR-shaped VGG16 (issue 3's benchmark).
+"""Export speed: one sample of every spike layer of the CIFAR-shaped VGG16.
 
 Random weights magnitude-pruned to 98 % (the trained LoAS weights are not public), one random
 normalised 32x32x3 image, T = 4; the export includes the golden-model check of every layer.

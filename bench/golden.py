@@ -1,6 +1,6 @@
 """Golden-model speed and memory on LoAS-sized layers (VGG16 GEMM shapes, spec/snn.md section 2).
 
-Writes bench/results/golden.json. Target (issue 2): VGG16 conv2 (M=1024, K=576, N=64, T=4) well
+Writes bench/results/golden.json. Target: VGG16 conv2 (M=1024, K=576, N=64, T=4) well
 under a second, memory proportional to the layer.
 """
 

@@ -1,4 +1,4 @@
-"""RTL benchmarks (issue 4): laggy-vs-fast prefix-sum loss, cycles against the bounds of
+"""RTL benchmarks: laggy-vs-fast prefix-sum loss, cycles against the bounds of
 spec/loas.md section 9, and RTL simulation speed of the 16-TPPE core.
 
 Usage: python bench/rtl.py [WORKLOAD] [--rtl LAYER] [--simulator verilator|icarus]
