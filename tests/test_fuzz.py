@@ -17,3 +17,15 @@ def test_mutants_exit_0_1_2_without_traceback(tmp_path, target):
     assert r.cases == 25 and not r.tracebacks and not r.multiline, (r.tracebacks + r.multiline)[:2]
     assert not r.slow and not r.rewritten_inputs and fz.good_unchanged()
     assert r.codes.get(2, 0) > 0  # the mutants do reach the validation
+
+
+def test_the_good_inputs_are_accepted(tmp_path):
+    # mutants start from inputs the command line accepts, so a mutant's refusal is the mutation's doing
+    from fuzzing import call
+
+    fz = Fuzzer(tmp_path)
+    assert call(["trace", "verify", fz.wl])[0] == 0
+    assert call(["sim", fz.wl, "--config", fz.good / "loas.yaml", "--energy", fz.good / "energy.yaml"])[0] == 0
+    rc, out, err = call(["trace", "import-prosperity", fz.pickle, "--name", "fz", "--out", tmp_path / "out",
+                         "--weight-sparsity", "0.5"])
+    assert rc == 0, err

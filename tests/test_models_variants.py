@@ -9,6 +9,7 @@ from models.export import export_workload
 from models.layers import SpikeLinear
 from models.zoo import VARIANTS, ZOO, build, gemm_layers, gemm_shapes
 from sim.trace import load_workload
+from test_models_export import lively
 
 
 def _table_vs_model(arch, variant, **kw):
@@ -91,23 +92,9 @@ def test_checkpoints_record_the_variant(tmp_path):
     assert "pool2" in build_from_meta(old).stages  # a checkpoint without a variant is ours
 
 
-def _lively(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) * 2 + 0.5)
-            m.bias.data.copy_(torch.rand(c, generator=g) * 0.8)
-        if isinstance(m, torch.nn.Conv2d):
-            m.weight.data.mul_((torch.rand(m.weight.shape, generator=g) > 0.6).float())
-    return model.eval()
-
-
 def test_export_loas_resnet19_writes_the_shortcuts_as_layers(tmp_path):
     torch.manual_seed(0)
-    model = _lively(build("resnet19", width=4, variant="loas"))
+    model = lively(build("resnet19", width=4, variant="loas"))
     rep = export_workload(model, torch.randn(2, 3, 32, 32), torch.tensor([1, 2]), tmp_path / "w", name="r")
     names = [r["name"] for r in rep["layers"]]
     assert names == [l.name for l in gemm_layers("resnet19", "loas", width=4)]
