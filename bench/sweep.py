@@ -3,9 +3,9 @@ with the cycle model, run (a) directly in this process, (b) on the embedded clus
 (c) with 2 workers. Reports points/s, the 2-worker scaling ratio and the engine's overhead per task
 (submit, scatter, result transfer and the store's Parquet write) against calling the model directly.
 
-A point is one (configuration, layer): 40 configurations (pes x lookahead x result_slots x schedule)
-over VGG16's spike layers (the 12 convs of the imported data: 480 points; 13 layers with the classifier
-in the synthetic one, --synthetic: 520). The workload is the real LoAS VGG16 spikes imported from
+A point is one (configuration, layer): 48 configurations (pes x lookahead x result_slots x schedule)
+over VGG16's spike layers (the 12 convs of the imported data: 576 points; 13 layers with the classifier
+in the synthetic one, --synthetic: 624). The workload is the real LoAS VGG16 spikes imported from
 ../shared/data/prosperity-loas (synthetic pruned weights, 98.23 % sparse) when present, else the
 synthetic VGG16 at the paper's densities.
 
@@ -40,7 +40,7 @@ _DATA = [Path(os.environ["LOAS_SHARED_DATA"])] if "LOAS_SHARED_DATA" in os.envir
     [ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"]
 PKL = next((d / "prosperity-loas" / "vgg16_cifar10_loas.pkl" for d in _DATA
             if (d / "prosperity-loas" / "vgg16_cifar10_loas.pkl").is_file()), Path("/nonexistent"))
-PARAMS = {"pes": [4, 8, 16, 32, 64], "lookahead": [1, 4], "result_slots": [1, 4], "schedule": ["lockstep", "dynamic"]}
+PARAMS = {"pes": [4, 8, 12, 16, 32, 64], "lookahead": [1, 4], "result_slots": [1, 4], "schedule": ["lockstep", "dynamic"]}
 QUICK = {"pes": [8, 16], "lookahead": [1, 4], "result_slots": [4], "schedule": ["lockstep", "dynamic"]}
 
 
@@ -59,7 +59,7 @@ def workload(tmp: Path, synthetic: bool):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="8 configurations instead of 40")
+    ap.add_argument("--quick", action="store_true", help="8 configurations instead of 48")
     ap.add_argument("--synthetic", action="store_true", help="synthetic VGG16 even if the shared data is present")
     args = ap.parse_args()
     params = QUICK if args.quick else PARAMS
