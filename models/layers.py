@@ -391,3 +391,17 @@ def prunable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
         for n, m in model.named_modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
+
+
+def init_weights(model: nn.Module, conv_init) -> None:
+    """The initialisation LoAS's VGG and the official SNASNet share: ``conv_init(weight)`` for convs,
+    BN weight 1 and bias 0, Linear weights N(0, 0.01), every bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            conv_init(m.weight)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)

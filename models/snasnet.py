@@ -37,7 +37,7 @@ from spikingjelly.activation_based import functional, layer
 
 from sim.errors import UserError
 
-from .layers import check_T, make_lif, seq_apply
+from .layers import check_T, init_weights, make_lif, seq_apply
 
 #: operation code -> name.
 OPS = {0: "none", 1: "identity", 2: "lif-conv1x1-bn", 3: "lif-conv3x3-bn", 4: "avgpool3x3"}
@@ -403,18 +403,7 @@ LEGACY_OPTIONS = dict(fc1_bias=True, init="torch", dropout="timestep", bn_stats=
 def official_init(model: nn.Module) -> None:
     """The official SNASNet initialisation: kaiming_uniform (a = 2) convs, Linear weights N(0, 0.01),
     zero biases, BN weight 1 and bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_uniform_(m.weight, a=2)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    init_weights(model, lambda w: nn.init.kaiming_uniform_(w, a=2))
 
 
 class SNASNet(nn.Module):

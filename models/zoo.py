@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from .layers import (
+    init_weights,
     INPUT_GAIN,
     ResidualBlock,
     SpikeConv,
@@ -178,17 +179,7 @@ def check_variant(variant) -> str:
 def _init_loas_vgg(model: nn.Module) -> None:
     """LoAS VGG._initialize_weights: convs Kaiming normal (fan_out, relu), BN 1/0, fc N(0, 0.01),
     biases 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
+    init_weights(model, lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
 
 
 def _init_loas_alexnet(model: nn.Module) -> None:
