@@ -154,28 +154,27 @@ def speedup_rows(paper: dict, ours: dict | None, layers: list[str]) -> list[dict
     from sim.paper import paper_totals
     from sim.report import totals
 
+    def ratios(res: dict, d: str, i: int | None, total, energy: str):
+        """(baseline / LoAS cycles, baseline / LoAS energy) of layer i, or of the network (i None)."""
+        if i is None:
+            lo, bo = total(res["loas"]), total(res[d])
+            cl, cd, el, ed = lo["cycles"], bo["cycles"], lo["energy"], bo["energy"]
+        else:
+            lo, bo = res["loas"][i], res[d][i]
+            cl, cd, el, ed = lo.cycles, bo.cycles, getattr(lo, energy), getattr(bo, energy)
+        return (cd / cl if cl else None), (ed / el if el else None)
+
     rows = []
     for d in paper:
         if d == "loas":
             continue
         for i, name in enumerate([*layers, "network"]):
-            if name == "network":
-                pl, pd = paper_totals(paper["loas"]), paper_totals(paper[d])
-                pcl, pcd, pel, ped = pl["cycles"], pd["cycles"], pl["energy"], pd["energy"]
-            else:
-                pcl, pcd = paper["loas"][i].cycles, paper[d][i].cycles
-                pel, ped = paper["loas"][i].energy, paper[d][i].energy
-            r = {"baseline": d, "layer": name, "paper_speedup": pcd / pcl if pcl else None,
-                 "paper_energy_efficiency": ped / pel if pel else None}
+            at = None if name == "network" else i
+            sp, ee = ratios(paper, d, at, paper_totals, "energy")
+            r = {"baseline": d, "layer": name, "paper_speedup": sp, "paper_energy_efficiency": ee}
             if ours is not None:
-                if name == "network":
-                    ol, od = totals(ours["loas"]), totals(ours[d])
-                    ocl, ocd, oel, oed = ol["cycles"], od["cycles"], ol["energy"], od["energy"]
-                else:
-                    ocl, ocd = ours["loas"][i].cycles, ours[d][i].cycles
-                    oel, oed = ours["loas"][i].energy_total, ours[d][i].energy_total
-                r.update(cycle_speedup=ocd / ocl if ocl else None,
-                         cycle_energy_efficiency=oed / oel if oel else None)
+                sp, ee = ratios(ours, d, at, totals, "energy_total")
+                r.update(cycle_speedup=sp, cycle_energy_efficiency=ee)
             rows.append(r)
     return rows
 
