@@ -1,0 +1,97 @@
+"""cocotb side of the native-speed testbench ``loas_tb`` (hw/harness.py), driven by
+hw.cosim.run_native.
+
+Per layer: write the load image (hex), set the layer registers and the testbench's randomness,
+change ``seq`` and await ONE ``RisingEdge(finished)``; the simulator loads, runs and captures the
+layer without Python. Then the scoreboard (here, in Python): every output word and output fiber
+against sim.golden, the cycle count against sim.tppe.core_cycles (equal without backpressure, at
+least the model's with it), nothing missing, nothing twice. One JSON line per layer goes to the
+results file as soon as it is known (the caller's progress bar and resumption read it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cocotb
+from cocotb.triggers import RisingEdge, Timer
+
+from hw.harness import image_bytes, read_capture, write_image
+from hw.host import Collector, check, load_image
+from hw.regress import cases
+from sim.params import Capacity, CoreParams
+from sim.tppe import core_cycles
+
+
+def _set(dut, **values):
+    for name, v in values.items():
+        getattr(dut, name).value = int(v)
+
+
+def score(case, beats, params: CoreParams, rtl_cycles: int, timeout: bool, overflow: bool) -> dict:
+    """The scoreboard of one layer: a result record (``pass`` and why not)."""
+    M, N = case.words.shape[0], case.weights.shape[1]
+    col = Collector(M, N, params.pes)
+    col.add(beats["lane"], beats["row"], beats["n"], beats["word"], beats["nz"], beats["index"])
+    chk = check(col, case.words, case.weights, case.bias, case.lif, params.timesteps, case.n_mask)
+    model = core_cycles(case.words, case.weights, params).total
+    bad = list(chk.mismatches)
+    if timeout:
+        bad.insert(0, f"timeout: done never rose within the cycle budget ({len(beats['row'])} beats)")
+    if overflow:
+        bad.insert(0, "more output beats than the capture holds")
+    cycles_ok = rtl_cycles == model if not case.backpressure else rtl_cycles >= model
+    if not cycles_ok and not timeout:
+        bad.append(f"cycles: rtl {rtl_cycles}, model {model}"
+                   + (" (with backpressure the RTL may only be slower)" if case.backpressure else ""))
+    return {"pass": not bad, "outputs_ok": chk.match and not timeout and not overflow, "cycles_ok": cycles_ok,
+            "model_cycles": int(model), "outputs_checked": chk.outputs_checked, "mismatches": bad[:10]}
+
+
+@cocotb.test()
+async def run_layers(dut):
+    cfg = json.loads(Path(os.environ["LOAS_NATIVE_IN"]).read_text())
+    params, cap = CoreParams(**cfg["params"]), Capacity(**cfg["cap"])
+    image_path, capture_path = cfg["image"], cfg["capture"]
+    _set(dut, rst=1, seq=0, reload=0, n_words=0, idle_thresh=0, bp_thresh=0, seed=0, budget=0,
+         threshold=0, decay_shift=0, n_mask=0, rows=1, cols=1, chunks=1)
+    await Timer(10, unit="ns")
+    dut.rst.value = 0
+    await Timer(4, unit="ns")
+    seq = 0
+    with open(cfg["results"], "a") as out:
+        for case in cases(cfg["source"], params, cap):
+            t0 = time.perf_counter()
+            image = load_image(case.words, case.weights, case.bias, params, all_chunks=True)
+            n_words = write_image(image_path, image, params)
+            M, K = case.words.shape
+            N = case.weights.shape[1]
+            # A hung core is abandoned after a budget well above any plausible run.
+            budget = int(M * N * (params.chunks(K) + 8) * 4 / max(0.05, 1 - case.backpressure)) + 20_000
+            seq += 1
+            _set(dut, reload=1, n_words=n_words, idle_thresh=int(case.idle * 65536),
+                 bp_thresh=int(case.backpressure * 65536), seed=case.seed, budget=budget,
+                 threshold=case.lif.threshold, decay_shift=case.lif.decay_shift, n_mask=case.n_mask,
+                 rows=M, cols=N, chunks=params.chunks(K))
+            dut.seq.value = seq
+            t1 = time.perf_counter()
+            await RisingEdge(dut.finished)
+            sim_s = time.perf_counter() - t1
+            rtl = int(dut.rtl_cycles.value)
+            load_c, run_c = int(dut.load_cycles.value), int(dut.run_cycles.value)
+            beats = read_capture(capture_path, int(dut.beats.value), params, cap)
+            res = score(case, beats, params, rtl, bool(int(dut.timeout.value)), bool(int(dut.overflow.value)))
+            sim_cycles = load_c + run_c + 6  # + the sequencer's own cycles
+            res.update({"case": case.name, **case.meta, "M": M, "K": K, "N": N, "rtl_cycles": rtl,
+                        "load_cycles": load_c, "sim_cycles": sim_cycles, "sim_s": round(sim_s, 5),
+                        "sim_cycles_per_s": round(sim_cycles / sim_s) if sim_s > 0 else None,
+                        "wall_s": round(time.perf_counter() - t0, 4), "image_words": n_words,
+                        "dram_bytes": image_bytes(image, params, cap), "idle": case.idle,
+                        "backpressure": case.backpressure, "n_mask": case.n_mask})
+            out.write(json.dumps(res) + "\n")
+            out.flush()
+            if not res["pass"] and cfg.get("stop_on_fail", True):
+                break
