@@ -179,7 +179,7 @@ VERILATOR_ARGS = VERILATOR_WAIVERS + ["-O2", "--x-assign", "fast", "--x-initial"
 # large enough to be split into several C++ files; restore gcc's flag. -O1 instead of -Os roughly
 # halves the C++ compile time of the 16-TPPE core at a similar speed. Its coroutine and C++ standard
 # flags are empty too; --timing (the native testbench's clock) needs them. Only the build's make sees it.
-VERILATOR_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0 CFG_CXXFLAGS_COROUTINES=-fcoroutines "
+VERILATOR_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2 OPT_SLOW=-O0 CFG_CXXFLAGS_COROUTINES=-fcoroutines "
                        "CFG_CXXFLAGS_STD=-std=gnu++20")
 
 

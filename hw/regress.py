@@ -36,15 +36,18 @@ class Case:
     meta: dict = field(default_factory=dict)
 
 
-def workload_cases(workload: str, items) -> "iter[Case]":
-    """Cases of (layer, sample) pairs of a workload (name or path)."""
+def workload_cases(workload: str, items, idle: float = 0.0, backpressure: float = 0.0,
+                   seed: int = 1) -> "iter[Case]":
+    """Cases of (layer, sample) pairs of a workload (name or path), with the testbench's load idle
+    and output backpressure probabilities."""
     from sim.trace import load_workload
 
     wl = load_workload(workload)
-    for name, sample in items:
+    for i, (name, sample) in enumerate(items):
         layer = wl.layer(name)
         yield Case(f"{name}/{sample}", layer.words(sample), layer.weights_kn(), layer.bias, layer.lif,
-                   layer.n_mask, meta={"layer": name, "sample": int(sample)})
+                   layer.n_mask, idle=idle, backpressure=backpressure, seed=seed + i,
+                   meta={"layer": name, "sample": int(sample)})
 
 
 #: Capacity of every regression build: the largest random layer (draw_layer keeps inside it).
