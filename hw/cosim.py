@@ -129,10 +129,15 @@ def _rtl_digest() -> str:
     import inspect
 
     files = [f for f in sorted((ROOT / "hw").glob("*.py"))
-             if f.name not in ("cosim.py", "host.py", "blocks.py", "amsim.py", "regress.py", "__init__.py")]
+             if f.name not in ("cosim.py", "host.py", "blocks.py", "amsim.py", "regress.py", "harness.py",
+                               "__init__.py")]
     files += sorted((ROOT / "hw" / "tb").glob("*.v"))
-    for fn in (to_verilog, top_ports, _compact_zero_inits, _kick_comb_blocks, verilator_commands, _build_locked):
-        h.update(inspect.getsource(fn).encode())  # the parts of this file a build depends on
+    from hw import harness
+
+    for fn in (to_verilog, top_ports, _compact_zero_inits, _kick_comb_blocks, verilator_commands, _build_locked,
+               tb_design, harness.tb_verilog, harness.depths, harness.core_ports):
+        h.update(inspect.getsource(fn).encode())  # the parts of this file and hw.harness a build depends on
+    h.update(repr(harness.LAYER_INPUTS).encode())
     for f in files + [ROOT / "sim" / "params.py"]:
         h.update(f.name.encode())
         h.update(f.read_bytes())

@@ -203,3 +203,30 @@ def image_bytes(image, params, cap) -> int:
     per = {s.value: -(-width[MEMORIES[s]] // 8) for s in MemSel}
     sels = np.fromiter((s for s, _, _ in image), dtype=np.int64, count=len(image))
     return int(sum(per[s] * int(n) for s, n in zip(*np.unique(sels, return_counts=True))))
+
+
+def score(case, beats, params, rtl_cycles: int, timeout: bool = False, overflow: bool = False) -> dict:
+    """The scoreboard of one layer (run by the cocotb test): every output word and output fiber
+    against sim.golden (hw.host.check), nothing missing, nothing twice, and the cycle count against
+    sim.tppe.core_cycles (equal; with output backpressure at least the model's). Returns the
+    record's verdict fields: ``pass``, ``outputs_ok``, ``cycles_ok``, ``model_cycles``,
+    ``outputs_checked``, ``mismatches`` (the first ten reasons)."""
+    from hw.host import Collector, check
+    from sim.tppe import core_cycles
+
+    M, N = case.words.shape[0], case.weights.shape[1]
+    col = Collector(M, N, params.pes)
+    col.add(beats["lane"], beats["row"], beats["n"], beats["word"], beats["nz"], beats["index"])
+    chk = check(col, case.words, case.weights, case.bias, case.lif, params.timesteps, case.n_mask)
+    model = core_cycles(case.words, case.weights, params).total
+    bad = list(chk.mismatches)
+    if timeout:
+        bad.insert(0, f"timeout: done never rose within the cycle budget ({len(beats['row'])} beats)")
+    if overflow:
+        bad.insert(0, "more output beats than the capture holds")
+    cycles_ok = rtl_cycles == model if not case.backpressure else rtl_cycles >= model
+    if not cycles_ok and not timeout:
+        bad.append(f"cycles: rtl {rtl_cycles}, model {model}"
+                   + (" (with backpressure the RTL may only be slower)" if case.backpressure else ""))
+    return {"pass": not bad, "outputs_ok": chk.match and not timeout and not overflow, "cycles_ok": cycles_ok,
+            "model_cycles": int(model), "outputs_checked": chk.outputs_checked, "mismatches": bad[:10]}

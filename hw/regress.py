@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim.golden import LIFParams
-from sim.params import Capacity, CoreParams
+from sim.params import SHARED, Capacity, CoreParams
 
 
 @dataclass
@@ -50,16 +50,18 @@ def workload_cases(workload: str, items, idle: float = 0.0, backpressure: float 
                    meta={"layer": name, "sample": int(sample)})
 
 
-#: Capacity of every regression build: the largest random layer (draw_layer keeps inside it).
-REGRESS_CAP = Capacity(rows=320, cols=224, k=1024, a_nnz=1 << 15, b_nnz=1 << 14, bias_bits=16)
-#: The regression's builds: T from 1 to 16, both schedules, lookahead 1..4, FIFO, result slots,
-#: laggy adders, row prefetch and segment cache on and off. Small P keeps each build short.
+#: Capacity of every regression build: the shared build's (sim.params.SHARED), so that build 0 is
+#: also the one `loas rtl sim` makes for a 2-lane config and build 4 the paper configuration's.
+REGRESS_CAP = SHARED
+#: The regression's builds: T from 1 to 16, both schedules, lookahead 1..4, FIFO depth, result
+#: slots, laggy adders, row prefetch and segment cache on and off, 2 to 16 lanes.
 REGRESS_BUILDS = [
-    CoreParams(pes=4, timesteps=4),
+    CoreParams(pes=2),
     CoreParams(pes=3, timesteps=16, schedule="dynamic", lookahead=2, result_slots=2, fifo_depth=4),
     CoreParams(pes=2, timesteps=1, lookahead=1, result_slots=1, laggy_adders=32, row_prefetch=False),
     CoreParams(pes=5, timesteps=7, schedule="dynamic", lookahead=3, fifo_depth=2, laggy_adders=8,
                seg_cache=False, row_prefetch=False),
+    CoreParams(),
 ]
 
 

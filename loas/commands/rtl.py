@@ -90,10 +90,30 @@ def _check_available(simulator: str) -> None:
                         + (" (apt-get install iverilog)" if simulator == "icarus" else ""))
 
 
-def _bar(total: int, desc: str):
-    from tqdm import tqdm
+class _Bar:
+    """A tqdm progress bar over layers, opened at the first result (after the build's own lines)."""
 
-    return tqdm(total=total, desc=desc, unit="layer", file=sys.stderr, dynamic_ncols=True, leave=False)
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.bar = total, desc, None
+
+    def update(self, n: int = 1):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="layer", file=sys.stderr, dynamic_ncols=True,
+                            leave=False)
+        self.bar.update(n)
+
+    def write(self, text: str):
+        print(text, file=sys.stderr, flush=True) if self.bar is None else self.bar.write(text, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _bar(total: int, desc: str) -> _Bar:
+    return _Bar(total, desc)
 
 
 def cmd_sim(args) -> int:
@@ -114,7 +134,7 @@ def cmd_sim(args) -> int:
     if cfg.weight_bits != 8:
         raise UserError(f"config weight_bits={cfg.weight_bits}: the traces hold int8 weights")
     wl = load_workload(args.workload)
-    names = wl.layer_names() if args.layer == "all" else [wl.layer(args.layer).name]
+    names = wl.layer_names if args.layer == "all" else [wl.layer(args.layer).name]
     items, skipped, caps = [], [], []
     for name in names:
         layer = wl.layer(name)
@@ -240,7 +260,8 @@ def cmd_regress(args) -> int:
                 if not r["pass"]:
                     bar.write(f"FAIL {r['case']} on build {b}: " + "; ".join(r["mismatches"][:3]))
 
-            bar.update(min(len(done), n))
+            if done:
+                bar.update(min(len(done), n))
             left = n - len(done)
             if left > 0:
                 run = run_native(params, REGRESS_CAP, {"kind": "random", "seed": args.seed, "start": len(done),

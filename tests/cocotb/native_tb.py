@@ -19,36 +19,15 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import RisingEdge, Timer
 
-from hw.harness import image_bytes, read_capture, write_image
-from hw.host import Collector, check, load_image
+from hw.harness import image_bytes, read_capture, score, write_image
+from hw.host import load_image
 from hw.regress import cases
 from sim.params import Capacity, CoreParams
-from sim.tppe import core_cycles
 
 
 def _set(dut, **values):
     for name, v in values.items():
         getattr(dut, name).value = int(v)
-
-
-def score(case, beats, params: CoreParams, rtl_cycles: int, timeout: bool, overflow: bool) -> dict:
-    """The scoreboard of one layer: a result record (``pass`` and why not)."""
-    M, N = case.words.shape[0], case.weights.shape[1]
-    col = Collector(M, N, params.pes)
-    col.add(beats["lane"], beats["row"], beats["n"], beats["word"], beats["nz"], beats["index"])
-    chk = check(col, case.words, case.weights, case.bias, case.lif, params.timesteps, case.n_mask)
-    model = core_cycles(case.words, case.weights, params).total
-    bad = list(chk.mismatches)
-    if timeout:
-        bad.insert(0, f"timeout: done never rose within the cycle budget ({len(beats['row'])} beats)")
-    if overflow:
-        bad.insert(0, "more output beats than the capture holds")
-    cycles_ok = rtl_cycles == model if not case.backpressure else rtl_cycles >= model
-    if not cycles_ok and not timeout:
-        bad.append(f"cycles: rtl {rtl_cycles}, model {model}"
-                   + (" (with backpressure the RTL may only be slower)" if case.backpressure else ""))
-    return {"pass": not bad, "outputs_ok": chk.match and not timeout and not overflow, "cycles_ok": cycles_ok,
-            "model_cycles": int(model), "outputs_checked": chk.outputs_checked, "mismatches": bad[:10]}
 
 
 @cocotb.test()
