@@ -354,7 +354,9 @@ def build_native(params, cap, simulator: str = "verilator", waves: bool = False)
     import dataclasses
 
     spec = {"params": dataclasses.asdict(params), "cap": dataclasses.asdict(cap)}
-    return build("loas_tb", lambda: tb_design(params, cap), spec, simulator, waves, verilator_args=["--timing"])
+    # Icarus: the top writes its VCD itself (+loas_vcd), the build is the same with or without.
+    return build("loas_tb", lambda: tb_design(params, cap), spec, simulator, waves and simulator == "verilator",
+                 verilator_args=["--timing"])
 
 
 def build_info(bdir: Path) -> dict:

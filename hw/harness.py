@@ -176,8 +176,9 @@ def read_capture(path, count: int, params, cap) -> dict:
     lay = lane_layout(params, cap)
     if count == 0:
         return {k: np.zeros(0, np.int64) for k in ("lane", "row", "n", "word", "nz", "index")}
-    text = Path(path).read_text().split()
-    vals = [int(t, 16) for t in text if not t.startswith("//")][:count]
+    # Icarus heads the file with an address comment ("// 0x00000000"); Verilator writes none.
+    lines = Path(path).read_text().splitlines()
+    vals = [int(t, 16) for t in (x.strip() for x in lines) if t and not t.startswith("//")][:count]
     if lay.size + 8 <= 63:
         v = np.array(vals, dtype=np.int64)
         out = {"lane": v >> lay.size}
