@@ -214,15 +214,26 @@ def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bo
             _say(f"reusing the {simulator} build of {kind} (cache key {key}, built meanwhile)")
             return bdir
         # The expected time is the last build's of this top and simulator, stored beside the builds.
-        last = BUILD / simulator / f"{kind}.last_build_s"
+        lanes = params.get("params", {}).get("pes") if isinstance(params, dict) else None
+        last = BUILD / simulator / (f"{kind}-p{lanes}.last_build_s" if lanes else f"{kind}.last_build_s")
         try:
             expect = f"the last one took {float(last.read_text()):.0f} s"
         except (OSError, ValueError):
             expect = "no earlier build to time it by (a Verilator build of the 16-TPPE core takes minutes)"
-        _say(f"building the {simulator} model of {kind} (cache key {key}); {expect}; later runs reuse it")
+        what = f"{kind} ({lanes} lanes)" if lanes else kind
+        _say(f"building the {simulator} model of {what} (cache key {key}); {expect}; later runs reuse it")
+        import resource
+
         t0 = time.perf_counter()
+        cpu0 = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         _build_locked(kind, make, params, simulator, waves, bdir, verilator_args)
-        last.write_text(f"{time.perf_counter() - t0:.1f}\n")
+        wall = time.perf_counter() - t0
+        cpu = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        # CPU seconds beside wall time: on a shared machine the wall time says more about the others.
+        used = [round(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime, 1) for a, b in zip(cpu0, cpu)]
+        (bdir / "cpu.json").write_text(json.dumps({"wall_s": round(wall, 1), "generate_cpu_s": used[0],
+                                                   "compile_cpu_s": used[1]}))
+        last.write_text(f"{wall:.1f}\n")
     return bdir
 
 
@@ -360,11 +371,16 @@ def build_native(params, cap, simulator: str = "verilator", waves: bool = False)
 
 
 def build_info(bdir: Path) -> dict:
-    """Where a build's time went (``generate_s``, ``compile_s``; empty for a build without a record)."""
-    try:
-        return json.loads((bdir / "timing.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    """Where a build's time went: ``generate_s``, ``compile_s`` (wall), ``generate_cpu_s``,
+    ``compile_cpu_s`` (CPU seconds of this process and of the compiler processes); empty for a build
+    without a record."""
+    out = {}
+    for name in ("timing.json", "cpu.json"):
+        try:
+            out.update(json.loads((bdir / name).read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves: bool = False,
