@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 
 from loas.commands import add_json, emit, group
-from loas.options import SIMULATORS, add_config, add_layer, add_out, add_sample, add_seed, add_workload, positive
+from loas.options import (SIMULATORS, add_config, add_layer, add_out, add_sample, add_seed, add_workload, int_range,
+                          positive)
 
 
 def _samples(text: str):
@@ -54,6 +55,8 @@ def register(sub):
     p.add_argument("--idle", type=_fraction, default=0.0, help="random idle cycles on the load stream (probability)")
     p.add_argument("--backpressure", type=_fraction, default=0.0,
                    help="random backpressure on the output streams (probability; cycles then only >= the model's)")
+    p.add_argument("--tb-seed", type=int_range(1, 2**31 - 1), default=1,
+                   help="seed of the testbench's idle and backpressure patterns (layer i: seed + i)")
     add_json(p)
     p.set_defaults(func=cmd_sim)
 
@@ -66,6 +69,8 @@ def register(sub):
     p.add_argument("--simulator", default="verilator", choices=SIMULATORS, help="RTL simulator")
     add_out(p, "build/regress", "directory of the results (resumable) and of a failing layer's reproducer")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out's results")
+    p.add_argument("--chunk", type=positive, default=250,
+                   help="layers per build before the next build's turn (one simulator process each)")
     add_json(p)
     p.set_defaults(func=cmd_regress)
 
@@ -170,7 +175,7 @@ def cmd_sim(args) -> int:
     t0 = time.perf_counter()
     try:
         out = run_native(params, cap, {"kind": "workload", "workload": str(wl.path), "items": items,
-                                       "idle": args.idle, "backpressure": args.backpressure},
+                                       "idle": args.idle, "backpressure": args.backpressure, "seed": args.tb_seed},
                          simulator=args.simulator, waves=args.waves, stop_on_fail=False,
                          on_result=lambda r: bar.update(1))
     finally:
@@ -243,47 +248,60 @@ def cmd_regress(args) -> int:
     state.write_text(json.dumps({"seed": args.seed, "simulator": args.simulator, "count": args.count}))
     bar = _bar(args.count, f"regress seed {args.seed}")
     t0 = time.perf_counter()
-    totals = {"layers": 0, "pass": 0, "sim_cycles": 0, "sim_s": 0.0, "outputs_checked": 0}
+    files = [out / f"build{b}.jsonl" for b in range(len(builds))]
+
+    def records(b):
+        f = files[b]
+        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+
+    def summary(failure=None):
+        recs = [r for b in range(len(builds)) for r in records(b)[: per[b]]]
+        return {"seed": args.seed, "count": args.count, "simulator": args.simulator, "layers": len(recs),
+                "pass": sum(r["pass"] for r in recs), "mismatches": sum(not r["pass"] for r in recs),
+                "outputs_checked": sum(r["outputs_checked"] for r in recs),
+                "sim_cycles": sum(r["sim_cycles"] for r in recs), "sim_s": round(sum(r["sim_s"] for r in recs), 1),
+                "per_build": [len(records(b)[: per[b]]) for b in range(len(builds))],
+                "wall_s": round(time.perf_counter() - t0, 1), "complete": failure is None and
+                all(len(records(b)) >= per[b] for b in range(len(builds))),
+                "command": f"loas rtl regress --count {args.count} --seed {args.seed}"
+                           + (f" --builds {args.builds}" if args.builds else ""),
+                "builds": [dataclasses.asdict(p) for p in builds], "capacity": dataclasses.asdict(REGRESS_CAP)}
+
     failure = None
+    for b in range(len(builds)):
+        bad = [r for r in records(b) if not r["pass"]]
+        if bad:  # a resumed run whose failure was recorded: report it again
+            failure = (b, builds[b], bad[0])
+            break
+    resumed = sum(min(len(records(b)), per[b]) for b in range(len(builds)))
+    if resumed:
+        bar.update(resumed)
+    # Round robin in chunks, so that every build is exercised early in a long run.
+    chunk = max(1, min(args.chunk, max(per)))
     try:
-        for b, (params, n) in enumerate(zip(builds, per)):
-            res_file = out / f"build{b}.jsonl"
-            done = [json.loads(x) for x in res_file.read_text().splitlines()] if res_file.exists() else []
-            done = [r for r in done if r.get("case")]
-            bad = [r for r in done if not r["pass"]]
-            if bad:  # a resumed run whose failure was recorded: report it again
-                failure = (b, params, bad[0])
+        while failure is None:
+            todo = [(b, per[b] - len(records(b))) for b in range(len(builds)) if len(records(b)) < per[b]]
+            if not todo:
                 break
+            for b, left in todo:
+                def seen(r, b=b):
+                    bar.update(1)
+                    if not r["pass"]:
+                        bar.write(f"FAIL {r['case']} on build {b}: " + "; ".join(r["mismatches"][:3]))
 
-            def seen(r):
-                bar.update(1)
-                if not r["pass"]:
-                    bar.write(f"FAIL {r['case']} on build {b}: " + "; ".join(r["mismatches"][:3]))
-
-            if done:
-                bar.update(min(len(done), n))
-            left = n - len(done)
-            if left > 0:
-                run = run_native(params, REGRESS_CAP, {"kind": "random", "seed": args.seed, "start": len(done),
-                                                        "count": left},
-                                 simulator=args.simulator, results=res_file, on_result=seen, stop_on_fail=True)
-                done += run["results"]
-            for r in done[:n]:
-                totals["layers"] += 1
-                totals["pass"] += r["pass"]
-                totals["sim_cycles"] += r["sim_cycles"]
-                totals["sim_s"] += r["sim_s"]
-                totals["outputs_checked"] += r["outputs_checked"]
-            bad = [r for r in done if not r["pass"]]
-            if bad:
-                failure = (b, params, bad[0])
-                break
+                run = run_native(builds[b], REGRESS_CAP, {"kind": "random", "seed": args.seed,
+                                                          "start": len(records(b)), "count": min(left, chunk)},
+                                 simulator=args.simulator, results=files[b], on_result=seen, stop_on_fail=True)
+                bad = [r for r in run["results"] if not r["pass"]]
+                (out / "summary.json").write_text(json.dumps(summary(), indent=2) + "\n")
+                if bad:
+                    failure = (b, builds[b], bad[0])
+                    break
     finally:
         bar.close()
     wall = time.perf_counter() - t0
-    res = {"seed": args.seed, "count": args.count, "simulator": args.simulator, **totals,
-           "mismatches": totals["layers"] - totals["pass"], "wall_s": round(wall, 1),
-           "builds": [dataclasses.asdict(p) for p in builds], "capacity": dataclasses.asdict(REGRESS_CAP)}
+    res = summary(failure)
+    totals = res
     lines = []
     if failure:
         b, params, r = failure
@@ -291,12 +309,15 @@ def cmd_regress(args) -> int:
         d = out / f"repro-{case.name}"
         if d.exists():
             shutil.rmtree(d)
-        cfg = {k: getattr(params, k) for k in ("pes", "lookahead", "result_slots", "fifo_depth", "laggy_adders",
-                                                 "seg_cache", "row_prefetch", "schedule")}
-        cmd = (f"loas rtl regress --seed {args.seed} --count {args.count} (layer {r['index']} of build {b}: {cfg}); "
-               f"or: loas rtl sim {d} --layer layer --config CONFIG.yaml with those fields"
-               f" --idle {case.idle:.3f} --backpressure {case.backpressure:.3f}")
+        fields = ("pes", "timesteps", "chunk_bits", "laggy_adders", "fifo_depth", "lookahead", "result_slots",
+                  "seg_cache", "row_prefetch", "schedule")
+        cfg_text = "".join(f"{k}: {str(getattr(params, k)).lower() if isinstance(getattr(params, k), bool) else getattr(params, k)}\n"
+                           for k in fields)
+        cmd = (f"loas rtl sim {d} --layer layer --config {d / 'config.yaml'} --idle {case.idle!r} "
+               f"--backpressure {case.backpressure!r} --tb-seed {case.seed} "
+               f"(layer {r['index']} of build {b} of loas rtl regress --seed {args.seed} --count {args.count})")
         write_reproducer(d, case, params, cmd)
+        (d / "config.yaml").write_text(cfg_text)
         res.update({"failure": r, "reproducer": str(d), "command": cmd})
         lines.append(f"FAIL {r['case']} (M={r['M']} K={r['K']} N={r['N']}) on build {b}: "
                      + "; ".join(r["mismatches"][:5]))
