@@ -409,7 +409,7 @@ def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves
         setup_verilator()
     with tempfile.TemporaryDirectory(prefix="native-", dir=bdir) as tmp:
         tmp = Path(tmp)
-        res_path = Path(results) if results is not None else tmp / "results.jsonl"
+        res_path = Path(results).resolve() if results is not None else tmp / "results.jsonl"
         skip = len(res_path.read_text().splitlines()) if res_path.exists() else 0
         inp = tmp / "in.json"
         inp.write_text(json.dumps({"params": dataclasses.asdict(params), "cap": dataclasses.asdict(cap),
