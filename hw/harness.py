@@ -206,12 +206,14 @@ def image_bytes(image, params, cap) -> int:
     return int(sum(per[s] * int(n) for s, n in zip(*np.unique(sels, return_counts=True))))
 
 
-def score(case, beats, params, rtl_cycles: int, timeout: bool = False, overflow: bool = False) -> dict:
+def score(case, beats, params, rtl_cycles: int, timeout: bool = False, overflow: bool = False,
+          model: int | None = None) -> dict:
     """The scoreboard of one layer (run by the cocotb test): every output word and output fiber
     against sim.golden (hw.host.check), nothing missing, nothing twice, and the cycle count against
     sim.tppe.core_cycles (equal; with output backpressure at least the model's). Returns the
     record's verdict fields: ``pass``, ``outputs_ok``, ``cycles_ok``, ``model_cycles``,
-    ``outputs_checked``, ``mismatches`` (the first ten reasons)."""
+    ``outputs_checked``, ``mismatches`` (the first ten reasons). ``model``: the model's cycles
+    when the caller has them already."""
     from hw.host import Collector, check
     from sim.tppe import core_cycles
 
@@ -219,7 +221,8 @@ def score(case, beats, params, rtl_cycles: int, timeout: bool = False, overflow:
     col = Collector(M, N, params.pes)
     col.add(beats["lane"], beats["row"], beats["n"], beats["word"], beats["nz"], beats["index"])
     chk = check(col, case.words, case.weights, case.bias, case.lif, params.timesteps, case.n_mask)
-    model = core_cycles(case.words, case.weights, params).total
+    if model is None:
+        model = core_cycles(case.words, case.weights, params).total
     bad = list(chk.mismatches)
     if timeout:
         bad.insert(0, f"timeout: done never rose within the cycle budget ({len(beats['row'])} beats)")

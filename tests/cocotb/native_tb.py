@@ -23,6 +23,7 @@ from hw.harness import image_bytes, read_capture, score, write_image
 from hw.host import load_image
 from hw.regress import cases
 from sim.params import Capacity, CoreParams
+from sim.tppe import core_cycles
 
 
 def _set(dut, **values):
@@ -48,8 +49,9 @@ async def run_layers(dut):
             n_words = write_image(image_path, image, params)
             M, K = case.words.shape
             N = case.weights.shape[1]
-            # A hung core is abandoned after a budget well above any plausible run.
-            budget = int(M * N * (params.chunks(K) + 8) * 4 / max(0.05, 1 - case.backpressure)) + 20_000
+            # A hung core is abandoned after a budget well above the timing model's cycles.
+            model = core_cycles(case.words, case.weights, params).total
+            budget = int((2 * model + 1000) / max(0.05, 1 - case.backpressure)) + 20_000
             seq += 1
             _set(dut, reload=1, n_words=n_words, idle_thresh=int(case.idle * 65536),
                  bp_thresh=int(case.backpressure * 65536), seed=case.seed, budget=budget,
@@ -62,7 +64,8 @@ async def run_layers(dut):
             rtl = int(dut.rtl_cycles.value)
             load_c, run_c = int(dut.load_cycles.value), int(dut.run_cycles.value)
             beats = read_capture(capture_path, int(dut.beats.value), params, cap)
-            res = score(case, beats, params, rtl, bool(int(dut.timeout.value)), bool(int(dut.overflow.value)))
+            res = score(case, beats, params, rtl, bool(int(dut.timeout.value)), bool(int(dut.overflow.value)),
+                        model=model)
             sim_cycles = load_c + run_c + 6  # + the sequencer's own cycles
             res.update({"case": case.name, **case.meta, "M": M, "K": K, "N": N, "rtl_cycles": rtl,
                         "load_cycles": load_c, "sim_cycles": sim_cycles, "sim_s": round(sim_s, 5),
