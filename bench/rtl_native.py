@@ -54,10 +54,13 @@ def _run(wl_path, items, params, simulator="verilator"):
     out = run_native(params, cap, {"kind": "workload", "workload": str(wl_path), "items": items},
                      simulator=simulator, stop_on_fail=False)
     rows = [{k: r[k] for k in ("layer", "sample", "M", "K", "N", "pass", "rtl_cycles", "model_cycles",
-                               "load_cycles", "sim_cycles", "sim_s", "sim_cycles_per_s", "wall_s", "dram_bytes")}
+                               "load_cycles", "sim_cycles", "sim_s", "sim_cycles_per_s", "sim_cpu_s",
+                               "sim_cycles_per_cpu_s", "wall_s", "dram_bytes")}
             for r in out["results"]]
     sim_c, sim_s = sum(r["sim_cycles"] for r in rows), sum(r["sim_s"] for r in rows)
-    return {"workload": wl.name, "simulator": simulator, "pes": params.pes, "capacity": dataclasses.asdict(cap),
+    cpu_s = sum(r["sim_cpu_s"] for r in rows)
+    return {"sim_cpu_s": round(cpu_s, 3), "sim_cycles_per_cpu_s": round(sim_c / cpu_s) if cpu_s else None,
+            "workload": wl.name, "simulator": simulator, "pes": params.pes, "capacity": dataclasses.asdict(cap),
             "build_dir": out["build_dir"], "build": out["build"], "rows": rows,
             "all_pass": all(r["pass"] for r in rows), "sim_cycles": sim_c, "sim_s": round(sim_s, 3),
             "sim_cycles_per_s": round(sim_c / sim_s) if sim_s else None,
@@ -97,7 +100,8 @@ def main() -> int:
                              simulator="icarus", stop_on_fail=False)
             rows = out["results"]
             sim_c, sim_s = sum(r["sim_cycles"] for r in rows), sum(r["sim_s"] for r in rows)
-            res["icarus"] = {"pes": 1, "layers": len(rows), "all_pass": all(r["pass"] for r in rows),
+            cpu_s = sum(r["sim_cpu_s"] for r in rows)
+            res["icarus"] = {"sim_cpu_s": round(cpu_s, 3), "sim_cycles_per_cpu_s": round(sim_c / cpu_s) if cpu_s else None,"pes": 1, "layers": len(rows), "all_pass": all(r["pass"] for r in rows),
                              "sim_cycles": sim_c, "sim_s": round(sim_s, 3),
                              "sim_cycles_per_s": round(sim_c / sim_s) if sim_s else None, "build": out["build"]}
         else:
@@ -117,7 +121,8 @@ def _markdown(res) -> str:
     lines = ["# RTL simulation speed (native-speed testbench)", "",
              f"`{res['command']}` on {res['machine']}; {res['config']}. Simulated cycles include the in-simulator",
              "load of each layer's image (one word per cycle) and the run; cycles/s = simulated cycles / simulator wall",
-             "time of the layer (no Python in it). DRAM bytes: the load image's words at their memory widths (the",
+             "time of the layer (no Python in it); per CPU s = per CPU second of the simulator process (the",
+             "machine was shared: CPU seconds measure the simulator, wall seconds also the others). DRAM bytes: the load image's words at their memory widths (the",
              "core has no DRAM port).", ""]
     for key in ("default", "vgg16"):
         r = res.get(key)
@@ -127,21 +132,22 @@ def _markdown(res) -> str:
             lines += [f"## {key}: skipped ({r['skipped']})", ""]
             continue
         b = r["build"]
-        lines += [f"## {r['workload']} (Verilator, P={r['pes']}): {r['sim_cycles_per_s']} cycles/s overall, "
-                  f"all PASS: {r['all_pass']}", "",
+        lines += [f"## {r['workload']} (Verilator, P={r['pes']}): {r['sim_cycles_per_cpu_s']} cycles per CPU s, "
+                  f"{r['sim_cycles_per_s']} cycles per wall s, all PASS: {r['all_pass']}", "",
                   f"Build: Verilog generation {b.get('generate_s')} s, Verilator + C++ {b.get('compile_s')} s "
                   f"(reused when cached). Wall after the build: {r['wall_s_after_build']} s.", "",
-                  "| layer | sample | M x K x N | result | RTL cycles | model cycles | simulated cycles | cycles/s | wall s | DRAM bytes |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| layer | sample | M x K x N | result | RTL cycles | model cycles | simulated cycles | cycles/CPU s | cycles/wall s | wall s | DRAM bytes |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for x in r["rows"]:
             lines.append(f"| {x['layer']} | {x['sample']} | {x['M']} x {x['K']} x {x['N']} | {'PASS' if x['pass'] else 'FAIL'} "
-                         f"| {x['rtl_cycles']} | {x['model_cycles']} | {x['sim_cycles']} | {x['sim_cycles_per_s']} "
+                         f"| {x['rtl_cycles']} | {x['model_cycles']} | {x['sim_cycles']} | {x['sim_cycles_per_cpu_s']} | {x['sim_cycles_per_s']} "
                          f"| {x['wall_s']:.2f} | {x['dram_bytes']} |")
         lines.append("")
     ic = res.get("icarus")
     if ic:
         lines += ([f"## Icarus: skipped ({ic['skipped']})", ""] if "skipped" in ic else
-                  [f"## Icarus (1-lane core, {ic['layers']} random layers): {ic['sim_cycles_per_s']} cycles/s, "
+                  [f"## Icarus (1-lane core, {ic['layers']} random layers): {ic['sim_cycles_per_cpu_s']} cycles per CPU s, "
+                   f"{ic['sim_cycles_per_s']} per wall s, "
                    f"all PASS: {ic['all_pass']}", ""])
     rg = res.get("regress")
     if rg:

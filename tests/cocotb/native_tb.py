@@ -58,9 +58,11 @@ async def run_layers(dut):
                  threshold=case.lif.threshold, decay_shift=case.lif.decay_shift, n_mask=case.n_mask,
                  rows=M, cols=N, chunks=params.chunks(K))
             dut.seq.value = seq
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             await RisingEdge(dut.finished)
-            sim_s = time.perf_counter() - t1
+            # Wall and CPU time of the simulator (this process) on the layer: on a shared machine the
+            # CPU seconds say how fast the simulation is, the wall seconds also how busy the machine is.
+            sim_s, sim_cpu = time.perf_counter() - t1, time.process_time() - c1
             rtl = int(dut.rtl_cycles.value)
             load_c, run_c = int(dut.load_cycles.value), int(dut.run_cycles.value)
             beats = read_capture(capture_path, int(dut.beats.value), params, cap)
@@ -70,6 +72,8 @@ async def run_layers(dut):
             res.update({"case": case.name, **case.meta, "M": M, "K": K, "N": N, "rtl_cycles": rtl,
                         "load_cycles": load_c, "sim_cycles": sim_cycles, "sim_s": round(sim_s, 5),
                         "sim_cycles_per_s": round(sim_cycles / sim_s) if sim_s > 0 else None,
+                        "sim_cpu_s": round(sim_cpu, 5),
+                        "sim_cycles_per_cpu_s": round(sim_cycles / sim_cpu) if sim_cpu > 0 else None,
                         "wall_s": round(time.perf_counter() - t0, 4), "image_words": n_words,
                         "dram_bytes": image_bytes(image, params, cap), "idle": case.idle,
                         "backpressure": case.backpressure, "n_mask": case.n_mask})
