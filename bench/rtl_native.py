@@ -51,7 +51,7 @@ def _run(wl_path, items, params, simulator="verilator"):
     caps = [Capacity.fit(wl.layer(n).words(s), wl.layer(n).weights_kn(), wl.layer(n).bias) for n, s in items]
     cap = Capacity(**{f.name: max(getattr(c, f.name) for c in caps) for f in dataclasses.fields(Capacity)})
     t0 = time.perf_counter()
-    out = run_native(params, cap, {"kind": "workload", "workload": str(wl_path), "items": items},
+    out = run_native(params, cap, {"kind": "workload", "workload": str(Path(wl_path).resolve()), "items": items},
                      simulator=simulator, stop_on_fail=False)
     rows = [{k: r[k] for k in ("layer", "sample", "M", "K", "N", "pass", "rtl_cycles", "model_cycles",
                                "load_cycles", "sim_cycles", "sim_s", "sim_cycles_per_s", "sim_cpu_s",

@@ -174,7 +174,7 @@ def cmd_sim(args) -> int:
     bar = _bar(len(items), f"{wl.name} on {args.simulator}")
     t0 = time.perf_counter()
     try:
-        out = run_native(params, cap, {"kind": "workload", "workload": str(wl.path), "items": items,
+        out = run_native(params, cap, {"kind": "workload", "workload": str(wl.path.resolve()), "items": items,
                                        "idle": args.idle, "backpressure": args.backpressure, "seed": args.tb_seed},
                          simulator=args.simulator, waves=args.waves, stop_on_fail=False,
                          on_result=lambda r: bar.update(1))
