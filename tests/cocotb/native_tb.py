@@ -4,8 +4,8 @@ hw.cosim.run_native.
 Per layer: write the load image (hex), set the layer registers and the testbench's randomness,
 change ``seq`` and await ONE ``RisingEdge(finished)``; the simulator loads, runs and captures the
 layer without Python. Then the scoreboard (here, in Python): every output word and output fiber
-against sim.golden, the cycle count against sim.tppe.core_cycles (equal without backpressure, at
-least the model's with it), nothing missing, nothing twice. One JSON line per layer goes to the
+against sim.golden, the cycle count against sim.tppe.core_cycles (hw.harness.score), nothing
+missing, nothing twice. One JSON line per layer goes to the
 results file as soon as it is known (the caller's progress bar and resumption read it).
 """
 
