@@ -108,6 +108,15 @@ def random_cases(seed: int, start: int, count: int, params: dict, cap: dict) -> 
 SOURCES = {"workload": workload_cases, "random": random_cases}
 
 
+def save_json(path, obj) -> None:
+    """Write a regression record (state, summary) atomically (sim/atomic.py)."""
+    import json
+
+    from sim.atomic import write_file
+
+    write_file(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
 def cases(source: dict, params: CoreParams, cap: Capacity):
     """The cases a testbench run's ``source`` (JSON: ``kind`` and that source's arguments) names."""
     kw = {k: v for k, v in source.items() if k != "kind"}

@@ -231,7 +231,7 @@ def cmd_regress(args) -> int:
     from sim.atomic import check_output
 
     from hw.cosim import run_native
-    from hw.regress import REGRESS_BUILDS, REGRESS_CAP, draw_layer, write_reproducer
+    from hw.regress import REGRESS_BUILDS, REGRESS_CAP, draw_layer, save_json, write_reproducer
 
     _check_available(args.simulator)
     out = check_output(args.out)
@@ -245,7 +245,7 @@ def cmd_regress(args) -> int:
     if prev is None:
         for f in out.glob("build*.jsonl"):
             f.unlink()
-    state.write_text(json.dumps({"seed": args.seed, "simulator": args.simulator, "count": args.count}))
+    save_json(state, {"seed": args.seed, "simulator": args.simulator, "count": args.count})
     bar = _bar(args.count, f"regress seed {args.seed}")
     t0 = time.perf_counter()
     files = [out / f"build{b}.jsonl" for b in range(len(builds))]
@@ -293,7 +293,7 @@ def cmd_regress(args) -> int:
                                                           "start": len(records(b)), "count": min(left, chunk)},
                                  simulator=args.simulator, results=files[b], on_result=seen, stop_on_fail=True)
                 bad = [r for r in run["results"] if not r["pass"]]
-                (out / "summary.json").write_text(json.dumps(summary(), indent=2) + "\n")
+                save_json(out / "summary.json", summary())
                 if bad:
                     failure = (b, builds[b], bad[0])
                     break
@@ -325,7 +325,7 @@ def cmd_regress(args) -> int:
     lines.append(f"{totals['pass']}/{totals['layers']} random layers PASS on {len(builds)} builds "
                  f"({totals['outputs_checked']} output words, every fiber, every cycle count); "
                  f"{totals['sim_cycles']} cycles simulated in {totals['sim_s']:.1f} s, wall {wall:.1f} s")
-    (out / "summary.json").write_text(json.dumps(res, indent=2) + "\n")
+    save_json(out / "summary.json", res)
     emit(args, res, lines)
     return 1 if failure else 0
 
