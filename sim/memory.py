@@ -108,3 +108,105 @@ def dram_bytes_per_cycle(cfg) -> float:
 
 def capacity_bytes(cfg) -> int:
     return cfg.buffer.capacity_kb * 1024
+
+
+# The accelerator's memory system (hw/README.md "Accelerator"; hw/accel.py is its RTL) ------------
+#: Descriptor registers, in register-index order (all 32 bits): layer shape, tiling, LIF settings,
+#: region base addresses (bytes, line-aligned).
+DESC_FIELDS = ("m", "n", "chunks", "tile_rows", "tile_cols", "n_tiles", "threshold", "decay_shift", "n_mask",
+               "a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias", "o_mask", "o_val", "o_cnt")
+#: Regions the fetch unit reads (the trace's fiber format) and the writer writes.
+FETCH_REGIONS = ("a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias")
+WRITE_REGIONS = ("o_mask", "o_val", "o_cnt")
+#: Operand of each region (sim.memory.OPERANDS categories).
+REGION_OPERAND = {"a_mask": "bitmasks", "b_mask": "bitmasks", "o_mask": "bitmasks", "a_val": "spikes",
+                  "b_val": "weights", "a_ptr": "bitmasks", "b_ptr": "bitmasks", "bias": "weights",
+                  "o_val": "outputs", "o_cnt": "outputs"}
+
+
+def elem_bits(region: str, chip) -> int:
+    """Bits of one element of a fetched region in DRAM (and in the buffer)."""
+    if region in ("a_mask", "b_mask"):
+        return chip.core.chunk_bits
+    if region == "a_val":
+        return chip.value_bits
+    if region == "b_val":
+        return chip.weight_store_bits
+    return 32
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def slot_lines(cols: int, chip) -> tuple[int, int]:
+    """DRAM lines of one output slot (one row of one B tile of ``cols`` columns): mask lines and
+    packed-word lines, each rounded up to a power of two (a burst never crosses a slot)."""
+    D = chip.mem.data_bits
+    return _pow2(-(-cols // D)), _pow2(-(-cols * chip.value_bits // D))
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a layer runs on a chip: A tiles of ``tile_rows`` rows (``groups`` of them), B tiles of
+    ``tile_cols`` columns (``n_tiles``); B is fetched once when one tile holds all N columns, else
+    once per row group (mntk)."""
+
+    M: int
+    N: int
+    C: int
+    tile_rows: int
+    tile_cols: int
+
+    @property
+    def groups(self) -> int:
+        return -(-self.M // self.tile_rows)
+
+    @property
+    def n_tiles(self) -> int:
+        return -(-self.N // self.tile_cols)
+
+    def rows(self, g: int) -> tuple[int, int]:
+        m0 = g * self.tile_rows
+        return m0, min(self.tile_rows, self.M - m0)
+
+    def cols(self, j: int) -> tuple[int, int]:
+        n0 = j * self.tile_cols
+        return n0, min(self.tile_cols, self.N - n0)
+
+
+def tiling(M: int, K: int, N: int, chip) -> Tiling:
+    return Tiling(M=M, N=N, C=chip.core.chunks(K), tile_rows=min(M, chip.tile_rows), tile_cols=min(N, chip.tile_cols))
+
+
+def region_sizes(M: int, N: int, C: int, a_nnz: int, b_nnz: int, chip, til: Tiling) -> dict:
+    """Bytes of every region of the DRAM image (before line alignment)."""
+    ml, vl = slot_lines(til.tile_cols, chip)
+    lb = chip.mem.line_bytes
+    slots = M * til.n_tiles
+    e = {r: elem_bits(r, chip) for r in FETCH_REGIONS}
+    return {"a_mask": nbytes(M * C * e["a_mask"]), "a_val": nbytes(a_nnz * e["a_val"]),
+            "a_ptr": nbytes((M + 1) * 32), "b_mask": nbytes(N * C * e["b_mask"]),
+            "b_val": nbytes(b_nnz * e["b_val"]), "b_ptr": nbytes((N + 1) * 32), "bias": nbytes(N * 32),
+            "o_mask": slots * ml * lb, "o_val": slots * vl * lb, "o_cnt": slots * 4}
+
+
+def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
+    """The fetch unit's jobs in order, per tile: a list of (tiles, jobs) where jobs are (region,
+    first element, count) with count > 0 (the tile controller skips empty jobs), then the core runs
+    tile (g, j) and the writer writes it. B is fetched for every tile unless one tile holds every
+    column (then only with the first row group)."""
+    C = til.C
+    out = []
+    for g in range(til.groups):
+        m0, R = til.rows(g)
+        jobs = [("a_ptr", m0, R + 1), ("a_mask", m0 * C, R * C),
+                ("a_val", int(a_ptr[m0]), int(a_ptr[m0 + R] - a_ptr[m0]))]
+        for j in range(til.n_tiles):
+            n0, Nt = til.cols(j)
+            if til.n_tiles > 1 or g == 0:
+                jobs += [("b_ptr", n0, Nt + 1), ("b_mask", n0 * C, Nt * C),
+                         ("b_val", int(b_ptr[n0]), int(b_ptr[n0 + Nt] - b_ptr[n0])), ("bias", n0, Nt)]
+            out.append(((g, j), [jb for jb in jobs if jb[2] > 0]))
+            jobs = []
+    return out
