@@ -136,9 +136,7 @@ class Fetcher(wiring.Component):
                 m.d.sync += state.eq(Mux(line > last_line, 3, 1))
         with m.Elif(left != 0):
             m.d.sync += [idx.eq(idx + 1), left.eq(left - 1)]
-        with m.If((state == 3) & (left <= 1) & ~(r.valid & r.ready)):
-            m.d.sync += state.eq(Mux(left == 0, 0, 3))
-        with m.If((state == 3) & (left == 0)):
+        with m.If((state == 3) & (left <= 1)):  # the job's last element goes out in this cycle
             m.d.sync += state.eq(0)
         # Element out of buf.
         raw = Signal(32 if chip.core.chunk_bits <= 32 else chip.core.chunk_bits)

@@ -210,3 +210,121 @@ def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
             out.append(((g, j), [jb for jb in jobs if jb[2] > 0]))
             jobs = []
     return out
+
+
+@dataclass(frozen=True)
+class AccelTiming:
+    """Cycles and bytes of one layer on the accelerator (hw/accel.py) with the deterministic DRAM
+    model: ``cycles`` (the RTL's ``cycles`` counter), ``compute`` (core cycles summed over tiles),
+    ``fetch`` / ``write`` (cycles of the fetch and write phases), ``fetch_wait`` (fetch-unit cycles
+    waiting for DRAM), DRAM ``bytes_read`` / ``bytes_written`` per region, ``words_loaded``
+    (buffer writes by the fetch unit), ``tiles``."""
+
+    cycles: int
+    compute: int
+    fetch: int
+    write: int
+    fetch_wait: int
+    bytes_read: dict
+    bytes_written: dict
+    words_loaded: int
+    tiles: int
+
+    def traffic(self) -> "Traffic":
+        """DRAM bytes by operand (buffer bytes: the fetch unit's writes are the DRAM reads)."""
+        tr = Traffic()
+        for r, n in {**self.bytes_read, **self.bytes_written}.items():
+            tr.add("dram", REGION_OPERAND[r], n)
+        return tr
+
+
+def _job_time(t: int, base: int, eb: int, first: int, count: int, mp) -> tuple[int, int, int]:
+    """One fetch job accepted in cycle t: (cycle of its last element write, lines read, cycles
+    waiting for DRAM) -- the timing contract of hw.accel.Fetcher and hw.amsim.DramModel."""
+    D, lb, L, G, B = mp.data_bits, mp.line_bytes, mp.latency, mp.beat_cycles, mp.burst_beats
+    epl = D // eb
+    l0 = base // lb + first // epl
+    l1 = base // lb + (first + count - 1) // epl
+    lines = np.arange(l0, l1 + 1)
+    e = np.full(lines.size, epl, dtype=np.int64)
+    e[0] = min(count, epl - first % epl)
+    if lines.size > 1:
+        e[-1] = count - e[0] - epl * (lines.size - 2)
+    starts = [0] + [i for i in range(1, lines.size) if lines[i] % B == 0] + [lines.size]
+    a = t + 1  # AR in the cycle after the job is accepted
+    prev_end = None
+    for b0, b1 in zip(starts[:-1], starts[1:]):
+        eb_ = e[b0:b1]
+        k = np.arange(b1 - b0)
+        E = np.concatenate(([0], np.cumsum(eb_)[:-1]))
+        avail = a + L + k * G
+        if prev_end is not None:
+            avail[0] = max(avail[0], prev_end)
+        s = E + np.maximum.accumulate(avail - E)
+        prev_end = int(s[-1] + eb_[-1])  # the cycle the burst's last element is written
+        a = int(s[-1]) + 1
+    last = prev_end
+    busy = last - t  # cycles t+1 .. last
+    return last, lines.size, busy - count
+
+
+def accel_timing(words, weights, out_words, chip) -> AccelTiming:
+    """Cycles and bytes of a layer on ``hw.accel.Accelerator(chip)`` with the deterministic DRAM
+    model (hw/README.md "Accelerator"): fetch jobs one after another (:func:`fetch_jobs`), the core
+    per tile (:func:`sim.tppe.core_cycles`), the writer per tile. ``out_words`` (M, N): the layer's
+    output words (their non-zeros size the packed output writes)."""
+    from sim.fibers import spike_fibers, weight_fibers
+    from sim.tppe import core_cycles
+
+    words = np.asarray(words)
+    weights = np.asarray(weights)
+    M, K = words.shape
+    N = weights.shape[1]
+    mp, p = chip.mem, chip.core
+    D, lb, L = mp.data_bits, mp.line_bytes, mp.latency
+    til = tiling(M, K, N, chip)
+    fa, fb = spike_fibers(words, p.chunk_bits), weight_fibers(weights, p.chunk_bits)
+    sizes = region_sizes(M, N, til.C, fa.nnz, fb.nnz, chip, til)
+    bases, at = {}, 0
+    for r, n in sizes.items():
+        bases[r] = at
+        at += -(-max(1, n) // lb) * lb
+    ml, vl = slot_lines(til.tile_cols, chip)
+    nz = np.asarray(out_words) != 0
+    rd = dict.fromkeys(FETCH_REGIONS, 0)
+    wr = dict.fromkeys(WRITE_REGIONS, 0)
+    t = 0  # cycle of the current controller state (0 = first state after start)
+    compute = fetch = write = wait = loaded = 0
+    for (g, j), jobs in fetch_jobs(fa.ptr, fb.ptr, til):
+        m0, R = til.rows(g)
+        n0, Nt = til.cols(j)
+        t0 = t
+        for region, first, count in jobs:
+            if region in ("a_val", "b_val") and count == 0:
+                t += 1
+                continue
+            last, lines, w_ = _job_time(t, bases[region], elem_bits(region, chip), first, count, mp)
+            rd[region] += lines * lb
+            wait += w_
+            loaded += count
+            t = last + 2
+        t += 1  # B_TILE (every tile passes it, whether B is fetched or resident)
+        fetch += t - t0
+        core = core_cycles(words[m0:m0 + R], weights[:, n0:n0 + Nt], p).total
+        compute += core
+        t += 1 + core + 2  # RUN, the core's run, done seen
+        # Writer: WRITE (1), then per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats, VAL_AW, value beats.
+        tw = t
+        cnt = nz[m0:m0 + R, n0:n0 + Nt].sum(axis=1)
+        mb = -(-Nt // D)
+        vb = -(-cnt * chip.value_bits // D)
+        rows_cycles = int((5 + mb + vb).sum())
+        end = t + 1 + rows_cycles  # cycle after the last row's last state (the final ROW)
+        y = end - 1 - (1 if vb[-1] == 0 else 0)  # last W beat
+        t = max(end + 1, y + L + 1) + 1
+        write += t - tw
+        wr["o_cnt"] += 4 * R
+        wr["o_mask"] += mb * lb * R
+        wr["o_val"] += int(vb.sum()) * lb
+    return AccelTiming(cycles=t, compute=compute, fetch=fetch, write=write, fetch_wait=wait, bytes_read=rd,
+                       bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles)
