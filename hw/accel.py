@@ -30,9 +30,17 @@ REGION_SEL = {"a_mask": MemSel.A_MASK, "a_val": MemSel.A_VAL, "a_ptr": MemSel.A_
 def fetch_job_layout(chip: ChipParams) -> data.StructLayout:
     """One fetch job: ``count`` elements of region ``sel`` from element ``first`` of the region
     at byte address ``base``, into the core memory from address 0; ``rebase`` subtracts the first
-    element's value from every element (pointers of a tile start at 0)."""
+    element's value, rounded down to a multiple of 2^``align``, from every element (pointers of a
+    tile start at the first value's place in its line); ``lines`` writes whole lines (A_VAL, B_VAL:
+    the core's line-wide value memories) instead of one element per beat."""
     a = chip.mem.addr_bits
-    return data.StructLayout({"sel": MemSel, "base": a, "first": 32, "count": 32, "rebase": 1})
+    return data.StructLayout({"sel": MemSel, "base": a, "first": 32, "count": 32, "rebase": 1, "align": 5,
+                              "lines": 1})
+
+
+def line_align(region: str, chip: ChipParams) -> int:
+    """log2 of the elements per DRAM line of a value region (the rebase alignment of its pointers)."""
+    return (chip.mem.data_bits // elem_bits(region, chip)).bit_length() - 1
 
 
 def csr_layout() -> data.StructLayout:
@@ -63,7 +71,7 @@ class Fetcher(wiring.Component):
         super().__init__({
             "job": In(stream.Signature(fetch_job_layout(chip))),
             "axi": Out(AXIReadSignature(m.addr_bits, m.data_bits)),
-            "load": Out(stream.Signature(load_layout(chip.core))),
+            "load": Out(stream.Signature(load_layout(chip.core, chip.mem.data_bits))),
             "busy": Out(1), "first_val": Out(32), "last_val": Out(32), "clear": In(1),
             "bytes_read": Out(data.ArrayLayout(32, len(FETCH_REGIONS))), "dram_wait": Out(32),
         })
@@ -127,8 +135,8 @@ class Fetcher(wiring.Component):
         slot0 = Signal(32)
         m.d.comb += slot0.eq(Mux(rline == first_line, job.first & (epl - 1), 0))
         in_line = Signal(32)  # elements of this line that belong to the job
-        m.d.comb += in_line.eq(Mux(job.count - written - (left != 0) < epl - slot0,
-                                   job.count - written - (left != 0), epl - slot0))
+        m.d.comb += in_line.eq(Mux(job.lines, 1, Mux(job.count - written - (left != 0) < epl - slot0,
+                                                     job.count - written - (left != 0), epl - slot0)))
         with m.If(r.valid & r.ready):
             m.d.sync += [buf.eq(r.payload.data), idx.eq(slot0), left.eq(in_line), rline.eq(rline + 1),
                          beats_left.eq(beats_left - 1)]
@@ -146,8 +154,9 @@ class Fetcher(wiring.Component):
                 m.d.comb += raw.eq(buf.word_select(idx[:max(1, (D // eb - 1).bit_length())] if D // eb > 1 else 0, eb))
         ld = self.load
         is_first = written == 0
+        sub = Mux(is_first, raw[:32], self.first_val) >> job.align << job.align
         m.d.comb += [ld.valid.eq(left != 0), ld.payload.sel.eq(job.sel), ld.payload.addr.eq(written),
-                     ld.payload.data.eq(Mux(job.rebase, Mux(is_first, 0, raw[:32] - self.first_val), raw))]
+                     ld.payload.data.eq(Mux(job.lines, buf, Mux(job.rebase, raw[:32] - sub, raw)))]
         with m.If(ld.valid & ld.ready):
             m.d.sync += [written.eq(written + 1), self.last_val.eq(raw[:32])]
             with m.If(is_first):
@@ -382,11 +391,12 @@ class TileController(wiring.Component):
         jp = self.job.payload
         b_needed = (regs["n_tiles"] != 1) | (g == 0)
 
-        def fetch(name, sel, base, first, count, rebase, nxt, after=None, skip_if_empty=False):
+        def fetch(name, sel, base, first, count, rebase, nxt, after=None, skip_if_empty=False, align=0, lines=0):
             """States ``name`` (present the job) and ``name``_WAIT (until the fetch unit is done)."""
             with m.State(name):
                 m.d.comb += [running.eq(1), self.job.valid.eq(1), jp.sel.eq(sel), jp.base.eq(base),
-                             jp.first.eq(first), jp.count.eq(count), jp.rebase.eq(rebase)]
+                             jp.first.eq(first), jp.count.eq(count), jp.rebase.eq(rebase), jp.align.eq(align),
+                             jp.lines.eq(lines)]
                 if skip_if_empty:
                     with m.If(count == 0):
                         m.d.comb += self.job.valid.eq(0)
@@ -412,19 +422,19 @@ class TileController(wiring.Component):
                         m.d.comb += self.clear.eq(1)
                         m.d.sync += [g_m0.eq(0), g.eq(0), j.eq(0), j_n0.eq(0), self.cycles.eq(0), self.compute.eq(0)]
                         m.next = "A_PTR"
-            fetch("A_PTR", MemSel.A_PTR, regs["a_ptr"], g_m0, R + 1, 1, "A_MASK",
+            fetch("A_PTR", MemSel.A_PTR, regs["a_ptr"], g_m0, R + 1, 1, "A_MASK", align=line_align("a_val", self.chip),
                   after=lambda: m.d.sync.__iadd__([a_lo.eq(self.first_val), a_hi.eq(self.last_val)]))
             fetch("A_MASK", MemSel.A_MASK, regs["a_mask"], g_m0 * C, R * C, 0, "A_VAL")
-            fetch("A_VAL", MemSel.A_VAL, regs["a_val"], a_lo, a_hi - a_lo, 0, "B_TILE", skip_if_empty=True)
+            fetch("A_VAL", MemSel.A_VAL, regs["a_val"], a_lo, a_hi - a_lo, 0, "B_TILE", skip_if_empty=True, lines=1)
             with m.State("B_TILE"):
                 m.d.comb += running.eq(1)
                 m.next = "B_PTR"
                 with m.If(~b_needed):
                     m.next = "RUN"
-            fetch("B_PTR", MemSel.B_PTR, regs["b_ptr"], j_n0, Nt + 1, 1, "B_MASK",
+            fetch("B_PTR", MemSel.B_PTR, regs["b_ptr"], j_n0, Nt + 1, 1, "B_MASK", align=line_align("b_val", self.chip),
                   after=lambda: m.d.sync.__iadd__([b_lo.eq(self.first_val), b_hi.eq(self.last_val)]))
             fetch("B_MASK", MemSel.B_MASK, regs["b_mask"], j_n0 * C, Nt * C, 0, "B_VAL")
-            fetch("B_VAL", MemSel.B_VAL, regs["b_val"], b_lo, b_hi - b_lo, 0, "BIAS", skip_if_empty=True)
+            fetch("B_VAL", MemSel.B_VAL, regs["b_val"], b_lo, b_hi - b_lo, 0, "BIAS", skip_if_empty=True, lines=1)
             fetch("BIAS", MemSel.BIAS, regs["bias"], j_n0, Nt, 0, "RUN")
             with m.State("RUN"):
                 m.d.comb += [running.eq(1), self.core_start.eq(1)]
@@ -486,7 +496,7 @@ class Accelerator(wiring.Component):
             "bytes_read": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
             "bytes_written": Out(data.ArrayLayout(32, len(WRITE_REGIONS))), "words_loaded": Out(32),
         })
-        self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip), "core": Core(chip.core, chip.capacity()),
+        self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip), "core": Core(chip.core, chip.capacity(), line_bits=chip.mem.data_bits),
                       "writer": OutputWriter(chip)}
 
     def elaborate(self, platform):

@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.compress import OutputCompressor
 from hw.params import Capacity, CoreParams, Widths, validated, bits
+from sim.memory import LINE_REGIONS
 from sim.params import SCHEDULES  # noqa: F401 (re-export: the schedulers below, one per name)
 from hw.plif import PLIF
 from hw.tppe import TPPE, MaskWindowSignature, comb_read, tie_enables
@@ -36,9 +37,15 @@ MEMORIES = {MemSel.A_MASK: "a_mask", MemSel.A_VAL: "a_val", MemSel.A_PTR: "a_ptr
             MemSel.B_VAL: "b_val", MemSel.B_PTR: "b_ptr", MemSel.BIAS: "bias"}
 
 
-def load_layout(p: CoreParams) -> data.StructLayout:
-    """Payload of the load port: one word into one memory."""
-    return data.StructLayout({"sel": MemSel, "addr": unsigned(32), "data": unsigned(max(p.chunk_bits, 32))})
+def load_layout(p: CoreParams, line_bits: int | None = None) -> data.StructLayout:
+    """Payload of the load port: one word into one memory (with ``line_bits``: one whole line of
+    packed words or weights into A_VAL / B_VAL, line ``addr``)."""
+    return data.StructLayout({"sel": MemSel, "addr": unsigned(32), "data": unsigned(max(p.chunk_bits, 32, line_bits or 0))})
+
+
+#: Value memories that hold whole lines when the core is built with ``line_bits`` (the regions
+#: the accelerator's fetch unit copies a line per cycle).
+LINE_MEMORIES = LINE_REGIONS
 
 
 def tag_layout(p: CoreParams, cap: Capacity) -> data.StructLayout:
@@ -64,19 +71,38 @@ class LaneStatus(wiring.Signature):
 class CoreMemories(wiring.Component):
     """The core's memories (depths from Capacity) and their load port ``load`` (In(stream of
     (sel, addr, data)), always ready, one word per cycle). Lanes get combinational read ports
-    with :meth:`read_port` and L-chunk windows with :meth:`window` (L read ports at addr + i)."""
+    with :meth:`read_port` and L-chunk windows with :meth:`window` (L read ports at addr + i).
 
-    def __init__(self, p: CoreParams, cap: Capacity):
-        self.p, self.widths = p, Widths.of(p, cap)
+    With ``line_bits`` (the accelerator's DRAM line), A_VAL and B_VAL hold whole lines of
+    ``line_bits / elem`` packed words / weights (element bits: T and weight_bits rounded up to
+    powers of two), one line per load beat; their read ports still read one element (the line at
+    addr / elements-per-line, then the element)."""
+
+    def __init__(self, p: CoreParams, cap: Capacity, line_bits: int | None = None):
+        self.p, self.widths, self.line_bits = p, Widths.of(p, cap), line_bits
         d = self.widths.depth
         shapes = {"a_mask": p.chunk_bits, "a_val": p.timesteps, "a_ptr": self.widths.a_ptr_bits,
                   "b_mask": p.chunk_bits, "b_val": signed(p.weight_bits), "b_ptr": self.widths.b_ptr_bits,
                   "bias": signed(cap.bias_bits)}
-        self.mems = {k: Memory(shape=shapes[k], depth=d[k], init=[]) for k in MEMORIES.values()}
-        self._windows = []
-        super().__init__({"load": In(stream.Signature(load_layout(p)))})
+        self.shapes = shapes
+        self.elem = {"a_val": 1 << (p.timesteps - 1).bit_length(), "b_val": 1 << (p.weight_bits - 1).bit_length()}
+        self.mems = {}
+        for k in MEMORIES.values():
+            if line_bits and k in LINE_MEMORIES:
+                self.mems[k] = Memory(shape=line_bits, depth=-(-d[k] // (line_bits // self.elem[k])), init=[])
+            else:
+                self.mems[k] = Memory(shape=shapes[k], depth=d[k], init=[])
+        self._windows, self._element_ports = [], []
+        super().__init__({"load": In(stream.Signature(load_layout(p, line_bits)))})
 
     def read_port(self, name: str):
+        if self.line_bits and name in LINE_MEMORIES:
+            from amaranth.lib.memory import ReadPort
+            from hw.params import addr_width
+
+            ifc = ReadPort.Signature(addr_width=addr_width(self.widths.depth[name]), shape=self.shapes[name]).create()
+            self._element_ports.append((name, ifc, self.mems[name].read_port(domain="comb")))
+            return ifc
         return self.mems[name].read_port(domain="comb")
 
     def window(self, name: str):
@@ -97,6 +123,11 @@ class CoreMemories(wiring.Component):
         for win, ports in self._windows:
             for j, rp in enumerate(ports):
                 m.d.comb += [rp.addr.eq(win.addr + j), win.data[j].eq(rp.data)]
+        for name, ifc, rp in self._element_ports:
+            eb = self.elem[name]
+            sh = (self.line_bits // eb).bit_length() - 1
+            m.d.comb += [rp.addr.eq(ifc.addr >> sh),
+                         ifc.data.eq(rp.data.word_select(ifc.addr[:sh], eb)[:len(ifc.data)])]
         return m
 
 
@@ -309,6 +340,8 @@ class Core(wiring.Component):
     params : CoreParams   lanes, widths, TPPE options, schedule (sim/params.py)
     cap : Capacity        largest layer the memories hold; the layer's own shape is given at run
                           time (``rows``, ``cols``, ``chunks``), so one build serves every layer that fits
+    line_bits : int|None  A_VAL / B_VAL written a whole line per load beat (:class:`CoreMemories`;
+                          the accelerator's fetch unit); None = one element per beat
 
     Ports
     -----
@@ -326,21 +359,21 @@ class Core(wiring.Component):
     """
 
     @validated
-    def __init__(self, params: CoreParams = CoreParams(), cap: Capacity = Capacity()):
+    def __init__(self, params: CoreParams = CoreParams(), cap: Capacity = Capacity(), line_bits: int | None = None):
         if not isinstance(params, CoreParams) or not isinstance(cap, Capacity):
             raise TypeError(f"Core takes (CoreParams, Capacity), got ({type(params).__name__}, {type(cap).__name__})")
         self.params, self.cap = params, cap
         self.widths = w = Widths.of(params, cap)
         self.P = params.pes
         super().__init__({
-            "load": In(stream.Signature(load_layout(params))),
+            "load": In(stream.Signature(load_layout(params, line_bits))),
             "threshold": In(signed(w.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
             "rows": In(range(1, cap.rows + 1)), "cols": In(range(1, cap.cols + 1)),
             "chunks": In(range(1, w.chunks + 1)),
             "start": In(1), "done": Out(1), "cycles": Out(32),
             "out": Out(stream.Signature(lane_layout(params, cap))).array(params.pes),
         })
-        self.parts = {"mems": CoreMemories(params, cap), "sched": SCHEDULERS[params.schedule](params, cap),
+        self.parts = {"mems": CoreMemories(params, cap, line_bits), "sched": SCHEDULERS[params.schedule](params, cap),
                       **{f"lane{i}": Lane(params, cap) for i in range(params.pes)}}
 
     def elaborate(self, platform):

@@ -238,8 +238,12 @@ class AccelTiming:
         return tr
 
 
-def _job_time(t: int, base: int, eb: int, first: int, count: int, mp) -> tuple[int, int, int]:
-    """One fetch job accepted in cycle t: (cycle of its last element write, lines read, cycles
+#: Regions the fetch unit copies a whole line per cycle into the buffer (the others: one element).
+LINE_REGIONS = ("a_val", "b_val")
+
+
+def _job_time(t: int, base: int, eb: int, first: int, count: int, mp, lines_mode: bool = False):
+    """One fetch job accepted in cycle t: (cycle of its last buffer write, lines read, cycles
     waiting for DRAM) -- the timing contract of hw.accel.Fetcher and hw.amsim.DramModel."""
     D, lb, L, G, B = mp.data_bits, mp.line_bytes, mp.latency, mp.beat_cycles, mp.burst_beats
     epl = D // eb
@@ -250,6 +254,8 @@ def _job_time(t: int, base: int, eb: int, first: int, count: int, mp) -> tuple[i
     e[0] = min(count, epl - first % epl)
     if lines.size > 1:
         e[-1] = count - e[0] - epl * (lines.size - 2)
+    if lines_mode:
+        e[:] = 1
     starts = [0] + [i for i in range(1, lines.size) if lines[i] % B == 0] + [lines.size]
     a = t + 1  # AR in the cycle after the job is accepted
     prev_end = None
@@ -265,7 +271,7 @@ def _job_time(t: int, base: int, eb: int, first: int, count: int, mp) -> tuple[i
         a = int(s[-1]) + 1
     last = prev_end
     busy = last - t  # cycles t+1 .. last
-    return last, lines.size, busy - count
+    return last, lines.size, busy - int(e.sum())
 
 
 def accel_timing(words, weights, out_words, chip) -> AccelTiming:
@@ -303,10 +309,11 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
             if region in ("a_val", "b_val") and count == 0:
                 t += 1
                 continue
-            last, lines, w_ = _job_time(t, bases[region], elem_bits(region, chip), first, count, mp)
+            line_mode = region in LINE_REGIONS
+            last, lines, w_ = _job_time(t, bases[region], elem_bits(region, chip), first, count, mp, line_mode)
             rd[region] += lines * lb
             wait += w_
-            loaded += count
+            loaded += lines if line_mode else count
             t = last + 2
         t += 1  # B_TILE (every tile passes it, whether B is fetched or resident)
         fetch += t - t0

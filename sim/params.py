@@ -327,8 +327,9 @@ class ChipParams:
 
     def capacity(self) -> Capacity:
         """The core's memories: one A tile and one B tile (the resident part of the buffer)."""
-        return Capacity(rows=self.tile_rows, cols=self.tile_cols, k=self.max_k, a_nnz=self.a_nnz,
-                        b_nnz=self.b_nnz, bias_bits=self.bias_bits)
+        D = self.mem.data_bits  # a tile's values start anywhere in their first line
+        return Capacity(rows=self.tile_rows, cols=self.tile_cols, k=self.max_k, a_nnz=self.a_nnz + D // self.value_bits,
+                        b_nnz=self.b_nnz + D // self.weight_store_bits, bias_bits=self.bias_bits)
 
     def buffer_bytes(self) -> int:
         """Buffer bytes the tiles occupy: A tile (masks, words, pointers), B tile (masks, weights,
