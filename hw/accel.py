@@ -236,15 +236,16 @@ class OutputWriter(wiring.Component):
         cr = cnt_mem.read_port()
         aw, w, bch = self.axi.aw, self.axi.w, self.axi.b
         row = Signal(range(cap.rows + 1))
+        rows, cols, stride = Signal.like(self.rows), Signal.like(self.cols), Signal.like(self.stride)
         cnt = Signal(32)
         beat = Signal(32)
         outstanding = Signal(16)
         slot = Signal(32)
-        mlines = (self.cols + D - 1) // D
+        mlines = (cols + D - 1) // D
         vbeats = (cnt * Vb + D - 1) // D
         ml_rt, vl_rt = Signal(32), Signal(32)  # slot lines of this tile width (powers of two)
         for c in range(1, cap.cols + 1):
-            with m.If(self.cols == c):
+            with m.If(cols == c):
                 mlc, vlc = slot_lines(c, chip)
                 m.d.comb += [ml_rt.eq(mlc), vl_rt.eq(vlc)]
         m.d.comb += [bch.ready.eq(1), aw.payload.size.eq((lb - 1).bit_length()), aw.payload.burst.eq(BURST_INCR),
@@ -263,12 +264,13 @@ class OutputWriter(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [row.eq(0), slot.eq(self.slot0)]
+                with m.If(self.start):  # the tile's settings are latched: the controller moves on
+                    m.d.sync += [row.eq(0), slot.eq(self.slot0), rows.eq(self.rows), cols.eq(self.cols),
+                                 stride.eq(self.stride)]
                     m.next = "ROW"
             with m.State("ROW"):  # cr.addr = row: the count is read in this cycle
                 m.d.comb += self.busy.eq(1)
-                with m.If(row == self.rows):
+                with m.If(row == rows):
                     m.next = "DRAIN"
                 with m.Else():
                     m.next = "CNT_AW"
@@ -304,7 +306,7 @@ class OutputWriter(wiring.Component):
             with m.State("VAL_AW"):
                 m.d.comb += [self.busy.eq(1), vr.addr.eq(row * VL)]
                 with m.If(cnt == 0):
-                    m.d.sync += [row.eq(row + 1), slot.eq(slot + self.stride)]
+                    m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
                     m.next = "ROW"
                 with m.Else():
                     m.d.comb += [aw.valid.eq(1), aw.payload.addr.eq(self.o_val + slot * vl_rt * lb),
@@ -320,7 +322,7 @@ class OutputWriter(wiring.Component):
                     count("o_val", lb)
                     m.d.sync += beat.eq(beat + 1)
                     with m.If(beat == vbeats - 1):
-                        m.d.sync += [row.eq(row + 1), slot.eq(slot + self.stride)]
+                        m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
                         m.next = "ROW"
             with m.State("DRAIN"):  # every B response back: the tile's outputs are in DRAM
                 m.d.comb += self.busy.eq(outstanding != 0)
@@ -343,7 +345,9 @@ class TileController(wiring.Component):
 
     Per row group g: fetch A pointers (rebased), A masks, A words; per B tile j: (B fetched for
     every tile unless one tile holds every column) B pointers, B masks, B weights, bias; run the
-    core on tile (g, j); write its outputs; each step starts when the one before is done.
+    core on tile (g, j) once the writer has drained tile j - 1 from the output stage; start the
+    writer on the tile and go on to the next tile's fetches (fetches and writes overlap; fetch and
+    compute do not: the core's tile memories are single-buffered).
     """
 
     def __init__(self, chip: ChipParams):
@@ -436,28 +440,30 @@ class TileController(wiring.Component):
             fetch("B_MASK", MemSel.B_MASK, regs["b_mask"], j_n0 * C, Nt * C, 0, "B_VAL")
             fetch("B_VAL", MemSel.B_VAL, regs["b_val"], b_lo, b_hi - b_lo, 0, "BIAS", skip_if_empty=True, lines=1)
             fetch("BIAS", MemSel.BIAS, regs["bias"], j_n0, Nt, 0, "RUN")
-            with m.State("RUN"):
-                m.d.comb += [running.eq(1), self.core_start.eq(1)]
-                m.next = "RUN_WAIT"
+            with m.State("RUN"):  # the output stage is free once the writer has drained the last tile
+                m.d.comb += running.eq(1)
+                with m.If(~self.write_busy):
+                    m.d.comb += self.core_start.eq(1)
+                    m.next = "RUN_WAIT"
             with m.State("RUN_WAIT"):
                 m.d.comb += running.eq(1)
                 with m.If(self.core_done):
                     m.d.sync += self.compute.eq(self.compute + self.core_cycles)
                     m.next = "WRITE"
-            with m.State("WRITE"):
+            with m.State("WRITE"):  # the writer drains the stage while the next tile is fetched
                 m.d.comb += [running.eq(1), self.write_start.eq(1)]
-                m.next = "WRITE_WAIT"
-            with m.State("WRITE_WAIT"):
+                with m.If(j + 1 < regs["n_tiles"]):
+                    m.d.sync += [j.eq(j + 1), j_n0.eq(j_n0 + regs["tile_cols"])]
+                    m.next = "B_TILE"
+                with m.Elif(g_m0 + regs["tile_rows"] < regs["m"]):
+                    m.d.sync += [j.eq(0), j_n0.eq(0), g.eq(g + 1), g_m0.eq(g_m0 + regs["tile_rows"])]
+                    m.next = "A_PTR"
+                with m.Else():
+                    m.next = "FINISH"
+            with m.State("FINISH"):  # every output in DRAM
                 m.d.comb += running.eq(1)
                 with m.If(~self.write_busy):
-                    with m.If(j + 1 < regs["n_tiles"]):
-                        m.d.sync += [j.eq(j + 1), j_n0.eq(j_n0 + regs["tile_cols"])]
-                        m.next = "B_TILE"
-                    with m.Elif(g_m0 + regs["tile_rows"] < regs["m"]):
-                        m.d.sync += [j.eq(0), j_n0.eq(0), g.eq(g + 1), g_m0.eq(g_m0 + regs["tile_rows"])]
-                        m.next = "A_PTR"
-                    with m.Else():
-                        m.next = "DONE"
+                    m.next = "DONE"
         return m
 
 

@@ -216,7 +216,8 @@ def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
 class AccelTiming:
     """Cycles and bytes of one layer on the accelerator (hw/accel.py) with the deterministic DRAM
     model: ``cycles`` (the RTL's ``cycles`` counter), ``compute`` (core cycles summed over tiles),
-    ``fetch`` / ``write`` (cycles of the fetch and write phases), ``fetch_wait`` (fetch-unit cycles
+    ``fetch`` / ``write`` (cycles of the fetch phases; writer busy cycles, which overlap the
+    next tile's fetches), ``fetch_wait`` (fetch-unit cycles
     waiting for DRAM), DRAM ``bytes_read`` / ``bytes_written`` per region, ``words_loaded``
     (buffer writes by the fetch unit), ``tiles``."""
 
@@ -301,6 +302,7 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     wr = dict.fromkeys(WRITE_REGIONS, 0)
     t = 0  # cycle of the current controller state (0 = first state after start)
     compute = fetch = write = wait = loaded = 0
+    free = 0  # first cycle the writer is idle (busy low)
     for (g, j), jobs in fetch_jobs(fa.ptr, fb.ptr, til):
         m0, R = til.rows(g)
         n0, Nt = til.cols(j)
@@ -319,19 +321,22 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
         fetch += t - t0
         core = core_cycles(words[m0:m0 + R], weights[:, n0:n0 + Nt], p).total
         compute += core
-        t += 1 + core + 2  # RUN, the core's run, done seen
-        # Writer: WRITE (1), then per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats, VAL_AW, value beats.
-        tw = t
+        t = max(t, free)  # RUN waits for the writer to drain the previous tile
+        t += 1 + core + 2  # RUN, the core's run, done seen: the WRITE state
+        # Writer, started in the WRITE state: per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats,
+        # VAL_AW, value beats; then the final ROW and the drain of the B responses.
         cnt = nz[m0:m0 + R, n0:n0 + Nt].sum(axis=1)
         mb = -(-Nt // D)
         vb = -(-cnt * chip.value_bits // D)
         rows_cycles = int((5 + mb + vb).sum())
-        end = t + 1 + rows_cycles  # cycle after the last row's last state (the final ROW)
+        end = t + 1 + rows_cycles  # the final ROW state
         y = end - 1 - (1 if vb[-1] == 0 else 0)  # last W beat
-        t = max(end + 1, y + L + 1) + 1
-        write += t - tw
+        free = max(end + 1, y + L + 1)
+        write += free - t
+        t += 1  # the controller goes on to the next tile's fetches
         wr["o_cnt"] += 4 * R
         wr["o_mask"] += mb * lb * R
         wr["o_val"] += int(vb.sum()) * lb
+    t = max(t, free) + 1  # FINISH until the last tile is in DRAM, then DONE
     return AccelTiming(cycles=t, compute=compute, fetch=fetch, write=write, fetch_wait=wait, bytes_read=rd,
                        bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles)
