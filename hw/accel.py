@@ -32,10 +32,11 @@ def fetch_job_layout(chip: ChipParams) -> data.StructLayout:
     at byte address ``base``, into the core memory from address 0; ``rebase`` subtracts the first
     element's value, rounded down to a multiple of 2^``align``, from every element (pointers of a
     tile start at the first value's place in its line); ``lines`` writes whole lines (A_VAL, B_VAL:
-    the core's line-wide value memories) instead of one element per beat."""
+    the core's line-wide value memories) instead of one element per beat; ``bank`` the tile
+    memories' bank it fills."""
     a = chip.mem.addr_bits
     return data.StructLayout({"sel": MemSel, "base": a, "first": 32, "count": 32, "rebase": 1, "align": 5,
-                              "lines": 1})
+                              "lines": 1, "bank": 1})
 
 
 def line_align(region: str, chip: ChipParams) -> int:
@@ -64,8 +65,8 @@ class Fetcher(wiring.Component):
     after its last element was written.
     """
 
-    def __init__(self, chip: ChipParams):
-        self.chip = chip
+    def __init__(self, chip: ChipParams, bank_depth: dict):
+        self.chip, self.bank_depth = chip, bank_depth  # memory name -> words per bank (CoreMemories)
         m = chip.mem
         self.D = m.data_bits
         super().__init__({
@@ -155,7 +156,11 @@ class Fetcher(wiring.Component):
         ld = self.load
         is_first = written == 0
         sub = Mux(is_first, raw[:32], self.first_val) >> job.align << job.align
-        m.d.comb += [ld.valid.eq(left != 0), ld.payload.sel.eq(job.sel), ld.payload.addr.eq(written),
+        bank_base = Const(0, 32)
+        for region, sel in REGION_SEL.items():
+            bank_base = Mux(job.sel == sel, self.bank_depth[region], bank_base)
+        m.d.comb += [ld.valid.eq(left != 0), ld.payload.sel.eq(job.sel),
+                     ld.payload.addr.eq(written + Mux(job.bank, bank_base, 0)),
                      ld.payload.data.eq(Mux(job.lines, buf, Mux(job.rebase, raw[:32] - sub, raw)))]
         with m.If(ld.valid & ld.ready):
             m.d.sync += [written.eq(written + 1), self.last_val.eq(raw[:32])]
@@ -334,20 +339,22 @@ class OutputWriter(wiring.Component):
 
 
 class TileController(wiring.Component):
-    """Descriptor register file and the mntk tile loop.
+    """Descriptor register file and the mntk tile loop: a fetch sequencer and a run sequencer.
 
     Ports: ``csr`` In(stream of :func:`csr_layout`) (always ready; registers hold until rewritten),
     ``start`` In(1) (pulse: run the layer), ``done`` Out(1) (from the end of the run to the next
     start), ``job`` Out(stream) to the fetch unit with its ``fetch_busy``/``first_val``/``last_val``;
-    the core's ``core_start``/``core_done``/``core_cycles`` and its run-time shape and LIF settings;
-    the writer's ``write_start``/``write_busy`` and tile/slot settings; ``clear`` Out (counters to 0 at
-    start); counters ``cycles`` (start to done) and ``compute`` (core cycles summed over tiles).
+    the core's ``core_start``/``core_done``/``core_cycles``, ``a_bank``/``b_bank`` and its run-time
+    shape and LIF settings; the writer's ``write_start``/``write_busy`` and tile/slot settings;
+    ``clear`` Out (counters to 0 at start); counters ``cycles`` (start to done) and ``compute``
+    (core cycles summed over tiles).
 
-    Per row group g: fetch A pointers (rebased), A masks, A words; per B tile j: (B fetched for
-    every tile unless one tile holds every column) B pointers, B masks, B weights, bias; run the
-    core on tile (g, j) once the writer has drained tile j - 1 from the output stage; start the
-    writer on the tile and go on to the next tile's fetches (fetches and writes overlap; fetch and
-    compute do not: the core's tile memories are single-buffered).
+    Tiles k = (g, j) in mntk order. Fetch sequencer, per tile: once run k - 1 has started (so the
+    banks tile k fills are free), at j = 0 the A pointers (rebased), chunks and words of row group
+    g into A bank g mod 2; then (unless one B tile holds every column and this is not the first
+    tile) the B pointers, chunks, weights and bias into B bank (B tiles fetched so far) mod 2.
+    Run sequencer: tile k runs once it is fetched, run k - 1 is done and the writer has drained the
+    output stage; when it is done the writer starts on it.
     """
 
     def __init__(self, chip: ChipParams):
@@ -359,7 +366,7 @@ class TileController(wiring.Component):
             "csr": In(stream.Signature(csr_layout())), "start": In(1), "done": Out(1), "clear": Out(1),
             "job": Out(stream.Signature(fetch_job_layout(chip))), "fetch_busy": In(1),
             "first_val": In(32), "last_val": In(32),
-            "core_start": Out(1), "core_done": In(1), "core_cycles": In(32),
+            "core_start": Out(1), "core_done": In(1), "core_cycles": In(32), "a_bank": Out(1), "b_bank": Out(1),
             "rows": Out(range(1, cap.rows + 1)), "cols": Out(range(1, cap.cols + 1)), "chunks": Out(range(1, w.chunks + 1)),
             "threshold": Out(32), "decay_shift": Out(5), "n_mask": Out(1),
             "write_start": Out(1), "write_busy": In(1),
@@ -375,32 +382,48 @@ class TileController(wiring.Component):
             for i, f in enumerate(DESC_FIELDS):
                 with m.If(self.csr.payload.addr == i):
                     m.d.sync += regs[f].eq(self.csr.payload.data)
-        g_m0 = Signal(32)   # first row of the group
-        j_n0 = Signal(32)   # first column of the B tile
-        j = Signal(32)
-        g = Signal(32)
-        R = Signal(32)
-        Nt = Signal(32)
-        a_lo, a_hi, b_lo, b_hi = (Signal(32, name=n) for n in ("a_lo", "a_hi", "b_lo", "b_hi"))
         C = regs["chunks"]
-        m.d.comb += [R.eq(Mux(regs["m"] - g_m0 < regs["tile_rows"], regs["m"] - g_m0, regs["tile_rows"])),
-                     Nt.eq(Mux(regs["n"] - j_n0 < regs["tile_cols"], regs["n"] - j_n0, regs["tile_cols"])),
-                     self.rows.eq(R), self.cols.eq(Nt), self.chunks.eq(C), self.threshold.eq(regs["threshold"]),
+
+        def tile_counters(prefix):
+            """(k, g, j, m0, n0, R, Nt, last) of a sequencer's current tile."""
+            k, g, j, m0, n0 = (Signal(32, name=f"{prefix}_{n}") for n in ("k", "g", "j", "m0", "n0"))
+            R, Nt, last = Signal(32, name=f"{prefix}_R"), Signal(32, name=f"{prefix}_Nt"), Signal(name=f"{prefix}_last")
+            m.d.comb += [R.eq(Mux(regs["m"] - m0 < regs["tile_rows"], regs["m"] - m0, regs["tile_rows"])),
+                         Nt.eq(Mux(regs["n"] - n0 < regs["tile_cols"], regs["n"] - n0, regs["tile_cols"])),
+                         last.eq((j + 1 >= regs["n_tiles"]) & (m0 + regs["tile_rows"] >= regs["m"]))]
+            return k, g, j, m0, n0, R, Nt, last
+
+        def advance(k, g, j, m0, n0):
+            with m.If(j + 1 < regs["n_tiles"]):
+                m.d.sync += [j.eq(j + 1), n0.eq(n0 + regs["tile_cols"])]
+            with m.Else():
+                m.d.sync += [j.eq(0), n0.eq(0), g.eq(g + 1), m0.eq(m0 + regs["tile_rows"])]
+            m.d.sync += k.eq(k + 1)
+
+        fk, fg, fj, f_m0, f_n0, fR, fNt, f_last = tile_counters("f")
+        rk, rg, rj, r_m0, r_n0, rR, rNt, r_last = tile_counters("r")
+        fetched = Signal(32)   # tiles whose fetch is complete
+        started = Signal(32)   # runs started
+        b_fetches = Signal(32)  # B tiles fetched (their bank parity)
+        a_lo, a_hi, b_lo, b_hi = (Signal(32, name=n) for n in ("a_lo", "a_hi", "b_lo", "b_hi"))
+        single_b = regs["n_tiles"] == 1
+        m.d.comb += [self.rows.eq(rR), self.cols.eq(rNt), self.chunks.eq(C), self.threshold.eq(regs["threshold"]),
                      self.decay_shift.eq(regs["decay_shift"]), self.n_mask.eq(regs["n_mask"]),
-                     self.slot0.eq(g_m0 * regs["n_tiles"] + j), self.stride.eq(regs["n_tiles"]),
+                     self.a_bank.eq(rg[0]), self.b_bank.eq(Mux(single_b, 0, rk[0])),
+                     self.slot0.eq(r_m0 * regs["n_tiles"] + rj), self.stride.eq(regs["n_tiles"]),
                      self.o_mask.eq(regs["o_mask"]), self.o_val.eq(regs["o_val"]), self.o_cnt.eq(regs["o_cnt"])]
         running = Signal()
         with m.If(running):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+        go = Signal()  # the start cycle: both sequencers begin
         jp = self.job.payload
-        b_needed = (regs["n_tiles"] != 1) | (g == 0)
 
-        def fetch(name, sel, base, first, count, rebase, nxt, after=None, skip_if_empty=False, align=0, lines=0):
+        def fetch(name, sel, base, first, count, rebase, nxt, bank, after=None, skip_if_empty=False, align=0, lines=0):
             """States ``name`` (present the job) and ``name``_WAIT (until the fetch unit is done)."""
             with m.State(name):
-                m.d.comb += [running.eq(1), self.job.valid.eq(1), jp.sel.eq(sel), jp.base.eq(base),
-                             jp.first.eq(first), jp.count.eq(count), jp.rebase.eq(rebase), jp.align.eq(align),
-                             jp.lines.eq(lines)]
+                m.d.comb += [self.job.valid.eq(1), jp.sel.eq(sel), jp.base.eq(base), jp.first.eq(first),
+                             jp.count.eq(count), jp.rebase.eq(rebase), jp.align.eq(align), jp.lines.eq(lines),
+                             jp.bank.eq(bank)]
                 if skip_if_empty:
                     with m.If(count == 0):
                         m.d.comb += self.job.valid.eq(0)
@@ -411,56 +434,72 @@ class TileController(wiring.Component):
                     with m.If(self.job.ready):
                         m.next = name + "_WAIT"
             with m.State(name + "_WAIT"):
-                m.d.comb += running.eq(1)
                 with m.If(~self.fetch_busy):
                     if after:
                         after()
                     m.next = nxt
 
-        with m.FSM():
+        chip = self.chip
+        with m.FSM(name="fetch"):
+            with m.State("F_IDLE"):
+                with m.If(go):
+                    m.next = "F_TILE"
+            with m.State("F_TILE"):  # the banks of tile fk are free once run fk - 1 has started
+                with m.If(started >= fk):
+                    m.next = "A_PTR"
+                    with m.If(fj != 0):
+                        m.next = "B_TILE"
+            a_bank = fg[0]
+            fetch("A_PTR", MemSel.A_PTR, regs["a_ptr"], f_m0, fR + 1, 1, "A_MASK", a_bank, align=line_align("a_val", chip),
+                  after=lambda: m.d.sync.__iadd__([a_lo.eq(self.first_val), a_hi.eq(self.last_val)]))
+            fetch("A_MASK", MemSel.A_MASK, regs["a_mask"], f_m0 * C, fR * C, 0, "A_VAL", a_bank)
+            fetch("A_VAL", MemSel.A_VAL, regs["a_val"], a_lo, a_hi - a_lo, 0, "B_TILE", a_bank, skip_if_empty=True,
+                  lines=1)
+            with m.State("B_TILE"):
+                m.next = "B_PTR"
+                with m.If(single_b & (fk != 0)):
+                    m.next = "F_DONE"
+            b_bank = b_fetches[0]
+            fetch("B_PTR", MemSel.B_PTR, regs["b_ptr"], f_n0, fNt + 1, 1, "B_MASK", b_bank, align=line_align("b_val", chip),
+                  after=lambda: m.d.sync.__iadd__([b_lo.eq(self.first_val), b_hi.eq(self.last_val)]))
+            fetch("B_MASK", MemSel.B_MASK, regs["b_mask"], f_n0 * C, fNt * C, 0, "B_VAL", b_bank)
+            fetch("B_VAL", MemSel.B_VAL, regs["b_val"], b_lo, b_hi - b_lo, 0, "BIAS", b_bank, skip_if_empty=True, lines=1)
+            fetch("BIAS", MemSel.BIAS, regs["bias"], f_n0, fNt, 0, "F_DONE", b_bank,
+                  after=lambda: m.d.sync.__iadd__(b_fetches.eq(b_fetches + 1)))
+            with m.State("F_DONE"):
+                m.d.sync += fetched.eq(fetched + 1)
+                advance(fk, fg, fj, f_m0, f_n0)
+                m.next = "F_TILE"
+                with m.If(f_last):
+                    m.next = "F_IDLE"
+        with m.FSM(name="run"):
             for st in ("IDLE", "DONE"):
                 with m.State(st):
                     if st == "DONE":
                         m.d.comb += self.done.eq(1)
                     with m.If(self.start):
-                        m.d.comb += self.clear.eq(1)
-                        m.d.sync += [g_m0.eq(0), g.eq(0), j.eq(0), j_n0.eq(0), self.cycles.eq(0), self.compute.eq(0)]
-                        m.next = "A_PTR"
-            fetch("A_PTR", MemSel.A_PTR, regs["a_ptr"], g_m0, R + 1, 1, "A_MASK", align=line_align("a_val", self.chip),
-                  after=lambda: m.d.sync.__iadd__([a_lo.eq(self.first_val), a_hi.eq(self.last_val)]))
-            fetch("A_MASK", MemSel.A_MASK, regs["a_mask"], g_m0 * C, R * C, 0, "A_VAL")
-            fetch("A_VAL", MemSel.A_VAL, regs["a_val"], a_lo, a_hi - a_lo, 0, "B_TILE", skip_if_empty=True, lines=1)
-            with m.State("B_TILE"):
+                        m.d.comb += [self.clear.eq(1), go.eq(1)]
+                        m.d.sync += [self.cycles.eq(0), self.compute.eq(0), fetched.eq(0), started.eq(0),
+                                     b_fetches.eq(0)]
+                        for sig in (fk, fg, fj, f_m0, f_n0, rk, rg, rj, r_m0, r_n0):
+                            m.d.sync += sig.eq(0)
+                        m.next = "R_WAIT"
+            with m.State("R_WAIT"):  # tile rk fetched and the output stage drained
                 m.d.comb += running.eq(1)
-                m.next = "B_PTR"
-                with m.If(~b_needed):
-                    m.next = "RUN"
-            fetch("B_PTR", MemSel.B_PTR, regs["b_ptr"], j_n0, Nt + 1, 1, "B_MASK", align=line_align("b_val", self.chip),
-                  after=lambda: m.d.sync.__iadd__([b_lo.eq(self.first_val), b_hi.eq(self.last_val)]))
-            fetch("B_MASK", MemSel.B_MASK, regs["b_mask"], j_n0 * C, Nt * C, 0, "B_VAL")
-            fetch("B_VAL", MemSel.B_VAL, regs["b_val"], b_lo, b_hi - b_lo, 0, "BIAS", skip_if_empty=True, lines=1)
-            fetch("BIAS", MemSel.BIAS, regs["bias"], j_n0, Nt, 0, "RUN")
-            with m.State("RUN"):  # the output stage is free once the writer has drained the last tile
-                m.d.comb += running.eq(1)
-                with m.If(~self.write_busy):
+                with m.If((fetched > rk) & ~self.write_busy):
                     m.d.comb += self.core_start.eq(1)
-                    m.next = "RUN_WAIT"
-            with m.State("RUN_WAIT"):
+                    m.d.sync += started.eq(started + 1)
+                    m.next = "R_RUN"
+            with m.State("R_RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(self.core_done):
+                    m.d.comb += self.write_start.eq(1)
                     m.d.sync += self.compute.eq(self.compute + self.core_cycles)
-                    m.next = "WRITE"
-            with m.State("WRITE"):  # the writer drains the stage while the next tile is fetched
-                m.d.comb += [running.eq(1), self.write_start.eq(1)]
-                with m.If(j + 1 < regs["n_tiles"]):
-                    m.d.sync += [j.eq(j + 1), j_n0.eq(j_n0 + regs["tile_cols"])]
-                    m.next = "B_TILE"
-                with m.Elif(g_m0 + regs["tile_rows"] < regs["m"]):
-                    m.d.sync += [j.eq(0), j_n0.eq(0), g.eq(g + 1), g_m0.eq(g_m0 + regs["tile_rows"])]
-                    m.next = "A_PTR"
-                with m.Else():
-                    m.next = "FINISH"
-            with m.State("FINISH"):  # every output in DRAM
+                    advance(rk, rg, rj, r_m0, r_n0)
+                    m.next = "R_WAIT"
+                    with m.If(r_last):
+                        m.next = "R_FINISH"
+            with m.State("R_FINISH"):  # every output in DRAM
                 m.d.comb += running.eq(1)
                 with m.If(~self.write_busy):
                     m.next = "DONE"
@@ -502,7 +541,8 @@ class Accelerator(wiring.Component):
             "bytes_read": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
             "bytes_written": Out(data.ArrayLayout(32, len(WRITE_REGIONS))), "words_loaded": Out(32),
         })
-        self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip), "core": Core(chip.core, chip.capacity(), line_bits=chip.mem.data_bits),
+        core = Core(chip.core, chip.capacity(), line_bits=chip.mem.data_bits, double=True)
+        self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip, core.parts["mems"].bank_depth), "core": core,
                       "writer": OutputWriter(chip)}
 
     def elaborate(self, platform):
@@ -522,6 +562,7 @@ class Accelerator(wiring.Component):
             ctrl.fetch_busy.eq(fetch.busy), ctrl.first_val.eq(fetch.first_val), ctrl.last_val.eq(fetch.last_val),
             fetch.clear.eq(ctrl.clear), wr.clear.eq(ctrl.clear),
             core.start.eq(ctrl.core_start), ctrl.core_done.eq(core.done), ctrl.core_cycles.eq(core.cycles),
+            core.a_bank.eq(ctrl.a_bank), core.b_bank.eq(ctrl.b_bank),
             core.rows.eq(ctrl.rows), core.cols.eq(ctrl.cols), core.chunks.eq(ctrl.chunks),
             core.threshold.eq(ctrl.threshold), core.decay_shift.eq(ctrl.decay_shift), core.n_mask.eq(ctrl.n_mask),
             wr.start.eq(ctrl.write_start), ctrl.write_busy.eq(wr.busy),

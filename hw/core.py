@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 
-from amaranth import Cat, Const, Module, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -76,27 +76,38 @@ class CoreMemories(wiring.Component):
     With ``line_bits`` (the accelerator's DRAM line), A_VAL and B_VAL hold whole lines of
     ``line_bits / elem`` packed words / weights (element bits: T and weight_bits rounded up to
     powers of two), one line per load beat; their read ports still read one element (the line at
-    addr / elements-per-line, then the element)."""
+    addr / elements-per-line, then the element). With ``double`` every memory holds two banks
+    (``bank_depth`` words each): the load port's address names the bank (bank 1 from
+    ``bank_depth``), the lanes read the bank ``a_bank`` (A memories) / ``b_bank`` (B memories, bias)
+    selects, so a tile is fetched into one bank while the core computes on the other."""
 
-    def __init__(self, p: CoreParams, cap: Capacity, line_bits: int | None = None):
-        self.p, self.widths, self.line_bits = p, Widths.of(p, cap), line_bits
+    def __init__(self, p: CoreParams, cap: Capacity, line_bits: int | None = None, double: bool = False):
+        self.p, self.widths, self.line_bits, self.double = p, Widths.of(p, cap), line_bits, double
         d = self.widths.depth
         shapes = {"a_mask": p.chunk_bits, "a_val": p.timesteps, "a_ptr": self.widths.a_ptr_bits,
                   "b_mask": p.chunk_bits, "b_val": signed(p.weight_bits), "b_ptr": self.widths.b_ptr_bits,
                   "bias": signed(cap.bias_bits)}
         self.shapes = shapes
         self.elem = {"a_val": 1 << (p.timesteps - 1).bit_length(), "b_val": 1 << (p.weight_bits - 1).bit_length()}
-        self.mems = {}
+        self.mems, self.bank_depth = {}, {}
         for k in MEMORIES.values():
-            if line_bits and k in LINE_MEMORIES:
-                self.mems[k] = Memory(shape=line_bits, depth=-(-d[k] // (line_bits // self.elem[k])), init=[])
-            else:
-                self.mems[k] = Memory(shape=shapes[k], depth=d[k], init=[])
+            wide = bool(line_bits) and k in LINE_MEMORIES
+            self.bank_depth[k] = -(-d[k] // (line_bits // self.elem[k])) if wide else d[k]
+            self.mems[k] = Memory(shape=line_bits if wide else shapes[k], depth=self.bank_depth[k] * (2 if double else 1),
+                                  init=[])
         self._windows, self._element_ports = [], []
-        super().__init__({"load": In(stream.Signature(load_layout(p, line_bits)))})
+        banks = {"a_bank": In(1), "b_bank": In(1)} if double else {}
+        super().__init__({"load": In(stream.Signature(load_layout(p, line_bits))), **banks})
+
+    def _offset(self, name: str):
+        """Address of the selected bank's first word (double-buffered memories)."""
+        if not self.double:
+            return 0
+        bank = self.a_bank if name.startswith("a_") else self.b_bank
+        return Mux(bank, self.bank_depth[name], 0)
 
     def read_port(self, name: str):
-        if self.line_bits and name in LINE_MEMORIES:
+        if (self.line_bits and name in LINE_MEMORIES) or self.double:
             from amaranth.lib.memory import ReadPort
             from hw.params import addr_width
 
@@ -108,7 +119,7 @@ class CoreMemories(wiring.Component):
     def window(self, name: str):
         win = MaskWindowSignature(addr_bits=self.widths.mask_addr_bits, chunk_bits=self.p.chunk_bits,
                                   chunks=self.p.lookahead).flip().create()
-        self._windows.append((win, [self.read_port(name) for _ in range(self.p.lookahead)]))
+        self._windows.append((name, win, [self.mems[name].read_port(domain="comb") for _ in range(self.p.lookahead)]))
         return win
 
     def elaborate(self, platform):
@@ -120,14 +131,17 @@ class CoreMemories(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(ld.payload.addr), wp.data.eq(ld.payload.data),
                          wp.en.eq(ld.valid & (ld.payload.sel == sel))]
-        for win, ports in self._windows:
+        for name, win, ports in self._windows:
             for j, rp in enumerate(ports):
-                m.d.comb += [rp.addr.eq(win.addr + j), win.data[j].eq(rp.data)]
+                m.d.comb += [rp.addr.eq(win.addr + j + self._offset(name)), win.data[j].eq(rp.data)]
         for name, ifc, rp in self._element_ports:
-            eb = self.elem[name]
-            sh = (self.line_bits // eb).bit_length() - 1
-            m.d.comb += [rp.addr.eq(ifc.addr >> sh),
-                         ifc.data.eq(rp.data.word_select(ifc.addr[:sh], eb)[:len(ifc.data)])]
+            if self.line_bits and name in LINE_MEMORIES:
+                eb = self.elem[name]
+                sh = (self.line_bits // eb).bit_length() - 1
+                m.d.comb += [rp.addr.eq((ifc.addr >> sh) + self._offset(name)),
+                             ifc.data.eq(rp.data.word_select(ifc.addr[:sh], eb)[:len(ifc.data)])]
+            else:
+                m.d.comb += [rp.addr.eq(ifc.addr + self._offset(name)), ifc.data.eq(rp.data)]
         return m
 
 
@@ -342,6 +356,8 @@ class Core(wiring.Component):
                           time (``rows``, ``cols``, ``chunks``), so one build serves every layer that fits
     line_bits : int|None  A_VAL / B_VAL written a whole line per load beat (:class:`CoreMemories`;
                           the accelerator's fetch unit); None = one element per beat
+    double : bool         two banks per memory, selected by the ``a_bank`` / ``b_bank`` inputs
+                          (the accelerator fetches the next tile while the core computes)
 
     Ports
     -----
@@ -359,7 +375,8 @@ class Core(wiring.Component):
     """
 
     @validated
-    def __init__(self, params: CoreParams = CoreParams(), cap: Capacity = Capacity(), line_bits: int | None = None):
+    def __init__(self, params: CoreParams = CoreParams(), cap: Capacity = Capacity(), line_bits: int | None = None,
+                 double: bool = False):
         if not isinstance(params, CoreParams) or not isinstance(cap, Capacity):
             raise TypeError(f"Core takes (CoreParams, Capacity), got ({type(params).__name__}, {type(cap).__name__})")
         self.params, self.cap = params, cap
@@ -372,8 +389,10 @@ class Core(wiring.Component):
             "chunks": In(range(1, w.chunks + 1)),
             "start": In(1), "done": Out(1), "cycles": Out(32),
             "out": Out(stream.Signature(lane_layout(params, cap))).array(params.pes),
+            **({"a_bank": In(1), "b_bank": In(1)} if double else {}),
         })
-        self.parts = {"mems": CoreMemories(params, cap, line_bits), "sched": SCHEDULERS[params.schedule](params, cap),
+        self.double = double
+        self.parts = {"mems": CoreMemories(params, cap, line_bits, double), "sched": SCHEDULERS[params.schedule](params, cap),
                       **{f"lane{i}": Lane(params, cap) for i in range(params.pes)}}
 
     def elaborate(self, platform):
@@ -383,6 +402,8 @@ class Core(wiring.Component):
             m.submodules[name] = part
         mems, sched = self.parts["mems"], self.parts["sched"]
         wiring.connect(m, wiring.flipped(self.load), mems.load)
+        if self.double:
+            m.d.comb += [mems.a_bank.eq(self.a_bank), mems.b_bank.eq(self.b_bank)]
         m.d.comb += [sched.start.eq(self.start), sched.rows.eq(self.rows), sched.cols.eq(self.cols),
                      self.done.eq(sched.done), self.cycles.eq(sched.cycles)]
         for i in range(p.pes):

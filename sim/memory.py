@@ -300,43 +300,59 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     nz = np.asarray(out_words) != 0
     rd = dict.fromkeys(FETCH_REGIONS, 0)
     wr = dict.fromkeys(WRITE_REGIONS, 0)
-    t = 0  # cycle of the current controller state (0 = first state after start)
     compute = fetch = write = wait = loaded = 0
-    free = 0  # first cycle the writer is idle (busy low)
-    for (g, j), jobs in fetch_jobs(fa.ptr, fb.ptr, til):
+    plan = fetch_jobs(fa.ptr, fb.ptr, til)
+    f_arrive = 0    # the fetch sequencer reaches tile k's F_TILE state
+    run_start = []  # cycle each run starts (core_start)
+    r_arrive = 0    # the run sequencer is back in R_WAIT
+    free = 0        # first cycle the writer is idle (busy low)
+    d = 0
+    for k, ((g, j), jobs) in enumerate(plan):
         m0, R = til.rows(g)
         n0, Nt = til.cols(j)
-        t0 = t
-        for region, first, count in jobs:
-            if region in ("a_val", "b_val") and count == 0:
-                t += 1
+        # Fetch sequencer: F_TILE waits until run k - 1 has started, then the A jobs (j = 0),
+        # B_TILE, the B jobs, F_DONE (the tile counts as fetched from the cycle after).
+        p_k = f_arrive if k == 0 else max(f_arrive, run_start[k - 1] + 1)
+        t = p_k + 1
+        a_jobs = [jb for jb in jobs if jb[0].startswith("a_")]
+        b_jobs = [jb for jb in jobs if not jb[0].startswith("a_")]
+        for group, then_b_tile in ((a_jobs, True), (b_jobs, False)):
+            if group is b_jobs:
+                t += 1  # B_TILE
+            if group is a_jobs and j != 0:
                 continue
-            line_mode = region in LINE_REGIONS
-            last, lines, w_ = _job_time(t, bases[region], elem_bits(region, chip), first, count, mp, line_mode)
-            rd[region] += lines * lb
-            wait += w_
-            loaded += lines if line_mode else count
-            t = last + 2
-        t += 1  # B_TILE (every tile passes it, whether B is fetched or resident)
-        fetch += t - t0
+            empty_val = group is a_jobs and len(group) == 2 or group is b_jobs and b_jobs and len(group) == 3
+            for region, first, count in group:
+                line_mode = region in LINE_REGIONS
+                last, lines, w_ = _job_time(t, bases[region], elem_bits(region, chip), first, count, mp, line_mode)
+                rd[region] += lines * lb
+                wait += w_
+                loaded += lines if line_mode else count
+                t = last + 2
+                if empty_val and region in ("a_mask", "b_mask"):
+                    t += 1  # the empty value job's state, skipped
+        fetched_at = t + 1  # F_DONE in cycle t
+        fetch += fetched_at - p_k
+        f_arrive = t + 1
+        # Run sequencer: R_WAIT until the tile is fetched and the writer has drained tile k - 1.
+        s_k = max(r_arrive, fetched_at, free)
+        run_start.append(s_k)
         core = core_cycles(words[m0:m0 + R], weights[:, n0:n0 + Nt], p).total
         compute += core
-        t = max(t, free)  # RUN waits for the writer to drain the previous tile
-        t += 1 + core + 2  # RUN, the core's run, done seen: the WRITE state
-        # Writer, started in the WRITE state: per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats,
-        # VAL_AW, value beats; then the final ROW and the drain of the B responses.
+        d = s_k + core + 2  # done seen: the writer starts on the tile
+        r_arrive = d + 1
+        # Writer: per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats, VAL_AW, value beats; then the
+        # final ROW and the drain of the B responses.
         cnt = nz[m0:m0 + R, n0:n0 + Nt].sum(axis=1)
         mb = -(-Nt // D)
         vb = -(-cnt * chip.value_bits // D)
-        rows_cycles = int((5 + mb + vb).sum())
-        end = t + 1 + rows_cycles  # the final ROW state
+        end = d + 1 + int((5 + mb + vb).sum())  # the final ROW state
         y = end - 1 - (1 if vb[-1] == 0 else 0)  # last W beat
         free = max(end + 1, y + L + 1)
-        write += free - t
-        t += 1  # the controller goes on to the next tile's fetches
+        write += free - d
         wr["o_cnt"] += 4 * R
         wr["o_mask"] += mb * lb * R
         wr["o_val"] += int(vb.sum()) * lb
-    t = max(t, free) + 1  # FINISH until the last tile is in DRAM, then DONE
+    t = max(d + 1, free) + 1  # R_FINISH until the last tile is in DRAM, then DONE
     return AccelTiming(cycles=t, compute=compute, fetch=fetch, write=write, fetch_wait=wait, bytes_read=rd,
                        bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles)
