@@ -144,92 +144,32 @@ def run_core_sim(words, weights, bias, lif, n_mask: int, params, cap, *, seed: i
 
 
 class DramModel:
-    """Testbench AXI4 slave DRAM over a bytearray, for the accelerator's ``rd`` and ``wr`` ports
-    (one call of :meth:`step` per cycle, before the clock edge).
-
-    Deterministic timing (``rng`` None; the cycle model's, sim/memory.py ``MemParams``): AR, AW and
-    W always ready (W once its AW is in); beat i of a read burst accepted in cycle a is valid from
-    cycle max(a + latency + i * beat_cycles, the previous beat's transfer + 1); a write's B
-    response is valid ``latency`` cycles after its last W beat. With ``rng`` every ready is dropped
-    at random (probability ``stall``), and every burst's latency and every beat's gap get a random
-    extra of up to ``latency`` / 4 cycles (outputs must not change; cycles can only grow)."""
+    """:class:`hw.dram.DramSlave` on the accelerator's ``rd`` / ``wr`` ports in Amaranth's
+    simulator (one :meth:`step` per cycle, before the clock edge)."""
 
     def __init__(self, mem: bytearray, mp, rng=None, stall: float = 0.25):
-        self.mem, self.mp, self.rng, self.stall = mem, mp, rng, stall
-        self.lb = mp.line_bytes
-        self.reads = []       # [addr, beats, next beat, earliest cycle of the next beat, first cycle]
-        self.writes = []      # [addr, beats, beats written]
-        self.bresp = []       # cycles at which a B response becomes valid
-        self.r_beats = self.w_beats = 0
+        from hw.dram import DramSlave
 
-    def _extra(self, scale):
-        return self.rng.randint(0, max(1, self.mp.latency // 4)) * scale if self.rng else 0
+        self.slave = DramSlave(mem, mp, rng, stall)
 
-    def _ready(self):
-        return 0 if self.rng and self.rng.random() < self.stall else 1
+    def __getattr__(self, name):
+        return getattr(self.slave, name)
 
     def step(self, ctx, rd, wr, cycle: int):
-        mp, lb = self.mp, self.lb
-        # Drive this cycle's outputs (valids from state only, never from the master's ready).
-        arr, awr = self._ready(), self._ready()
-        ctx.set(rd.ar.ready, arr)
-        ctx.set(wr.aw.ready, awr)
-        rv = bool(self.reads) and cycle >= self.reads[0][3]
-        ctx.set(rd.r.valid, rv)
-        if rv:
-            addr, beats, i = self.reads[0][:3]
-            a = addr + i * lb
-            ctx.set(rd.r.payload.data, int.from_bytes(self.mem[a:a + lb], "little"))
-            ctx.set(rd.r.payload.last, int(i == beats - 1))
-            ctx.set(rd.r.payload.resp, 0)
-        wrd = int(bool(self.writes)) & self._ready()
-        ctx.set(wr.w.ready, wrd)
-        bv = bool(self.bresp) and cycle >= self.bresp[0]
-        ctx.set(wr.b.valid, bv)
-        # Transfers.
-        if rv and ctx.get(rd.r.ready):
-            self.r_beats += 1
-            burst = self.reads[0]
-            burst[2] += 1
-            if burst[2] == burst[1]:
-                self.reads.pop(0)
-                if self.reads:
-                    nxt = self.reads[0]
-                    nxt[3] = max(nxt[3], cycle + 1)
-            else:
-                burst[3] = max(burst[4] + burst[2] * mp.beat_cycles, cycle + 1) + self._extra(1)
-        if bv and ctx.get(wr.b.ready):
-            self.bresp.pop(0)
-        if wrd and ctx.get(wr.w.valid):
-            addr, beats, i = self.writes[0]
-            p = ctx.get(wr.w.payload)
-            d, strb = int(p.data), int(p.strb)
-            a = addr + i * lb
-            for k in range(lb):
-                if strb >> k & 1:
-                    self.mem[a + k] = (d >> (8 * k)) & 0xFF
-            self.w_beats += 1
-            self.writes[0][2] += 1
-            assert bool(p.last) == (i == beats - 1), f"cycle {cycle}: WLAST wrong on beat {i} of {beats}"
-            if i == beats - 1:
-                self.writes.pop(0)
-                self.bresp.append(cycle + mp.latency + self._extra(1))
-        if arr and ctx.get(rd.ar.valid):
-            p = ctx.get(rd.ar.payload)
-            first = cycle + mp.latency + self._extra(1)
-            self.reads.append([int(p.addr), int(p.len) + 1, 0, first, first])
-            self._check_burst(int(p.addr), int(p.len) + 1, int(p.size), cycle)
-        if awr and ctx.get(wr.aw.valid):
-            p = ctx.get(wr.aw.payload)
-            self.writes.append([int(p.addr), int(p.len) + 1, 0])
-            self._check_burst(int(p.addr), int(p.len) + 1, int(p.size), cycle)
-
-    def _check_burst(self, addr, beats, size, cycle):
-        lb = self.lb
-        assert 1 << size == lb, f"cycle {cycle}: burst size {1 << size} bytes, the port is {lb}"
-        assert addr % lb == 0, f"cycle {cycle}: unaligned burst address {addr:#x}"
-        assert addr // 4096 == (addr + beats * lb - 1) // 4096, f"cycle {cycle}: burst {addr:#x} crosses 4 KiB"
-        assert addr + beats * lb <= len(self.mem), f"cycle {cycle}: burst {addr:#x} + {beats} beats past DRAM"
+        o = self.slave.outputs(cycle)
+        ctx.set(rd.ar.ready, o["ar_ready"])
+        ctx.set(wr.aw.ready, o["aw_ready"])
+        ctx.set(wr.w.ready, o["w_ready"])
+        ctx.set(rd.r.valid, o["r_valid"])
+        ctx.set(rd.r.payload.data, o["r_data"])
+        ctx.set(rd.r.payload.last, o["r_last"])
+        ctx.set(wr.b.valid, o["b_valid"])
+        ar, aw, w = ctx.get(rd.ar.payload), ctx.get(wr.aw.payload), ctx.get(wr.w.payload)
+        self.slave.observe(cycle, ar_valid=ctx.get(rd.ar.valid), ar_addr=int(ar.addr), ar_len=int(ar.len),
+                           ar_size=int(ar.size), r_ready=ctx.get(rd.r.ready), aw_valid=ctx.get(wr.aw.valid),
+                           aw_addr=int(aw.addr), aw_len=int(aw.len), aw_size=int(aw.size),
+                           w_valid=ctx.get(wr.w.valid), w_data=int(w.data), w_strb=int(w.strb), w_last=int(w.last),
+                           b_ready=ctx.get(wr.b.ready))
 
 
 def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0, random_dram: bool = False,
