@@ -253,8 +253,10 @@ class OutputWriter(wiring.Component):
             with m.If(cols == c):
                 mlc, vlc = slot_lines(c, chip)
                 m.d.comb += [ml_rt.eq(mlc), vl_rt.eq(vlc)]
-        m.d.comb += [bch.ready.eq(1), aw.payload.size.eq((lb - 1).bit_length()), aw.payload.burst.eq(BURST_INCR),
-                     mr.addr.eq(0), vr.addr.eq(0), cr.addr.eq(row)]
+        m.d.comb += [bch.ready.eq(1), mr.addr.eq(0), vr.addr.eq(0), cr.addr.eq(row)]
+        # size and burst are driven with the address, not alone: a constant-only slice becomes an
+        # ``always @*`` block without inputs, which Verilator never evaluates.
+        aw_const = [aw.payload.size.eq((lb - 1).bit_length()), aw.payload.burst.eq(BURST_INCR)]
         w_x = w.valid & w.ready
         with m.If(aw.valid & aw.ready & ~(bch.valid & bch.ready)):
             m.d.sync += outstanding.eq(outstanding + 1)
@@ -280,7 +282,7 @@ class OutputWriter(wiring.Component):
                 with m.Else():
                     m.next = "CNT_AW"
             with m.State("CNT_AW"):
-                m.d.comb += [self.busy.eq(1), aw.valid.eq(1),
+                m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const,
                              aw.payload.addr.eq(self.o_cnt + ((slot * 4) & ~(lb - 1))), aw.payload.len.eq(0)]
                 with m.If(aw.ready):
                     m.d.sync += cnt.eq(cr.data)
@@ -294,7 +296,7 @@ class OutputWriter(wiring.Component):
                     count("o_cnt", 4)
                     m.next = "MASK_AW"
             with m.State("MASK_AW"):
-                m.d.comb += [self.busy.eq(1), aw.valid.eq(1), aw.payload.addr.eq(self.o_mask + slot * ml_rt * lb),
+                m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const, aw.payload.addr.eq(self.o_mask + slot * ml_rt * lb),
                              aw.payload.len.eq(mlines - 1), mr.addr.eq(row * ML)]
                 with m.If(aw.ready):
                     m.d.sync += beat.eq(0)
@@ -314,7 +316,7 @@ class OutputWriter(wiring.Component):
                     m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
                     m.next = "ROW"
                 with m.Else():
-                    m.d.comb += [aw.valid.eq(1), aw.payload.addr.eq(self.o_val + slot * vl_rt * lb),
+                    m.d.comb += [aw.valid.eq(1), *aw_const, aw.payload.addr.eq(self.o_val + slot * vl_rt * lb),
                                  aw.payload.len.eq(vbeats - 1)]
                     with m.If(aw.ready):
                         m.d.sync += beat.eq(0)
