@@ -155,6 +155,36 @@ def check_layer(name: str, M: int, K: int, N: int, chip, *, a_tile_nnz: int = 0,
         raise ValueError(f"layer {name}: |bias| = {bias_abs} does not fit this build's bias_bits = {chip.bias_bits}")
 
 
+def check_descriptor(desc: dict, chip) -> None:
+    """Refuse a descriptor this build cannot run: ValueError with one line naming the field, its
+    value and the limit (every field of :data:`sim.memory.DESC_FIELDS`, 32-bit unsigned)."""
+    from sim.memory import DESC_FIELDS
+
+    missing = [f for f in DESC_FIELDS if f not in desc]
+    if missing:
+        raise ValueError(f"descriptor: missing field {missing[0]}")
+    for f in DESC_FIELDS:
+        v = desc[f]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 1 << 32:
+            raise ValueError(f"descriptor field {f} = {v!r} is not a 32-bit unsigned integer")
+    limits = {"m": chip.max_m, "n": chip.max_n, "chunks": chip.core.chunks(chip.max_k),
+              "tile_rows": chip.tile_rows, "tile_cols": chip.tile_cols, "decay_shift": 31, "n_mask": 1}
+    for f, lim in limits.items():
+        if desc[f] > lim:
+            raise ValueError(f"descriptor field {f} = {desc[f]} exceeds this build's limit {lim}")
+    for f in ("m", "n", "chunks", "tile_rows", "tile_cols"):
+        if desc[f] < 1:
+            raise ValueError(f"descriptor field {f} = {desc[f]} must be >= 1")
+    if desc["n_tiles"] != -(-desc["n"] // desc["tile_cols"]):
+        raise ValueError(f"descriptor field n_tiles = {desc['n_tiles']} must be ceil(n / tile_cols) = "
+                         f"{-(-desc['n'] // desc['tile_cols'])}")
+    lb = chip.mem.line_bytes
+    for f in DESC_FIELDS[DESC_FIELDS.index("a_mask"):]:
+        if desc[f] % lb or desc[f] >= 1 << chip.mem.addr_bits:
+            raise ValueError(f"descriptor field {f} = {desc[f]:#x} must be a {lb}-byte aligned address below "
+                             f"2^{chip.mem.addr_bits}")
+
+
 def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name: str = "layer") -> DramImage:
     """The layer in DRAM in the trace's fiber format (A: bitmask chunks, packed T-bit words, row
     pointers; B: bitmask chunks, weights, column pointers; bias; output slots) and the descriptor
@@ -193,6 +223,7 @@ def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name:
             "n_tiles": til.n_tiles, "threshold": lif.threshold & 0xFFFF_FFFF, "decay_shift": lif.decay_shift,
             "n_mask": n_mask, **{r: regions[r][0] for r in regions}}
     assert set(desc) == set(DESC_FIELDS)
+    check_descriptor(desc, chip)
     return DramImage(mem=mem, desc=desc, regions=regions, tiling=til)
 
 

@@ -122,3 +122,30 @@ def test_accel_verilator_exact():
             assert res["cycles"] > model.cycles
         else:
             assert res["cycles"] == model.cycles and res["fetch_wait"] == model.fetch_wait
+
+
+def test_descriptor_refused():
+    from hw.host import check_descriptor
+
+    chip = small_chip()
+    words, weights, bias = layer(1, 6, 200, 6)
+    desc = dram_image(words, weights, bias, LIFParams(threshold=40), 1, chip).desc
+    check_descriptor(desc, chip)
+    for field, value, message in (("tile_rows", 5, "tile_rows = 5 exceeds this build's limit 4"),
+                                  ("n_tiles", 1, r"n_tiles = 1 must be ceil\(n / tile_cols\) = 2"),
+                                  ("chunks", 0, "chunks = 0 must be >= 1"),
+                                  ("b_val", 3, "b_val = 0x3 must be a 32-byte aligned address"),
+                                  ("m", -1, "m = -1 is not a 32-bit unsigned integer")):
+        with pytest.raises(ValueError, match=message):
+            check_descriptor({**desc, field: value}, chip)
+    with pytest.raises(ValueError, match="missing field o_cnt"):
+        check_descriptor({k: v for k, v in desc.items() if k != "o_cnt"}, chip)
+
+
+def test_chip_from_the_paper_config():
+    from sim.config import load
+    from sim.params import chip_from_config
+
+    chip = chip_from_config(load("sim/configs/loas.yaml"))
+    assert (chip.core.pes, chip.buffer_kib, chip.buffer_banks, chip.core.chunk_bits) == (16, 256, 16, 128)
+    assert (chip.max_m, chip.max_k, chip.max_n) == (1024, 4608, 512)
