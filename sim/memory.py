@@ -192,8 +192,8 @@ def region_sizes(M: int, N: int, C: int, a_nnz: int, b_nnz: int, chip, til: Tili
 
 
 def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
-    """The fetch unit's jobs in order, per tile: a list of (tiles, jobs) where jobs are (region,
-    first element, count) with count > 0 (the tile controller skips empty jobs), then the core runs
+    """The fetch unit's jobs in order, per tile: a list of (tile, jobs) where jobs are (region,
+    first element, count) (a value job of count 0 the tile controller skips), then the core runs
     tile (g, j) and the writer writes it. B is fetched for every tile unless one tile holds every
     column (then only with the first row group)."""
     C = til.C
@@ -207,7 +207,7 @@ def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
             if til.n_tiles > 1 or g == 0:
                 jobs += [("b_ptr", n0, Nt + 1), ("b_mask", n0 * C, Nt * C),
                          ("b_val", int(b_ptr[n0]), int(b_ptr[n0 + Nt] - b_ptr[n0])), ("bias", n0, Nt)]
-            out.append(((g, j), [jb for jb in jobs if jb[2] > 0]))
+            out.append(((g, j), jobs))
             jobs = []
     return out
 
@@ -314,23 +314,21 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
         # B_TILE, the B jobs, F_DONE (the tile counts as fetched from the cycle after).
         p_k = f_arrive if k == 0 else max(f_arrive, run_start[k - 1] + 1)
         t = p_k + 1
-        a_jobs = [jb for jb in jobs if jb[0].startswith("a_")]
-        b_jobs = [jb for jb in jobs if not jb[0].startswith("a_")]
-        for group, then_b_tile in ((a_jobs, True), (b_jobs, False)):
-            if group is b_jobs:
-                t += 1  # B_TILE
-            if group is a_jobs and j != 0:
-                continue
-            empty_val = group is a_jobs and len(group) == 2 or group is b_jobs and b_jobs and len(group) == 3
-            for region, first, count in group:
+        for side in ("a_", "b_"):
+            if side == "b_":
+                t += 1  # B_TILE (B fetched or resident)
+            for region, first, count in jobs:
+                if region.startswith("a_") != (side == "a_"):
+                    continue
+                if count == 0:  # an empty value job: its state is passed in one cycle
+                    t += 1
+                    continue
                 line_mode = region in LINE_REGIONS
                 last, lines, w_ = _job_time(t, bases[region], elem_bits(region, chip), first, count, mp, line_mode)
                 rd[region] += lines * lb
                 wait += w_
                 loaded += lines if line_mode else count
                 t = last + 2
-                if empty_val and region in ("a_mask", "b_mask"):
-                    t += 1  # the empty value job's state, skipped
         fetched_at = t + 1  # F_DONE in cycle t
         fetch += fetched_at - p_k
         f_arrive = t + 1
