@@ -221,6 +221,17 @@ def add_out(p, default: str | None = None, what: str = "output directory", requi
                    help=what + ("" if default is None else f" (default: {default})"))
 
 
+def add_engine(p) -> None:
+    """The Dask engine of sweeps, comparisons and searches (sim/dist.py): --scheduler, --workers,
+    --no-progress."""
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786; default: "
+                        "$LOAS_SCHEDULER, else an embedded local cluster)")
+    p.add_argument("--workers", "--jobs", dest="workers", type=positive, default=None,
+                   help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def add_json(p) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 

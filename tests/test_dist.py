@@ -209,3 +209,116 @@ def test_killed_sweep_resumes_and_equals_one_shot(scheduler, tmp_path):
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "r" / "sweep.parquet").to_pylist() == resumed["rows"]
+
+
+# The SNASNet search on the engine ------------------------------------------------------------------
+def _fmnist():
+    from models.data import FASHION_MNIST_DIR
+
+    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST_DIR} (Debian package dataset-fashion-mnist)")
+
+
+NAS = ["--channels", "2", "--T", "2", "--batch-size", "8", "--batches", "1", "--device", "cpu", "--seed", "3"]
+
+
+def _search_here(num, channels=2, T=2, batch=8, seed=3, dropout=True):
+    """The ranking `loas nas search` must print, computed in this process without the engine."""
+    import torch
+
+    from models.data import batches, load_dataset
+    from models.snasnet_search import NetSpec, draw_candidates, search
+
+    torch.set_num_threads(1)
+    ds = load_dataset("fashion-mnist", None, "train")
+    xs = [x for _, (x, _) in zip(range(1), batches(ds, batch, shuffle=True, seed=seed))]
+    ranked = search(NetSpec("fashion-mnist", channels, T).build, xs, num_search=num, seed=seed, progress=False,
+                    candidates=draw_candidates(num, seed), dropout=dropout)
+    return [(c.index, str(c.matrix), c.score) for c in ranked]
+
+
+def _ranking(doc):
+    return [(c["index"], c["cnt_mat"], c["score"]) for c in doc["candidates"]]
+
+
+def test_search_on_a_cluster_by_address_equals_in_process_and_resumes(scheduler, tmp_path):
+    _fmnist()
+    argv = ["nas", "search", "--num-search", "4", *NAS, "--scheduler", scheduler, "--out", tmp_path, "--json"]
+    r = loas(*argv)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["computed"], doc["cached"], doc["failures"]) == (4, 0, [])
+    assert _ranking(doc) == _search_here(4)
+    assert len(dist.ResultStore(tmp_path / "store")) == 4
+    assert (tmp_path / "search.csv").read_text().count("\n") == 5
+    again = json.loads(loas(*argv).stdout)
+    assert (again["computed"], again["cached"]) == (0, 4) and again["candidates"] == doc["candidates"]
+    # The key holds every setting a score depends on: another one is computed, not reused.
+    other = loas(*argv, "--T", "3")
+    assert other.returncode == 0, other.stderr
+    other = json.loads(other.stdout)
+    assert (other["computed"], other["cached"]) == (4, 0)
+    assert _ranking(other) == _search_here(4, T=3) != _ranking(doc)
+
+
+def test_killed_search_on_two_local_workers_resumes_and_equals_one_shot(tmp_path):
+    _fmnist()
+    args = ["nas", "search", "--num-search", "8", *NAS, "--channels", "4", "--batch-size", "16", "--workers", "2",
+            "--no-progress", "--json", "--out", tmp_path / "r"]
+    store = tmp_path / "r" / "store"
+    p = subprocess.Popen([sys.executable, "-m", "loas.cli", *map(str, args)], env=ENV, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: len(dist.ResultStore(store)) >= 2 or p.poll() is not None, 180, "2 stored cells")
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)  # the client and its embedded cluster
+        p.wait(20)
+    before = len(dist.ResultStore(store))
+    assert 2 <= before < 8 and not list(store.glob(".*.tmp*"))
+    r = loas(*args)
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads(r.stdout)
+    assert (resumed["cached"], resumed["computed"]) == (before, 8 - before)
+    assert _ranking(resumed) == _search_here(8, channels=4, batch=16)
+
+
+def test_failing_points_exit_1_and_are_named(tmp_path):
+    """A worker lost mid-point (allowed-failures 0: the point is not retried) fails that point only:
+    the sweep and the search finish the others, name the failed point and exit with status 1."""
+    import dask
+
+    _fmnist()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dist.local_cluster(2) as cluster:
+        s = cluster.scheduler
+        cases = [(["sweep", "--param", "pes=2,4,8,16", "--layer", "conv9", "--designs", "gamma", "--out",
+                   tmp_path / "sweep"], "loas: sweep: point pes=", 4),
+                 (["nas", "search", "--num-search", "6", *NAS, "--channels", "8", "--batch-size", "32",
+                   "--out", tmp_path / "nas"], "loas: search: point index=", 6)]
+        for argv, named, total in cases:
+            cluster.wait_for_workers(2)
+            p = subprocess.Popen([sys.executable, "-m", "loas.cli", *map(str, argv), "--scheduler",
+                                  cluster.scheduler_address, "--no-progress", "--json"], env=ENV,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            busy = lambda: [ws for ws in list(s.workers.values()) if ws.processing]  # noqa: E731
+            _wait_for(lambda: busy() or p.poll() is not None, 180, "a worker to start a point")
+            os.kill(busy()[0].pid, signal.SIGKILL)
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 1, err
+            doc = json.loads(out)
+            assert 1 <= len(doc["failures"]) < total and all("KilledWorker" in f["error"] for f in doc["failures"])
+            assert named in err and "failed (listed above)" in err and "Traceback" not in err
+            done = len(doc["rows"]) if argv[0] == "sweep" else len(doc["candidates"])
+            assert done == total - len(doc["failures"])
+
+
+def test_sweep_key_holds_the_designs(tmp_path):
+    """A layer point's row holds one set of figures per design: another design list is computed."""
+    kw = dict(base=LoASConfig(), layer="conv13", out=tmp_path, progress=False, workers=1)
+    a = sweep({"pes": [4, 8]}, designs=("loas", "sparten"), **kw)
+    b = sweep({"pes": [4, 8]}, designs=("loas", "gamma"), **kw)
+    assert (a.computed, b.computed, b.cached) == (2, 2, 0)
+    assert "speedup_vs_gamma" in b.rows[0] and "speedup_vs_sparten" not in b.rows[0]
+    assert [r["cycles"] for r in a.rows] == [r["cycles"] for r in b.rows]  # LoAS itself is the same
+    c = sweep({"pes": [4, 8]}, designs=("loas", "sparten"), **kw)
+    assert (c.computed, c.cached) == (0, 2) and c.rows == a.rows

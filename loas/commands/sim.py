@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from loas.commands import add_json, emit
-from loas.options import add_config, add_energy, add_layer, add_out, add_sample, add_seed, add_workload, positive
+from loas.options import add_config, add_energy, add_engine, add_layer, add_out, add_sample, add_seed, add_workload, positive
 from sim.designs import BASELINES, FIDELITIES, NAMES
 #: Largest sweep grid run without an explicit, larger --max-points.
 MAX_POINTS = 256
@@ -65,12 +65,7 @@ def _fidelity(p):
 
 
 def _engine(p):
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786; default: "
-                        "$LOAS_SCHEDULER, else an embedded local cluster)")
-    p.add_argument("--workers", "--jobs", dest="workers", type=positive, default=None,
-                   help="worker processes of the embedded cluster (default: one per core)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine(p)
 
 
 def _workloads(p, help: str):
