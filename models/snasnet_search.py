@@ -34,17 +34,22 @@ from spikingjelly.activation_based import functional, layer, neuron
 from sim.errors import UserError
 
 from .data import Augment, Dataset
+from .layers import fused_lifs
 from .snasnet import CellMatrix, build_snasnet, parse_cnt_mat, sample_cell
 
 
-def pattern_counts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+def pattern_counts(x: torch.Tensor, binary: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(G, n, N)`` of binary patterns ``x`` ``[S, B, ...]`` (S timesteps): the Gram matrices
-    ``G[s] = x_s x_s^T`` ``[S, B, B]``, the spike counts ``n`` ``[S, B]`` and the pattern length N."""
+    ``G[s] = x_s x_s^T`` ``[S, B, B]``, the spike counts ``n`` ``[S, B]`` and the pattern length N.
+    ``binary``: ``x`` already holds only 0 and 1 (LIF spikes), so it is used as it is."""
     S, B = x.shape[:2]
-    x = x.detach().reshape(S, B, -1)
+    x = x.detach()
+    if x.dim() > 3:  # flatten in memory order (a view): G and n do not depend on the order of N
+        x = x.permute(0, 1, *sorted(range(2, x.dim()), key=lambda d: -x.stride(d)))
+    x = x.reshape(S, B, -1)
     N = x.shape[2]
-    dtype = torch.float32 if N < 2**24 else torch.float64
-    xb = (x > 0).to(dtype)
+    dtype = torch.float32 if N < 2**24 else torch.float64  # integer sums exact in any order
+    xb = x if binary and x.dtype == dtype else (x > 0).to(dtype)
     return torch.bmm(xb, xb.transpose(1, 2)).double(), xb.sum(2).double(), N
 
 
@@ -53,9 +58,10 @@ def hamming_kernel(x: torch.Tensor) -> torch.Tensor:
     return hamming_kernels(x.unsqueeze(0)).sum(0)
 
 
-def hamming_kernels(x: torch.Tensor) -> torch.Tensor:
-    """Kernel terms ``[S, B, B]`` of ``x`` ``[S, B, ...]``, one per leading index (timestep)."""
-    G, n, N = pattern_counts(x)
+def hamming_kernels(x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+    """Kernel terms ``[S, B, B]`` of ``x`` ``[S, B, ...]``, one per leading index (timestep);
+    ``binary``: see :func:`pattern_counts`."""
+    G, n, N = pattern_counts(x, binary)
     ham = n[:, :, None] + n[:, None, :] - 2.0 * G
     p = n / N
     norm = p[:, :, None] * (1 - p[:, None, :]) + (1 - p[:, :, None]) * p[:, None, :]
@@ -83,7 +89,7 @@ class KernelRecorder:
         if isinstance(out, tuple):
             out = out[0]
         steps = out if module.step_mode == "m" else out.unsqueeze(0)
-        k = hamming_kernels(steps).sum(0).cpu()
+        k = hamming_kernels(steps, binary=isinstance(module, neuron.LIFNode)).sum(0).cpu()
         self.K = k if self.K is None else self.K + k
         self.terms += steps.shape[0]
 
@@ -136,7 +142,8 @@ def score_model(model: nn.Module, batches, *, dropout: bool = True, seed: int = 
 
     As in the official search the model runs in train mode (BN batch statistics) with dropout on
     (its masks drawn from ``seed``, so a model and batches give one score); ``dropout=False`` turns
-    dropout off. The model's state is left as it was: train/eval modes, BN running statistics,
+    dropout off. The LIFs run fused (:class:`models.layers.fused_lifs`: the same spikes, no
+    autograd). The model's state is left as it was: train/eval modes, BN running statistics,
     neuron and dropout memories (reset), and the global torch RNG.
     """
     modes = {m: m.training for m in model.modules()}
@@ -153,7 +160,7 @@ def score_model(model: nn.Module, batches, *, dropout: bool = True, seed: int = 
             torch.manual_seed(seed)
             scores = []
             for x in batches:
-                with KernelRecorder(model) as rec:
+                with KernelRecorder(model) as rec, fused_lifs(model):
                     model(x)
                 if tap is not None:
                     tap.done = True
