@@ -251,9 +251,10 @@ def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def bn_seq(bn: nn.BatchNorm2d, x: torch.Tensor, per_timestep: bool) -> torch.Tensor:
     """``bn`` on ``[T, B, ...]``. In train mode with ``per_timestep`` each timestep gets its own batch
     statistics (and updates the running statistics once, as the official per-timestep model does);
-    otherwise T is folded into the batch (identical in eval mode)."""
+    otherwise T is folded into the batch (identical in eval mode). Without autograd (and hooks on
+    ``bn``) the per-timestep outputs are written in place rather than stacked."""
     if bn.training and per_timestep:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or bn._forward_hooks or bn._forward_pre_hooks:  # autograd, or hooks to call
             return torch.stack([bn(x[t]) for t in range(x.shape[0])])
         out = torch.empty_like(x)
         for t in range(x.shape[0]):
