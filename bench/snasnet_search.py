@@ -4,8 +4,9 @@ Fashion-MNIST, C = 32, T = 5, 2 batches of 64, the same 4 cells (redraw sampler,
 implementation. In-process (``search``, ``--threads`` torch threads) or, with ``--engine N``, on the
 Dask engine (``run_search`` on an embedded cluster of N single-threaded workers, started and warmed
 up before the clock starts; each cell scored twice, under two draw indices, so that every worker has
-work): seconds per candidate = wall time / candidates. The machine's 2 cores are shared, so each
-figure is the median (and the minimum) of RUNS runs, with the 1-minute load average beside it. The
+work): seconds per candidate = wall time / candidates, and the CPU seconds per candidate (this
+process, or the workers) that a shared machine's load inflates less. The machine's 2 cores are
+shared, so each figure is the median (and the minimum) of RUNS runs, with the 1-minute load average. The
 scores are recorded: implementations must agree on them exactly. The in-process mode runs unchanged
 against an older checkout (``PYTHONPATH=<old tree> python bench/snasnet_search.py --label before``);
 figures are merged into bench/results/snasnet_search.json under ``--label``.
@@ -59,16 +60,17 @@ def main():
 
     extra = {"hw": True} if args.hw else {}
     load = os.getloadavg()[0]
-    times = []
+    times, cpu = [], []
     if args.engine:
-        res, times = _engine(args, xs, cells, extra)
+        res, times, cpu = _engine(args, xs, cells, extra)
     else:
         for _ in range(args.runs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = ss.search(build, xs, num_search=len(cells), candidates=cells, progress=False, **extra)
             times.append((time.perf_counter() - t0) / len(cells))
+            cpu.append((time.process_time() - c0) / len(cells))
     rec = {"seconds_per_candidate": statistics.median(times), "min_seconds_per_candidate": min(times),
-           "runs": times, "load_avg_1min_before": load,
+           "cpu_seconds_per_candidate": statistics.median(cpu), "runs": times, "load_avg_1min_before": load,
            "settings": {"dataset": "fashion-mnist", "channels": args.channels, "T": args.T,
                         "batch_size": args.batch_size, "batches": 2, "cells": [str(c) for c in cells],
                         "threads": 1 if args.engine else args.threads, "engine_workers": args.engine,
@@ -90,6 +92,8 @@ def main():
 def _engine(args, xs, cells, extra):
     """``run_search`` on an embedded cluster of ``args.engine`` workers, started (and each worker's
     imports done) before the clock starts; every cell is scored twice (two draw indices, so two seeds)."""
+    from distributed import Client
+
     from models.snasnet_search import NetSpec, run_search
     from sim import dist
 
@@ -99,13 +103,18 @@ def _engine(args, xs, cells, extra):
         addr = cluster.scheduler_address
         tiny = NetSpec("fashion-mnist", 1, 1)
         run_search(tiny, [x[:2] for x in xs], cells[:1] * args.engine, seed=1, scheduler=addr, progress=False)
-        times = []
+        times, cpu = [], []
+        client = Client(addr)
         for _ in range(args.runs):
+            c0 = client.run(time.process_time)
             t0 = time.perf_counter()
             res, oc = run_search(spec, xs, work, seed=0, scheduler=addr, progress=False, **extra)
             times.append((time.perf_counter() - t0) / len(work))
+            c1 = client.run(time.process_time)
+            cpu.append(sum(c1[w] - c0[w] for w in c1 if w in c0) / len(work))  # the workers' CPU time
             assert not oc.failures, oc.failures
-    return res, times
+        client.close()
+    return res, times, cpu
 
 
 if __name__ == "__main__":

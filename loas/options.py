@@ -168,9 +168,8 @@ def add_dataset(p, default: str | None = "fashion-mnist", subset: bool = True):
                        help="use the first N test samples (default: all)")
 
 
-def add_T(p, help: str = "timesteps"):
-    p.add_argument("--T", type=int_range(1, 16), default=DEFAULT_T,
-                   help=f"{help} (default: {DEFAULT_T}, the LoAS build's)")
+def add_T(p, help: str = "timesteps", default: int = DEFAULT_T, why: str = "the LoAS build's"):
+    p.add_argument("--T", type=int_range(1, 16), default=default, help=f"{help} (default: {default}, {why})")
 
 
 def add_n_mask(p, default: int | None = 0):

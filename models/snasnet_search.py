@@ -366,8 +366,9 @@ def run_search(spec: NetSpec, batches, cells: list[CellMatrix], *, seed: int, dr
     ``batches``: a list of input tensors (the same for every candidate) or a :class:`FreshBatches`;
     sent to the workers once. With ``store`` (a :class:`sim.dist.ResultStore`) every scored cell is
     stored as it arrives under a key of (``spec``, the batches' content, ``seed``, the draw index and
-    cell, ``dropout``, ``hw``, the code of ``sim`` and ``models``): a rerun scores only the cells
-    missing there. The device is not part of the key.
+    cell, ``dropout``, ``hw``, the torch threads and the device -- a conv's float sums, hence a
+    score's last digits, depend on them -- and the code of ``sim`` and ``models``): a rerun scores
+    only the cells missing there.
 
     Returns ``(ranked candidates, outcome)``; a candidate whose task failed is absent from the ranking
     and listed in ``outcome.failures`` with its index and cell.
@@ -379,7 +380,7 @@ def run_search(spec: NetSpec, batches, cells: list[CellMatrix], *, seed: int, dr
     shared = dist.Shared(batches)
     tasks = []
     for i, m in enumerate(cells):
-        key = dist.digest("snasnet-score", spec, data, seed, i, str(m), dropout, hw, version)
+        key = dist.digest("snasnet-score", spec, data, seed, i, str(m), dropout, hw, threads, str(device), version)
         tasks.append(dist.Task(key, score_row, (spec, shared, i, str(m), seed, dropout, hw, threads, str(device)),
                                {"index": i, "cnt_mat": str(m)}))
     oc = dist.run_tasks(tasks, store=store, scheduler=scheduler, workers=workers, progress=progress,

@@ -322,3 +322,23 @@ def test_sweep_key_holds_the_designs(tmp_path):
     assert [r["cycles"] for r in a.rows] == [r["cycles"] for r in b.rows]  # LoAS itself is the same
     c = sweep({"pes": [4, 8]}, designs=("loas", "sparten"), **kw)
     assert (c.computed, c.cached) == (0, 2) and c.rows == a.rows
+
+
+def test_sweep_report_is_swapped_in_whole_and_the_store_kept(scheduler, tmp_path):
+    out = tmp_path / "r"
+    argv = ["sweep", "--param", "pes=4,8", "--layer", "conv13", "--designs", "gamma", "--scheduler", scheduler,
+            "--no-progress", "--json", "--out", out]
+    first = loas(*argv)
+    assert first.returncode == 0, first.stderr
+    inode = (out / "sweep.csv").stat().st_ino
+    again = loas(*argv)
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert (doc["computed"], doc["cached"]) == (0, 2)  # the store survived the swap of its folder
+    assert (out / "sweep.csv").stat().st_ino != inode and len(dist.ResultStore(out / "store")) == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted(["store", "sweep.csv", "sweep.json", "sweep.parquet",
+                                                             "sweep.png"])
+    assert not [p for p in tmp_path.iterdir() if p.name != "r"]  # no temp or old folder left beside it
+    (out / "notes.txt").write_text("mine")
+    r = loas(*argv)
+    assert r.returncode == 2 and "notes.txt" in r.stderr and "not files of a sweep report" in r.stderr

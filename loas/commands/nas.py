@@ -11,6 +11,11 @@ from loas.options import (DATASETS, add_checkpoint, add_dataset, add_engine, add
                           add_T, add_threads, add_training, int_range, positive)
 from sim.errors import UserError
 
+#: SNASNet's timesteps (spec/snn.md section 5, "T = 5 by default"; models.snasnet.build_snasnet's
+#: default). A network exported at T = 5 runs on a LoAS built for 5 timesteps (a --config with
+#: ``timesteps: 5``); give --T 4 for the default LoAS build.
+SNASNET_T = 5
+
 
 def _cnt_mat_arg(p: argparse.ArgumentParser, required: bool, help_extra: str = "") -> None:
     p.add_argument("--cnt-mat", "--cnt_mat", dest="cnt_mat", nargs="+", metavar="ROW", required=required,
@@ -24,7 +29,7 @@ def _net_args(p: argparse.ArgumentParser, cnt_mat: bool = True) -> None:
         _cnt_mat_arg(p, True)
     p.add_argument("--channels", type=int_range(1, 4096), default=None,
                    help="cell1 channels C (default: 256 cifar10, 128 cifar100, 32 fashion-mnist)")
-    add_T(p)
+    add_T(p, default=SNASNET_T, why="SNASNet's")
     p.add_argument("--second-avgpooling", type=int_range(1, 64), default=None,
                    help="pool size after cell2 (default: 4 cifar10, 2 otherwise)")
     p.add_argument("--fc1-bias", action="store_true", help="give fc1 a bias (the official network has none)")
@@ -89,9 +94,9 @@ def cmd_search(args) -> int:
     from models.snasnet import parse_cnt_mat
     from models.snasnet_search import FreshBatches, NetSpec, draw_candidates, run_search
     from sim import dist
-    from sim.atomic import check_output
+    from sim.atomic import check_target
 
-    check_output(args.out)  # before the work
+    check_target(args.out, **SEARCH_TARGET)  # before the work
     dev = _device(args)
     for name in ("num_search", "batch_size", "batches", "top"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
@@ -143,9 +148,11 @@ def cmd_search(args) -> int:
     lines.append(f"scored {oc.computed} cells in {oc.seconds:.1f} s on {dev}, {oc.cached} from {store.dir}"
                  + (f", {len(oc.failures)} failed" if oc.failures else ""))
     lines.append(f"best: --cnt-mat '{best.matrix}'")
+    plot = None
     if hw:
-        lines += _hw_report(args, ranked, obj)
-    files = _write_search_report(Path(args.out), obj)
+        more, plot = _hw_report(args, ranked, obj)
+        lines += more
+    files = _write_search_report(Path(args.out), obj, plot)
     lines.append(f"report: {', '.join(str(f) for f in files)}")
     obj["report"] = [str(f) for f in files]
     emit(args, obj, "\n".join(lines))
@@ -155,16 +162,21 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _write_search_report(out, obj) -> list:
-    """search.csv (the ranked cells) and search.json (what --json prints), each written whole, under
-    the folder's lock: the folder also holds the result store, so it is not swapped whole."""
+#: check_target / replace_dir arguments of a search report directory (it also holds the result store).
+SEARCH_FILES = ("search.csv", "search.json", "pareto.png")
+SEARCH_TARGET = dict(what="search report", owned=(SEARCH_FILES + ("store",)).__contains__)
+
+
+def _write_search_report(out, obj, plot=None) -> list:
+    """search.csv (the ranked cells), search.json (what --json prints) and, given ``plot`` (a
+    function of the PNG path), pareto.png: the folder written whole (:func:`sim.atomic.replace_dir`)
+    with the result store carried over, so a rerun still resumes from it."""
     import csv
     import io
     import json
 
-    from sim.atomic import locked, write_file
+    from sim.atomic import replace_dir
 
-    out.mkdir(parents=True, exist_ok=True)
     cols = ["rank", "index", "cnt_mat", "score", "edges"]
     cols += [k for k in ("loas_cycles", "loas_energy_pj", "sparten_cycles", "sparten_energy_pj")
              if obj["candidates"] and k in obj["candidates"][0]]
@@ -172,19 +184,23 @@ def _write_search_report(out, obj) -> list:
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(obj["candidates"])
-    files = [out / "search.csv", out / "search.json"]
-    with locked(out):
-        write_file(files[0], buf.getvalue())
-        write_file(files[1], json.dumps(obj, indent=2) + "\n")
-    return files
+    names = ["search.csv", "search.json"] + (["pareto.png"] if plot else [])
+    with replace_dir(out, **SEARCH_TARGET, keep=("store",)) as tmp:
+        (tmp / "search.csv").write_text(buf.getvalue())
+        (tmp / "search.json").write_text(json.dumps(obj, indent=2) + "\n")
+        if plot:
+            plot(tmp / "pareto.png")
+    return [out / n for n in names]
 
 
 def _fmt_score(s) -> str:
     return f"{s:10.3f}" if math.isfinite(s) else f"{'-inf':>10}"
 
 
-def _hw_report(args, ranked, obj) -> list[str]:
-    """Pareto front of score vs LoAS cycles (table, JSON, PNG) and the best cell under --max-cycles."""
+def _hw_report(args, ranked, obj):
+    """Pareto front of score vs LoAS cycles (table, JSON) and the best cell under --max-cycles:
+    ``(lines, plot)``, ``plot(path)`` drawing the PNG into the report folder (None when --png
+    names another file, drawn here, or is '')."""
     from pathlib import Path
 
     from models.snasnet_search import pareto_front
@@ -209,12 +225,16 @@ def _hw_report(args, ranked, obj) -> list[str]:
             obj["best_under_budget"] = None
             lines.append(f"no cell fits --max-cycles {args.max_cycles} "
                          f"(fewest: {min(c.hw['loas_cycles'] for c in ranked if c.hw)})")
-    png = args.png if args.png is not None else str(Path(args.out) / "pareto.png")
-    if png:
-        _pareto_png(ranked, front, png, args.max_cycles)
-        obj["png"] = png
-        lines.append(f"plot: {png}")
-    return lines
+    plot = None
+    if args.png is None:  # in the report folder, written with it
+        obj["png"] = str(Path(args.out) / "pareto.png")
+        plot = lambda path: _pareto_png(ranked, front, path, args.max_cycles)  # noqa: E731
+    elif args.png:
+        _pareto_png(ranked, front, args.png, args.max_cycles)
+        obj["png"] = str(args.png)
+    if "png" in obj:
+        lines.append(f"plot: {obj['png']}")
+    return lines, plot
 
 
 def _pareto_png(ranked, front, path, budget) -> None:

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from loas.commands import add_json, emit
-from loas.options import add_config, add_energy, add_engine, add_layer, add_out, add_sample, add_seed, add_workload, positive
+from loas.options import (add_config, add_energy, add_engine, add_layer, add_out, add_sample, add_seed, add_workload,
+                          positive)
 from sim.designs import BASELINES, FIDELITIES, NAMES
 #: Largest sweep grid run without an explicit, larger --max-points.
 MAX_POINTS = 256
@@ -322,11 +323,11 @@ def _fmt(v):
 
 
 def cmd_sweep(args) -> int:
+    from sim.atomic import check_target
     from sim.errors import UserError
-    from sim.atomic import check_output
-    from sim.report import check_grid, parse_params, sweep, write_sweep_report
+    from sim.report import SWEEP_TARGET, check_grid, parse_params, sweep, write_sweep_report
 
-    check_output(args.out)  # before the work
+    check_target(args.out, **SWEEP_TARGET)  # before the work
     cfg, econf = _configs(args)
     if not args.param:
         raise UserError("--param: give at least one, e.g. --param pes=4,8,16")
