@@ -145,7 +145,8 @@ def cmd_search(args) -> int:
     lines = [f"{'rank':>4}  {'score':>10}  cnt-mat              edges"]
     for r, c in enumerate(ranked[: args.top]):
         lines.append(f"{r + 1:4d}  {_fmt_score(c.score)}  {str(c.matrix):19s}  {c.matrix.describe()}")
-    lines.append(f"scored {oc.computed} cells in {oc.seconds:.1f} s on {dev}, {oc.cached} from {store.dir}"
+    lines.append(f"scored {oc.computed} cell{'s' * (oc.computed != 1)} in {oc.seconds:.1f} s on {dev}, "
+                 f"{oc.cached} from {store.dir}"
                  + (f", {len(oc.failures)} failed" if oc.failures else ""))
     lines.append(f"best: --cnt-mat '{best.matrix}'")
     plot = None
