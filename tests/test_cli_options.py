@@ -126,3 +126,15 @@ def test_usage_errors_are_one_line(capsys, argv, words):
 
 def test_help_exits_0(capsys):
     assert run(capsys, "sim", "--help")[0] == 0
+
+
+def test_out_of_memory_is_one_line_exit_2(monkeypatch, capsys):
+    import loas.commands.nas as nas
+
+    def boom(args):
+        raise MemoryError("Unable to allocate 8.00 EiB for an array\nwith shape (1, 2)")
+
+    monkeypatch.setattr(nas, "cmd_test", boom)
+    assert main(["nas", "test", "--checkpoint", "x.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("loas: error: out of memory: Unable to allocate 8.00 EiB")
