@@ -432,6 +432,39 @@ def timed_search(*args, **kwargs) -> tuple[list[Candidate], float]:
     return res, time.time() - t0
 
 
+#: check_target / replace_dir arguments of a search report directory (it also holds the result store).
+SEARCH_FILES = ("search.csv", "search.json", "pareto.png")
+SEARCH_TARGET = dict(what="search report", owned=(SEARCH_FILES + ("store",)).__contains__)
+
+
+def write_search_report(out, obj: dict, plot=None) -> list:
+    """``search.csv`` (the ranked cells), ``search.json`` (``obj``, what ``loas nas search --json``
+    prints) and, given ``plot`` (a function of the PNG path), ``pareto.png``, under ``out``: the
+    folder written whole (:func:`sim.atomic.replace_dir`) with the result store (``store/``) carried
+    over, so a rerun still resumes from it. Returns the files' paths."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from sim.atomic import replace_dir
+
+    out = Path(out)
+    cols = ["rank", "index", "cnt_mat", "score", "edges"]
+    cols += [k for k in ("loas_cycles", "loas_energy_pj", "sparten_cycles", "sparten_energy_pj")
+             if obj["candidates"] and k in obj["candidates"][0]]
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(obj["candidates"])
+    names = ["search.csv", "search.json"] + (["pareto.png"] if plot else [])
+    with replace_dir(out, **SEARCH_TARGET, keep=("store",)) as tmp:
+        (tmp / "search.csv").write_text(buf.getvalue())
+        (tmp / "search.json").write_text(json.dumps(obj, indent=2) + "\n")
+        if plot:
+            plot(tmp / "pareto.png")
+    return [out / n for n in names]
+
+
 def pareto_front(cands: list[Candidate], cost: str = "loas_cycles") -> list[Candidate]:
     """The candidates no other beats on both score (higher) and ``cost`` (lower), by cost."""
     pts = sorted((c for c in cands if math.isfinite(c.score) and c.hw), key=lambda c: (c.hw[cost], -c.score))
@@ -445,4 +478,5 @@ def pareto_front(cands: list[Candidate], cost: str = "loas_cycles") -> list[Cand
 
 __all__ = ["Candidate", "FreshBatches", "KernelRecorder", "NetSpec", "candidate_seed", "draw_candidates",
            "hamming_kernel", "hamming_kernels", "hw_cost", "logabsdet", "pareto_front", "rank", "resolve_device",
-           "run_search", "score_candidate", "score_model", "score_row", "search", "timed_search"]
+           "run_search", "score_candidate", "score_model", "score_row", "search", "timed_search",
+           "write_search_report"]

@@ -92,7 +92,8 @@ def cmd_search(args) -> int:
 
     from models.data import Augment, batches, load_dataset
     from models.snasnet import parse_cnt_mat
-    from models.snasnet_search import FreshBatches, NetSpec, draw_candidates, run_search
+    from models.snasnet_search import (SEARCH_TARGET, FreshBatches, NetSpec, draw_candidates, run_search,
+                                       write_search_report)
     from sim import dist
     from sim.atomic import check_target
 
@@ -153,7 +154,7 @@ def cmd_search(args) -> int:
     if hw:
         more, plot = _hw_report(args, ranked, obj)
         lines += more
-    files = _write_search_report(Path(args.out), obj, plot)
+    files = write_search_report(Path(args.out), obj, plot)
     lines.append(f"report: {', '.join(str(f) for f in files)}")
     obj["report"] = [str(f) for f in files]
     emit(args, obj, "\n".join(lines))
@@ -161,37 +162,6 @@ def cmd_search(args) -> int:
         print(f"loas: {len(oc.failures)} cell{'s' * (len(oc.failures) > 1)} failed (listed above)", file=sys.stderr)
         return 1
     return 0
-
-
-#: check_target / replace_dir arguments of a search report directory (it also holds the result store).
-SEARCH_FILES = ("search.csv", "search.json", "pareto.png")
-SEARCH_TARGET = dict(what="search report", owned=(SEARCH_FILES + ("store",)).__contains__)
-
-
-def _write_search_report(out, obj, plot=None) -> list:
-    """search.csv (the ranked cells), search.json (what --json prints) and, given ``plot`` (a
-    function of the PNG path), pareto.png: the folder written whole (:func:`sim.atomic.replace_dir`)
-    with the result store carried over, so a rerun still resumes from it."""
-    import csv
-    import io
-    import json
-
-    from sim.atomic import replace_dir
-
-    cols = ["rank", "index", "cnt_mat", "score", "edges"]
-    cols += [k for k in ("loas_cycles", "loas_energy_pj", "sparten_cycles", "sparten_energy_pj")
-             if obj["candidates"] and k in obj["candidates"][0]]
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(obj["candidates"])
-    names = ["search.csv", "search.json"] + (["pareto.png"] if plot else [])
-    with replace_dir(out, **SEARCH_TARGET, keep=("store",)) as tmp:
-        (tmp / "search.csv").write_text(buf.getvalue())
-        (tmp / "search.json").write_text(json.dumps(obj, indent=2) + "\n")
-        if plot:
-            plot(tmp / "pareto.png")
-    return [out / n for n in names]
 
 
 def _fmt_score(s) -> str:
