@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -426,12 +425,6 @@ def search(build, batches, *, num_search: int, seed: int = 0, device="cpu", prog
     return rank(scored)
 
 
-def timed_search(*args, **kwargs) -> tuple[list[Candidate], float]:
-    t0 = time.time()
-    res = search(*args, **kwargs)
-    return res, time.time() - t0
-
-
 #: check_target / replace_dir arguments of a search report directory (it also holds the result store).
 SEARCH_FILES = ("search.csv", "search.json", "pareto.png")
 SEARCH_TARGET = dict(what="search report", owned=(SEARCH_FILES + ("store",)).__contains__)
@@ -478,5 +471,4 @@ def pareto_front(cands: list[Candidate], cost: str = "loas_cycles") -> list[Cand
 
 __all__ = ["Candidate", "FreshBatches", "KernelRecorder", "NetSpec", "candidate_seed", "draw_candidates",
            "hamming_kernel", "hamming_kernels", "hw_cost", "logabsdet", "pareto_front", "rank", "resolve_device",
-           "run_search", "score_candidate", "score_model", "score_row", "search", "timed_search",
-           "write_search_report"]
+           "run_search", "score_candidate", "score_model", "score_row", "search", "write_search_report"]

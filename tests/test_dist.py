@@ -241,6 +241,7 @@ def _ranking(doc):
     return [(c["index"], c["cnt_mat"], c["score"]) for c in doc["candidates"]]
 
 
+@pytest.mark.slow
 def test_search_on_a_cluster_by_address_equals_in_process_and_resumes(scheduler, tmp_path):
     _fmnist()
     argv = ["nas", "search", "--num-search", "4", *NAS, "--scheduler", scheduler, "--out", tmp_path, "--json"]
@@ -266,6 +267,7 @@ def test_search_on_a_cluster_by_address_equals_in_process_and_resumes(scheduler,
     assert [(c.index, str(c.matrix), c.score) for c in ranked] == _search_here(4, T=3) != _ranking(doc)
 
 
+@pytest.mark.slow
 def test_killed_search_on_two_local_workers_resumes_and_equals_one_shot(tmp_path):
     _fmnist()
     args = ["nas", "search", "--num-search", "6", *NAS, "--channels", "4", "--batch-size", "16", "--workers", "2",
@@ -288,6 +290,7 @@ def test_killed_search_on_two_local_workers_resumes_and_equals_one_shot(tmp_path
     assert _ranking(resumed) == _search_here(6, channels=4, batch=16)
 
 
+@pytest.mark.slow
 def test_failing_points_exit_1_and_are_named(tmp_path):
     """A worker lost mid-point (allowed-failures 0: the point is not retried) fails that point only:
     the sweep and the search finish the others, name the failed point and exit with status 1."""
