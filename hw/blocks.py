@@ -205,7 +205,8 @@ def find_yosys(prefer: str = "auto") -> Yosys:
 
 def _stat(path: Path) -> dict:
     """The design totals of a ``stat -json`` report (its only module: the design is flat)."""
-    d = json.loads(path.read_text())
+    # without the time stamps that ``yosys -t`` also writes into ``tee`` files
+    d = json.loads(re.sub(r"(?m)^\[\d+\.\d+\] ", "", path.read_text()))
     mod = d.get("design") or next(iter(d["modules"].values()))
     return {"cells": int(mod["num_cells"]), "by_type": {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()},
             "memories": int(mod.get("num_memories", 0)), "memory_bits": int(mod.get("num_memory_bits", 0))}
@@ -230,7 +231,7 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
     script = cwd / f"{top}.ys"
     script.write_text(SCRIPT.format(src=os.path.relpath(vfile, cwd), top=top))
     t0 = time.perf_counter()
-    r = yosys.run(["-q", "-l", f"{top}.log", "-s", script.name], cwd)
+    r = yosys.run(["-q", "-t", "-l", f"{top}.log", "-s", script.name], cwd)
     wall = time.perf_counter() - t0
     if r.returncode:
         raise RuntimeError(f"{yosys.kind} yosys failed on {top} (log: {cwd / (top + '.log')}): "
