@@ -212,6 +212,17 @@ def _stat(path: Path) -> dict:
             "memories": int(mod.get("num_memories", 0)), "memory_bits": int(mod.get("num_memory_bits", 0))}
 
 
+def log_usage(log: Path) -> dict:
+    """CPU seconds (user + system) and peak memory (MB) of a yosys run, from the end of its log:
+    the wall time alone says little on a shared machine."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    m = re.search(r"CPU: user ([\d.]+)s system ([\d.]+)s, MEM: ([\d.]+) MB peak", text)  # 0.23
+    if m:
+        return {"cpu_s": round(float(m[1]) + float(m[2]), 1), "mem_mb": round(float(m[3]))}
+    m = re.search(r"End of script\..*user: ([\d.]+)s, system: ([\d.]+)s", text)  # 0.70 (no memory figure)
+    return {"cpu_s": round(float(m[1]) + float(m[2]), 1)} if m else {}
+
+
 def _is_ff(cell: str) -> bool:
     return "DFF" in cell or "DLATCH" in cell  # $_DFF_*, $_DFFE_*, $_SDFF*_*, $_ALDFF*_*, $_DFFSR*_*
 
@@ -244,7 +255,7 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
         "luts": lut["by_type"].get("$lut", 0),
         "ffs": sum(v for k, v in lut["by_type"].items() if _is_ff(k)),
         "memories": mem["memories"], "memory_bits": mem["memory_bits"],
-        "wall_s": round(wall, 1), "yosys": yosys.kind, "key": key,
+        "wall_s": round(wall, 1), **log_usage(cwd / f"{top}.log"), "yosys": yosys.kind, "key": key,
         "generic_by_type": gen["by_type"],
     }
     if mem["memories"] != kept:  # memory_unpack sees what the mapping left as memories
@@ -261,13 +272,15 @@ def markdown(res: dict) -> str:
     """The synthesis table as markdown (hw/README.md "Synthesis" shows it)."""
     y = res["yosys"]
     lines = [f"Yosys: {y['kind']} ({y['version']}); {res['capacity_note']}.", "",
-             "| block | generic cells | LUT6 | FFs | memory bits (memories) | synthesis wall s |",
-             "|---|---|---|---|---|---|"]
+             "| block | generic cells | LUT6 | FFs | memory bits (memories) | wall s | CPU s | peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         mem = f"{_fmt(r['memory_bits'])} ({r['memories']})" if r["memories"] else "0"
         lines.append(f"| {r['what']} (`{r['block']}`) | {_fmt(r['generic_cells'])} | {_fmt(r['luts'])} | "
-                     f"{_fmt(r['ffs'])} | {mem} | {r['wall_s']:.1f}{' (cached)' if r['cached'] else ''} |")
-    lines += ["", f"Whole run: {res['wall_s']:.1f} s wall ({res['synth_wall_s']:.1f} s of synthesis in the rows).",
+                     f"{_fmt(r['ffs'])} | {mem} | {r['wall_s']:.1f}{' (cached)' if r['cached'] else ''} | "
+                     f"{r.get('cpu_s', '-')} | {r.get('mem_mb', '-')} |")
+    lines += ["", f"Whole run: {res['wall_s']:.1f} s wall ({res['synth_wall_s']:.1f} s wall and "
+              f"{res['synth_cpu_s']:.1f} s CPU of synthesis in the rows; a cached row keeps its own run's times).",
               "Command: `" + res["command"] + "`"]
     return "\n".join(lines) + "\n"
 
@@ -303,7 +316,8 @@ def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool
         "capacity_note": (f"every block at the paper's parameters and the shared build's capacity (M <= {CAPACITY.rows}, "
                           f"K <= {CAPACITY.k}, N <= {CAPACITY.cols}); memories kept as memories, not flip-flops"),
         "rows": table, "wall_s": round(time.perf_counter() - t0, 1),
-        "synth_wall_s": round(sum(r["wall_s"] for r in table), 1), "command": cmd,
+        "synth_wall_s": round(sum(r["wall_s"] for r in table), 1),
+        "synth_cpu_s": round(sum(r.get("cpu_s", 0) for r in table), 1), "command": cmd,
         "files": [str(res_dir / "synth.md"), str(res_dir / "synth.json")],
     }
     res["table"] = markdown(res)
