@@ -213,13 +213,12 @@ def _stat(path: Path) -> dict:
 
 
 def log_usage(log: Path) -> dict:
-    """CPU seconds (user + system) and peak memory (MB) of a yosys run, from the end of its log:
-    the wall time alone says little on a shared machine."""
+    """CPU seconds (user + system) of a yosys run, from the end of its log (0.23 and 0.70 word it
+    differently): the wall time alone says little on a shared machine. (0.23's "MEM: peak" figure
+    is not used: it includes the Python process that started yosys.)"""
     text = log.read_text(errors="replace") if log.exists() else ""
-    m = re.search(r"CPU: user ([\d.]+)s system ([\d.]+)s, MEM: ([\d.]+) MB peak", text)  # 0.23
-    if m:
-        return {"cpu_s": round(float(m[1]) + float(m[2]), 1), "mem_mb": round(float(m[3]))}
-    m = re.search(r"End of script\..*user: ([\d.]+)s, system: ([\d.]+)s", text)  # 0.70 (no memory figure)
+    m = (re.search(r"End of script\..*CPU: user ([\d.]+)s system ([\d.]+)s", text)  # 0.23
+         or re.search(r"End of script\..*user: ([\d.]+)s, system: ([\d.]+)s", text))  # 0.70
     return {"cpu_s": round(float(m[1]) + float(m[2]), 1)} if m else {}
 
 
@@ -272,13 +271,13 @@ def markdown(res: dict) -> str:
     """The synthesis table as markdown (hw/README.md "Synthesis" shows it)."""
     y = res["yosys"]
     lines = [f"Yosys: {y['kind']} ({y['version']}); {res['capacity_note']}.", "",
-             "| block | generic cells | LUT6 | FFs | memory bits (memories) | wall s | CPU s | peak MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| block | generic cells | LUT6 | FFs | memory bits (memories) | wall s | CPU s |",
+             "|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         mem = f"{_fmt(r['memory_bits'])} ({r['memories']})" if r["memories"] else "0"
         lines.append(f"| {r['what']} (`{r['block']}`) | {_fmt(r['generic_cells'])} | {_fmt(r['luts'])} | "
                      f"{_fmt(r['ffs'])} | {mem} | {r['wall_s']:.1f}{' (cached)' if r['cached'] else ''} | "
-                     f"{r.get('cpu_s', '-')} | {r.get('mem_mb', '-')} |")
+                     f"{r.get('cpu_s', '-')} |")
     lines += ["", f"Whole run: {res['wall_s']:.1f} s wall ({res['synth_wall_s']:.1f} s wall and "
               f"{res['synth_cpu_s']:.1f} s CPU of synthesis in the rows; a cached row keeps its own run's times).",
               "Command: `" + res["command"] + "`"]
