@@ -115,7 +115,21 @@ def blocks(params: CoreParams = PARAMS, cap: Capacity = CAPACITY) -> dict:
     return {name: (lambda b=b: b.make(params, cap)) for name, b in BLOCKS.items()}
 
 
-def write_verilog(out: str | Path, lint: bool = True, names=None) -> list[dict]:
+# hw.cosim's loop that zeroes a memory at time 0 (Verilator builds it fast), one line per memory.
+_ZERO_INIT_LOOP = re.compile(r"^ *integer (_zinit_\d+);\n *initial for \(\1 = 0; .*\n", re.M)
+
+
+def without_zero_inits(text: str) -> str:
+    """The Verilog for synthesis: memories without their all-zero initial value (an SRAM macro has
+    none). Yosys' Verilog frontend unrolls such a loop into one assignment per word in one
+    process, in quadratic time: the core's 65 536-word spike-word memory alone kept yosys 0.23 in
+    its frontend for over 25 CPU minutes."""
+    return _ZERO_INIT_LOOP.sub("", text)
+
+
+def write_verilog(out: str | Path, lint: bool = True, names=None, synthesis: bool = False) -> list[dict]:
+    """Write ``loas_<name>.v`` for the registered blocks ``names`` (default: all) into ``out``,
+    each linted with Verilator when ``lint``; ``synthesis``: :func:`without_zero_inits`."""
     from hw.cosim import setup_verilator, to_verilog
 
     out = Path(out)
@@ -127,6 +141,8 @@ def write_verilog(out: str | Path, lint: bool = True, names=None) -> list[dict]:
     for name in names or made:
         path = out / f"loas_{name}.v"
         text = to_verilog(made[name](), f"loas_{name}")
+        if synthesis:
+            text = without_zero_inits(text)
         if not (path.exists() and path.read_text() == text):  # keep the mtime of unchanged files
             path.write_text(text)
         status = "skipped"
@@ -300,7 +316,7 @@ def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool
     ys = find_yosys(yosys)
     out.mkdir(parents=True, exist_ok=True)
     log(f"synth: {len(names)} blocks with {ys.kind} yosys ({ys.version}); writing Verilog to {out / 'verilog'}")
-    rows = write_verilog(out / "verilog", lint=False, names=names)
+    rows = write_verilog(out / "verilog", lint=False, names=names, synthesis=True)
     table = []
     for n, v in zip(names, rows):
         log(f"synth: {n} ...")

@@ -267,6 +267,7 @@ def test_synth_keeps_memories_as_memories_and_caches(tmp_path):
     assert q["cpu_s"] >= 0 and q["wall_s"] >= 0  # from the yosys log, either version
     assert c["memory_bits"] == 0 and c["ffs"] > 0 and c["luts"] > 0
     assert "match_queue" in (tmp_path / "synth.md").read_text() and res["yosys"]["kind"] in res["table"]
+    assert "initial" not in (tmp_path / "verilog" / "loas_match_queue.v").read_text()  # no zero-init loop
     again = synth_table(tmp_path, ["match_queue"], log=lambda _: None)
     assert again["rows"][0]["cached"] and again["rows"][0]["luts"] == q["luts"]
     import json
