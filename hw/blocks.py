@@ -51,24 +51,28 @@ CAPACITY = SHARED
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-    """One registered component: ``make(params, cap)`` builds it; ``what`` is its table row."""
+    """One registered component: ``make(params, cap)`` builds it; ``what`` is its table row;
+    ``keep(params)`` names submodules (paths below the top, e.g. ``lane0``) that synthesis keeps
+    as modules of their own instead of flattening them into the top."""
 
     name: str
     what: str
     make: Callable
+    keep: Callable | None = None
 
 
 #: name -> :class:`Block`, in table order (parts before what contains them).
 BLOCKS: dict[str, Block] = {}
 
 
-def register(name: str, what: str, make: Callable) -> None:
+def register(name: str, what: str, make: Callable, keep: Callable | None = None) -> None:
     """Add a component to `loas rtl verilog` and `loas rtl synth`: ``make(params: CoreParams,
     cap: Capacity)`` returns a fresh ``wiring.Component`` (a block with its own parameter object
-    builds that from them or ignores them). Its Verilog top is ``loas_<name>``."""
+    builds that from them or ignores them). Its Verilog top is ``loas_<name>``. ``keep``: see
+    :class:`Block` (for a top of many large identical parts)."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in BLOCKS:
         raise ValueError(f"block name: {name!r} is not a new lower-case identifier")
-    BLOCKS[name] = Block(name, what, make)
+    BLOCKS[name] = Block(name, what, make, keep)
 
 
 def _w(p, cap):
@@ -107,7 +111,11 @@ register("output_compressor", "output compressor",
 register("lane", "lane (job former, TPPE, P-LIF, compressor)", lambda p, cap: Lane(p, cap))
 register("lockstep_scheduler", "scheduler, lockstep (16 lanes)", lambda p, cap: LockstepScheduler(p, cap))
 register("dynamic_scheduler", "scheduler, dynamic (16 lanes)", lambda p, cap: DynamicScheduler(p, cap))
-register("core", "core, P = 16, lockstep (memories, scheduler, 16 lanes)", lambda p, cap: Core(p, cap))
+# The lanes stay modules of their own (each flattened inside, like the `lane` row): flattening all
+# 16 into the core makes `share` (SAT-based resource sharing) search pairs of cells across lanes;
+# it had not finished after 7 minutes, where one lane takes it 1 s.
+register("core", "core, P = 16, lockstep (memories, scheduler, 16 lanes)", lambda p, cap: Core(p, cap),
+         keep=lambda p: [f"lane{i}" for i in range(p.pes)])
 
 
 def blocks(params: CoreParams = PARAMS, cap: Capacity = CAPACITY) -> dict:
@@ -220,7 +228,7 @@ def find_yosys(prefer: str = "auto") -> Yosys:
 
 
 def _stat(path: Path) -> dict:
-    """The design totals of a ``stat -json`` report (its only module: the design is flat)."""
+    """The design totals of a ``stat -json`` report (with ``-top``: kept submodules included)."""
     # without the time stamps that ``yosys -t`` also writes into ``tee`` files
     d = json.loads(re.sub(r"(?m)^\[\d+\.\d+\] ", "", path.read_text()))
     mod = d.get("design") or next(iter(d["modules"].values()))
@@ -246,7 +254,14 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
     """Synthesize one block's Verilog (top ``loas_<name>``) in ``cwd``; cached by its Verilog, the
     script and the Yosys version (a cached row keeps the wall time of the run that made it)."""
     top = f"loas_{name}"
-    key = hashlib.sha256(vfile.read_bytes() + json.dumps([SCRIPT, ABC_SCRIPTS, yosys.version]).encode()).hexdigest()
+    block = BLOCKS.get(name)
+    keep = [f"{top}.{k}" for k in block.keep(PARAMS)] if block and block.keep else []
+    text = SCRIPT.format(src=os.path.relpath(vfile, cwd), top=top)
+    if keep:  # kept submodules: mark them before `synth -flatten`, count the hierarchy in `stat`
+        text = text.replace("synth -flatten", f"setattr -mod -set keep_hierarchy 1 {' '.join(keep)}\nsynth -flatten", 1)
+        text = text.replace("stat -json", f"stat -top {top} -json")
+    key = hashlib.sha256(vfile.read_bytes() + json.dumps([SCRIPT, ABC_SCRIPTS, yosys.version]
+                                                         + ([keep] if keep else [])).encode()).hexdigest()
     done = cwd / f"{top}.result.json"
     if not force and done.exists():
         row = json.loads(done.read_text())
@@ -255,7 +270,7 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
     for fname, text in ABC_SCRIPTS.items():  # in the work directory: yowasp sees only files under it
         (cwd / fname).write_text(text)
     script = cwd / f"{top}.ys"
-    script.write_text(SCRIPT.format(src=os.path.relpath(vfile, cwd), top=top))
+    script.write_text(text)
     t0 = time.perf_counter()
     r = yosys.run(["-q", "-t", "-l", f"{top}.log", "-s", script.name], cwd)
     wall = time.perf_counter() - t0
