@@ -267,8 +267,8 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
         row = json.loads(done.read_text())
         if row.get("key") == key:
             return {**row, "cached": True}
-    for fname, text in ABC_SCRIPTS.items():  # in the work directory: yowasp sees only files under it
-        (cwd / fname).write_text(text)
+    for fname, abc in ABC_SCRIPTS.items():  # in the work directory: yowasp sees only files under it
+        (cwd / fname).write_text(abc)
     script = cwd / f"{top}.ys"
     script.write_text(text)
     t0 = time.perf_counter()
