@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from amaranth.lib import stream, wiring
 from amaranth.sim import Simulator
 
@@ -16,15 +18,28 @@ from hw.host import Collector, load_image
 def streams(component, path="dut"):
     """(name, interface) of every stream port of ``component`` and of its parts (``parts``
     dicts, recursively), each stream once from its component's side."""
-    out = []
-    for name, member in component.signature.members.items():
-        if member.is_signature and isinstance(member.signature, stream.Signature):
-            ifc = getattr(component, name)
-            items = [ifc] if not member.dimensions else list(ifc)
-            out += [(f"{path}.{name}" + (f"[{i}]" if member.dimensions else ""), s) for i, s in enumerate(items)]
+    out = _signature_streams(component.signature, component, path)
     for name, part in getattr(component, "parts", {}).items():
         if isinstance(part, wiring.Component):
             out += streams(part, f"{path}.{name}")
+    return out
+
+
+def _signature_streams(sig, obj, path):
+    """Streams among the members of ``sig`` on interface object ``obj``, through nested
+    (non-stream) interfaces such as the AXI channels."""
+    out = []
+    for name, member in sig.members.items():
+        if not member.is_signature:
+            continue
+        ifc = getattr(obj, name)
+        items = [ifc] if not member.dimensions else list(ifc)
+        for i, s in enumerate(items):
+            label = f"{path}.{name}" + (f"[{i}]" if member.dimensions else "")
+            if isinstance(member.signature, stream.Signature):
+                out.append((label, s))
+            else:
+                out += _signature_streams(member.signature, s, label)
     return out
 
 
@@ -123,6 +138,90 @@ def run_core_sim(words, weights, bias, lif, n_mask: int, params, cap, *, seed: i
     sim.add_testbench(tb)
     sim.run()
     res["collector"] = col
+    if checker:
+        res["stream_errors"], res["stream_transfers"] = checker.errors, checker.transfers
+    return res
+
+
+class DramModel:
+    """:class:`hw.dram.DramSlave` on the accelerator's ``rd`` / ``wr`` ports in Amaranth's
+    simulator (one :meth:`step` per cycle, before the clock edge)."""
+
+    def __init__(self, mem: bytearray, mp, rng=None, stall: float = 0.25):
+        from hw.dram import DramSlave
+
+        self.slave = DramSlave(mem, mp, rng, stall)
+
+    def __getattr__(self, name):
+        return getattr(self.slave, name)
+
+    def step(self, ctx, rd, wr, cycle: int):
+        o = self.slave.outputs(cycle)
+        ctx.set(rd.ar.ready, o["ar_ready"])
+        ctx.set(wr.aw.ready, o["aw_ready"])
+        ctx.set(wr.w.ready, o["w_ready"])
+        ctx.set(rd.r.valid, o["r_valid"])
+        ctx.set(rd.r.payload.data, o["r_data"])
+        ctx.set(rd.r.payload.last, o["r_last"])
+        ctx.set(wr.b.valid, o["b_valid"])
+        ar, aw, w = ctx.get(rd.ar.payload), ctx.get(wr.aw.payload), ctx.get(wr.w.payload)
+        self.slave.observe(cycle, ar_valid=ctx.get(rd.ar.valid), ar_addr=int(ar.addr), ar_len=int(ar.len),
+                           ar_size=int(ar.size), r_ready=ctx.get(rd.r.ready), aw_valid=ctx.get(wr.aw.valid),
+                           aw_addr=int(aw.addr), aw_len=int(aw.len), aw_size=int(aw.size),
+                           w_valid=ctx.get(wr.w.valid), w_data=int(w.data), w_strb=int(w.strb), w_last=int(w.last),
+                           b_ready=ctx.get(wr.b.ready))
+
+
+def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0, random_dram: bool = False,
+                  check_streams: bool = True, name: str = "layer") -> dict:
+    """Run one layer through ``Accelerator(chip)`` in Amaranth's simulator with a :class:`DramModel`
+    (deterministic, or random latency and backpressure with ``random_dram``): the DRAM image and
+    descriptor from :func:`hw.host.dram_image`, the output fibers read back from DRAM
+    (``collector``), every counter of the accelerator, and the stream checker's findings."""
+    from hw.accel import Accelerator
+    from hw.host import dram_image, read_outputs
+    from sim.memory import DESC_FIELDS
+
+    img = dram_image(words, weights, bias, lif, n_mask, chip, name=name)
+    dut = Accelerator(chip)
+    dram = DramModel(img.mem, chip.mem, random.Random(seed) if random_dram else None)
+    checker = StreamChecker(streams(dut)) if check_streams else None
+    M, K = np.shape(words)
+    N = np.shape(weights)[1]
+    budget = 50 * (M * N * (chip.core.chunks(K) * 64 + 64) + len(img.mem)) + 10_000
+    res = {}
+
+    async def tb(ctx):
+        for i, f in enumerate(DESC_FIELDS):
+            ctx.set(dut.csr.payload.addr, i)
+            ctx.set(dut.csr.payload.data, img.desc[f])
+            ctx.set(dut.csr.valid, 1)
+            await ctx.tick()
+        ctx.set(dut.csr.valid, 0)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cycle = 0
+        while not ctx.get(dut.done):
+            dram.step(ctx, dut.rd, dut.wr, cycle)
+            if checker:
+                checker.sample(ctx, cycle)
+            await ctx.tick()
+            cycle += 1
+            assert cycle <= budget, f"no progress: done never rose after {cycle} cycles"
+        for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded"):
+            res[k] = ctx.get(getattr(dut, k))
+        from sim.memory import FETCH_REGIONS, WRITE_REGIONS
+        res["bytes_read"] = {r: ctx.get(dut.bytes_read[i]) for i, r in enumerate(FETCH_REGIONS)}
+        res["bytes_written"] = {r: ctx.get(dut.bytes_written[i]) for i, r in enumerate(WRITE_REGIONS)}
+        res["tb_cycles"] = cycle
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    res["collector"] = read_outputs(img, chip)
+    res["image"], res["dram"] = img, dram
     if checker:
         res["stream_errors"], res["stream_transfers"] = checker.errors, checker.transfers
     return res

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 
 
-from amaranth import Cat, Const, Module, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.compress import OutputCompressor
 from hw.params import Capacity, CoreParams, Widths, validated, bits
+from sim.memory import LINE_REGIONS
 from sim.params import SCHEDULES  # noqa: F401 (re-export: the schedulers below, one per name)
 from hw.plif import PLIF
 from hw.tppe import TPPE, MaskWindowSignature, comb_read, tie_enables
@@ -36,9 +37,15 @@ MEMORIES = {MemSel.A_MASK: "a_mask", MemSel.A_VAL: "a_val", MemSel.A_PTR: "a_ptr
             MemSel.B_VAL: "b_val", MemSel.B_PTR: "b_ptr", MemSel.BIAS: "bias"}
 
 
-def load_layout(p: CoreParams) -> data.StructLayout:
-    """Payload of the load port: one word into one memory."""
-    return data.StructLayout({"sel": MemSel, "addr": unsigned(32), "data": unsigned(max(p.chunk_bits, 32))})
+def load_layout(p: CoreParams, line_bits: int | None = None) -> data.StructLayout:
+    """Payload of the load port: one word into one memory (with ``line_bits``: one whole line of
+    packed words or weights into A_VAL / B_VAL, line ``addr``)."""
+    return data.StructLayout({"sel": MemSel, "addr": unsigned(32), "data": unsigned(max(p.chunk_bits, 32, line_bits or 0))})
+
+
+#: Value memories that hold whole lines when the core is built with ``line_bits`` (the regions
+#: the accelerator's fetch unit copies a line per cycle).
+LINE_MEMORIES = LINE_REGIONS
 
 
 def tag_layout(p: CoreParams, cap: Capacity) -> data.StructLayout:
@@ -64,25 +71,55 @@ class LaneStatus(wiring.Signature):
 class CoreMemories(wiring.Component):
     """The core's memories (depths from Capacity) and their load port ``load`` (In(stream of
     (sel, addr, data)), always ready, one word per cycle). Lanes get combinational read ports
-    with :meth:`read_port` and L-chunk windows with :meth:`window` (L read ports at addr + i)."""
+    with :meth:`read_port` and L-chunk windows with :meth:`window` (L read ports at addr + i).
 
-    def __init__(self, p: CoreParams, cap: Capacity):
-        self.p, self.widths = p, Widths.of(p, cap)
+    With ``line_bits`` (the accelerator's DRAM line), A_VAL and B_VAL hold whole lines of
+    ``line_bits / elem`` packed words / weights (element bits: T and weight_bits rounded up to
+    powers of two), one line per load beat; their read ports still read one element (the line at
+    addr / elements-per-line, then the element). With ``double`` every memory holds two banks
+    (``bank_depth`` words each): the load port's address names the bank (bank 1 from
+    ``bank_depth``), the lanes read the bank ``a_bank`` (A memories) / ``b_bank`` (B memories, bias)
+    selects, so a tile is fetched into one bank while the core computes on the other."""
+
+    def __init__(self, p: CoreParams, cap: Capacity, line_bits: int | None = None, double: bool = False):
+        self.p, self.widths, self.line_bits, self.double = p, Widths.of(p, cap), line_bits, double
         d = self.widths.depth
         shapes = {"a_mask": p.chunk_bits, "a_val": p.timesteps, "a_ptr": self.widths.a_ptr_bits,
                   "b_mask": p.chunk_bits, "b_val": signed(p.weight_bits), "b_ptr": self.widths.b_ptr_bits,
                   "bias": signed(cap.bias_bits)}
-        self.mems = {k: Memory(shape=shapes[k], depth=d[k], init=[]) for k in MEMORIES.values()}
-        self._windows = []
-        super().__init__({"load": In(stream.Signature(load_layout(p)))})
+        self.shapes = shapes
+        self.elem = {"a_val": 1 << (p.timesteps - 1).bit_length(), "b_val": 1 << (p.weight_bits - 1).bit_length()}
+        self.mems, self.bank_depth = {}, {}
+        for k in MEMORIES.values():
+            wide = bool(line_bits) and k in LINE_MEMORIES
+            self.bank_depth[k] = -(-d[k] // (line_bits // self.elem[k])) if wide else d[k]
+            self.mems[k] = Memory(shape=line_bits if wide else shapes[k], depth=self.bank_depth[k] * (2 if double else 1),
+                                  init=[])
+        self._windows, self._element_ports = [], []
+        banks = {"a_bank": In(1), "b_bank": In(1)} if double else {}
+        super().__init__({"load": In(stream.Signature(load_layout(p, line_bits))), **banks})
+
+    def _offset(self, name: str):
+        """Address of the selected bank's first word (double-buffered memories)."""
+        if not self.double:
+            return 0
+        bank = self.a_bank if name.startswith("a_") else self.b_bank
+        return Mux(bank, self.bank_depth[name], 0)
 
     def read_port(self, name: str):
+        if (self.line_bits and name in LINE_MEMORIES) or self.double:
+            from amaranth.lib.memory import ReadPort
+            from hw.params import addr_width
+
+            ifc = ReadPort.Signature(addr_width=addr_width(self.widths.depth[name]), shape=self.shapes[name]).create()
+            self._element_ports.append((name, ifc, self.mems[name].read_port(domain="comb")))
+            return ifc
         return self.mems[name].read_port(domain="comb")
 
     def window(self, name: str):
         win = MaskWindowSignature(addr_bits=self.widths.mask_addr_bits, chunk_bits=self.p.chunk_bits,
                                   chunks=self.p.lookahead).flip().create()
-        self._windows.append((win, [self.read_port(name) for _ in range(self.p.lookahead)]))
+        self._windows.append((name, win, [self.mems[name].read_port(domain="comb") for _ in range(self.p.lookahead)]))
         return win
 
     def elaborate(self, platform):
@@ -94,9 +131,17 @@ class CoreMemories(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(ld.payload.addr), wp.data.eq(ld.payload.data),
                          wp.en.eq(ld.valid & (ld.payload.sel == sel))]
-        for win, ports in self._windows:
+        for name, win, ports in self._windows:
             for j, rp in enumerate(ports):
-                m.d.comb += [rp.addr.eq(win.addr + j), win.data[j].eq(rp.data)]
+                m.d.comb += [rp.addr.eq(win.addr + j + self._offset(name)), win.data[j].eq(rp.data)]
+        for name, ifc, rp in self._element_ports:
+            if self.line_bits and name in LINE_MEMORIES:
+                eb = self.elem[name]
+                sh = (self.line_bits // eb).bit_length() - 1
+                m.d.comb += [rp.addr.eq((ifc.addr >> sh) + self._offset(name)),
+                             ifc.data.eq(rp.data.word_select(ifc.addr[:sh], eb)[:len(ifc.data)])]
+            else:
+                m.d.comb += [rp.addr.eq(ifc.addr + self._offset(name)), ifc.data.eq(rp.data)]
         return m
 
 
@@ -309,6 +354,10 @@ class Core(wiring.Component):
     params : CoreParams   lanes, widths, TPPE options, schedule (sim/params.py)
     cap : Capacity        largest layer the memories hold; the layer's own shape is given at run
                           time (``rows``, ``cols``, ``chunks``), so one build serves every layer that fits
+    line_bits : int|None  A_VAL / B_VAL written a whole line per load beat (:class:`CoreMemories`;
+                          the accelerator's fetch unit); None = one element per beat
+    double : bool         two banks per memory, selected by the ``a_bank`` / ``b_bank`` inputs
+                          (the accelerator fetches the next tile while the core computes)
 
     Ports
     -----
@@ -326,21 +375,24 @@ class Core(wiring.Component):
     """
 
     @validated
-    def __init__(self, params: CoreParams = CoreParams(), cap: Capacity = Capacity()):
+    def __init__(self, params: CoreParams = CoreParams(), cap: Capacity = Capacity(), line_bits: int | None = None,
+                 double: bool = False):
         if not isinstance(params, CoreParams) or not isinstance(cap, Capacity):
             raise TypeError(f"Core takes (CoreParams, Capacity), got ({type(params).__name__}, {type(cap).__name__})")
         self.params, self.cap = params, cap
         self.widths = w = Widths.of(params, cap)
         self.P = params.pes
         super().__init__({
-            "load": In(stream.Signature(load_layout(params))),
+            "load": In(stream.Signature(load_layout(params, line_bits))),
             "threshold": In(signed(w.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
             "rows": In(range(1, cap.rows + 1)), "cols": In(range(1, cap.cols + 1)),
             "chunks": In(range(1, w.chunks + 1)),
             "start": In(1), "done": Out(1), "cycles": Out(32),
             "out": Out(stream.Signature(lane_layout(params, cap))).array(params.pes),
+            **({"a_bank": In(1), "b_bank": In(1)} if double else {}),
         })
-        self.parts = {"mems": CoreMemories(params, cap), "sched": SCHEDULERS[params.schedule](params, cap),
+        self.double = double
+        self.parts = {"mems": CoreMemories(params, cap, line_bits, double), "sched": SCHEDULERS[params.schedule](params, cap),
                       **{f"lane{i}": Lane(params, cap) for i in range(params.pes)}}
 
     def elaborate(self, platform):
@@ -350,6 +402,8 @@ class Core(wiring.Component):
             m.submodules[name] = part
         mems, sched = self.parts["mems"], self.parts["sched"]
         wiring.connect(m, wiring.flipped(self.load), mems.load)
+        if self.double:
+            m.d.comb += [mems.a_bank.eq(self.a_bank), mems.b_bank.eq(self.b_bank)]
         m.d.comb += [sched.start.eq(self.start), sched.rows.eq(self.rows), sched.cols.eq(self.cols),
                      self.done.eq(sched.done), self.cycles.eq(sched.cycles)]
         for i in range(p.pes):

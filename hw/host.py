@@ -107,3 +107,155 @@ def check(col: Collector, words, weights, bias, lif: LIFParams, T: int, n_mask: 
             if len(bad) > 3 * max_report:
                 break
     return Check(match=not bad, outputs_checked=int(col.M * col.N), mismatches=bad[:max_report])
+
+
+# The accelerator (hw/accel.py): descriptor, DRAM image, output fibers read back ------------------
+@dataclass
+class DramImage:
+    """A layer laid out in DRAM for :class:`hw.accel.Accelerator`: ``mem`` (bytes), ``desc``
+    (descriptor register values by name), ``regions`` (name -> (base, bytes)), ``tiling``."""
+
+    mem: bytearray
+    desc: dict
+    regions: dict
+    tiling: object
+
+
+def _put(mem: bytearray, base: int, values, eb: int):
+    """Elements of ``eb`` bits (little-endian, element i at bit i*eb) at byte ``base``."""
+    vals = [int(v) & ((1 << eb) - 1) for v in values]
+    if eb >= 8:
+        nb = eb // 8
+        mem[base:base + nb * len(vals)] = b"".join(v.to_bytes(nb, "little") for v in vals)
+    else:
+        per = 8 // eb
+        for i in range(0, len(vals), per):
+            byte = 0
+            for k, v in enumerate(vals[i:i + per]):
+                byte |= v << (k * eb)
+            mem[base + i // per] = byte
+
+
+def check_layer(name: str, M: int, K: int, N: int, chip, *, a_tile_nnz: int = 0, b_tile_nnz: int = 0,
+                bias_abs: int = 0, T: int = None):
+    """Refuse a layer this build cannot run: ValueError with one line naming the layer, the
+    dimension and its limit."""
+    limits = (("M", M, chip.max_m, "max_m"), ("N", N, chip.max_n, "max_n"), ("K", K, chip.max_k, "max_k"),
+              ("spike words of an A tile", a_tile_nnz, chip.a_nnz, "a_nnz"),
+              ("weights of a B tile", b_tile_nnz, chip.b_nnz, "b_nnz"))
+    for dim, v, lim, field in limits:
+        if v > lim:
+            raise ValueError(f"layer {name}: {dim} = {v} exceeds this build's {field} = {lim}")
+    for dim, v in (("M", M), ("K", K), ("N", N)):
+        if v < 1:
+            raise ValueError(f"layer {name}: {dim} = {v} must be >= 1")
+    if T is not None and T > chip.core.timesteps:
+        raise ValueError(f"layer {name}: T = {T} exceeds this build's timesteps = {chip.core.timesteps}")
+    if bias_abs >= 1 << (chip.bias_bits - 1):
+        raise ValueError(f"layer {name}: |bias| = {bias_abs} does not fit this build's bias_bits = {chip.bias_bits}")
+
+
+def check_descriptor(desc: dict, chip) -> None:
+    """Refuse a descriptor this build cannot run: ValueError with one line naming the field, its
+    value and the limit (every field of :data:`sim.memory.DESC_FIELDS`, 32-bit unsigned)."""
+    from sim.memory import DESC_FIELDS
+
+    missing = [f for f in DESC_FIELDS if f not in desc]
+    if missing:
+        raise ValueError(f"descriptor: missing field {missing[0]}")
+    for f in DESC_FIELDS:
+        v = desc[f]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 1 << 32:
+            raise ValueError(f"descriptor field {f} = {v!r} is not a 32-bit unsigned integer")
+    limits = {"m": chip.max_m, "n": chip.max_n, "chunks": chip.core.chunks(chip.max_k),
+              "tile_rows": chip.tile_rows, "tile_cols": chip.tile_cols, "decay_shift": 31, "n_mask": 1}
+    for f, lim in limits.items():
+        if desc[f] > lim:
+            raise ValueError(f"descriptor field {f} = {desc[f]} exceeds this build's limit {lim}")
+    for f in ("m", "n", "chunks", "tile_rows", "tile_cols"):
+        if desc[f] < 1:
+            raise ValueError(f"descriptor field {f} = {desc[f]} must be >= 1")
+    if desc["n_tiles"] != -(-desc["n"] // desc["tile_cols"]):
+        raise ValueError(f"descriptor field n_tiles = {desc['n_tiles']} must be ceil(n / tile_cols) = "
+                         f"{-(-desc['n'] // desc['tile_cols'])}")
+    lb = chip.mem.line_bytes
+    for f in DESC_FIELDS[DESC_FIELDS.index("a_mask"):]:
+        if desc[f] % lb or desc[f] >= 1 << chip.mem.addr_bits:
+            raise ValueError(f"descriptor field {f} = {desc[f]:#x} must be a {lb}-byte aligned address below "
+                             f"2^{chip.mem.addr_bits}")
+
+
+def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name: str = "layer") -> DramImage:
+    """The layer in DRAM in the trace's fiber format (A: bitmask chunks, packed T-bit words, row
+    pointers; B: bitmask chunks, weights, column pointers; bias; output slots) and the descriptor
+    that runs it. Refuses a layer that does not fit (:func:`check_layer`)."""
+    from sim.memory import DESC_FIELDS, FETCH_REGIONS, elem_bits, region_sizes, tiling
+
+    words = np.asarray(words, dtype=np.uint16)
+    weights = np.asarray(weights, dtype=np.int8)
+    bias = np.asarray(bias, dtype=np.int64)
+    M, K = words.shape
+    N = weights.shape[1]
+    W = chip.core.chunk_bits
+    fa, fb = spike_fibers(words, W), weight_fibers(weights, W)
+    til = tiling(M, K, N, chip)
+    a_tile = max(int(fa.ptr[min(M, m0 + til.tile_rows)] - fa.ptr[m0]) for m0 in range(0, M, til.tile_rows))
+    b_tile = max(int(fb.ptr[min(N, n0 + til.tile_cols)] - fb.ptr[n0]) for n0 in range(0, N, til.tile_cols))
+    check_layer(name, M, K, N, chip, a_tile_nnz=a_tile, b_tile_nnz=b_tile,
+                bias_abs=int(np.abs(bias).max(initial=0)))
+    if lif.decay_shift > 31 or not -(1 << 31) <= lif.threshold < (1 << 31):
+        raise ValueError(f"layer {name}: LIF threshold {lif.threshold} / decay_shift {lif.decay_shift} out of range")
+    sizes = region_sizes(M, N, til.C, fa.nnz, fb.nnz, chip, til)
+    lb = chip.mem.line_bytes
+    regions, at = {}, 0
+    for r, n in sizes.items():
+        regions[r] = (at, n)
+        at += -(-max(1, n) // lb) * lb
+    if at >= 1 << chip.mem.addr_bits:
+        raise ValueError(f"layer {name}: the DRAM image ({at} bytes) exceeds the {chip.mem.addr_bits}-bit address space")
+    mem = bytearray(at)
+    content = {"a_mask": [v for r in range(M) for v in fa.chunk_ints(r)], "a_val": fa.values, "a_ptr": fa.ptr,
+               "b_mask": [v for r in range(N) for v in fb.chunk_ints(r)], "b_val": fb.values, "b_ptr": fb.ptr,
+               "bias": bias}
+    for r in FETCH_REGIONS:
+        _put(mem, regions[r][0], content[r], elem_bits(r, chip))
+    desc = {"m": M, "n": N, "chunks": til.C, "tile_rows": til.tile_rows, "tile_cols": til.tile_cols,
+            "n_tiles": til.n_tiles, "threshold": lif.threshold & 0xFFFF_FFFF, "decay_shift": lif.decay_shift,
+            "n_mask": n_mask, **{r: regions[r][0] for r in regions}}
+    assert set(desc) == set(DESC_FIELDS)
+    check_descriptor(desc, chip)
+    return DramImage(mem=mem, desc=desc, regions=regions, tiling=til)
+
+
+def read_outputs(img: DramImage, chip) -> Collector:
+    """The output fibers the accelerator wrote into ``img.mem``, as a :class:`Collector` (words,
+    bitmask, packed words per row) for :func:`check`."""
+    from sim.memory import slot_lines
+
+    til = img.tiling
+    M, N, T = til.M, til.N, chip.core.timesteps
+    Vb, lb = chip.value_bits, chip.mem.line_bytes
+    ml, vl = slot_lines(til.tile_cols, chip)
+    col = Collector(M, N, chip.core.pes)
+    mem = img.mem
+    ob, vb, cb = img.regions["o_mask"][0], img.regions["o_val"][0], img.regions["o_cnt"][0]
+    for m in range(M):
+        row_index = 0
+        for j in range(til.n_tiles):
+            n0, Nt = til.cols(j)
+            s = m * til.n_tiles + j
+            cnt = int.from_bytes(mem[cb + 4 * s: cb + 4 * s + 4], "little")
+            mbits = int.from_bytes(mem[ob + s * ml * lb: ob + (s + 1) * ml * lb], "little")
+            vbits = int.from_bytes(mem[vb + s * vl * lb: vb + (s + 1) * vl * lb], "little")
+            nz = [(mbits >> n) & 1 for n in range(Nt)]
+            if sum(nz) != cnt:
+                col.errors.append(f"row {m} tile {j}: count {cnt} but {sum(nz)} mask bits set")
+            k = 0
+            for n in range(Nt):
+                word = 0
+                if nz[n]:
+                    word = (vbits >> (k * Vb)) & ((1 << T) - 1)
+                    k += 1
+                col.beat(-1, m, n0 + n, word, nz[n], row_index)
+                row_index += nz[n]
+    return col

@@ -61,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         # one line, whatever a library's exception text embedded in the message looks like
         print("loas: error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
+    except MemoryError as exc:  # an input (or a size asked for) larger than this machine's memory
+        if os.environ.get("LOAS_DEBUG"):
+            raise
+        what = " ".join(str(exc).split())
+        print(f"loas: error: out of memory{': ' + what if what else ''} (the input or the sizes asked for "
+              "need more memory than is available)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("loas: interrupted", file=sys.stderr)
         return 130

@@ -168,9 +168,8 @@ def add_dataset(p, default: str | None = "fashion-mnist", subset: bool = True):
                        help="use the first N test samples (default: all)")
 
 
-def add_T(p, help: str = "timesteps"):
-    p.add_argument("--T", type=int_range(1, 16), default=DEFAULT_T,
-                   help=f"{help} (default: {DEFAULT_T}, the LoAS build's)")
+def add_T(p, help: str = "timesteps", default: int = DEFAULT_T, why: str = "the LoAS build's"):
+    p.add_argument("--T", type=int_range(1, 16), default=default, help=f"{help} (default: {default}, {why})")
 
 
 def add_n_mask(p, default: int | None = 0):
@@ -219,6 +218,17 @@ def add_training(p, *, epochs: int = 10, lr: float = 0.1, batch_size: int = 128,
 def add_out(p, default: str | None = None, what: str = "output directory", required: bool = False):
     p.add_argument("--out", default=default, required=required and default is None,
                    help=what + ("" if default is None else f" (default: {default})"))
+
+
+def add_engine(p) -> None:
+    """The Dask engine of sweeps, comparisons and searches (sim/dist.py): --scheduler, --workers,
+    --no-progress."""
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786; default: "
+                        "$LOAS_SCHEDULER, else an embedded local cluster)")
+    p.add_argument("--workers", "--jobs", dest="workers", type=positive, default=None,
+                   help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_json(p) -> None:

@@ -59,6 +59,61 @@ def make_lif() -> neuron.LIFNode:
     )
 
 
+def _fusable(m) -> bool:
+    """A multi-step, hard-reset, decay-input spikingjelly LIF (what :func:`make_lif` builds)."""
+    return (isinstance(m, neuron.LIFNode) and m.step_mode == "m" and m.decay_input and m.v_reset is not None
+            and not m.store_v_seq and getattr(m, "_neuron_precision", None) is None)
+
+
+def _fused_lif_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    """The LIF of :func:`make_lif` on ``[T, ...]`` without autograd, in place on one membrane tensor.
+
+    The same float operations as spikingjelly's reference (``h = v + (x - (v - v_reset)) / tau``,
+    spike ``h - v_th >= 0``, i.e. ``h >= v_th`` exactly, hard reset ``h -> v_reset`` where it
+    fired), so spikes and membranes are identical; it skips the surrogate's autograd function and
+    the per-step temporaries and bool masks. Falls back to spikingjelly when gradients are wanted.
+    """
+    if torch.is_grad_enabled() and x_seq.requires_grad:
+        return type(self).forward(self, x_seq)
+    v = self.v
+    reset = float(self.v_reset)
+    if not isinstance(v, torch.Tensor) or v.shape != x_seq.shape[1:]:
+        v = torch.full_like(x_seq[0], reset)
+    elif v is not getattr(self, "_fused_v", None):  # not ours: do not change it in place
+        v = v.clone()
+    out = torch.empty_like(x_seq)
+    d = torch.empty_like(v)
+    for t in range(x_seq.shape[0]):
+        torch.sub(x_seq[t], v if reset == 0.0 else v - reset, out=d)  # v - 0.0 == v
+        d.div_(self.tau)
+        v.add_(d)
+        s = torch.ge(v, self.v_threshold, out=out[t])  # 0/1 floats (a bool mask is several times slower)
+        v.addcmul_(v, s, value=-1.0)  # v - v = 0 where it fired, v - 0 = v elsewhere
+        if reset != 0.0:
+            v.add_(s, alpha=reset)
+    self.v = v
+    object.__setattr__(self, "_fused_v", v)
+    return out
+
+
+class fused_lifs:
+    """Context manager: every LoAS LIF of ``model`` (:func:`make_lif`) runs :func:`_fused_lif_forward`
+    while no gradient is recorded; forward hooks still see each call. Restored on exit."""
+
+    def __init__(self, model: nn.Module):
+        self.lifs = [m for m in model.modules() if _fusable(m)]
+
+    def __enter__(self):
+        for m in self.lifs:
+            object.__setattr__(m, "forward", _fused_lif_forward.__get__(m))
+        return self
+
+    def __exit__(self, *exc):
+        for m in self.lifs:
+            for a in ("forward", "_fused_v"):
+                m.__dict__.pop(a, None)
+
+
 def apply_n_mask(spikes: torch.Tensor, n_mask: int) -> torch.Tensor:
     """Zero all T spikes of neurons that fired exactly 1 (n_mask >= 1) or 2 (n_mask == 2) times.
 

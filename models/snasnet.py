@@ -251,10 +251,30 @@ def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 def bn_seq(bn: nn.BatchNorm2d, x: torch.Tensor, per_timestep: bool) -> torch.Tensor:
     """``bn`` on ``[T, B, ...]``. In train mode with ``per_timestep`` each timestep gets its own batch
     statistics (and updates the running statistics once, as the official per-timestep model does);
-    otherwise T is folded into the batch (identical in eval mode)."""
+    otherwise T is folded into the batch (identical in eval mode). Without autograd (and hooks on
+    ``bn``) the per-timestep outputs are written in place rather than stacked."""
     if bn.training and per_timestep:
-        return torch.stack([bn(x[t]) for t in range(x.shape[0])])
+        if torch.is_grad_enabled() or bn._forward_hooks or bn._forward_pre_hooks:  # autograd, or hooks to call
+            return torch.stack([bn(x[t]) for t in range(x.shape[0])])
+        out = torch.empty_like(x)
+        for t in range(x.shape[0]):
+            _bn_train_into(bn, x[t], out[t])
+        return out
     return seq_apply(bn, x)
+
+
+def _bn_train_into(bn: nn.BatchNorm2d, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[:] = bn(x)`` for a BN in train mode without autograd: the kernel nn.BatchNorm2d runs
+    (the same values and running-statistics update), written in place instead of stacked."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    stats = (bn.running_mean, bn.running_var) if bn.track_running_stats else (None, None)
+    n = x.shape[1]
+    torch.ops.aten.native_batch_norm.out(x, bn.weight, bn.bias, *stats, True, factor, bn.eps, out=out,
+                                         save_mean=x.new_empty(n), save_invstd=x.new_empty(n))
 
 
 class EdgeOp(nn.Module):

@@ -12,19 +12,18 @@ separate the inputs well score high. H comes from one float32 Gram matrix of the
 (``H = n_a + n_b - 2 x_a.x_b``, exact: every count is an integer below 2**24); the kernel itself is
 float64, so a fixed model and batch give the same score every time.
 
-The per-candidate work is :func:`score_candidate`, a plain function of picklable arguments (a
-distributed engine can run it anywhere); :func:`search` runs it over the drawn cells and streams
-each result to a JSON-lines file, so a killed search resumes where it stopped.
+The per-candidate work is :func:`score_row`, a plain function of picklable arguments;
+:func:`run_search` runs it on the Dask engine of :mod:`sim.dist` (an embedded local cluster, or a
+cluster given by address), each finished candidate stored at once in a result store keyed by the
+network, the batches, the candidate and the code, so a killed search resumes where it stopped.
+:func:`search` scores in this process (library use, benchmarks).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,17 +32,23 @@ from spikingjelly.activation_based import functional, layer, neuron
 
 from sim.errors import UserError
 
-from .snasnet import CellMatrix, sample_cell
+from .data import Augment, Dataset
+from .layers import fused_lifs
+from .snasnet import CellMatrix, build_snasnet, parse_cnt_mat, sample_cell
 
 
-def pattern_counts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+def pattern_counts(x: torch.Tensor, binary: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(G, n, N)`` of binary patterns ``x`` ``[S, B, ...]`` (S timesteps): the Gram matrices
-    ``G[s] = x_s x_s^T`` ``[S, B, B]``, the spike counts ``n`` ``[S, B]`` and the pattern length N."""
+    ``G[s] = x_s x_s^T`` ``[S, B, B]``, the spike counts ``n`` ``[S, B]`` and the pattern length N.
+    ``binary``: ``x`` already holds only 0 and 1 (LIF spikes), so it is used as it is."""
     S, B = x.shape[:2]
-    x = x.detach().reshape(S, B, -1)
+    x = x.detach()
+    if x.dim() > 3:  # flatten in memory order (a view): G and n do not depend on the order of N
+        x = x.permute(0, 1, *sorted(range(2, x.dim()), key=lambda d: -x.stride(d)))
+    x = x.reshape(S, B, -1)
     N = x.shape[2]
-    dtype = torch.float32 if N < 2**24 else torch.float64
-    xb = (x > 0).to(dtype)
+    dtype = torch.float32 if N < 2**24 else torch.float64  # integer sums exact in any order
+    xb = x if binary and x.dtype == dtype else (x > 0).to(dtype)
     return torch.bmm(xb, xb.transpose(1, 2)).double(), xb.sum(2).double(), N
 
 
@@ -52,9 +57,10 @@ def hamming_kernel(x: torch.Tensor) -> torch.Tensor:
     return hamming_kernels(x.unsqueeze(0)).sum(0)
 
 
-def hamming_kernels(x: torch.Tensor) -> torch.Tensor:
-    """Kernel terms ``[S, B, B]`` of ``x`` ``[S, B, ...]``, one per leading index (timestep)."""
-    G, n, N = pattern_counts(x)
+def hamming_kernels(x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+    """Kernel terms ``[S, B, B]`` of ``x`` ``[S, B, ...]``, one per leading index (timestep);
+    ``binary``: see :func:`pattern_counts`."""
+    G, n, N = pattern_counts(x, binary)
     ham = n[:, :, None] + n[:, None, :] - 2.0 * G
     p = n / N
     norm = p[:, :, None] * (1 - p[:, None, :]) + (1 - p[:, :, None]) * p[:, None, :]
@@ -82,7 +88,7 @@ class KernelRecorder:
         if isinstance(out, tuple):
             out = out[0]
         steps = out if module.step_mode == "m" else out.unsqueeze(0)
-        k = hamming_kernels(steps).sum(0).cpu()
+        k = hamming_kernels(steps, binary=isinstance(module, neuron.LIFNode)).sum(0).cpu()
         self.K = k if self.K is None else self.K + k
         self.terms += steps.shape[0]
 
@@ -135,7 +141,8 @@ def score_model(model: nn.Module, batches, *, dropout: bool = True, seed: int = 
 
     As in the official search the model runs in train mode (BN batch statistics) with dropout on
     (its masks drawn from ``seed``, so a model and batches give one score); ``dropout=False`` turns
-    dropout off. The model's state is left as it was: train/eval modes, BN running statistics,
+    dropout off. The LIFs run fused (:class:`models.layers.fused_lifs`: the same spikes, no
+    autograd). The model's state is left as it was: train/eval modes, BN running statistics,
     neuron and dropout memories (reset), and the global torch RNG.
     """
     modes = {m: m.training for m in model.modules()}
@@ -152,7 +159,7 @@ def score_model(model: nn.Module, batches, *, dropout: bool = True, seed: int = 
             torch.manual_seed(seed)
             scores = []
             for x in batches:
-                with KernelRecorder(model) as rec:
+                with KernelRecorder(model) as rec, fused_lifs(model):
                     model(x)
                 if tap is not None:
                     tap.done = True
@@ -187,11 +194,23 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Candidate":
-        from .snasnet import parse_cnt_mat
-
         hw = {k: d[k] for k in HW_FIELDS if k in d} or None
         s = d["score"]
         return cls(int(d["index"]), parse_cnt_mat(d["cnt_mat"]), -math.inf if s is None else float(s), hw)
+
+    def to_row(self) -> dict:
+        """A flat row for the result store (:class:`sim.dist.ResultStore`): ``hw_layers`` as JSON."""
+        d = self.to_dict()
+        if "hw_layers" in d:
+            d["hw_layers"] = json.dumps(d["hw_layers"], sort_keys=True)
+        return d
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Candidate":
+        d = dict(row)
+        if isinstance(d.get("hw_layers"), str):
+            d["hw_layers"] = json.loads(d["hw_layers"])
+        return cls.from_dict(d)
 
 
 #: the hardware fields of a candidate (:func:`hw_cost`).
@@ -278,60 +297,95 @@ def score_candidate(build, batches, index: int, matrix: CellMatrix, *, seed: int
     return Candidate(index, matrix, s, cost)
 
 
-class ResultsFile:
-    """Scored candidates streamed as JSON lines (first line: the settings), for resuming a search.
+@dataclass(frozen=True)
+class NetSpec:
+    """The network every candidate cell is built into (:func:`models.snasnet.build_snasnet`):
+    ``None`` sizes take the dataset's published defaults."""
 
-    Raises
-    ------
-    UserError
-        If an existing file was written with other settings (naming the file and the field).
+    dataset: str
+    channels: int | None = None
+    T: int = 5
+    second_avgpooling: int | None = None
+    fc1_bias: bool = False
+    init: str = "official"
+    dropout: str = "sample"
+    bn_stats: str = "timestep"
+
+    def build(self, matrix) -> nn.Module:
+        return build_snasnet(matrix, self.dataset, channels=self.channels, T=self.T,
+                             second_avgpooling=self.second_avgpooling, fc1_bias=self.fc1_bias, init=self.init,
+                             dropout=self.dropout, bn_stats=self.bn_stats)
+
+
+@dataclass(frozen=True, eq=False)
+class FreshBatches:
+    """Fresh (augmented) training batches per candidate, as the official search draws them:
+    ``self(index)`` -> ``batches`` batches of ``batch_size`` images of ``dataset``, shuffled and
+    augmented from :func:`candidate_seed` ``(seed, index)``. Picklable, so the dataset is sent to
+    the workers once."""
+
+    dataset: Dataset
+    batch_size: int
+    batches: int
+    seed: int
+    augment: Augment | None = None
+
+    def __call__(self, index: int) -> list[torch.Tensor]:
+        from .data import batches
+
+        it = batches(self.dataset, self.batch_size, shuffle=True, seed=candidate_seed(self.seed, index),
+                     augment=self.augment)
+        return [x for _, (x, _) in zip(range(self.batches), it)]
+
+
+def resolve_device(device) -> torch.device:
+    """``auto`` = CUDA if this process sees a GPU, else the CPU; anything else as torch names it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def score_row(spec: NetSpec, batches, index: int, cnt_mat: str, seed: int, dropout: bool = True,
+              hw: bool = False, threads: int | None = 1, device="cpu") -> dict:
+    """One candidate as a flat row (:meth:`Candidate.to_row`): the task a worker of
+    :func:`run_search` runs. ``threads``: torch threads of this process (None = leave as is);
+    ``device`` may be ``auto`` (resolved on the worker)."""
+    if threads:
+        torch.set_num_threads(threads)
+    c = score_candidate(spec.build, batches, index, parse_cnt_mat(cnt_mat), seed=seed, dropout=dropout, hw=hw,
+                        device=resolve_device(device))
+    return c.to_row()
+
+
+def run_search(spec: NetSpec, batches, cells: list[CellMatrix], *, seed: int, dropout: bool = True,
+               hw: bool = False, store=None, scheduler: str | None = None, workers: int | None = None,
+               threads: int | None = 1, device="cpu", progress: bool = True):
+    """Score ``cells`` on the Dask engine (:func:`sim.dist.run_tasks`), one task per candidate.
+
+    ``batches``: a list of input tensors (the same for every candidate) or a :class:`FreshBatches`;
+    sent to the workers once. With ``store`` (a :class:`sim.dist.ResultStore`) every scored cell is
+    stored as it arrives under a key of (``spec``, the batches' content, ``seed``, the draw index and
+    cell, ``dropout``, ``hw``, the torch threads and the device -- a conv's float sums, hence a
+    score's last digits, depend on them -- and the code of ``sim`` and ``models``): a rerun scores
+    only the cells missing there.
+
+    Returns ``(ranked candidates, outcome)``; a candidate whose task failed is absent from the ranking
+    and listed in ``outcome.failures`` with its index and cell.
     """
+    from sim import dist
 
-    def __init__(self, path, settings: dict):
-        self.path = Path(path)
-        self.settings = settings
-        self.done: dict[int, Candidate] = {}
-        if self.path.exists() and self.path.stat().st_size:
-            self._read()
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append({"settings": settings})
-
-    def _read(self):
-        text = self.path.read_text()
-        lines = text.split("\n")
-        good = 0  # bytes of complete, parseable lines: a line cut by a kill is dropped
-        try:
-            head = json.loads(lines[0])["settings"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{self.path}: field 'settings': not a loas nas search results file") from None
-        for k, v in self.settings.items():
-            if head.get(k) != v:
-                raise UserError(f"{self.path}: field 'settings.{k}': {head.get(k)!r} in the file, {v!r} now "
-                                f"(give another --results file or the same settings)")
-        good = len(lines[0]) + 1
-        for line in lines[1:]:
-            if not line:
-                break
-            try:
-                c = Candidate.from_dict(json.loads(line))
-            except (ValueError, KeyError, TypeError):
-                break
-            self.done[c.index] = c
-            good += len(line) + 1
-        if good < len(text):
-            with open(self.path, "r+") as f:
-                f.truncate(good)
-
-    def _append(self, obj):
-        with open(self.path, "a") as f:
-            f.write(json.dumps(obj) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def add(self, c: Candidate):
-        self.done[c.index] = c
-        self._append(c.to_dict())
+    version = dist.code_version("sim", "models")
+    data = dist.digest(batches)
+    shared = dist.Shared(batches)
+    tasks = []
+    for i, m in enumerate(cells):
+        key = dist.digest("snasnet-score", spec, data, seed, i, str(m), dropout, hw, threads, str(device), version)
+        tasks.append(dist.Task(key, score_row, (spec, shared, i, str(m), seed, dropout, hw, threads, str(device)),
+                               {"index": i, "cnt_mat": str(m)}))
+    oc = dist.run_tasks(tasks, store=store, scheduler=scheduler, workers=workers, progress=progress,
+                        desc="search", packages=("sim", "models"))
+    ranked = rank(Candidate.from_row(oc.results[t.key]) for t in tasks if t.key in oc.results)
+    return ranked, oc
 
 
 def rank(scored) -> list[Candidate]:
@@ -341,8 +395,9 @@ def rank(scored) -> list[Candidate]:
 
 def search(build, batches, *, num_search: int, seed: int = 0, device="cpu", progress: bool = True,
            candidates: list[CellMatrix] | None = None, sampler: str = "official", celltype: str = "backward",
-           dropout: bool = True, hw: bool = False, results: ResultsFile | None = None) -> list[Candidate]:
-    """Score ``num_search`` random cells and return them ranked, best first (ties: earlier draw first).
+           dropout: bool = True, hw: bool = False) -> list[Candidate]:
+    """Score ``num_search`` random cells in this process and return them ranked, best first (ties:
+    earlier draw first). :func:`run_search` does the same on the distributed engine, resumably.
 
     Parameters
     ----------
@@ -352,8 +407,6 @@ def search(build, batches, *, num_search: int, seed: int = 0, device="cpu", prog
         Input batches, the same for every candidate, or ``index -> list`` (fresh per candidate).
     candidates : list of CellMatrix, optional
         Score these instead of drawing random ones (:func:`draw_candidates`).
-    results : ResultsFile, optional
-        Candidates already in it are not scored again; new ones are appended as they finish.
     """
     from tqdm import tqdm
 
@@ -363,25 +416,46 @@ def search(build, batches, *, num_search: int, seed: int = 0, device="cpu", prog
         batches = [b.to(device) for b in batches]
     scored = []
     best = -math.inf
-    done = results.done if results is not None else {}
     bar = tqdm(list(enumerate(cells)), desc="search", disable=not progress, mininterval=2.0)
     for i, m in bar:
-        if i in done and str(done[i].matrix) == str(m):
-            c = done[i]
-        else:
-            c = score_candidate(build, batches, i, m, seed=seed, dropout=dropout, hw=hw, device=device)
-            if results is not None:
-                results.add(c)
+        c = score_candidate(build, batches, i, m, seed=seed, dropout=dropout, hw=hw, device=device)
         scored.append(c)
         best = max(best, c.score)
         bar.set_postfix(best=f"{best:.2f}")
     return rank(scored)
 
 
-def timed_search(*args, **kwargs) -> tuple[list[Candidate], float]:
-    t0 = time.time()
-    res = search(*args, **kwargs)
-    return res, time.time() - t0
+#: check_target / replace_dir arguments of a search report directory (it also holds the result store).
+SEARCH_FILES = ("search.csv", "search.json", "pareto.png")
+SEARCH_TARGET = dict(what="search report", owned=(SEARCH_FILES + ("store",)).__contains__)
+
+
+def write_search_report(out, obj: dict, plot=None) -> list:
+    """``search.csv`` (the ranked cells), ``search.json`` (``obj``, what ``loas nas search --json``
+    prints) and, given ``plot`` (a function of the PNG path), ``pareto.png``, under ``out``: the
+    folder written whole (:func:`sim.atomic.replace_dir`) with the result store (``store/``) carried
+    over, so a rerun still resumes from it. Returns the files' paths."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from sim.atomic import replace_dir
+
+    out = Path(out)
+    cols = ["rank", "index", "cnt_mat", "score", "edges"]
+    cols += [k for k in ("loas_cycles", "loas_energy_pj", "sparten_cycles", "sparten_energy_pj")
+             if obj["candidates"] and k in obj["candidates"][0]]
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(obj["candidates"])
+    names = ["search.csv", "search.json"] + (["pareto.png"] if plot else [])
+    with replace_dir(out, **SEARCH_TARGET, keep=("store",)) as tmp:
+        (tmp / "search.csv").write_text(buf.getvalue())
+        (tmp / "search.json").write_text(json.dumps(obj, indent=2) + "\n")
+        if plot:
+            plot(tmp / "pareto.png")
+    return [out / n for n in names]
 
 
 def pareto_front(cands: list[Candidate], cost: str = "loas_cycles") -> list[Candidate]:
@@ -395,6 +469,6 @@ def pareto_front(cands: list[Candidate], cost: str = "loas_cycles") -> list[Cand
     return front
 
 
-__all__ = ["Candidate", "KernelRecorder", "ResultsFile", "candidate_seed", "draw_candidates", "hamming_kernel",
-           "hamming_kernels", "hw_cost", "logabsdet", "pareto_front", "rank", "score_candidate", "score_model",
-           "search", "timed_search"]
+__all__ = ["Candidate", "FreshBatches", "KernelRecorder", "NetSpec", "candidate_seed", "draw_candidates",
+           "hamming_kernel", "hamming_kernels", "hw_cost", "logabsdet", "pareto_front", "rank", "resolve_device",
+           "run_search", "score_candidate", "score_model", "score_row", "search", "write_search_report"]

@@ -146,6 +146,13 @@ def _locked(target: Path, flag: str):
         os.close(fd)
 
 
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two existing paths; False where the system cannot."""
     try:
@@ -189,7 +196,7 @@ def check_target(target, *, force: bool = True, flag: str = "--out", what: str =
 
 @contextmanager
 def replace_dir(target, *, force: bool = True, flag: str = "--out", what: str = "report",
-                owned: Callable[[str], bool] = lambda name: True):
+                owned: Callable[[str], bool] = lambda name: True, keep: tuple = ()):
     """Build a directory whole and swap it in for ``target``.
 
     Yields a fresh temp directory beside ``target``; when the block ends normally it replaces
@@ -205,6 +212,10 @@ def replace_dir(target, *, force: bool = True, flag: str = "--out", what: str = 
     owned : callable
         ``owned(file name)`` is True for files a directory of this kind holds. An existing
         ``target`` holding anything else is never replaced (it is somebody's folder, not a result).
+    keep : tuple of str
+        Entries of ``target`` carried into the new directory as they are (e.g. a result store that
+        outlives its report): the temp directory starts with hard links to their files. A file
+        another process adds to them while the block runs is in the old directory only.
 
     Raises
     ------
@@ -222,6 +233,9 @@ def replace_dir(target, *, force: bool = True, flag: str = "--out", what: str = 
         check_target(target, force=force, flag=flag, what=what, owned=owned)  # again, under the lock
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
+            for name in keep:
+                if (target / name).exists():
+                    shutil.copytree(target / name, tmp / name, copy_function=_link_or_copy)
             yield tmp
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700
             if not target.exists():

@@ -4,8 +4,9 @@
 single-threaded worker process per core, on 127.0.0.1, no dashboard); given a scheduler address
 (``--scheduler`` or the ``LOAS_SCHEDULER`` environment variable), on that cluster. Everything after
 that -- scattering operands, submitting points, progress, failures -- is the same code in both cases.
-Workers import this project (``sim``) and must run the same model code as the client: the engine
-compares :func:`code_version` on every worker and refuses a mismatch.
+Workers import this project (``sim``, and ``models`` for the SNASNet search) and must run the same
+code as the client: the engine compares :func:`code_version` of the packages a run uses on every
+worker and refuses a mismatch.
 
 :class:`ResultStore` keeps one small Parquet file per finished point under the report directory,
 named by the point's key (a hash of workload content, configuration, designs and code version), so
@@ -31,7 +32,7 @@ from sim.errors import UserError
 
 SCHEDULER_ENV = "LOAS_SCHEDULER"
 WORKER_WAIT_S = 60.0  # how long a given cluster may take to show its first worker
-_SIM_DIR = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_workers() -> int:
@@ -42,19 +43,21 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-_CODE_VERSION: str | None = None
+_CODE_VERSIONS: dict = {}
 
 
-def code_version() -> str:
-    """sha256 (16 hex digits) of the simulator's source (sim/*.py): part of every result key, so a
-    changed model never reuses stale results, and compared on every worker of a cluster."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
+def code_version(*packages: str) -> str:
+    """sha256 (16 hex digits) of the source (``<package>/*.py``) of ``packages`` (default: ``sim``,
+    the simulator): part of every result key, so changed code never reuses stale results, and
+    compared on every worker of a cluster."""
+    packages = packages or ("sim",)
+    if packages not in _CODE_VERSIONS:
         h = hashlib.sha256()
-        for p in sorted(_SIM_DIR.glob("*.py")):
-            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-        _CODE_VERSION = h.hexdigest()[:16]
-    return _CODE_VERSION
+        for pkg in packages:
+            for p in sorted((_ROOT / pkg).glob("*.py")):
+                h.update(f"{pkg}/{p.name}".encode() + b"\0" + p.read_bytes() + b"\0")
+        _CODE_VERSIONS[packages] = h.hexdigest()[:16]
+    return _CODE_VERSIONS[packages]
 
 
 def digest(*parts: Any) -> str:
@@ -66,6 +69,8 @@ def digest(*parts: Any) -> str:
 
 
 def _feed(h, x) -> None:
+    if _is_tensor(x):  # a torch tensor (this module does not import torch): its values
+        x = x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
         h.update(f"nd{x.dtype.str}{x.shape}".encode())
         h.update(np.ascontiguousarray(x).tobytes())
@@ -88,19 +93,24 @@ def _feed(h, x) -> None:
     h.update(b";")
 
 
+def _is_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch") and all(hasattr(x, a) for a in ("detach", "cpu", "numpy"))
+
+
 def scheduler_address(arg: str | None) -> str | None:
     """The cluster to use: ``--scheduler`` wins over ``LOAS_SCHEDULER``; None = embedded cluster."""
     return arg or os.environ.get(SCHEDULER_ENV) or None
 
 
 @contextlib.contextmanager
-def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: bool = False):
+def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: bool = False,
+           packages: tuple = ("sim",)):
     """A ``distributed.Client`` on the cluster at ``scheduler``, or on an embedded ``LocalCluster``
     with ``workers`` processes (default :func:`default_workers`). Closed (and the embedded cluster
     shut down) on exit.
 
     Raises :class:`UserError` if the scheduler cannot be reached, shows no worker within
-    ``WORKER_WAIT_S``, or a worker runs another version of the simulator."""
+    ``WORKER_WAIT_S``, or a worker runs another version of ``packages`` (:func:`code_version`)."""
     from distributed import Client
 
     cluster = None
@@ -131,7 +141,8 @@ def engine(scheduler: str | None = None, workers: int | None = None, *, quiet: b
                 client.wait_for_workers(1, timeout=WORKER_WAIT_S)
             except TimeoutError:
                 raise UserError(f"--scheduler {scheduler}: no worker connected within {WORKER_WAIT_S:g} s") from None
-        _check_workers(client, scheduler)
+        _check_workers(client, scheduler, tuple(packages))
+        client.run(adaptive_malloc)
         yield client
     finally:
         client.close()
@@ -143,20 +154,42 @@ def local_cluster(workers: int):
     """The embedded cluster: ``workers`` single-threaded worker processes on 127.0.0.1, no dashboard
     (the scheduler's HTTP endpoint, which it always opens, on a free loopback port rather than on
     8787, which another cluster on this machine may hold)."""
+    import dask
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                        silence_logs=logging.ERROR)
+    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ for their workers, which switches off glibc's
+    # adaptive mmap threshold: every large temporary (a layer's tensors) is then mmapped and
+    # unmapped again, its pages faulted in afresh -- twice the CPU time of a SNASNet candidate.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                            silence_logs=logging.ERROR)
 
 
-def _check_workers(client, scheduler) -> None:
-    mine = code_version()
-    theirs = client.run(code_version)
+def adaptive_malloc() -> bool:
+    """In a worker whose nanny set ``MALLOC_TRIM_THRESHOLD_`` (Dask's default for the workers of a
+    ``dask worker`` command), set glibc's mmap and trim thresholds to the values its adaptive
+    policy -- which that variable switches off -- reaches, so that large temporaries are reused
+    rather than mapped and faulted in afresh each time. True if it changed them (Linux only)."""
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") is None or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
+def _check_workers(client, scheduler, packages=("sim",)) -> None:
+    mine = code_version(*packages)
+    theirs = client.run(code_version, *packages)
     bad = {w: v for w, v in theirs.items() if v != mine}
     if bad:
         w, v = next(iter(bad.items()))
-        raise UserError(f"--scheduler {scheduler}: worker {w} runs simulator code {v}, this client {mine} "
+        raise UserError(f"--scheduler {scheduler}: worker {w} runs {'/'.join(packages)} code {v}, this client {mine} "
                         f"(start the workers from this checkout, e.g. with PYTHONPATH set to it)")
 
 
@@ -247,16 +280,18 @@ def run(client, tasks: list[Task], *, store: "ResultStore | None" = None, progre
 
 
 def run_tasks(tasks: list[Task], *, store: "ResultStore | None" = None, scheduler: str | None = None,
-              workers: int | None = None, progress: bool = True, desc: str = "points") -> Outcome:
+              workers: int | None = None, progress: bool = True, desc: str = "points",
+              packages: tuple = ("sim",)) -> Outcome:
     """:func:`run` on the engine of :func:`engine`; started only when some task is not in ``store``
-    (the embedded cluster with no more workers than tasks to run)."""
+    (the embedded cluster with no more workers than tasks to run). ``packages``: the code the tasks
+    run, checked on every worker (:func:`code_version`)."""
     scheduler = scheduler_address(scheduler)
     todo = len({t.key for t in tasks if store is None or t.key not in store})
     if not todo:
         return run(None, tasks, store=store, progress=progress, desc=desc)
     if not scheduler and workers is None:
         workers = min(default_workers(), todo)
-    with engine(scheduler, workers, quiet=not progress) as client:
+    with engine(scheduler, workers, quiet=not progress, packages=packages) as client:
         return run(client, tasks, store=store, progress=progress, desc=desc)
 
 

@@ -108,3 +108,249 @@ def dram_bytes_per_cycle(cfg) -> float:
 
 def capacity_bytes(cfg) -> int:
     return cfg.buffer.capacity_kb * 1024
+
+
+# The accelerator's memory system (hw/README.md "Accelerator"; hw/accel.py is its RTL) ------------
+#: Descriptor registers, in register-index order (all 32 bits): layer shape, tiling, LIF settings,
+#: region base addresses (bytes, line-aligned).
+DESC_FIELDS = ("m", "n", "chunks", "tile_rows", "tile_cols", "n_tiles", "threshold", "decay_shift", "n_mask",
+               "a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias", "o_mask", "o_val", "o_cnt")
+#: Regions the fetch unit reads (the trace's fiber format) and the writer writes.
+FETCH_REGIONS = ("a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias")
+WRITE_REGIONS = ("o_mask", "o_val", "o_cnt")
+#: Operand of each region (sim.memory.OPERANDS categories).
+REGION_OPERAND = {"a_mask": "bitmasks", "b_mask": "bitmasks", "o_mask": "bitmasks", "a_val": "spikes",
+                  "b_val": "weights", "a_ptr": "bitmasks", "b_ptr": "bitmasks", "bias": "weights",
+                  "o_val": "outputs", "o_cnt": "outputs"}
+
+
+def elem_bits(region: str, chip) -> int:
+    """Bits of one element of a fetched region in DRAM (and in the buffer)."""
+    if region in ("a_mask", "b_mask"):
+        return chip.core.chunk_bits
+    if region == "a_val":
+        return chip.value_bits
+    if region == "b_val":
+        return chip.weight_store_bits
+    return 32
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def slot_lines(cols: int, chip) -> tuple[int, int]:
+    """DRAM lines of one output slot (one row of one B tile of ``cols`` columns): mask lines and
+    packed-word lines, each rounded up to a power of two (a burst never crosses a slot)."""
+    D = chip.mem.data_bits
+    return _pow2(-(-cols // D)), _pow2(-(-cols * chip.value_bits // D))
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a layer runs on a chip: A tiles of ``tile_rows`` rows (``groups`` of them), B tiles of
+    ``tile_cols`` columns (``n_tiles``); B is fetched once when one tile holds all N columns, else
+    once per row group (mntk)."""
+
+    M: int
+    N: int
+    C: int
+    tile_rows: int
+    tile_cols: int
+
+    @property
+    def groups(self) -> int:
+        return -(-self.M // self.tile_rows)
+
+    @property
+    def n_tiles(self) -> int:
+        return -(-self.N // self.tile_cols)
+
+    def rows(self, g: int) -> tuple[int, int]:
+        m0 = g * self.tile_rows
+        return m0, min(self.tile_rows, self.M - m0)
+
+    def cols(self, j: int) -> tuple[int, int]:
+        n0 = j * self.tile_cols
+        return n0, min(self.tile_cols, self.N - n0)
+
+
+def tiling(M: int, K: int, N: int, chip) -> Tiling:
+    return Tiling(M=M, N=N, C=chip.core.chunks(K), tile_rows=min(M, chip.tile_rows), tile_cols=min(N, chip.tile_cols))
+
+
+def region_sizes(M: int, N: int, C: int, a_nnz: int, b_nnz: int, chip, til: Tiling) -> dict:
+    """Bytes of every region of the DRAM image (before line alignment)."""
+    ml, vl = slot_lines(til.tile_cols, chip)
+    lb = chip.mem.line_bytes
+    slots = M * til.n_tiles
+    e = {r: elem_bits(r, chip) for r in FETCH_REGIONS}
+    return {"a_mask": nbytes(M * C * e["a_mask"]), "a_val": nbytes(a_nnz * e["a_val"]),
+            "a_ptr": nbytes((M + 1) * 32), "b_mask": nbytes(N * C * e["b_mask"]),
+            "b_val": nbytes(b_nnz * e["b_val"]), "b_ptr": nbytes((N + 1) * 32), "bias": nbytes(N * 32),
+            "o_mask": slots * ml * lb, "o_val": slots * vl * lb, "o_cnt": slots * 4}
+
+
+def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
+    """The fetch unit's jobs in order, per tile: a list of (tile, jobs) where jobs are (region,
+    first element, count) (a value job of count 0 the tile controller skips), then the core runs
+    tile (g, j) and the writer writes it. B is fetched for every tile unless one tile holds every
+    column (then only with the first row group)."""
+    C = til.C
+    out = []
+    for g in range(til.groups):
+        m0, R = til.rows(g)
+        jobs = [("a_ptr", m0, R + 1), ("a_mask", m0 * C, R * C),
+                ("a_val", int(a_ptr[m0]), int(a_ptr[m0 + R] - a_ptr[m0]))]
+        for j in range(til.n_tiles):
+            n0, Nt = til.cols(j)
+            if til.n_tiles > 1 or g == 0:
+                jobs += [("b_ptr", n0, Nt + 1), ("b_mask", n0 * C, Nt * C),
+                         ("b_val", int(b_ptr[n0]), int(b_ptr[n0 + Nt] - b_ptr[n0])), ("bias", n0, Nt)]
+            out.append(((g, j), jobs))
+            jobs = []
+    return out
+
+
+@dataclass(frozen=True)
+class AccelTiming:
+    """Cycles and bytes of one layer on the accelerator (hw/accel.py) with the deterministic DRAM
+    model: ``cycles`` (the RTL's ``cycles`` counter), ``compute`` (core cycles summed over tiles),
+    ``fetch`` / ``write`` (cycles of the fetch phases; writer busy cycles, which overlap the
+    next tile's fetches), ``fetch_wait`` (fetch-unit cycles
+    waiting for DRAM), DRAM ``bytes_read`` / ``bytes_written`` per region, ``words_loaded``
+    (buffer writes by the fetch unit), ``tiles``."""
+
+    cycles: int
+    compute: int
+    fetch: int
+    write: int
+    fetch_wait: int
+    bytes_read: dict
+    bytes_written: dict
+    words_loaded: int
+    tiles: int
+
+    def traffic(self) -> "Traffic":
+        """DRAM bytes by operand (buffer bytes: the fetch unit's writes are the DRAM reads)."""
+        tr = Traffic()
+        for r, n in {**self.bytes_read, **self.bytes_written}.items():
+            tr.add("dram", REGION_OPERAND[r], n)
+        return tr
+
+
+#: Regions the fetch unit copies a whole line per cycle into the buffer (the others: one element).
+LINE_REGIONS = ("a_val", "b_val")
+
+
+def _job_time(t: int, base: int, eb: int, first: int, count: int, mp, lines_mode: bool = False):
+    """One fetch job accepted in cycle t: (cycle of its last buffer write, lines read, cycles
+    waiting for DRAM) -- the timing contract of hw.accel.Fetcher and hw.amsim.DramModel."""
+    D, lb, L, G, B = mp.data_bits, mp.line_bytes, mp.latency, mp.beat_cycles, mp.burst_beats
+    epl = D // eb
+    l0 = base // lb + first // epl
+    l1 = base // lb + (first + count - 1) // epl
+    lines = np.arange(l0, l1 + 1)
+    e = np.full(lines.size, epl, dtype=np.int64)
+    e[0] = min(count, epl - first % epl)
+    if lines.size > 1:
+        e[-1] = count - e[0] - epl * (lines.size - 2)
+    if lines_mode:
+        e[:] = 1
+    starts = [0] + [i for i in range(1, lines.size) if lines[i] % B == 0] + [lines.size]
+    a = t + 1  # AR in the cycle after the job is accepted
+    prev_end = None
+    for b0, b1 in zip(starts[:-1], starts[1:]):
+        eb_ = e[b0:b1]
+        k = np.arange(b1 - b0)
+        E = np.concatenate(([0], np.cumsum(eb_)[:-1]))
+        avail = a + L + k * G
+        if prev_end is not None:
+            avail[0] = max(avail[0], prev_end)
+        s = E + np.maximum.accumulate(avail - E)
+        prev_end = int(s[-1] + eb_[-1])  # the cycle the burst's last element is written
+        a = int(s[-1]) + 1
+    last = prev_end
+    busy = last - t  # cycles t+1 .. last
+    return last, lines.size, busy - int(e.sum())
+
+
+def accel_timing(words, weights, out_words, chip) -> AccelTiming:
+    """Cycles and bytes of a layer on ``hw.accel.Accelerator(chip)`` with the deterministic DRAM
+    model (hw/README.md "Accelerator"): fetch jobs one after another (:func:`fetch_jobs`), the core
+    per tile (:func:`sim.tppe.core_cycles`), the writer per tile. ``out_words`` (M, N): the layer's
+    output words (their non-zeros size the packed output writes)."""
+    from sim.fibers import spike_fibers, weight_fibers
+    from sim.tppe import core_cycles
+
+    words = np.asarray(words)
+    weights = np.asarray(weights)
+    M, K = words.shape
+    N = weights.shape[1]
+    mp, p = chip.mem, chip.core
+    D, lb, L = mp.data_bits, mp.line_bytes, mp.latency
+    til = tiling(M, K, N, chip)
+    fa, fb = spike_fibers(words, p.chunk_bits), weight_fibers(weights, p.chunk_bits)
+    sizes = region_sizes(M, N, til.C, fa.nnz, fb.nnz, chip, til)
+    bases, at = {}, 0
+    for r, n in sizes.items():
+        bases[r] = at
+        at += -(-max(1, n) // lb) * lb
+    ml, vl = slot_lines(til.tile_cols, chip)
+    nz = np.asarray(out_words) != 0
+    rd = dict.fromkeys(FETCH_REGIONS, 0)
+    wr = dict.fromkeys(WRITE_REGIONS, 0)
+    compute = fetch = write = wait = loaded = 0
+    plan = fetch_jobs(fa.ptr, fb.ptr, til)
+    f_arrive = 0    # the fetch sequencer reaches tile k's F_TILE state
+    run_start = []  # cycle each run starts (core_start)
+    r_arrive = 0    # the run sequencer is back in R_WAIT
+    free = 0        # first cycle the writer is idle (busy low)
+    d = 0
+    for k, ((g, j), jobs) in enumerate(plan):
+        m0, R = til.rows(g)
+        n0, Nt = til.cols(j)
+        # Fetch sequencer: F_TILE waits until run k - 1 has started, then the A jobs (j = 0),
+        # B_TILE, the B jobs, F_DONE (the tile counts as fetched from the cycle after).
+        p_k = f_arrive if k == 0 else max(f_arrive, run_start[k - 1] + 1)
+        t = p_k + 1
+        for side in ("a_", "b_"):
+            if side == "b_":
+                t += 1  # B_TILE (B fetched or resident)
+            for region, first, count in jobs:
+                if region.startswith("a_") != (side == "a_"):
+                    continue
+                if count == 0:  # an empty value job: its state is passed in one cycle
+                    t += 1
+                    continue
+                line_mode = region in LINE_REGIONS
+                last, lines, w_ = _job_time(t, bases[region], elem_bits(region, chip), first, count, mp, line_mode)
+                rd[region] += lines * lb
+                wait += w_
+                loaded += lines if line_mode else count
+                t = last + 2
+        fetched_at = t + 1  # F_DONE in cycle t
+        fetch += fetched_at - p_k
+        f_arrive = t + 1
+        # Run sequencer: R_WAIT until the tile is fetched and the writer has drained tile k - 1.
+        s_k = max(r_arrive, fetched_at, free)
+        run_start.append(s_k)
+        core = core_cycles(words[m0:m0 + R], weights[:, n0:n0 + Nt], p).total
+        compute += core
+        d = s_k + core + 2  # done seen: the writer starts on the tile
+        r_arrive = d + 1
+        # Writer: per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats, VAL_AW, value beats; then the
+        # final ROW and the drain of the B responses.
+        cnt = nz[m0:m0 + R, n0:n0 + Nt].sum(axis=1)
+        mb = -(-Nt // D)
+        vb = -(-cnt * chip.value_bits // D)
+        end = d + 1 + int((5 + mb + vb).sum())  # the final ROW state
+        y = end - 1 - (1 if vb[-1] == 0 else 0)  # last W beat
+        free = max(end + 1, y + L + 1)
+        write += free - d
+        wr["o_cnt"] += 4 * R
+        wr["o_mask"] += mb * lb * R
+        wr["o_val"] += int(vb.sum()) * lb
+    t = max(d + 1, free) + 1  # R_FINISH until the last tile is in DRAM, then DONE
+    return AccelTiming(cycles=t, compute=compute, fetch=fetch, write=write, fetch_wait=wait, bytes_read=rd,
+                       bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles)

@@ -206,3 +206,149 @@ SHARED = Capacity(rows=256, cols=128, k=1152, a_nnz=1 << 16, b_nnz=1 << 14, bias
 def acc_bits_for(*, chunks: int, chunk_bits: int, weight_bits: int, bias_bits: int) -> int:
     """Accumulator width for which no fiber of chunks*chunk_bits positions can overflow."""
     return _bits((1 << (bias_bits - 1)) + chunks * chunk_bits * (1 << (weight_bits - 1))) + 1
+
+
+@dataclass(frozen=True)
+class MemParams:
+    """The accelerator's DRAM port and the testbench's DRAM model (hw/README.md "Accelerator").
+
+    Parameters
+    ----------
+    data_bits : int      AXI data width (power of two, 32..1024; 512 = 64 bytes per cycle)
+    addr_bits : int      AXI byte-address width (16..64)
+    burst_beats : int    longest burst (power of two, 1..256; bursts never cross a multiple of
+                         burst_beats * data_bits / 8 bytes, so never a 4 KiB boundary at 64 x 64 B)
+    latency : int        DRAM model: cycles from an accepted AR/AW to its first R beat / B response
+    beat_cycles : int    DRAM model: cycles per data beat (1 = one beat per cycle)
+
+    Raises
+    ------
+    TypeError, ValueError ``"<field>: ..."``.
+    """
+
+    data_bits: int = 512
+    addr_bits: int = 32
+    burst_beats: int = 16
+    latency: int = 20
+    beat_cycles: int = 1
+
+    def __post_init__(self):
+        check_pow2("data_bits", self.data_bits, hi=1024)
+        check_int("data_bits", self.data_bits, lo=32, hi=1024)
+        check_int("addr_bits", self.addr_bits, lo=16, hi=64)
+        check_pow2("burst_beats", self.burst_beats, hi=256)
+        if self.burst_beats * self.data_bits > 4096 * 8:
+            raise ValueError(f"burst_beats: a burst of {self.burst_beats} x {self.data_bits // 8} bytes "
+                             f"would cross 4 KiB, got {self.burst_beats!r}")
+        check_int("latency", self.latency, lo=1, hi=MAX_UNITS)
+        check_int("beat_cycles", self.beat_cycles, lo=1, hi=64)
+
+    @property
+    def line_bytes(self) -> int:
+        """Bytes per data beat (DRAM bytes per cycle at beat_cycles = 1)."""
+        return self.data_bits // 8
+
+    def bytes_per_cycle(self) -> float:
+        return self.line_bytes / self.beat_cycles
+
+    def replace(self, **kw) -> "MemParams":
+        return dataclasses.replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class ChipParams:
+    """The whole accelerator as built (one build runs every layer whose tiles fit).
+
+    Parameters
+    ----------
+    core : CoreParams        the TPPE array
+    tile_rows : int          A tile: spike rows resident at once (the row group)
+    tile_cols : int          B tile: weight columns resident at once (at most 1024)
+    max_k : int              longest fiber K (the chunks of every resident fiber)
+    max_m, max_n : int       largest layer M and N the descriptor accepts
+    a_nnz, b_nnz : int       packed spike words of an A tile / weights of a B tile
+    buffer_kib : int         global buffer capacity; two A and two B tiles (double-buffered), their
+                             pointers and the output stage must fit (checked here)
+    buffer_banks : int       banks of the global buffer
+    bias_bits : int          signed bias width (1..32)
+    mem : MemParams          the DRAM port
+
+    Raises
+    ------
+    TypeError, ValueError ``"<field>: ..."`` (``buffer_kib`` when the tiles do not fit).
+    """
+
+    core: CoreParams = CoreParams()
+    tile_rows: int = 32
+    tile_cols: int = 64
+    max_k: int = 4608
+    max_m: int = 1024
+    max_n: int = 512
+    a_nnz: int = 32768
+    b_nnz: int = 32768
+    buffer_kib: int = 256
+    buffer_banks: int = 16
+    bias_bits: int = 24
+    mem: MemParams = MemParams()
+
+    def __post_init__(self):
+        if not isinstance(self.core, CoreParams):
+            raise TypeError(f"core: must be a CoreParams, got {type(self.core).__name__}")
+        if not isinstance(self.mem, MemParams):
+            raise TypeError(f"mem: must be a MemParams, got {type(self.mem).__name__}")
+        check_int("tile_rows", self.tile_rows, lo=1, hi=MAX_UNITS)
+        check_int("tile_cols", self.tile_cols, lo=1, hi=1024)
+        for name in ("max_k", "max_m", "max_n"):
+            check_int(name, getattr(self, name), lo=1, hi=1 << 20)
+        check_int("a_nnz", self.a_nnz, lo=1, hi=1 << 24)
+        check_int("b_nnz", self.b_nnz, lo=1, hi=1 << 24)
+        check_int("buffer_kib", self.buffer_kib, lo=1, hi=1 << 20)
+        check_pow2("buffer_banks", self.buffer_banks, hi=256)
+        check_int("bias_bits", self.bias_bits, lo=1, hi=32)
+        for name, bits_ in (("chunk_bits", self.core.chunk_bits), ("timesteps", self.value_bits), ("weight_bits", self.weight_store_bits)):
+            if bits_ > self.mem.data_bits:
+                raise ValueError(f"mem.data_bits: must hold one {name} element ({bits_} bits), got {self.mem.data_bits}")
+        ml = -(-self.tile_cols * self.value_bits // self.mem.data_bits)
+        if ml > self.mem.burst_beats:
+            raise ValueError(f"tile_cols: a row's packed output words ({self.tile_cols} x {self.value_bits} bits) "
+                             f"must fit one burst of {self.mem.burst_beats} x {self.mem.data_bits} bits, got {self.tile_cols}")
+        if self.buffer_bytes() > self.buffer_kib * 1024:
+            raise ValueError(f"buffer_kib: the tiles need {self.buffer_bytes()} bytes, more than "
+                             f"{self.buffer_kib} KiB (shrink tile_rows, tile_cols, a_nnz or b_nnz)")
+
+    @property
+    def value_bits(self) -> int:
+        """Bits of one packed spike word in DRAM and the buffer (T rounded up to a power of two)."""
+        return 1 << max(0, (self.core.timesteps - 1).bit_length())
+
+    @property
+    def weight_store_bits(self) -> int:
+        return 1 << max(0, (self.core.weight_bits - 1).bit_length())
+
+    def capacity(self) -> Capacity:
+        """The core's memories: one A tile and one B tile (the resident part of the buffer)."""
+        D = self.mem.data_bits  # a tile's values start anywhere in their first line
+        return Capacity(rows=self.tile_rows, cols=self.tile_cols, k=self.max_k, a_nnz=self.a_nnz + D // self.value_bits,
+                        b_nnz=self.b_nnz + D // self.weight_store_bits, bias_bits=self.bias_bits)
+
+    def buffer_bytes(self) -> int:
+        """Buffer bytes the tiles occupy: two A tiles (masks, words, pointers) and two B tiles
+        (masks, weights, pointers, bias) -- double-buffered -- and the output stage (mask bit and
+        packed word per output, counts)."""
+        C = self.core.chunks(self.max_k)
+        W = self.core.chunk_bits
+        tiles = (self.tile_rows * C * W + self.a_nnz * self.value_bits + (self.tile_rows + 1) * 32
+                 + self.tile_cols * C * W + self.b_nnz * self.weight_store_bits + (self.tile_cols + 1) * 32
+                 + self.tile_cols * 32)
+        bits = 2 * tiles + self.tile_rows * self.tile_cols * (1 + self.value_bits) + self.tile_rows * 32
+        return -(-bits // 8)
+
+    def replace(self, **kw) -> "ChipParams":
+        return dataclasses.replace(self, **kw)
+
+
+def chip_from_config(cfg, **override) -> ChipParams:
+    """The chip of a :class:`~sim.config.LoASConfig`: its core, its buffer's capacity and banks
+    (``buffer.capacity_kb``, ``buffer.banks``), the other fields at their defaults or ``override``."""
+    kw = dict(core=CoreParams.from_config(cfg), buffer_kib=cfg.buffer.capacity_kb, buffer_banks=cfg.buffer.banks)
+    return ChipParams(**{**kw, **override})

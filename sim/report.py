@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.atomic import locked, replace_dir, write_file
+from sim.atomic import replace_dir, write_file
 from sim.config import LoASConfig, from_mapping
 from sim.energy import COMPONENTS, EnergyConfig, load_energy
 from sim.errors import UserError
@@ -479,16 +479,19 @@ def compare_workloads(workloads: dict, designs, cfg: LoASConfig, econf: EnergyCo
     return out, oc.failures
 
 
+# check_target / replace_dir arguments of a sweep report directory (it also holds the result store)
+SWEEP_TARGET = dict(what="sweep report", owned=(SWEEP_FILES + ("store",)).__contains__)
+
+
 def write_sweep_report(out_dir, rows: list[dict], params: dict, failures=()) -> list[Path]:
     """sweep.csv, sweep.parquet, sweep.json (with the failed points) and sweep.png (cycles and
-    speedups against the first parameter, one line per value of the others and per workload),
-    each file written whole, under the folder's lock (:func:`sim.atomic.locked`)."""
+    speedups against the first parameter, one line per value of the others and per workload).
+
+    The report is written whole (:func:`sim.atomic.replace_dir`), the sweep's result store
+    (``store/``, sim/dist.py) carried over into the new folder, so a rerun still resumes from it."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # The folder also holds the sweep's result store (sim/dist.py), so it is not swapped whole:
-    # one writer at a time, each file replaced whole.
-    with locked(out):
-        _sweep_files(out, rows, params, failures)
+    with replace_dir(out, **SWEEP_TARGET, keep=("store",)) as tmp:
+        _sweep_files(Path(tmp), rows, params, failures)
     return [out / n for n in SWEEP_FILES]
 
 

@@ -2,6 +2,7 @@
 usage errors as one line (in process: loas.cli.main)."""
 
 import argparse
+import inspect
 import json
 import re
 from pathlib import Path
@@ -50,9 +51,15 @@ def test_shared_options_have_one_spelling_and_default():
         for a in _options(p):
             for opt in a.option_strings:
                 if opt in ("--T", "--sample", "--threads", "--seed", "--dataset", "--config", "--simulator"):
+                    if opt == "--T" and path[1] == "nas":  # SNASNet's own T
+                        opt = "--T (nas)"
                     seen.setdefault(opt, set()).add(repr(a.default) if opt not in ("--seed", "--dataset") else
                                                     repr(a.choices))
     assert seen["--T"] == {repr(DEFAULT_T)}
+    from loas.commands.nas import SNASNET_T
+    from models.snasnet import build_snasnet
+
+    assert seen["--T (nas)"] == {repr(SNASNET_T)} == {repr(inspect.signature(build_snasnet).parameters["T"].default)}
     assert seen["--sample"] == {"0"} and seen["--threads"] == {"None"} and seen["--config"] == {"'loas'"}
     assert len(seen["--dataset"]) == 1 and "cifar10" in next(iter(seen["--dataset"]))
     assert seen["--simulator"] == {"'verilator'"}
@@ -119,3 +126,15 @@ def test_usage_errors_are_one_line(capsys, argv, words):
 
 def test_help_exits_0(capsys):
     assert run(capsys, "sim", "--help")[0] == 0
+
+
+def test_out_of_memory_is_one_line_exit_2(monkeypatch, capsys):
+    import loas.commands.nas as nas
+
+    def boom(args):
+        raise MemoryError("Unable to allocate 8.00 EiB for an array\nwith shape (1, 2)")
+
+    monkeypatch.setattr(nas, "cmd_test", boom)
+    assert main(["nas", "test", "--checkpoint", "x.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("loas: error: out of memory: Unable to allocate 8.00 EiB")

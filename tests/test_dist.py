@@ -209,3 +209,144 @@ def test_killed_sweep_resumes_and_equals_one_shot(scheduler, tmp_path):
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "r" / "sweep.parquet").to_pylist() == resumed["rows"]
+
+
+# The SNASNet search on the engine ------------------------------------------------------------------
+def _fmnist():
+    from models.data import FASHION_MNIST_DIR
+
+    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST_DIR} (Debian package dataset-fashion-mnist)")
+
+
+NAS = ["--channels", "2", "--T", "2", "--batch-size", "8", "--batches", "1", "--device", "cpu", "--seed", "3"]
+
+
+def _search_here(num, channels=2, T=2, batch=8, seed=3, dropout=True):
+    """The ranking `loas nas search` must print, computed in this process without the engine."""
+    import torch
+
+    from models.data import batches, load_dataset
+    from models.snasnet_search import NetSpec, draw_candidates, search
+
+    torch.set_num_threads(1)
+    ds = load_dataset("fashion-mnist", None, "train")
+    xs = [x for _, (x, _) in zip(range(1), batches(ds, batch, shuffle=True, seed=seed))]
+    ranked = search(NetSpec("fashion-mnist", channels, T).build, xs, num_search=num, seed=seed, progress=False,
+                    candidates=draw_candidates(num, seed), dropout=dropout)
+    return [(c.index, str(c.matrix), c.score) for c in ranked]
+
+
+def _ranking(doc):
+    return [(c["index"], c["cnt_mat"], c["score"]) for c in doc["candidates"]]
+
+
+@pytest.mark.slow
+def test_search_on_a_cluster_by_address_equals_in_process_and_resumes(scheduler, tmp_path):
+    _fmnist()
+    argv = ["nas", "search", "--num-search", "4", *NAS, "--scheduler", scheduler, "--out", tmp_path, "--json"]
+    r = loas(*argv)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["computed"], doc["cached"], doc["failures"]) == (4, 0, [])
+    assert _ranking(doc) == _search_here(4)
+    assert len(dist.ResultStore(tmp_path / "store")) == 4
+    assert (tmp_path / "search.csv").read_text().count("\n") == 5
+    again = json.loads(loas(*argv).stdout)
+    assert (again["computed"], again["cached"]) == (0, 4) and again["candidates"] == doc["candidates"]
+    # The library call with the CLI's settings finds the CLI's cells; with another T it computes.
+    from models.data import batches, load_dataset
+    from models.snasnet_search import NetSpec, draw_candidates, run_search
+
+    xs = [next(batches(load_dataset("fashion-mnist", None, "train"), 8, shuffle=True, seed=3))[0]]
+    store = dist.ResultStore(tmp_path / "store")
+    for T, cached in ((2, 4), (3, 0)):
+        ranked, oc = run_search(NetSpec("fashion-mnist", 2, T), xs, draw_candidates(4, 3), seed=3, store=store,
+                                scheduler=scheduler, threads=1, device="cpu", progress=False)
+        assert (oc.computed, oc.cached) == (4 - cached, cached)
+    assert [(c.index, str(c.matrix), c.score) for c in ranked] == _search_here(4, T=3) != _ranking(doc)
+
+
+@pytest.mark.slow
+def test_killed_search_on_two_local_workers_resumes_and_equals_one_shot(tmp_path):
+    _fmnist()
+    args = ["nas", "search", "--num-search", "6", *NAS, "--channels", "4", "--batch-size", "16", "--workers", "2",
+            "--no-progress", "--json", "--out", tmp_path / "r"]
+    store = tmp_path / "r" / "store"
+    p = subprocess.Popen([sys.executable, "-m", "loas.cli", *map(str, args)], env=ENV, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: len(dist.ResultStore(store)) >= 2 or p.poll() is not None, 180, "2 stored cells")
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)  # the client and its embedded cluster
+        p.wait(20)
+    before = len(dist.ResultStore(store))
+    assert 2 <= before < 6 and not list(store.glob(".*.tmp*"))
+    r = loas(*args)
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads(r.stdout)
+    assert (resumed["cached"], resumed["computed"]) == (before, 6 - before)
+    assert _ranking(resumed) == _search_here(6, channels=4, batch=16)
+
+
+@pytest.mark.slow
+def test_failing_points_exit_1_and_are_named(tmp_path):
+    """A worker lost mid-point (allowed-failures 0: the point is not retried) fails that point only:
+    the sweep and the search finish the others, name the failed point and exit with status 1."""
+    import dask
+
+    _fmnist()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dist.local_cluster(2) as cluster:
+        s = cluster.scheduler
+        cases = [(["sweep", "--param", "pes=2,4,8,16", "--layer", "conv9", "--designs", "gamma", "--out",
+                   tmp_path / "sweep"], "loas: sweep: point pes=", 4),
+                 (["nas", "search", "--num-search", "6", *NAS, "--channels", "8", "--batch-size", "32",
+                   "--out", tmp_path / "nas"], "loas: search: point index=", 6)]
+        for argv, named, total in cases:
+            cluster.wait_for_workers(2)
+            p = subprocess.Popen([sys.executable, "-m", "loas.cli", *map(str, argv), "--scheduler",
+                                  cluster.scheduler_address, "--no-progress", "--json"], env=ENV,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            busy = lambda: [ws for ws in list(s.workers.values()) if ws.processing]  # noqa: E731
+            _wait_for(lambda: busy() or p.poll() is not None, 180, "a worker to start a point")
+            os.kill(busy()[0].pid, signal.SIGKILL)
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 1, err
+            doc = json.loads(out)
+            assert 1 <= len(doc["failures"]) < total and all("KilledWorker" in f["error"] for f in doc["failures"])
+            assert named in err and "failed (listed above)" in err and "Traceback" not in err
+            done = len(doc["rows"]) if argv[0] == "sweep" else len(doc["candidates"])
+            assert done == total - len(doc["failures"])
+
+
+def test_sweep_key_holds_the_designs(tmp_path):
+    """A layer point's row holds one set of figures per design: another design list is computed."""
+    kw = dict(base=LoASConfig(), layer="conv13", out=tmp_path, progress=False, workers=1)
+    a = sweep({"pes": [4, 8]}, designs=("loas", "sparten"), **kw)
+    b = sweep({"pes": [4, 8]}, designs=("loas", "gamma"), **kw)
+    assert (a.computed, b.computed, b.cached) == (2, 2, 0)
+    assert "speedup_vs_gamma" in b.rows[0] and "speedup_vs_sparten" not in b.rows[0]
+    assert [r["cycles"] for r in a.rows] == [r["cycles"] for r in b.rows]  # LoAS itself is the same
+    c = sweep({"pes": [4, 8]}, designs=("loas", "sparten"), **kw)
+    assert (c.computed, c.cached) == (0, 2) and c.rows == a.rows
+
+
+def test_sweep_report_is_swapped_in_whole_and_the_store_kept(scheduler, tmp_path):
+    out = tmp_path / "r"
+    argv = ["sweep", "--param", "pes=4,8", "--layer", "conv13", "--designs", "gamma", "--scheduler", scheduler,
+            "--no-progress", "--json", "--out", out]
+    first = loas(*argv)
+    assert first.returncode == 0, first.stderr
+    inode = (out / "sweep.csv").stat().st_ino
+    again = loas(*argv)
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert (doc["computed"], doc["cached"]) == (0, 2)  # the store survived the swap of its folder
+    assert (out / "sweep.csv").stat().st_ino != inode and len(dist.ResultStore(out / "store")) == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted(["store", "sweep.csv", "sweep.json", "sweep.parquet",
+                                                             "sweep.png"])
+    assert not [p for p in tmp_path.iterdir() if p.name != "r"]  # no temp or old folder left beside it
+    (out / "notes.txt").write_text("mine")
+    r = loas(*argv)
+    assert r.returncode == 2 and "notes.txt" in r.stderr and "not files of a sweep report" in r.stderr

@@ -202,3 +202,62 @@ def test_search_on_fashion_mnist():
     best = res[0]
     assert isinstance(best.matrix, CellMatrix) and parse_cnt_mat(str(best.matrix)) == best.matrix
     assert math.isfinite(best.score)
+
+
+def test_fused_lif_equals_spikingjelly():
+    """The scoring path's LIF gives spikingjelly's spikes and membranes exactly, across calls."""
+    from spikingjelly.activation_based import functional, neuron, surrogate
+
+    from models.layers import fused_lifs, make_lif
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 8, 4, 5, 5, generator=g) * 1.5 + 0.4
+    x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    soft = neuron.LIFNode(tau=2.0, v_reset=0.5, v_threshold=0.8, surrogate_function=surrogate.ATan(),
+                          detach_reset=True, step_mode="m")
+    for lif in (make_lif(), soft):
+        with torch.no_grad():
+            want = [lif(x[:4]), lif(x[4:5]), lif(x[5:])]  # the membrane carries over between calls
+            v_want = lif.v.clone()
+            functional.reset_net(lif)
+            with fused_lifs(lif) as f:
+                assert f.lifs == [lif]
+                got = [lif(x[:4]), lif(x[4:5]), lif(x[5:])]
+            assert all(torch.equal(a, b) for a, b in zip(want, got)) and torch.equal(lif.v, v_want)
+        assert 0.05 < float(want[0].mean()) < 0.95  # spikes and silence both present
+        functional.reset_net(lif)
+    assert "forward" not in lif.__dict__  # restored
+    lif = make_lif()
+    with fused_lifs(lif):  # gradients wanted: spikingjelly's own path, surrogate gradient included
+        xg = x.clone().requires_grad_()
+        lif(xg).sum().backward()
+    assert float(xg.grad.abs().sum()) > 0
+
+
+def test_scoring_fast_path_is_exact(monkeypatch):
+    """Score and BN state with the fused LIFs and in-place per-timestep BN equal the plain modules'."""
+    import contextlib
+
+    import models.snasnet as sn
+    import models.snasnet_search as ss
+
+    torch.manual_seed(1)
+    net = build_snasnet("0303 0030 2002 0200", "fashion-mnist", channels=3, T=3)
+    xs = [torch.randn(8, 1, 28, 28), torch.randn(8, 1, 28, 28)]
+    fast = score_model(net, xs)
+    monkeypatch.setattr(ss, "fused_lifs", lambda m: contextlib.nullcontext())
+    with torch.enable_grad():  # bn_seq's autograd path (stacked BN outputs) everywhere
+        monkeypatch.setattr(sn.torch, "is_grad_enabled", lambda: True)
+        plain = score_model(net, xs)
+    assert math.isfinite(fast) and fast == plain
+    bn = torch.nn.BatchNorm2d(3, momentum=None)
+    ref = torch.nn.BatchNorm2d(3, momentum=None)
+    x = torch.randn(2, 4, 3, 5, 5)
+    with torch.no_grad():
+        for _ in range(2):
+            a = sn.bn_seq(ref.train(), x, True)  # (is_grad_enabled patched: the stacked path)
+        monkeypatch.undo()
+        for _ in range(2):
+            b = sn.bn_seq(bn.train(), x, True)
+    assert torch.equal(a, b)
+    assert all(torch.equal(u, w) for u, w in zip(ref.state_dict().values(), bn.state_dict().values()))

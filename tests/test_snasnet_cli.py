@@ -18,6 +18,22 @@ needs_fmnist = pytest.mark.skipif(
 TINY = ["--channels", "2", "--T", "2", "--threads", "1", "--device", "cpu"]
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Dask cluster (1 worker) for this module's searches, given as LOAS_SCHEDULER."""
+    from sim import dist
+
+    with dist.local_cluster(1) as c:
+        yield c.scheduler_address
+
+
+@pytest.fixture
+def on_cluster(cluster, monkeypatch):
+    from sim import dist
+
+    monkeypatch.setenv(dist.SCHEDULER_ENV, cluster)
+
+
 def run(capsys, *argv):
     rc = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -53,16 +69,17 @@ def test_user_errors(capsys, argv, words):
 
 
 @needs_fmnist
-def test_search_json_reproducible(capsys):
+def test_search_json_reproducible(capsys, tmp_path, on_cluster):
     argv = ["nas", "search", "--num-search", "3", "--batch-size", "4", "--batches", "1", "--seed", "3", "--json",
             *TINY]
-    rc, out, _ = run(capsys, *argv)
+    rc, out, _ = run(capsys, *argv, "--out", tmp_path / "a")
     assert rc == 0
     res = json.loads(out)
     assert len(res["candidates"]) == 3 and res["candidates"][0]["rank"] == 1
     assert parse_cnt_mat(res["best"]).op(0, 3) != 0
-    rc, out2, _ = run(capsys, *argv)
-    assert json.loads(out2)["candidates"] == res["candidates"]
+    rc, out2, _ = run(capsys, *argv, "--out", tmp_path / "b")  # a fresh store: computed again, the same
+    assert json.loads(out2)["candidates"] == res["candidates"] and json.loads(out2)["computed"] == 3
+    assert json.loads((tmp_path / "a" / "search.json").read_text())["candidates"] == res["candidates"]
 
 
 @needs_fmnist
@@ -120,10 +137,11 @@ def test_cnt_mat_spellings_and_test_reports_spikes(capsys, tmp_path):
 
 
 @needs_fmnist
-def test_hw_objective_pareto_front_and_png(capsys, tmp_path):
+def test_hw_objective_pareto_front_and_png(capsys, tmp_path, on_cluster):
     png = tmp_path / "front.png"
-    rc, out, err = run(capsys, "nas", "search", "--objective", "hw", "--num-search", "4", "--batch-size", "4",
-                       "--batches", "1", "--png", png, "--max-cycles", "10000000", "--json", *TINY)
+    argv = ["nas", "search", "--objective", "hw", "--num-search", "4", "--batch-size", "4", "--batches", "1",
+            "--max-cycles", "10000000", "--json", "--out", tmp_path / "r", *TINY]
+    rc, out, err = run(capsys, *argv, "--png", png)
     assert rc == 0, err
     res = json.loads(out)
     front = res["pareto_front"]
@@ -135,47 +153,12 @@ def test_hw_objective_pareto_front_and_png(capsys, tmp_path):
         assert not any(c["score"] > f["score"] and c["loas_cycles"] < f["loas_cycles"] for c in cands)
     best = res["best_under_budget"]
     assert best["score"] == max(c["score"] for c in cands if c["loas_cycles"] <= 10_000_000)
+    rc, out, err = run(capsys, *argv)  # from the store (per-layer cycles included), PNG under --out
+    again = json.loads(out)
+    assert again["cached"] == 4 and again["candidates"] == cands and again["pareto_front"] == front
+    assert (tmp_path / "r" / "pareto.png").stat().st_size > 1000
     rc, out, err = run(capsys, "nas", "search", "--max-cycles", "5", "--num-search", "1", *TINY)
     assert rc == 2 and "--max-cycles: needs --objective hw" in err
-
-
-@needs_fmnist
-def test_killed_search_resumes(tmp_path):
-    """A real subprocess is killed mid-search; the rerun scores only what is missing, same results."""
-    import os
-    import signal
-    import time
-
-    res = tmp_path / "r.jsonl"
-    argv = [sys.executable, "-m", "loas.cli", "nas", "search", "--num-search", "6", "--batch-size", "8",
-            "--batches", "1", "--results", str(res), "--json", *TINY]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None:
-        if res.exists() and len(res.read_text().splitlines()) >= 3:  # header + 2 candidates
-            break
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    lines = res.read_text().splitlines()
-    assert 3 <= len(lines) < 7, "the search was not killed mid-way"
-    with open(res, "a") as f:  # a line cut by the kill is dropped on resume
-        f.write('{"index": 5, "cnt_m')
-    done_before = len(lines) - 1
-    r = subprocess.run(argv, capture_output=True, text=True, env=env)
-    assert r.returncode == 0, r.stderr
-    resumed = json.loads(r.stdout)
-    assert f"{done_before} already in" in r.stderr
-    assert len(res.read_text().splitlines()) == 7
-    fresh = subprocess.run(argv, capture_output=True, text=True, env=env)  # now everything is in the file
-    assert "6 already in" in fresh.stderr
-    assert json.loads(fresh.stdout)["candidates"] == resumed["candidates"]
-    other = tmp_path / "o.jsonl"
-    r2 = subprocess.run([a if a != str(res) else str(other) for a in argv], capture_output=True, text=True, env=env)
-    assert json.loads(r2.stdout)["candidates"] == resumed["candidates"]  # resumed == uninterrupted
-    bad = subprocess.run(argv[:6] + ["7"] + argv[7:], capture_output=True, text=True, env=env)
-    assert bad.returncode == 2 and "field 'settings.num_search'" in bad.stderr
 
 
 @needs_fmnist

