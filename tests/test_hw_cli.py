@@ -140,7 +140,7 @@ def test_timing_model_laggy_never_faster():
 def test_verilog_and_lint(tmp_path, capsys):
     assert main(["rtl", "verilog", "--out", str(tmp_path)]) == 0
     files = sorted(p.name for p in tmp_path.glob("*.v"))
-    assert {"loas_core.v", "loas_core_p1.v", "loas_tppe.v", "loas_plif.v", "loas_inner_join.v"} <= set(files)
+    assert {"loas_core.v", "loas_lane.v", "loas_tppe.v", "loas_f_side.v", "loas_plif.v", "loas_inner_join.v"} <= set(files)
 
 
 def test_scoreboard_reports_mismatches():

