@@ -257,7 +257,8 @@ def _job_time(t: int, base: int, eb: int, first: int, count: int, mp, lines_mode
         e[-1] = count - e[0] - epl * (lines.size - 2)
     if lines_mode:
         e[:] = 1
-    starts = [0] + [i for i in range(1, lines.size) if lines[i] % B == 0] + [lines.size]
+    # a burst ends where the next line starts a burst_beats-aligned block
+    starts = [0, *(np.flatnonzero(lines[1:] % B == 0) + 1).tolist(), lines.size]
     a = t + 1  # AR in the cycle after the job is accepted
     prev_end = None
     for b0, b1 in zip(starts[:-1], starts[1:]):
