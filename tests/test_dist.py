@@ -270,24 +270,29 @@ def test_search_on_a_cluster_by_address_equals_in_process_and_resumes(scheduler,
 @pytest.mark.slow
 def test_killed_search_on_two_local_workers_resumes_and_equals_one_shot(tmp_path):
     _fmnist()
-    args = ["nas", "search", "--num-search", "6", *NAS, "--channels", "4", "--batch-size", "16", "--workers", "2",
+    n = 16  # enough cells that a quiet machine cannot store them all between two polls
+    args = ["nas", "search", "--num-search", str(n), *NAS, "--channels", "4", "--batch-size", "16", "--workers", "2",
             "--no-progress", "--json", "--out", tmp_path / "r"]
     store = tmp_path / "r" / "store"
     p = subprocess.Popen([sys.executable, "-m", "loas.cli", *map(str, args)], env=ENV, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: len(dist.ResultStore(store)) >= 2 or p.poll() is not None, 180, "2 stored cells")
+        _wait_for(lambda: len(dist.ResultStore(store)) >= 1 or p.poll() is not None, 180, "a stored cell")
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)  # the client and its embedded cluster
         p.wait(20)
     before = len(dist.ResultStore(store))
-    assert 2 <= before < 6 and not list(store.glob(".*.tmp*"))
+    # SIGKILL may leave a writer's temp file (.NAME.tmp); every stored file is whole and readable
+    import pyarrow.parquet as pq
+
+    assert 1 <= before < n
+    assert all(pq.read_table(f).num_rows for f in store.glob("[!.]*.parquet"))
     r = loas(*args)
     assert r.returncode == 0, r.stderr
     resumed = json.loads(r.stdout)
-    assert (resumed["cached"], resumed["computed"]) == (before, 6 - before)
-    assert _ranking(resumed) == _search_here(6, channels=4, batch=16)
+    assert (resumed["cached"], resumed["computed"]) == (before, n - before)
+    assert _ranking(resumed) == _search_here(n, channels=4, batch=16)
 
 
 @pytest.mark.slow
