@@ -155,3 +155,69 @@ def write_reproducer(directory, case: Case, params: CoreParams, command: str):
                                "idle": case.idle, "backpressure": case.backpressure, "tb_seed": case.seed})
     write_file(d / "README", f"{case.name}: {command}\n".encode())
     return d
+
+
+# The regression on the Dask engine (sim/dist.py) -------------------------------------------------
+#: The code a regression result depends on (the RTL, the testbench and its scoreboard, the golden
+#: and timing models): part of every result key and checked on every worker.
+REGRESS_CODE = ("sim", "hw", "tests/cocotb")
+
+
+def build_key(seed: int, simulator: str, params: CoreParams, cap: Capacity = REGRESS_CAP) -> str:
+    """The name of regression ``seed``'s layers on one build in the result store: changed code
+    (:data:`REGRESS_CODE`) or another build, capacity, seed or simulator never reuses a result."""
+    from sim.dist import code_version, digest
+
+    return digest("loas rtl regress", seed, simulator, params, cap, code_version(*REGRESS_CODE))
+
+
+def plan_chunks(done: "list[set[int]]", per: "list[int]", chunk: int) -> "list[tuple[int, int, int]]":
+    """``(build, start, count)`` of the layers still to run: of build ``b`` the indices below
+    ``per[b]`` not in ``done[b]``, in runs of at most ``chunk`` that never cross a multiple of
+    ``chunk``, ordered chunk by chunk over the builds (every build runs early in a long regression)."""
+    out = []
+    for b, (seen, n) in enumerate(zip(done, per)):
+        i = 0
+        while i < n:
+            if i in seen:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and j not in seen and j % chunk:
+                j += 1
+            out.append((b, i, j - i))
+            i = j
+    return sorted(out, key=lambda t: (t[1] // chunk, t[0], t[1]))
+
+
+def run_chunk(bkey: str, build: int, params: dict, cap: dict, seed: int, start: int, count: int,
+              simulator: str, stop_event: str | None = None) -> dict:
+    """Random layers ``start .. start + count - 1`` of regression ``seed`` on the build ``params``:
+    a task of the Dask engine, run on a worker (which builds the testbench or reuses its build,
+    :func:`hw.cosim.build_native`; a build in progress under the same key is waited for, not
+    repeated). Stops at the first failing layer, or after the layer in progress once the Dask event
+    ``stop_event`` is set. Returns the result store's row: ``bkey``, ``build``, ``start``,
+    ``count``, ``layers`` (records that came back) and ``records`` (their JSON)."""
+    import json
+    import time
+
+    from hw.cosim import run_native
+
+    cancel = None
+    if stop_event:
+        from distributed import Event
+
+        ev, last = Event(stop_event), [time.monotonic()]
+
+        def cancel():  # a scheduler round trip: asked once a second
+            if time.monotonic() - last[0] < 1.0:
+                return False
+            last[0] = time.monotonic()
+            return ev.is_set()
+
+    out = run_native(CoreParams(**params), Capacity(**cap), {"kind": "random", "seed": seed, "start": start,
+                                                             "count": count},
+                     simulator=simulator, stop_on_fail=True, cancel=cancel)
+    recs = out["results"]
+    return {"bkey": bkey, "build": build, "start": start, "count": count, "layers": len(recs),
+            "records": json.dumps(recs)}
