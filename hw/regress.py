@@ -171,6 +171,23 @@ def build_key(seed: int, simulator: str, params: CoreParams, cap: Capacity = REG
     return digest("loas rtl regress", seed, simulator, params, cap, code_version(*REGRESS_CODE))
 
 
+def stored_records(store, bkeys: "list[str]", per: "list[int]") -> "list[list[dict]]":
+    """The records in the result store ``store`` (a directory) of the builds ``bkeys``
+    (:func:`build_key`): per build, one per layer index below ``per[b]``, in index order."""
+    import json
+
+    from sim.dist import ResultStore
+
+    got = [{} for _ in bkeys]
+    for _, row in ResultStore(store).items():
+        if row.get("bkey") in bkeys:
+            b = bkeys.index(row["bkey"])
+            for r in json.loads(row["records"]):
+                if r["index"] < per[b]:
+                    got[b].setdefault(r["index"], r)
+    return [[g[i] for i in sorted(g)] for g in got]
+
+
 def plan_chunks(done: "list[set[int]]", per: "list[int]", chunk: int) -> "list[tuple[int, int, int]]":
     """``(build, start, count)`` of the layers still to run: of build ``b`` the indices below
     ``per[b]`` not in ``done[b]``, in runs of at most ``chunk`` that never cross a multiple of

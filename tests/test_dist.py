@@ -426,3 +426,22 @@ def test_regress_chunk_lost_with_its_worker_is_named_and_exits_1(tmp_path):
     assert doc["layers"] == 6 - 2 * len(fails) and not doc["complete"]
     assert "loas: regress: point build=0, layers=" in err and "failed (listed above)" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.rtl
+def test_regress_chunk_stops_when_its_event_is_set(scheduler):
+    """A chunk on a worker whose regression's stop event is set (a mismatch in another chunk) ends
+    after the layer in progress, not after its 8 layers."""
+    import dataclasses
+
+    from distributed import Client, Event
+
+    from hw.regress import REGRESS_BUILDS, REGRESS_CAP, build_key, run_chunk
+
+    p = REGRESS_BUILDS[0]
+    with Client(scheduler, timeout="30s") as client:
+        Event("loas-test-stop", client=client).set()
+        row = client.submit(run_chunk, build_key(4, "verilator", p), 0, dataclasses.asdict(p),
+                            dataclasses.asdict(REGRESS_CAP), 4, 0, 8, "verilator", "loas-test-stop", pure=False).result()
+        Event("loas-test-stop", client=client).clear()
+    assert row["layers"] < 8 and len(json.loads(row["records"])) == row["layers"]

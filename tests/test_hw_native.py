@@ -161,3 +161,25 @@ def test_verilator_waves_without_lz4_is_a_clear_error(capsys):
     assert main(["rtl", "sim", "default", "--layer", "conv3", "--waves"]) == 2
     err = capsys.readouterr().err
     assert "liblz4-dev" in err and err.count("\n") == 1
+
+
+def test_regress_reports_a_recorded_mismatch_with_its_reproducer(tmp_path, capsys):
+    """A regression resumed over a store that holds a mismatch (layer 1 of build 0) runs nothing,
+    reports that layer, writes its reproducer (a trace workload of the same layer) and exits 1."""
+    from hw.regress import build_key
+    from sim import dist
+
+    bkey = build_key(9, "verilator", P2)
+    recs = [{"case": f"r9.{i}", "index": i, "seed": 9, "pass": i != 1, "outputs_checked": 10, "sim_cycles": 100,
+             "sim_s": 0.1, "M": 1, "K": 1, "N": 1, "mismatches": ["row 0 n 0: word 3, golden 2"] * (i == 1)}
+            for i in range(2)]
+    dist.ResultStore(tmp_path / "store").put_many({"k": {"bkey": bkey, "build": 0, "start": 0, "count": 2,
+                                                         "layers": 2, "records": json.dumps(recs)}})
+    assert main(["rtl", "regress", "--count", "2", "--seed", "9", "--builds", "1", "--out", str(tmp_path),
+                 "--json"]) == 1
+    res = json.loads(capsys.readouterr().out)
+    assert res["failure"]["case"] == "r9.1" and res["mismatches"] == 1 and res["chunks_run"] == 0
+    layer = load_workload(res["reproducer"]).layer("layer")
+    case = draw_layer(9, 1, P2)
+    assert np.array_equal(layer.words(0), case.words) and np.array_equal(layer.weights_kn(), case.weights)
+    assert "pes: 2\n" in (tmp_path / "repro-r9.1" / "config.yaml").read_text()

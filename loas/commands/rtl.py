@@ -252,7 +252,7 @@ def cmd_regress(args) -> int:
     from sim.atomic import check_output, write_file
 
     from hw.regress import (REGRESS_BUILDS, REGRESS_CAP, REGRESS_CODE, build_key, draw_layer, plan_chunks, run_chunk,
-                            save_json, write_reproducer)
+                            save_json, stored_records, write_reproducer)
 
     _check_available(args.simulator)
     out = check_output(args.out)
@@ -265,15 +265,7 @@ def cmd_regress(args) -> int:
     t0 = time.perf_counter()
 
     def records():
-        """Every stored record of this regression per build, one per layer index below the count."""
-        got = [{} for _ in builds]
-        for _, row in dist.ResultStore(out / "store").items():
-            b = bkeys.index(row["bkey"]) if row.get("bkey") in bkeys else None
-            if b is not None:
-                for r in json.loads(row["records"]):
-                    if r["index"] < per[b]:
-                        got[b].setdefault(r["index"], r)
-        return [[g[i] for i in sorted(g)] for g in got]
+        return stored_records(out / "store", bkeys, per)
 
     def first_failure(recs):
         bad = [(r["index"], b, r) for b, rs in enumerate(recs) for r in rs if not r["pass"]]
