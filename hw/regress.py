@@ -117,6 +117,15 @@ def save_json(path, obj) -> None:
     write_file(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def save_jsonl(path, records) -> None:
+    """Write ``records`` as JSON lines atomically (a build's regression records, for reading)."""
+    import json
+
+    from sim.atomic import write_file
+
+    write_file(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
 def cases(source: dict, params: CoreParams, cap: Capacity):
     """The cases a testbench run's ``source`` (JSON: ``kind`` and that source's arguments) names."""
     kw = {k: v for k, v in source.items() if k != "kind"}

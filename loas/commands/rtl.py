@@ -249,10 +249,10 @@ def cmd_regress(args) -> int:
     import uuid
 
     from sim import dist
-    from sim.atomic import check_output, write_file
+    from sim.atomic import check_output
 
     from hw.regress import (REGRESS_BUILDS, REGRESS_CAP, REGRESS_CODE, build_key, draw_layer, plan_chunks, run_chunk,
-                            save_json, stored_records, write_reproducer)
+                            save_json, save_jsonl, stored_records, write_reproducer)
 
     _check_available(args.simulator)
     out = check_output(args.out)
@@ -304,7 +304,7 @@ def cmd_regress(args) -> int:
         recs = records()
         failure = first_failure(recs)
     for b, rs in enumerate(recs):  # the records as JSON lines per build, for reading
-        write_file(out / f"build{b}.jsonl", "".join(json.dumps(r) + "\n" for r in rs).encode())
+        save_jsonl(out / f"build{b}.jsonl", rs)
     flat = [r for rs in recs for r in rs]
     wall = time.perf_counter() - t0
     res = {"seed": args.seed, "count": args.count, "simulator": args.simulator, "layers": len(flat),
