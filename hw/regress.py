@@ -1,7 +1,10 @@
 """What the native-speed testbench runs (tests/cocotb/native_tb.py): :class:`Case` s from a
 workload (``workload_cases``) or drawn at random (``random_cases``, the regression of
 ``loas rtl regress``), the builds the regression spreads them over (:data:`REGRESS_BUILDS`), and
-the reproducer of a failing random layer (:func:`write_reproducer`, a trace workload).
+the reproducer of a failing random layer (:func:`write_reproducer`, a trace workload), and the
+regression's tasks on the Dask engine of sim/dist.py (:func:`run_chunk`, one chunk of layers on one
+build; :func:`plan_chunks`, the chunks still to run; :func:`stored_records`, what the result store
+holds).
 
 Random layers (:func:`draw_layer`, reproducible from (seed, index) alone): M, N from 1 to a few
 hundred and K from 1 to several chunks (log-uniform, so most are small and some are large; K is
