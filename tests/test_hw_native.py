@@ -183,3 +183,12 @@ def test_regress_reports_a_recorded_mismatch_with_its_reproducer(tmp_path, capsy
     case = draw_layer(9, 1, P2)
     assert np.array_equal(layer.words(0), case.words) and np.array_equal(layer.weights_kn(), case.weights)
     assert "pes: 2\n" in (tmp_path / "repro-r9.1" / "config.yaml").read_text()
+
+
+def test_regress_plans_only_missing_layers_in_aligned_chunks():
+    """The chunks still to run: the missing indices, cut at multiples of the chunk, chunk by chunk
+    over the builds."""
+    from hw.regress import plan_chunks
+
+    assert plan_chunks([{0, 1, 5}, set()], [8, 3], 3) == [(0, 2, 1), (1, 0, 3), (0, 3, 2), (0, 6, 2)]
+    assert plan_chunks([set(range(4))], [4], 250) == []
