@@ -31,21 +31,23 @@ def main() -> int:
     if not args.record_only:
         rc = subprocess.call([sys.executable, "-m", "loas.cli", *cmd[1:]], cwd=ROOT)
     summ = out / "summary.json"
-    if not summ.exists():
-        print(f"no regression results in {out}")
+    s = json.loads(summ.read_text()) if summ.exists() else {}
+    # The layers in the store, which a killed run leaves current to its last finished chunk.
+    sys.path.insert(0, str(ROOT))
+    from hw.regress import REGRESS_BUILDS, build_key, stored_records
+
+    n = len(REGRESS_BUILDS)
+    want = [args.count // n + (i < args.count % n) for i in range(n)]
+    stored = stored_records(out / "store", [build_key(args.seed, "verilator", p) for p in REGRESS_BUILDS], want)
+    recs = [r for rs in stored for r in rs]
+    if not recs:
+        print(f"no regression results in {out / 'store'}")
         return 1
-    s = json.loads(summ.read_text())
-    # The per-build result files are current to the last layer (the summary to the last chunk).
-    per = []
-    recs = []
-    for b in range(len(s["builds"])):
-        f = out / f"build{b}.jsonl"
-        rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
-        per.append(len(rows))
-        recs += rows
-    s.update({"layers": len(recs), "pass": sum(r["pass"] for r in recs), "mismatches": sum(not r["pass"] for r in recs),
+    s.update({"seed": args.seed, "count": args.count, "layers": len(recs), "pass": sum(r["pass"] for r in recs),
+              "mismatches": sum(not r["pass"] for r in recs),
               "outputs_checked": sum(r["outputs_checked"] for r in recs), "sim_cycles": sum(r["sim_cycles"] for r in recs),
-              "sim_s": round(sum(r["sim_s"] for r in recs), 1), "per_build": per})
+              "sim_s": round(sum(r["sim_s"] for r in recs), 1), "per_build": [len(rs) for rs in stored],
+              "complete": all(len(rs) == w for rs, w in zip(stored, want)) and all(r["pass"] for r in recs)})
     rec = {k: s[k] for k in ("seed", "count", "layers", "pass", "mismatches", "outputs_checked", "sim_cycles",
                              "sim_s", "per_build", "complete", "builds", "capacity") if k in s}
     rec["command"] = " ".join(cmd) + "  (resumes where it stopped)"

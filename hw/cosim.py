@@ -384,7 +384,7 @@ def build_info(bdir: Path) -> dict:
 
 
 def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves: bool = False,
-               results: Path | None = None, on_result=None, stop_on_fail: bool = True) -> dict:
+               results: Path | None = None, on_result=None, stop_on_fail: bool = True, cancel=None) -> dict:
     """Run the layers ``source`` names (hw.regress.cases: a workload's (layer, sample) pairs or
     random layers) through one process of the native-speed testbench (hw/harness.py) on the core
     ``Core(params, cap)``; the scoreboard runs in tests/cocotb/native_tb.py.
@@ -392,7 +392,8 @@ def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves
     Returns ``{"results": [one record per layer], "build_s", "build": build_info, "waves": [...]}``.
     ``results``: the JSON-lines file the testbench appends to (default: a temporary one);
     ``on_result(record)`` is called in this thread for each record as it arrives (progress bars).
-    ``stop_on_fail``: stop at the first layer that fails. ``waves`` writes one FST (Verilator) or
+    ``stop_on_fail``: stop at the first layer that fails. ``cancel()``, polled while the testbench
+    runs: True makes it stop after the layer in progress (the records so far are returned). ``waves`` writes one FST (Verilator) or
     VCD (Icarus) file for the run beside the build. Raises RuntimeError when the testbench itself
     fails (an exception in the cocotb test, a crash of the simulator).
     """
@@ -415,7 +416,7 @@ def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves
         inp.write_text(json.dumps({"params": dataclasses.asdict(params), "cap": dataclasses.asdict(cap),
                                    "source": source, "image": str(tmp / "image.hex"),
                                    "capture": str(tmp / "capture.hex"), "results": str(res_path),
-                                   "stop_on_fail": stop_on_fail}))
+                                   "stop_on_fail": stop_on_fail, "stop_file": str(tmp / "stop")}))
         plusargs = [f"+loas_image={tmp / 'image.hex'}", f"+loas_capture={tmp / 'capture.hex'}"]
         test_args, wave_files = [], []
         if waves:
@@ -464,6 +465,8 @@ def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves
         while th.is_alive():
             th.join(0.2)
             poll()
+            if cancel is not None and not (tmp / "stop").exists() and cancel():
+                (tmp / "stop").touch()
         poll()
         failed = True
         if "xml" in box:

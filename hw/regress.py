@@ -1,7 +1,10 @@
 """What the native-speed testbench runs (tests/cocotb/native_tb.py): :class:`Case` s from a
 workload (``workload_cases``) or drawn at random (``random_cases``, the regression of
 ``loas rtl regress``), the builds the regression spreads them over (:data:`REGRESS_BUILDS`), and
-the reproducer of a failing random layer (:func:`write_reproducer`, a trace workload).
+the reproducer of a failing random layer (:func:`write_reproducer`, a trace workload), and the
+regression's tasks on the Dask engine of sim/dist.py (:func:`run_chunk`, one chunk of layers on one
+build; :func:`plan_chunks`, the chunks still to run; :func:`stored_records`, what the result store
+holds).
 
 Random layers (:func:`draw_layer`, reproducible from (seed, index) alone): M, N from 1 to a few
 hundred and K from 1 to several chunks (log-uniform, so most are small and some are large; K is
@@ -117,6 +120,15 @@ def save_json(path, obj) -> None:
     write_file(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def save_jsonl(path, records) -> None:
+    """Write ``records`` as JSON lines atomically (a build's regression records, for reading)."""
+    import json
+
+    from sim.atomic import write_file
+
+    write_file(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
 def cases(source: dict, params: CoreParams, cap: Capacity):
     """The cases a testbench run's ``source`` (JSON: ``kind`` and that source's arguments) names."""
     kw = {k: v for k, v in source.items() if k != "kind"}
@@ -155,3 +167,86 @@ def write_reproducer(directory, case: Case, params: CoreParams, command: str):
                                "idle": case.idle, "backpressure": case.backpressure, "tb_seed": case.seed})
     write_file(d / "README", f"{case.name}: {command}\n".encode())
     return d
+
+
+# The regression on the Dask engine (sim/dist.py) -------------------------------------------------
+#: The code a regression result depends on (the RTL, the testbench and its scoreboard, the golden
+#: and timing models): part of every result key and checked on every worker.
+REGRESS_CODE = ("sim", "hw", "tests/cocotb")
+
+
+def build_key(seed: int, simulator: str, params: CoreParams, cap: Capacity = REGRESS_CAP) -> str:
+    """The name of regression ``seed``'s layers on one build in the result store: changed code
+    (:data:`REGRESS_CODE`) or another build, capacity, seed or simulator never reuses a result."""
+    from sim.dist import code_version, digest
+
+    return digest("loas rtl regress", seed, simulator, params, cap, code_version(*REGRESS_CODE))
+
+
+def stored_records(store, bkeys: "list[str]", per: "list[int]") -> "list[list[dict]]":
+    """The records in the result store ``store`` (a directory) of the builds ``bkeys``
+    (:func:`build_key`): per build, one per layer index below ``per[b]``, in index order."""
+    import json
+
+    from sim.dist import ResultStore
+
+    got = [{} for _ in bkeys]
+    for _, row in ResultStore(store).items():
+        if row.get("bkey") in bkeys:
+            b = bkeys.index(row["bkey"])
+            for r in json.loads(row["records"]):
+                if r["index"] < per[b]:
+                    got[b].setdefault(r["index"], r)
+    return [[g[i] for i in sorted(g)] for g in got]
+
+
+def plan_chunks(done: "list[set[int]]", per: "list[int]", chunk: int) -> "list[tuple[int, int, int]]":
+    """``(build, start, count)`` of the layers still to run: of build ``b`` the indices below
+    ``per[b]`` not in ``done[b]``, in runs of at most ``chunk`` that never cross a multiple of
+    ``chunk``, ordered chunk by chunk over the builds (every build runs early in a long regression)."""
+    out = []
+    for b, (seen, n) in enumerate(zip(done, per)):
+        i = 0
+        while i < n:
+            if i in seen:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and j not in seen and j % chunk:
+                j += 1
+            out.append((b, i, j - i))
+            i = j
+    return sorted(out, key=lambda t: (t[1] // chunk, t[0], t[1]))
+
+
+def run_chunk(bkey: str, build: int, params: dict, cap: dict, seed: int, start: int, count: int,
+              simulator: str, stop_event: str | None = None) -> dict:
+    """Random layers ``start .. start + count - 1`` of regression ``seed`` on the build ``params``:
+    a task of the Dask engine, run on a worker (which builds the testbench or reuses its build,
+    :func:`hw.cosim.build_native`; a build in progress under the same key is waited for, not
+    repeated). Stops at the first failing layer, or after the layer in progress once the Dask event
+    ``stop_event`` is set. Returns the result store's row: ``bkey``, ``build``, ``start``,
+    ``count``, ``layers`` (records that came back) and ``records`` (their JSON)."""
+    import json
+    import time
+
+    from hw.cosim import run_native
+
+    cancel = None
+    if stop_event:
+        from distributed import Event
+
+        ev, last = Event(stop_event), [time.monotonic()]
+
+        def cancel():  # a scheduler round trip: asked once a second
+            if time.monotonic() - last[0] < 1.0:
+                return False
+            last[0] = time.monotonic()
+            return ev.is_set()
+
+    out = run_native(CoreParams(**params), Capacity(**cap), {"kind": "random", "seed": seed, "start": start,
+                                                             "count": count},
+                     simulator=simulator, stop_on_fail=True, cancel=cancel)
+    recs = out["results"]
+    return {"bkey": bkey, "build": build, "start": start, "count": count, "layers": len(recs),
+            "records": json.dumps(recs)}

@@ -215,24 +215,28 @@ class Task:
 @dataclasses.dataclass
 class Outcome:
     """What :func:`run` did: ``results`` maps key -> result (computed now or read from the store),
-    ``failures`` lists ``{"label", "error"}`` per failed point."""
+    ``failures`` lists ``{"label", "error"}`` per failed point; ``stopped``: a result made ``stop``
+    end the run, the points still outstanding then were cancelled."""
 
     results: dict
     failures: list
     computed: int
     cached: int
     seconds: float
+    stopped: bool = False
 
 
 def run(client, tasks: list[Task], *, store: "ResultStore | None" = None, progress: bool = True,
-        desc: str = "points") -> Outcome:
+        desc: str = "points", stop: "Callable[[str, Any], bool] | None" = None) -> Outcome:
     """Run every task not already in ``store`` on the cluster, each result stored as soon as it arrives.
-    A task that raises is reported on stderr with its label and does not stop the others."""
+    A task that raises is reported on stderr with its label and does not stop the others.
+    ``stop(key, result)``, called for each fresh result: True cancels the points still outstanding
+    (the results that arrived with that one are kept and stored) and ends the run."""
     from distributed import as_completed
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    results, failures = {}, []
+    results, failures, stopped = {}, [], False
     todo = []
     for t in tasks:
         if store is not None and t.key in store:
@@ -272,19 +276,24 @@ def run(client, tasks: list[Task], *, store: "ResultStore | None" = None, progre
                 store.put_many(done)
             results.update(done)
             bar.update(len(batch))
+            if stop is not None and any(stop(k, r) for k, r in done.items()):
+                stopped = True
+                client.cancel([f for f in futs if not f.done()])
+                break
     bar.close()
     if store is not None:  # every result, fresh or not, as the store's files have it
         again = ResultStore(store.dir)
         results = again.get_many([k for k in dict.fromkeys(t.key for t in tasks) if k in again])
-    return Outcome(results, failures, len(by_key) - len(failures), cached, time.perf_counter() - t0)
+    computed = len(by_key) - len(failures) if not stopped else len([k for k in by_key if k in results])
+    return Outcome(results, failures, computed, cached, time.perf_counter() - t0, stopped)
 
 
 def run_tasks(tasks: list[Task], *, store: "ResultStore | None" = None, scheduler: str | None = None,
               workers: int | None = None, progress: bool = True, desc: str = "points",
-              packages: tuple = ("sim",)) -> Outcome:
+              packages: tuple = ("sim",), stop: "Callable[[str, Any], bool] | None" = None) -> Outcome:
     """:func:`run` on the engine of :func:`engine`; started only when some task is not in ``store``
     (the embedded cluster with no more workers than tasks to run). ``packages``: the code the tasks
-    run, checked on every worker (:func:`code_version`)."""
+    run, checked on every worker (:func:`code_version`); ``stop``: as for :func:`run`."""
     scheduler = scheduler_address(scheduler)
     todo = len({t.key for t in tasks if store is None or t.key not in store})
     if not todo:
@@ -292,7 +301,7 @@ def run_tasks(tasks: list[Task], *, store: "ResultStore | None" = None, schedule
     if not scheduler and workers is None:
         workers = min(default_workers(), todo)
     with engine(scheduler, workers, quiet=not progress, packages=packages) as client:
-        return run(client, tasks, store=store, progress=progress, desc=desc)
+        return run(client, tasks, store=store, progress=progress, desc=desc, stop=stop)
 
 
 def _fmt_label(label: dict) -> str:
@@ -335,3 +344,7 @@ class ResultStore:
 
     def get_many(self, keys: list[str]) -> dict:
         return {k: dict(self._rows[k]) for k in keys}
+
+    def items(self):
+        """Every stored ``(key, row)`` (for results found by a field of the row rather than by key)."""
+        return [(k, dict(r)) for k, r in self._rows.items()]

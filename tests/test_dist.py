@@ -355,3 +355,93 @@ def test_sweep_report_is_swapped_in_whole_and_the_store_kept(scheduler, tmp_path
     (out / "notes.txt").write_text("mine")
     r = loas(*argv)
     assert r.returncode == 2 and "notes.txt" in r.stderr and "not files of a sweep report" in r.stderr
+
+
+# The RTL regression on the engine ----------------------------------------------------------------
+def test_run_stops_at_a_result_and_cancels_the_rest():
+    """``stop`` true for a result: the run ends there, that result kept, the points outstanding
+    cancelled rather than waited for (four of 5 s each on two workers)."""
+    tasks = [dist.Task("fast", time.sleep, (0.1,), {"i": 0})]
+    tasks += [dist.Task(f"slow{i}", time.sleep, (5.0,), {"i": i}) for i in range(1, 5)]
+    from distributed import Client
+
+    with dist.local_cluster(2) as cluster, Client(cluster) as client:
+        oc = dist.run(client, tasks, progress=False, stop=lambda key, res: key == "fast")
+        assert oc.stopped and list(oc.results) == ["fast"] and oc.computed == 1 and not oc.failures
+        assert oc.seconds < 4.5
+
+
+@pytest.mark.rtl
+def test_regress_on_a_cluster_by_address_equals_serial(scheduler, tmp_path, monkeypatch, capsys):
+    """`loas rtl regress` on the cluster of LOAS_SCHEDULER (scheduler and 2 workers as separate
+    processes): the records of one serial testbench run, and the store kept in --out."""
+    from loas.cli import main
+    from test_hw_native import TIMES, serial_records
+
+    monkeypatch.setenv(dist.SCHEDULER_ENV, scheduler)
+    assert main(["rtl", "regress", "--count", "5", "--seed", "4", "--builds", "1", "--chunk", "2", "--out",
+                 str(tmp_path), "--no-progress", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["complete"] and res["chunks_run"] == 3 and res["mismatches"] == 0
+    recs = [json.loads(x) for x in (tmp_path / "build0.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k not in TIMES} for r in recs] == serial_records(4, 5)
+    assert len(dist.ResultStore(tmp_path / "store")) == 3
+
+
+@pytest.mark.rtl
+def test_regress_chunk_lost_with_its_worker_is_named_and_exits_1(tmp_path):
+    """A worker killed (with its simulator) mid-chunk, allowed-failures 0: its chunks fail, named by
+    build and layers; the other chunks finish; exit status 1."""
+    import dask
+    import psutil
+
+    from hw.cosim import BUILD
+
+    before = set(BUILD.glob("verilator/*/native-*"))
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dist.local_cluster(2) as cluster:
+        s = cluster.scheduler
+        p = subprocess.Popen([sys.executable, "-m", "loas.cli", "rtl", "regress", "--count", "6", "--seed", "4",
+                              "--builds", "1", "--chunk", "2", "--out", str(tmp_path), "--scheduler",
+                              cluster.scheduler_address, "--no-progress", "--json"], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            busy = lambda: [ws for ws in list(s.workers.values()) if ws.processing]  # noqa: E731
+            _wait_for(lambda: busy() or p.poll() is not None, 120, "a worker to start a chunk")
+            victim = psutil.Process(busy()[0].pid)
+            for proc in [*victim.children(recursive=True), victim]:  # no simulator left running
+                proc.kill()
+            out, err = p.communicate(timeout=180)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    for d in set(BUILD.glob("verilator/*/native-*")) - before:  # the killed run's temporary directory
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+    assert p.returncode == 1, err
+    doc = json.loads(out)
+    # The scheduler may have queued a second chunk on the killed worker: lost with it.
+    fails = doc["failures"]
+    assert 1 <= len(fails) < 3 and all("KilledWorker" in f["error"] and f["label"]["build"] == 0 for f in fails)
+    assert doc["layers"] == 6 - 2 * len(fails) and not doc["complete"]
+    assert "loas: regress: point build=0, layers=" in err and "failed (listed above)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.rtl
+def test_regress_chunk_stops_when_its_event_is_set(scheduler):
+    """A chunk on a worker whose regression's stop event is set (a mismatch in another chunk) ends
+    after the layer in progress, not after its 8 layers."""
+    import dataclasses
+
+    from distributed import Client, Event
+
+    from hw.regress import REGRESS_BUILDS, REGRESS_CAP, build_key, run_chunk
+
+    p = REGRESS_BUILDS[0]
+    with Client(scheduler, timeout="30s") as client:
+        Event("loas-test-stop", client=client).set()
+        row = client.submit(run_chunk, build_key(4, "verilator", p), 0, dataclasses.asdict(p),
+                            dataclasses.asdict(REGRESS_CAP), 4, 0, 8, "verilator", "loas-test-stop", pure=False).result()
+        Event("loas-test-stop", client=client).clear()
+    assert row["layers"] < 8 and len(json.loads(row["records"])) == row["layers"]

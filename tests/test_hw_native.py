@@ -75,21 +75,47 @@ def test_reproducer_is_a_trace_workload(tmp_path):
     assert "loas rtl regress --seed 3" in (d / "README").read_text()
 
 
+#: Fields of a regression record that measure this machine (times, rates), not the RTL.
+TIMES = ("sim_s", "sim_cycles_per_s", "sim_cpu_s", "sim_cycles_per_cpu_s", "wall_s")
+
+
+def serial_records(seed: int, count: int, params=P2) -> list[dict]:
+    """Layers 0 .. count-1 of regression ``seed`` on one build through one testbench process, here,
+    without their times: what the regression on the Dask engine must reproduce."""
+    out = run_native(params, REGRESS_CAP, {"kind": "random", "seed": seed, "start": 0, "count": count})
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in out["results"]]
+
+
 @pytest.mark.rtl
-def test_regress_cli_runs_and_resumes(tmp_path, capsys):
-    """`loas rtl regress` on one build: every layer passes (outputs and cycles checked in the
-    cocotb test); a second call with a larger count runs only the new layers."""
+def test_regress_cli_on_two_workers_equals_serial_and_resumes(tmp_path, capsys):
+    """`loas rtl regress` on one build, chunks of 3 on an embedded cluster of 2 workers: every layer
+    passes (outputs and cycles checked in the cocotb test) and the records equal one serial
+    testbench run's; a second call with a larger count runs only the chunk of the new layers."""
     out = tmp_path / "reg"
-    assert main(["rtl", "regress", "--count", "6", "--seed", "11", "--builds", "1", "--out", str(out), "--json"]) == 0
+    argv = ["rtl", "regress", "--seed", "11", "--builds", "1", "--chunk", "3", "--workers", "2", "--out", str(out),
+            "--no-progress", "--json"]
+    assert main([*argv, "--count", "6"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["layers"] == 6 and res["mismatches"] == 0 and res["outputs_checked"] > 0
+    assert res["layers"] == 6 and res["mismatches"] == 0 and res["outputs_checked"] > 0 and res["chunks_run"] == 2
+    assert main([*argv, "--count", "8"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["layers"] == 8 and res["mismatches"] == 0 and res["chunks_run"] == 1 and res["complete"]
     recs = [json.loads(x) for x in (out / "build0.jsonl").read_text().splitlines()]
-    assert len(recs) == 6 and all(r["pass"] for r in recs)
+    assert [{k: v for k, v in r.items() if k not in TIMES} for r in recs] == serial_records(11, 8)
     assert all(r["rtl_cycles"] == r["model_cycles"] for r in recs if not r["backpressure"])
-    assert main(["rtl", "regress", "--count", "8", "--seed", "11", "--builds", "1", "--out", str(out), "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert res["layers"] == 8 and res["mismatches"] == 0
-    assert len((out / "build0.jsonl").read_text().splitlines()) == 8  # 6 kept, 2 new
+    assert main([*argv, "--count", "8"]) == 0  # all stored: nothing runs, no cluster starts
+    assert json.loads(capsys.readouterr().out)["chunks_run"] == 0
+
+
+@pytest.mark.rtl
+def test_native_run_cancelled_stops_after_the_layer_in_progress():
+    """``cancel()`` true from the first record on (a regression's first mismatch elsewhere) ends a
+    testbench run of 8 layers after the layer then in progress; the records so far come back."""
+    seen = []
+    out = run_native(P2, REGRESS_CAP, {"kind": "random", "seed": 11, "start": 0, "count": 8}, on_result=seen.append,
+                     cancel=lambda: bool(seen))
+    n = len(out["results"])
+    assert 1 <= n < 8 and [r["index"] for r in out["results"]] == list(range(n)) and out["results"][0]["pass"]
 
 
 @pytest.mark.rtl
@@ -135,3 +161,34 @@ def test_verilator_waves_without_lz4_is_a_clear_error(capsys):
     assert main(["rtl", "sim", "default", "--layer", "conv3", "--waves"]) == 2
     err = capsys.readouterr().err
     assert "liblz4-dev" in err and err.count("\n") == 1
+
+
+def test_regress_reports_a_recorded_mismatch_with_its_reproducer(tmp_path, capsys):
+    """A regression resumed over a store that holds a mismatch (layer 1 of build 0) runs nothing,
+    reports that layer, writes its reproducer (a trace workload of the same layer) and exits 1."""
+    from hw.regress import build_key
+    from sim import dist
+
+    bkey = build_key(9, "verilator", P2)
+    recs = [{"case": f"r9.{i}", "index": i, "seed": 9, "pass": i != 1, "outputs_checked": 10, "sim_cycles": 100,
+             "sim_s": 0.1, "M": 1, "K": 1, "N": 1, "mismatches": ["row 0 n 0: word 3, golden 2"] * (i == 1)}
+            for i in range(2)]
+    dist.ResultStore(tmp_path / "store").put_many({"k": {"bkey": bkey, "build": 0, "start": 0, "count": 2,
+                                                         "layers": 2, "records": json.dumps(recs)}})
+    assert main(["rtl", "regress", "--count", "2", "--seed", "9", "--builds", "1", "--out", str(tmp_path),
+                 "--json"]) == 1
+    res = json.loads(capsys.readouterr().out)
+    assert res["failure"]["case"] == "r9.1" and res["mismatches"] == 1 and res["chunks_run"] == 0
+    layer = load_workload(res["reproducer"]).layer("layer")
+    case = draw_layer(9, 1, P2)
+    assert np.array_equal(layer.words(0), case.words) and np.array_equal(layer.weights_kn(), case.weights)
+    assert "pes: 2\n" in (tmp_path / "repro-r9.1" / "config.yaml").read_text()
+
+
+def test_regress_plans_only_missing_layers_in_aligned_chunks():
+    """The chunks still to run: the missing indices, cut at multiples of the chunk, chunk by chunk
+    over the builds."""
+    from hw.regress import plan_chunks
+
+    assert plan_chunks([{0, 1, 5}, set()], [8, 3], 3) == [(0, 2, 1), (1, 0, 3), (0, 3, 2), (0, 6, 2)]
+    assert plan_chunks([set(range(4))], [4], 250) == []

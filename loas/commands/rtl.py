@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 from loas.commands import add_json, emit, group
-from loas.options import (SIMULATORS, add_config, add_layer, add_out, add_sample, add_seed, add_workload, int_range,
-                          positive)
+from loas.options import (SIMULATORS, add_config, add_engine, add_layer, add_out, add_sample, add_seed, add_workload,
+                          int_range, positive)
 
 
 def _samples(text: str):
@@ -70,7 +70,8 @@ def register(sub):
     add_out(p, "build/regress", "directory of the results (resumable) and of a failing layer's reproducer")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out's results")
     p.add_argument("--chunk", type=positive, default=250,
-                   help="layers per build before the next build's turn (one simulator process each)")
+                   help="layers per task (one simulator process each); the builds' chunks run interleaved")
+    add_engine(p)
     add_json(p)
     p.set_defaults(func=cmd_regress)
 
@@ -238,89 +239,88 @@ def cmd_sim(args) -> int:
 
 
 def cmd_regress(args) -> int:
+    """The regression on the Dask engine (sim/dist.py): one task per chunk of random layers on one
+    build, each chunk's records kept in ``--out``/store as it arrives; the first mismatch cancels
+    the rest."""
     import dataclasses
     import json
     import shutil
     import time
-    from pathlib import Path
+    import uuid
 
+    from sim import dist
     from sim.atomic import check_output
 
-    from hw.cosim import run_native
-    from hw.regress import REGRESS_BUILDS, REGRESS_CAP, draw_layer, save_json, write_reproducer
+    from hw.regress import (REGRESS_BUILDS, REGRESS_CAP, REGRESS_CODE, build_key, draw_layer, plan_chunks, run_chunk,
+                            save_json, save_jsonl, stored_records, write_reproducer)
 
     _check_available(args.simulator)
     out = check_output(args.out)
+    if args.fresh and (out / "store").exists():
+        shutil.rmtree(out / "store")
     out.mkdir(parents=True, exist_ok=True)
     builds = REGRESS_BUILDS[: args.builds] if args.builds else REGRESS_BUILDS
     per = [args.count // len(builds) + (i < args.count % len(builds)) for i in range(len(builds))]
-    state = out / "state.json"
-    prev = json.loads(state.read_text()) if state.exists() and not args.fresh else None
-    if prev and (prev["seed"] != args.seed or prev["simulator"] != args.simulator):
-        prev = None  # another regression: start over
-    if prev is None:
-        for f in out.glob("build*.jsonl"):
-            f.unlink()
-    save_json(state, {"seed": args.seed, "simulator": args.simulator, "count": args.count})
-    bar = _bar(args.count, f"regress seed {args.seed}")
+    bkeys = [build_key(args.seed, args.simulator, p) for p in builds]
     t0 = time.perf_counter()
-    files = [out / f"build{b}.jsonl" for b in range(len(builds))]
 
-    def records(b):
-        f = files[b]
-        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+    def records():
+        return stored_records(out / "store", bkeys, per)
 
-    def summary(failure=None):
-        recs = [r for b in range(len(builds)) for r in records(b)[: per[b]]]
-        return {"seed": args.seed, "count": args.count, "simulator": args.simulator, "layers": len(recs),
-                "pass": sum(r["pass"] for r in recs), "mismatches": sum(not r["pass"] for r in recs),
-                "outputs_checked": sum(r["outputs_checked"] for r in recs),
-                "sim_cycles": sum(r["sim_cycles"] for r in recs), "sim_s": round(sum(r["sim_s"] for r in recs), 1),
-                "per_build": [len(records(b)[: per[b]]) for b in range(len(builds))],
-                "wall_s": round(time.perf_counter() - t0, 1), "complete": failure is None and
-                all(len(records(b)) >= per[b] for b in range(len(builds))),
-                "command": f"loas rtl regress --count {args.count} --seed {args.seed}"
-                           + (f" --builds {args.builds}" if args.builds else ""),
-                "builds": [dataclasses.asdict(p) for p in builds], "capacity": dataclasses.asdict(REGRESS_CAP)}
+    def first_failure(recs):
+        bad = [(r["index"], b, r) for b, rs in enumerate(recs) for r in rs if not r["pass"]]
+        return min(bad, key=lambda t: t[:2]) if bad else None
 
-    failure = None
-    for b in range(len(builds)):
-        bad = [r for r in records(b) if not r["pass"]]
-        if bad:  # a resumed run whose failure was recorded: report it again
-            failure = (b, builds[b], bad[0])
-            break
-    resumed = sum(min(len(records(b)), per[b]) for b in range(len(builds)))
-    if resumed:
-        bar.update(resumed)
-    # Round robin in chunks, so that every build is exercised early in a long run.
+    recs = records()
+    failure = first_failure(recs)  # a resumed run whose mismatch was recorded: reported again
     chunk = max(1, min(args.chunk, max(per)))
-    try:
-        while failure is None:
-            todo = [(b, per[b] - len(records(b))) for b in range(len(builds)) if len(records(b)) < per[b]]
-            if not todo:
-                break
-            for b, left in todo:
-                def seen(r, b=b):
-                    bar.update(1)
-                    if not r["pass"]:
-                        bar.write(f"FAIL {r['case']} on build {b}: " + "; ".join(r["mismatches"][:3]))
+    todo = [] if failure else plan_chunks([{r["index"] for r in rs} for rs in recs], per, chunk)
+    stop_event = f"loas-rtl-regress-stop-{uuid.uuid4().hex}"
+    tasks = [dist.Task(dist.digest(bkeys[b], start, n), run_chunk,
+                       (bkeys[b], b, dataclasses.asdict(builds[b]), dataclasses.asdict(REGRESS_CAP), args.seed, start,
+                        n, args.simulator, stop_event),
+                       {"build": b, "layers": f"{start}..{start + n - 1}", "seed": args.seed,
+                        "simulator": args.simulator})
+             for b, start, n in todo]
 
-                run = run_native(builds[b], REGRESS_CAP, {"kind": "random", "seed": args.seed,
-                                                          "start": len(records(b)), "count": min(left, chunk)},
-                                 simulator=args.simulator, results=files[b], on_result=seen, stop_on_fail=True)
-                bad = [r for r in run["results"] if not r["pass"]]
-                save_json(out / "summary.json", summary())
-                if bad:
-                    failure = (b, builds[b], bad[0])
-                    break
-    finally:
-        bar.close()
+    def mismatch(key, row):
+        bad = [r for r in json.loads(row["records"]) if not r["pass"]]
+        for r in bad:
+            print(f"loas: FAIL {r['case']} on build {row['build']}: " + "; ".join(r["mismatches"][:3]),
+                  file=sys.stderr, flush=True)
+        if bad:
+            from distributed import Event
+
+            Event(stop_event).set()  # the chunks running now stop after their layer in progress
+        return bool(bad)
+
+    oc = None
+    if tasks:
+        print(f"{sum(n for _, _, n in todo)} random layers in {len(tasks)} chunk(s) on {len(builds)} build(s); "
+              f"finished chunks are kept in {out / 'store'}", file=sys.stderr, flush=True)
+        oc = dist.run_tasks(tasks, store=dist.ResultStore(out / "store"), scheduler=args.scheduler,
+                            workers=args.workers, progress=not args.no_progress, desc="regress",
+                            packages=REGRESS_CODE, stop=mismatch)
+        recs = records()
+        failure = first_failure(recs)
+    for b, rs in enumerate(recs):  # the records as JSON lines per build, for reading
+        save_jsonl(out / f"build{b}.jsonl", rs)
+    flat = [r for rs in recs for r in rs]
     wall = time.perf_counter() - t0
-    res = summary(failure)
-    totals = res
+    res = {"seed": args.seed, "count": args.count, "simulator": args.simulator, "layers": len(flat),
+           "pass": sum(r["pass"] for r in flat), "mismatches": sum(not r["pass"] for r in flat),
+           "outputs_checked": sum(r["outputs_checked"] for r in flat),
+           "sim_cycles": sum(r["sim_cycles"] for r in flat), "sim_s": round(sum(r["sim_s"] for r in flat), 1),
+           "per_build": [len(rs) for rs in recs], "wall_s": round(wall, 1),
+           "complete": failure is None and all(len(rs) == n for rs, n in zip(recs, per)),
+           "chunks_run": oc.computed if oc else 0, "failures": oc.failures if oc else [],
+           "command": f"loas rtl regress --count {args.count} --seed {args.seed}"
+                      + (f" --builds {args.builds}" if args.builds else ""),
+           "builds": [dataclasses.asdict(p) for p in builds], "capacity": dataclasses.asdict(REGRESS_CAP)}
     lines = []
     if failure:
-        b, params, r = failure
+        _, b, r = failure
+        params = builds[b]
         case = draw_layer(args.seed, r["index"], params, REGRESS_CAP)
         d = out / f"repro-{case.name}"
         if d.exists():
@@ -338,12 +338,15 @@ def cmd_regress(args) -> int:
         lines.append(f"FAIL {r['case']} (M={r['M']} K={r['K']} N={r['N']}) on build {b}: "
                      + "; ".join(r["mismatches"][:5]))
         lines.append(f"reproducer: {d} ({cmd})")
-    lines.append(f"{totals['pass']}/{totals['layers']} random layers PASS on {len(builds)} builds "
-                 f"({totals['outputs_checked']} output words, every fiber, every cycle count); "
-                 f"{totals['sim_cycles']} cycles simulated in {totals['sim_s']:.1f} s, wall {wall:.1f} s")
+    lines.append(f"{res['pass']}/{res['layers']} random layers PASS on {len(builds)} builds "
+                 f"({res['outputs_checked']} output words, every fiber, every cycle count); "
+                 f"{res['sim_cycles']} cycles simulated in {res['sim_s']:.1f} s, wall {wall:.1f} s"
+                 + (f"; {oc.computed} chunk(s) run, {oc.cached} kept" if oc else ""))
     save_json(out / "summary.json", res)
     emit(args, res, lines)
-    return 1 if failure else 0
+    if oc and oc.failures:
+        print(f"loas: {len(oc.failures)} chunk{'s' * (len(oc.failures) > 1)} failed (listed above)", file=sys.stderr)
+    return 1 if failure or (oc and oc.failures) else 0
 
 
 def cmd_verilog(args) -> int:

@@ -44,6 +44,8 @@ async def run_layers(dut):
     seq = 0
     with open(cfg["results"], "a") as out:
         for case in cases(cfg["source"], params, cap):
+            if cfg.get("stop_file") and Path(cfg["stop_file"]).exists():  # the caller cancelled the run
+                break
             t0 = time.perf_counter()
             image = load_image(case.words, case.weights, case.bias, params, all_chunks=True)
             n_words = write_image(image_path, image, params)
