@@ -269,6 +269,33 @@ class OutputWriter(wiring.Component):
         def count(reg, n):
             m.d.sync += self.bytes_written[regs[reg]].eq(self.bytes_written[regs[reg]] + n)
 
+        # The mask and the packed-word bursts of a row: one AW, then n beats from a stage memory.
+        # Its read port is synchronous: the AW cycle reads the first line, and each W cycle the
+        # line of the beat after the one on the bus (beat + 1 once this one is taken).
+        def burst_aw(addr, n, port, line0, then):
+            m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const, aw.payload.addr.eq(addr),
+                         aw.payload.len.eq(n - 1), port.addr.eq(line0)]
+            with m.If(aw.ready):
+                m.d.sync += beat.eq(0)
+                m.next = then
+
+        def burst_w(n, port, line0, region, last):
+            m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(port.data),
+                         w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == n - 1),
+                         port.addr.eq(line0 + beat + w_x)]
+            with m.If(w.ready):
+                count(region, lb)
+                m.d.sync += beat.eq(beat + 1)
+                with m.If(beat == n - 1):
+                    last()
+
+        def next_row():
+            m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
+            m.next = "ROW"
+
+        def to_val_aw():
+            m.next = "VAL_AW"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):  # the tile's settings are latched: the controller moves on
@@ -296,41 +323,17 @@ class OutputWriter(wiring.Component):
                     count("o_cnt", 4)
                     m.next = "MASK_AW"
             with m.State("MASK_AW"):
-                m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const, aw.payload.addr.eq(self.o_mask + slot * ml_rt * lb),
-                             aw.payload.len.eq(mlines - 1), mr.addr.eq(row * ML)]
-                with m.If(aw.ready):
-                    m.d.sync += beat.eq(0)
-                    m.next = "MASK_W"
+                burst_aw(self.o_mask + slot * ml_rt * lb, mlines, mr, row * ML, "MASK_W")
             with m.State("MASK_W"):
-                m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(mr.data),
-                             w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == mlines - 1),
-                             mr.addr.eq(row * ML + beat + w_x), vr.addr.eq(row * VL)]
-                with m.If(w.ready):
-                    count("o_mask", lb)
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == mlines - 1):
-                        m.next = "VAL_AW"
+                burst_w(mlines, mr, row * ML, "o_mask", to_val_aw)
             with m.State("VAL_AW"):
-                m.d.comb += [self.busy.eq(1), vr.addr.eq(row * VL)]
-                with m.If(cnt == 0):
-                    m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
-                    m.next = "ROW"
+                with m.If(cnt == 0):  # a silent row: no packed words
+                    m.d.comb += self.busy.eq(1)
+                    next_row()
                 with m.Else():
-                    m.d.comb += [aw.valid.eq(1), *aw_const, aw.payload.addr.eq(self.o_val + slot * vl_rt * lb),
-                                 aw.payload.len.eq(vbeats - 1)]
-                    with m.If(aw.ready):
-                        m.d.sync += beat.eq(0)
-                        m.next = "VAL_W"
+                    burst_aw(self.o_val + slot * vl_rt * lb, vbeats, vr, row * VL, "VAL_W")
             with m.State("VAL_W"):
-                m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(vr.data),
-                             w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == vbeats - 1),
-                             vr.addr.eq(row * VL + beat + w_x)]
-                with m.If(w.ready):
-                    count("o_val", lb)
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == vbeats - 1):
-                        m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
-                        m.next = "ROW"
+                burst_w(vbeats, vr, row * VL, "o_val", next_row)
             with m.State("DRAIN"):  # every B response back: the tile's outputs are in DRAM
                 m.d.comb += self.busy.eq(outstanding != 0)
                 with m.If(outstanding == 0):

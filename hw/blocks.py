@@ -28,15 +28,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from hw.accel import Accelerator, Fetcher, OutputWriter, TileController
 from hw.compress import OutputCompressor
-from hw.core import Core, DynamicScheduler, Lane, LockstepScheduler, tag_layout
+from hw.core import Core, bank_depths, DynamicScheduler, Lane, LockstepScheduler, tag_layout
 from hw.join import InnerJoin
 from hw.params import Capacity, CoreParams, Widths
 from hw.plif import PLIF
 from hw.prefix import FastPrefixSum, LaggyPrefixSum
 from hw.tppe import TPPE, FSide, LookaheadWindow, LSide, MatchQueue, ResultSlots, WalkUnit, layouts
 from sim.errors import UserError
-from sim.params import SHARED
+from sim.params import SHARED, ChipParams
 
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
                 "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE", "-Wno-PROCASSINIT"]
@@ -116,6 +117,27 @@ register("dynamic_scheduler", "scheduler, dynamic (16 lanes)", lambda p, cap: Dy
 # it had not finished after 7 minutes, where one lane takes it 1 s.
 register("core", "core, P = 16, lockstep (memories, scheduler, 16 lanes)", lambda p, cap: Core(p, cap),
          keep=lambda p: [f"lane{i}" for i in range(p.pes)])
+
+
+
+def _chip(p):
+    # the accelerator's blocks at the default chip (sim/params.py ChipParams: tiles of 32 rows x 64
+    # columns, K <= 4608, 512-bit AXI), = chip_from_config(LoASConfig()) at the paper's parameters
+    return ChipParams(core=p)
+
+
+def _fetcher(p):
+    chip = _chip(p)
+    return Fetcher(chip, bank_depths(p, chip.capacity(), chip.mem.data_bits))
+
+
+register("fetcher", "accelerator: fetch unit (AXI4 read bursts, 512 bits)", lambda p, cap: _fetcher(p))
+register("output_writer", "accelerator: output stage and writer (AXI4 write bursts)",
+         lambda p, cap: OutputWriter(_chip(p)))
+register("tile_controller", "accelerator: tile controller (descriptor, mntk tile loop)",
+         lambda p, cap: TileController(_chip(p)))
+register("accelerator", "accelerator, P = 16 (tile controller, fetch unit, double-buffered core, writer)",
+         lambda p, cap: Accelerator(_chip(p)), keep=lambda p: [f"core.lane{i}" for i in range(p.pes)])
 
 
 def blocks(params: CoreParams = PARAMS, cap: Capacity = CAPACITY) -> dict:
