@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import BURST_INCR, AXIReadSignature, AXIWriteSignature
 from hw.core import Core, MemSel, lane_layout, load_layout
 from hw.params import Widths, validated
-from sim.memory import DESC_FIELDS, FETCH_REGIONS, WRITE_REGIONS, elem_bits, slot_lines
+from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS, elem_bits, slot_lines
 from sim.params import ChipParams
 
 #: MemSel of each fetched region.
@@ -527,6 +527,10 @@ class Accelerator(wiring.Component):
                                         cycles the fetch unit / writer waited for DRAM)
     bytes_read : Out(array of 32) per FETCH_REGIONS, bytes_written : Out(array) per WRITE_REGIONS
     words_loaded : Out(32)              buffer (tile memory) writes by the fetch unit
+    buffer_writes : Out(array of 32) per FETCH_REGIONS   the same writes per region (elements; lines
+                                        of the line-wide A_VAL / B_VAL)
+    buffer_reads : Out(array of 32) per READ_REGIONS     the lanes' element reads (per job a pointer
+                                        of each side and a bias, per match a weight and a spike word)
 
     Raises
     ------
@@ -545,6 +549,8 @@ class Accelerator(wiring.Component):
             "cycles": Out(32), "compute": Out(32), "fetch_wait": Out(32), "write_wait": Out(32),
             "bytes_read": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
             "bytes_written": Out(data.ArrayLayout(32, len(WRITE_REGIONS))), "words_loaded": Out(32),
+            "buffer_writes": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
+            "buffer_reads": Out(data.ArrayLayout(32, len(READ_REGIONS))),
         })
         core = Core(chip.core, chip.capacity(), line_bits=chip.mem.data_bits, double=True)
         self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip, core.parts["mems"].bank_depth), "core": core,
@@ -583,4 +589,27 @@ class Accelerator(wiring.Component):
         with m.Elif(fetch.load.valid & fetch.load.ready):
             m.d.sync += loaded.eq(loaded + 1)
         m.d.comb += self.words_loaded.eq(loaded)
+        # Buffer accesses: the fetch unit's writes by region, and the lanes' reads, tapped at the
+        # transfers that consume them: a job accepted by the TPPE (the job former read its A and B
+        # pointers and bias), a match pushed (the F side read its weight), a correction taken (the
+        # L side read its spike word).
+        ld = fetch.load
+        lanes = [core.parts[f"lane{i}"] for i in range(self.chip.core.pes)]
+        tppes = [lane.parts["tppe"] for lane in lanes]
+
+        def transfers(ports):
+            return sum((s.valid & s.ready for s in ports), Const(0, 1))
+
+        jobs = transfers(lane.job for lane in lanes)
+        matches = transfers(t.parts["f"].push for t in tppes)
+        pops = transfers(t.parts["l"].corr for t in tppes)
+        reads = {"a_val": pops, "a_ptr": jobs, "b_val": matches, "b_ptr": jobs, "bias": jobs}
+        with m.If(ctrl.clear):
+            m.d.sync += [self.buffer_writes.as_value().eq(0), self.buffer_reads.as_value().eq(0)]
+        with m.Else():
+            for i, r in enumerate(FETCH_REGIONS):
+                with m.If(ld.valid & ld.ready & (ld.payload.sel == REGION_SEL[r])):
+                    m.d.sync += self.buffer_writes[i].eq(self.buffer_writes[i] + 1)
+            for i, r in enumerate(READ_REGIONS):
+                m.d.sync += self.buffer_reads[i].eq(self.buffer_reads[i] + reads[r])
         return m

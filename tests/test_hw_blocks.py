@@ -246,7 +246,8 @@ def test_registry_builds_every_block_and_refuses_a_duplicate_name():
 
     made = blocks()
     assert list(made) == list(BLOCKS) and "core" in made and "tppe" in made and "lane" in made
-    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler"):
+    assert {"fetcher", "output_writer", "tile_controller", "accelerator"} <= set(made)
+    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler", "fetcher", "tile_controller"):
         block = made[name]()
         assert isinstance(block, wiring.Component)
         Fragment.get(block, None)  # elaborates

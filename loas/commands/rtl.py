@@ -307,10 +307,12 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
             build_s += res.get("build_s", 0.0)
             c = check(res["collector"], words, weights, L.bias, L.lif, L.T, L.n_mask)
             rtl = {k: int(res[k]) for k in counters}
-            rtl["bytes_read"], rtl["bytes_written"] = res["bytes_read"], res["bytes_written"]
+            for k in ("bytes_read", "bytes_written", "buffer_writes", "buffer_reads"):
+                rtl[k] = res[k]
             mod = {"cycles": model.cycles, "compute": model.compute, "fetch_wait": model.fetch_wait,
                    "words_loaded": model.words_loaded, "bytes_read": model.bytes_read,
-                   "bytes_written": model.bytes_written}
+                   "bytes_written": model.bytes_written, "buffer_writes": model.buffer_writes,
+                   "buffer_reads": model.buffer_reads}
             equal = {k: rtl[k] == v for k, v in mod.items()}
             errs = list(res.get("stream_errors", []))
             mism = c.mismatches + [f"{k}: rtl {rtl[k]} model {mod[k]}" for k, ok in equal.items() if not ok] + errs[:5]
@@ -350,13 +352,16 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
                          + f" ({sum(q['bytes_read'].values())}); written "
                          + ", ".join(f"{k} {v}" for k, v in q["bytes_written"].items())
                          + f" ({sum(q['bytes_written'].values())})")
+            lines.append(f"{r['layer']} sample {r['sample']} buffer writes "
+                         + ", ".join(f"{k} {v}" for k, v in q["buffer_writes"].items())
+                         + "; reads " + ", ".join(f"{k} {v}" for k, v in q["buffer_reads"].items()))
         for r in rows:
             if not r["pass"]:
                 lines.append(f"FAIL {r['layer']} sample {r['sample']}: " + "; ".join(r["mismatches"][:5]))
         for k in skipped:
             lines.append(f"skipped {k['layer']}: {k['reason']}")
         lines.append(f"{n_pass}/{len(rows)} PASS: every output fiber read back from DRAM against the golden model; "
-                     f"cycles, compute, fetch_wait, words loaded and DRAM bytes per region against "
+                     f"cycles, compute, fetch_wait, words loaded, DRAM bytes and buffer reads/writes per region against "
                      f"sim/memory.py accel_timing (write_wait: RTL only); wall {wall:.1f} s")
         return lines
 
