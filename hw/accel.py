@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from hw.axi import BURST_INCR, AXIReadSignature, AXIWriteSignature
 from hw.core import Core, MemSel, lane_layout, load_layout
 from hw.params import Widths, validated
-from sim.memory import DESC_FIELDS, FETCH_REGIONS, WRITE_REGIONS, elem_bits, slot_lines
+from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS, elem_bits, slot_lines
 from sim.params import ChipParams
 
 #: MemSel of each fetched region.
@@ -269,6 +269,33 @@ class OutputWriter(wiring.Component):
         def count(reg, n):
             m.d.sync += self.bytes_written[regs[reg]].eq(self.bytes_written[regs[reg]] + n)
 
+        # The mask and the packed-word bursts of a row: one AW, then n beats from a stage memory.
+        # Its read port is synchronous: the AW cycle reads the first line, and each W cycle the
+        # line of the beat after the one on the bus (beat + 1 once this one is taken).
+        def burst_aw(addr, n, port, line0, then):
+            m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const, aw.payload.addr.eq(addr),
+                         aw.payload.len.eq(n - 1), port.addr.eq(line0)]
+            with m.If(aw.ready):
+                m.d.sync += beat.eq(0)
+                m.next = then
+
+        def burst_w(n, port, line0, region, last):
+            m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(port.data),
+                         w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == n - 1),
+                         port.addr.eq(line0 + beat + w_x)]
+            with m.If(w.ready):
+                count(region, lb)
+                m.d.sync += beat.eq(beat + 1)
+                with m.If(beat == n - 1):
+                    last()
+
+        def next_row():
+            m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
+            m.next = "ROW"
+
+        def to_val_aw():
+            m.next = "VAL_AW"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):  # the tile's settings are latched: the controller moves on
@@ -296,41 +323,17 @@ class OutputWriter(wiring.Component):
                     count("o_cnt", 4)
                     m.next = "MASK_AW"
             with m.State("MASK_AW"):
-                m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const, aw.payload.addr.eq(self.o_mask + slot * ml_rt * lb),
-                             aw.payload.len.eq(mlines - 1), mr.addr.eq(row * ML)]
-                with m.If(aw.ready):
-                    m.d.sync += beat.eq(0)
-                    m.next = "MASK_W"
+                burst_aw(self.o_mask + slot * ml_rt * lb, mlines, mr, row * ML, "MASK_W")
             with m.State("MASK_W"):
-                m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(mr.data),
-                             w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == mlines - 1),
-                             mr.addr.eq(row * ML + beat + w_x), vr.addr.eq(row * VL)]
-                with m.If(w.ready):
-                    count("o_mask", lb)
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == mlines - 1):
-                        m.next = "VAL_AW"
+                burst_w(mlines, mr, row * ML, "o_mask", to_val_aw)
             with m.State("VAL_AW"):
-                m.d.comb += [self.busy.eq(1), vr.addr.eq(row * VL)]
-                with m.If(cnt == 0):
-                    m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
-                    m.next = "ROW"
+                with m.If(cnt == 0):  # a silent row: no packed words
+                    m.d.comb += self.busy.eq(1)
+                    next_row()
                 with m.Else():
-                    m.d.comb += [aw.valid.eq(1), *aw_const, aw.payload.addr.eq(self.o_val + slot * vl_rt * lb),
-                                 aw.payload.len.eq(vbeats - 1)]
-                    with m.If(aw.ready):
-                        m.d.sync += beat.eq(0)
-                        m.next = "VAL_W"
+                    burst_aw(self.o_val + slot * vl_rt * lb, vbeats, vr, row * VL, "VAL_W")
             with m.State("VAL_W"):
-                m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(vr.data),
-                             w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == vbeats - 1),
-                             vr.addr.eq(row * VL + beat + w_x)]
-                with m.If(w.ready):
-                    count("o_val", lb)
-                    m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == vbeats - 1):
-                        m.d.sync += [row.eq(row + 1), slot.eq(slot + stride)]
-                        m.next = "ROW"
+                burst_w(vbeats, vr, row * VL, "o_val", next_row)
             with m.State("DRAIN"):  # every B response back: the tile's outputs are in DRAM
                 m.d.comb += self.busy.eq(outstanding != 0)
                 with m.If(outstanding == 0):
@@ -524,6 +527,10 @@ class Accelerator(wiring.Component):
                                         cycles the fetch unit / writer waited for DRAM)
     bytes_read : Out(array of 32) per FETCH_REGIONS, bytes_written : Out(array) per WRITE_REGIONS
     words_loaded : Out(32)              buffer (tile memory) writes by the fetch unit
+    buffer_writes : Out(array of 32) per FETCH_REGIONS   the same writes per region (elements; lines
+                                        of the line-wide A_VAL / B_VAL)
+    buffer_reads : Out(array of 32) per READ_REGIONS     the lanes' element reads (per job a pointer
+                                        of each side and a bias, per match a weight and a spike word)
 
     Raises
     ------
@@ -542,6 +549,8 @@ class Accelerator(wiring.Component):
             "cycles": Out(32), "compute": Out(32), "fetch_wait": Out(32), "write_wait": Out(32),
             "bytes_read": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
             "bytes_written": Out(data.ArrayLayout(32, len(WRITE_REGIONS))), "words_loaded": Out(32),
+            "buffer_writes": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
+            "buffer_reads": Out(data.ArrayLayout(32, len(READ_REGIONS))),
         })
         core = Core(chip.core, chip.capacity(), line_bits=chip.mem.data_bits, double=True)
         self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip, core.parts["mems"].bank_depth), "core": core,
@@ -580,4 +589,27 @@ class Accelerator(wiring.Component):
         with m.Elif(fetch.load.valid & fetch.load.ready):
             m.d.sync += loaded.eq(loaded + 1)
         m.d.comb += self.words_loaded.eq(loaded)
+        # Buffer accesses: the fetch unit's writes by region, and the lanes' reads, tapped at the
+        # transfers that consume them: a job accepted by the TPPE (the job former read its A and B
+        # pointers and bias), a match pushed (the F side read its weight), a correction taken (the
+        # L side read its spike word).
+        ld = fetch.load
+        lanes = [core.parts[f"lane{i}"] for i in range(self.chip.core.pes)]
+        tppes = [lane.parts["tppe"] for lane in lanes]
+
+        def transfers(ports):
+            return sum((s.valid & s.ready for s in ports), Const(0, 1))
+
+        jobs = transfers(lane.job for lane in lanes)
+        matches = transfers(t.parts["f"].push for t in tppes)
+        pops = transfers(t.parts["l"].corr for t in tppes)
+        reads = {"a_val": pops, "a_ptr": jobs, "b_val": matches, "b_ptr": jobs, "bias": jobs}
+        with m.If(ctrl.clear):
+            m.d.sync += [self.buffer_writes.as_value().eq(0), self.buffer_reads.as_value().eq(0)]
+        with m.Else():
+            for i, r in enumerate(FETCH_REGIONS):
+                with m.If(ld.valid & ld.ready & (ld.payload.sel == REGION_SEL[r])):
+                    m.d.sync += self.buffer_writes[i].eq(self.buffer_writes[i] + 1)
+            for i, r in enumerate(READ_REGIONS):
+                m.d.sync += self.buffer_reads[i].eq(self.buffer_reads[i] + reads[r])
         return m

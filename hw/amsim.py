@@ -211,9 +211,11 @@ def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0
             assert cycle <= budget, f"no progress: done never rose after {cycle} cycles"
         for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded"):
             res[k] = ctx.get(getattr(dut, k))
-        from sim.memory import FETCH_REGIONS, WRITE_REGIONS
+        from sim.memory import FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS
         res["bytes_read"] = {r: ctx.get(dut.bytes_read[i]) for i, r in enumerate(FETCH_REGIONS)}
         res["bytes_written"] = {r: ctx.get(dut.bytes_written[i]) for i, r in enumerate(WRITE_REGIONS)}
+        res["buffer_writes"] = {r: ctx.get(dut.buffer_writes[i]) for i, r in enumerate(FETCH_REGIONS)}
+        res["buffer_reads"] = {r: ctx.get(dut.buffer_reads[i]) for i, r in enumerate(READ_REGIONS)}
         res["tb_cycles"] = cycle
 
     sim = Simulator(dut)

@@ -28,15 +28,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from hw.accel import Accelerator, Fetcher, OutputWriter, TileController
 from hw.compress import OutputCompressor
-from hw.core import Core, DynamicScheduler, Lane, LockstepScheduler, tag_layout
+from hw.core import Core, bank_depths, DynamicScheduler, Lane, LockstepScheduler, tag_layout
 from hw.join import InnerJoin
 from hw.params import Capacity, CoreParams, Widths
 from hw.plif import PLIF
 from hw.prefix import FastPrefixSum, LaggyPrefixSum
 from hw.tppe import TPPE, FSide, LookaheadWindow, LSide, MatchQueue, ResultSlots, WalkUnit, layouts
 from sim.errors import UserError
-from sim.params import SHARED
+from sim.params import SHARED, ChipParams
 
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
                 "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE", "-Wno-PROCASSINIT"]
@@ -53,26 +54,34 @@ CAPACITY = SHARED
 class Block:
     """One registered component: ``make(params, cap)`` builds it; ``what`` is its table row;
     ``keep(params)`` names submodules (paths below the top, e.g. ``lane0``) that synthesis keeps
-    as modules of their own instead of flattening them into the top."""
+    as modules of their own instead of flattening them into the top; ``table``: synthesized by
+    default (`make synth`), else only when named in ``--blocks``."""
 
     name: str
     what: str
     make: Callable
     keep: Callable | None = None
+    table: bool = True
 
 
 #: name -> :class:`Block`, in table order (parts before what contains them).
 BLOCKS: dict[str, Block] = {}
 
 
-def register(name: str, what: str, make: Callable, keep: Callable | None = None) -> None:
+def register(name: str, what: str, make: Callable, keep: Callable | None = None, table: bool = True) -> None:
     """Add a component to `loas rtl verilog` and `loas rtl synth`: ``make(params: CoreParams,
     cap: Capacity)`` returns a fresh ``wiring.Component`` (a block with its own parameter object
-    builds that from them or ignores them). Its Verilog top is ``loas_<name>``. ``keep``: see
-    :class:`Block` (for a top of many large identical parts)."""
+    builds that from them or ignores them). Its Verilog top is ``loas_<name>``. ``keep``, ``table``:
+    see :class:`Block` (for a top of many large identical parts; for one yosys cannot finish in the
+    table's time)."""
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in BLOCKS:
         raise ValueError(f"block name: {name!r} is not a new lower-case identifier")
-    BLOCKS[name] = Block(name, what, make, keep)
+    BLOCKS[name] = Block(name, what, make, keep, table)
+
+
+def table_blocks() -> list:
+    """The blocks `make synth` (``loas rtl synth`` without ``--blocks``) synthesizes."""
+    return [n for n, b in BLOCKS.items() if b.table]
 
 
 def _w(p, cap):
@@ -116,6 +125,31 @@ register("dynamic_scheduler", "scheduler, dynamic (16 lanes)", lambda p, cap: Dy
 # it had not finished after 7 minutes, where one lane takes it 1 s.
 register("core", "core, P = 16, lockstep (memories, scheduler, 16 lanes)", lambda p, cap: Core(p, cap),
          keep=lambda p: [f"lane{i}" for i in range(p.pes)])
+
+
+
+def _chip(p):
+    # the accelerator's blocks at the default chip (sim/params.py ChipParams: tiles of 32 rows x 64
+    # columns, K <= 4608, 512-bit AXI), = chip_from_config(LoASConfig()) at the paper's parameters
+    return ChipParams(core=p)
+
+
+def _fetcher(p):
+    chip = _chip(p)
+    return Fetcher(chip, bank_depths(p, chip.capacity(), chip.mem.data_bits))
+
+
+register("fetcher", "accelerator: fetch unit (AXI4 read bursts, 512 bits)", lambda p, cap: _fetcher(p))
+register("tile_controller", "accelerator: tile controller (descriptor, mntk tile loop)",
+         lambda p, cap: TileController(_chip(p)))
+# Not in the default table: the output stage's 512-bit mask lines take each lane's bit through a
+# one-bit write enable (16 ports x 512 enables: 8 192 one-bit writes in the Verilog), which kept
+# yosys 0.23 in synth's first passes for 26 minutes at 10 GB before it was stopped (hw/README.md
+# "Synthesis"); `--blocks output_writer` / `--blocks accelerator` still run them.
+register("output_writer", "accelerator: output stage and writer (AXI4 write bursts)",
+         lambda p, cap: OutputWriter(_chip(p)), table=False)
+register("accelerator", "accelerator, P = 16 (tile controller, fetch unit, double-buffered core, writer)",
+         lambda p, cap: Accelerator(_chip(p)), keep=lambda p: [f"core.lane{i}" for i in range(p.pes)], table=False)
 
 
 def blocks(params: CoreParams = PARAMS, cap: Capacity = CAPACITY) -> dict:
@@ -317,14 +351,14 @@ def markdown(res: dict) -> str:
 
 def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool = False,
                 results: str | Path | None = None, log=print) -> dict:
-    """Synthesize the registered blocks ``names`` (default: all) with :data:`SCRIPT` and write
+    """Synthesize the registered blocks ``names`` (default: :func:`table_blocks`) with :data:`SCRIPT` and write
     ``synth.md`` and ``synth.json`` to ``results`` (default: ``out``); work files go to ``out``."""
     from sim.atomic import check_output, write_file
 
     t0 = time.perf_counter()
     out = check_output(out)
     res_dir = check_output(results, flag="--results") if results is not None else out
-    names = list(names or BLOCKS)
+    names = list(names or table_blocks())
     bad = [n for n in names if n not in BLOCKS]
     if bad:
         raise UserError(f"--blocks: unknown block {bad[0]!r} (known: {', '.join(BLOCKS)})")
@@ -339,7 +373,7 @@ def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool
         log(f"synth: {n}: {row['generic_cells']} generic cells, {row['luts']} LUTs, {row['ffs']} FFs, "
             f"{row['memory_bits']} memory bits, {row['wall_s']} s{' (cached)' if row['cached'] else ''}")
         table.append(row)
-    cmd = "loas rtl synth" + (f" --blocks {' '.join(names)}" if names != list(BLOCKS) else "")
+    cmd = "loas rtl synth" + (f" --blocks {' '.join(names)}" if names != table_blocks() else "")
     res = {
         "yosys": {"kind": ys.kind, "version": ys.version, "path": ys.argv[0]},
         "params": dataclasses.asdict(PARAMS), "capacity": dataclasses.asdict(CAPACITY),

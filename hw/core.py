@@ -68,6 +68,19 @@ class LaneStatus(wiring.Signature):
         super().__init__({"idle": Out(1), "row_free": Out(1), "busy": Out(1)})
 
 
+def _elem_bits(p: CoreParams) -> dict:
+    # bits of one element of a line-wide memory (a power of two, so that lines hold whole elements)
+    return {"a_val": 1 << (p.timesteps - 1).bit_length(), "b_val": 1 << (p.weight_bits - 1).bit_length()}
+
+
+def bank_depths(p: CoreParams, cap: Capacity, line_bits: int | None = None) -> dict:
+    """Words per bank of every core memory (name -> depth): the capacity's depths, in lines of
+    ``line_bits`` for the line-wide memories (:data:`LINE_MEMORIES`) when given."""
+    d, elem = Widths.of(p, cap).depth, _elem_bits(p)
+    return {k: -(-d[k] // (line_bits // elem[k])) if line_bits and k in LINE_MEMORIES else d[k]
+            for k in MEMORIES.values()}
+
+
 class CoreMemories(wiring.Component):
     """The core's memories (depths from Capacity) and their load port ``load`` (In(stream of
     (sel, addr, data)), always ready, one word per cycle). Lanes get combinational read ports
@@ -83,16 +96,14 @@ class CoreMemories(wiring.Component):
 
     def __init__(self, p: CoreParams, cap: Capacity, line_bits: int | None = None, double: bool = False):
         self.p, self.widths, self.line_bits, self.double = p, Widths.of(p, cap), line_bits, double
-        d = self.widths.depth
         shapes = {"a_mask": p.chunk_bits, "a_val": p.timesteps, "a_ptr": self.widths.a_ptr_bits,
                   "b_mask": p.chunk_bits, "b_val": signed(p.weight_bits), "b_ptr": self.widths.b_ptr_bits,
                   "bias": signed(cap.bias_bits)}
         self.shapes = shapes
-        self.elem = {"a_val": 1 << (p.timesteps - 1).bit_length(), "b_val": 1 << (p.weight_bits - 1).bit_length()}
-        self.mems, self.bank_depth = {}, {}
+        self.elem = _elem_bits(p)
+        self.mems, self.bank_depth = {}, bank_depths(p, cap, line_bits)
         for k in MEMORIES.values():
             wide = bool(line_bits) and k in LINE_MEMORIES
-            self.bank_depth[k] = -(-d[k] // (line_bits // self.elem[k])) if wide else d[k]
             self.mems[k] = Memory(shape=line_bits if wide else shapes[k], depth=self.bank_depth[k] * (2 if double else 1),
                                   init=[])
         self._windows, self._element_ports = [], []

@@ -118,6 +118,10 @@ DESC_FIELDS = ("m", "n", "chunks", "tile_rows", "tile_cols", "n_tiles", "thresho
 #: Regions the fetch unit reads (the trace's fiber format) and the writer writes.
 FETCH_REGIONS = ("a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias")
 WRITE_REGIONS = ("o_mask", "o_val", "o_cnt")
+#: Regions whose buffer (tile memory) element reads by the lanes the accelerator counts: per job
+#: one pointer of each side and one bias (the job former), per match one weight (F side) and one
+#: spike word (L side). The mask chunks' window reads are not counted.
+READ_REGIONS = ("a_val", "a_ptr", "b_val", "b_ptr", "bias")
 #: Operand of each region (sim.memory.OPERANDS categories).
 REGION_OPERAND = {"a_mask": "bitmasks", "b_mask": "bitmasks", "o_mask": "bitmasks", "a_val": "spikes",
                   "b_val": "weights", "a_ptr": "bitmasks", "b_ptr": "bitmasks", "bias": "weights",
@@ -219,7 +223,10 @@ class AccelTiming:
     ``fetch`` / ``write`` (cycles of the fetch phases; writer busy cycles, which overlap the
     next tile's fetches), ``fetch_wait`` (fetch-unit cycles
     waiting for DRAM), DRAM ``bytes_read`` / ``bytes_written`` per region, ``words_loaded``
-    (buffer writes by the fetch unit), ``tiles``."""
+    (buffer writes by the fetch unit), ``tiles``; ``buffer_writes`` (the fetch unit's buffer writes
+    per :data:`FETCH_REGIONS` region: elements, lines for the line-wide ``a_val`` / ``b_val``; they
+    sum to ``words_loaded``) and ``buffer_reads`` (the lanes' element reads per
+    :data:`READ_REGIONS` region)."""
 
     cycles: int
     compute: int
@@ -230,6 +237,8 @@ class AccelTiming:
     bytes_written: dict
     words_loaded: int
     tiles: int
+    buffer_writes: dict
+    buffer_reads: dict
 
     def traffic(self) -> "Traffic":
         """DRAM bytes by operand (buffer bytes: the fetch unit's writes are the DRAM reads)."""
@@ -302,6 +311,7 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     rd = dict.fromkeys(FETCH_REGIONS, 0)
     wr = dict.fromkeys(WRITE_REGIONS, 0)
     compute = fetch = write = wait = loaded = 0
+    bw = dict.fromkeys(FETCH_REGIONS, 0)
     plan = fetch_jobs(fa.ptr, fb.ptr, til)
     f_arrive = 0    # the fetch sequencer reaches tile k's F_TILE state
     run_start = []  # cycle each run starts (core_start)
@@ -329,6 +339,7 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
                 rd[region] += lines * lb
                 wait += w_
                 loaded += lines if line_mode else count
+                bw[region] += lines if line_mode else count
                 t = last + 2
         fetched_at = t + 1  # F_DONE in cycle t
         fetch += fetched_at - p_k
@@ -353,5 +364,10 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
         wr["o_mask"] += mb * lb * R
         wr["o_val"] += int(vb.sum()) * lb
     t = max(d + 1, free) + 1  # R_FINISH until the last tile is in DRAM, then DONE
+    # Every (row, column) is one job of one tile; each match (a non-zero spike word meeting a
+    # non-zero weight) is read once on each side, whatever the tiling and the timing.
+    matches = int(((words != 0).astype(np.int64) @ (weights != 0).astype(np.int64)).sum())
+    br = {"a_val": matches, "a_ptr": M * N, "b_val": matches, "b_ptr": M * N, "bias": M * N}
     return AccelTiming(cycles=t, compute=compute, fetch=fetch, write=write, fetch_wait=wait, bytes_read=rd,
-                       bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles)
+                       bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles, buffer_writes=bw,
+                       buffer_reads=br)

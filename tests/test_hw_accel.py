@@ -46,7 +46,7 @@ def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0):
 ])
 def test_accel_exact_through_dram(M, K, N, chip):
     """Bit-exact outputs from DRAM; the model's cycles, DRAM bytes per region, fetch waits and
-    buffer writes equal the RTL counters."""
+    buffer writes and reads per region equal the RTL counters."""
     words, weights, bias = layer(M * 100 + N, M, K, N)
     res, model = run_and_check(chip, words, weights, bias)
     assert res["cycles"] == model.cycles
@@ -54,20 +54,23 @@ def test_accel_exact_through_dram(M, K, N, chip):
     assert res["bytes_read"] == model.bytes_read
     assert res["bytes_written"] == model.bytes_written
     assert res["fetch_wait"] == model.fetch_wait
-    assert res["words_loaded"] == model.words_loaded
+    assert res["words_loaded"] == model.words_loaded == sum(model.buffer_writes.values())
+    assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads
+    assert model.buffer_reads["a_val"] == model.buffer_reads["b_val"] > 0 and model.buffer_reads["bias"] == M * N
     assert res["dram"].r_beats * chip.mem.line_bytes == sum(model.bytes_read.values())
     if model.tiles > 1 and -(-N // chip.tile_cols) == 1:  # one B tile: B read once, not per row group
         assert res["bytes_read"]["b_mask"] == -(-N * chip.core.chunks(K) * 16 // chip.mem.line_bytes) * chip.mem.line_bytes
 
 
 def test_accel_random_dram():
-    """Random DRAM latency and backpressure on every channel: outputs still exact, bytes the same,
-    cycles at least the deterministic run's."""
+    """Random DRAM latency and backpressure on every channel: outputs still exact, DRAM bytes and
+    buffer reads/writes the same, cycles at least the deterministic run's."""
     chip = small_chip()
     words, weights, bias = layer(7, 6, 200, 6)
     res, model = run_and_check(chip, words, weights, bias, random_dram=True, seed=3)
     assert res["cycles"] > model.cycles
     assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
+    assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads  # timing-free
 
 
 def test_host_refuses_layers_that_do_not_fit():
@@ -118,6 +121,7 @@ def test_accel_verilator_exact():
         c = check(res["collector"], words, weights, bias, lif, T, 1)
         assert c.match, c.mismatches
         assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
+        assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads
         if random_dram:
             assert res["cycles"] > model.cycles
         else:
@@ -161,3 +165,45 @@ def test_accel_empty_tiles():
     res, model = run_and_check(chip, words, weights, bias)
     assert res["cycles"] == model.cycles and res["bytes_read"] == model.bytes_read
     assert res["bytes_written"] == model.bytes_written and res["fetch_wait"] == model.fetch_wait
+    assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads
+
+
+def test_cli_rtl_sim_accel(tmp_path, capsys):
+    """`loas rtl sim --target accel` end to end in Amaranth's simulator: PASS, RTL cycles = model
+    cycles, every counter in --json equal to accel_timing's; a layer that does not fit: one line, exit 2."""
+    import json
+
+    from loas.cli import main
+    from sim.synthetic import write_random_workload
+    from sim.trace import Geometry, load_workload
+
+    wl = write_random_workload(tmp_path / "tiny", {"conv3": Geometry(8, 6, 6, 3, 1, 1, 8),
+                                                   "fc": Geometry.fc(4700, 2)}, silent_ratio=0.75,
+                               weight_density=0.05, seed=1)
+    (tmp_path / "p2.yaml").write_text("pes: 2\n")
+    base = ["rtl", "sim", str(wl), "--target", "accel", "--simulator", "amaranth", "--config", str(tmp_path / "p2.yaml")]
+    assert main(base + ["--layer", "conv3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["rows"]
+    assert row["pass"] and row["bit_exact"] and row["tiles"] == 2
+    L = load_workload(str(wl)).layer("conv3")
+    words, weights = L.words(0), L.weights_kn()
+    from sim.params import chip_from_config
+    from sim.config import LoASConfig
+
+    chip = chip_from_config(LoASConfig(pes=2))
+    model = accel_timing(words, weights, run_layer(words, weights, L.bias, L.lif, L.T, n_mask=L.n_mask).out_words, chip)
+    assert row["rtl_cycles"] == row["model_cycles"] == model.cycles
+    assert row["rtl"]["bytes_read"] == model.bytes_read and row["rtl"]["bytes_written"] == model.bytes_written
+    assert (row["rtl"]["compute"], row["rtl"]["fetch_wait"]) == (model.compute, model.fetch_wait)
+    assert row["rtl"]["buffer_reads"] == model.buffer_reads and row["rtl"]["buffer_writes"] == model.buffer_writes
+    assert all(row["equal"].values())
+    assert sum(row["rtl"]["bytes_written"].values()) > 0 and "write_wait" in row["rtl"]
+    assert main(base + ["--layer", "conv3"]) == 0
+    text = capsys.readouterr().out
+    assert f"PASS       2 {model.cycles:>10} {model.cycles:>10}" in text and "DRAM bytes read a_mask" in text and "buffer writes a_mask" in text
+    assert main(base + ["--layer", "fc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("loas: error: ") and "layer fc: K = 4700 exceeds this build's max_k = 4608" in err
+    assert main(["rtl", "sim", str(wl), "--layer", "conv3", "--simulator", "amaranth"]) == 2
+    assert "--target accel only" in capsys.readouterr().err

