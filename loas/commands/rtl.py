@@ -10,6 +10,13 @@ from loas.options import (SIMULATORS, add_config, add_engine, add_layer, add_out
                           int_range, positive)
 
 
+def _fail_lines(rows, skipped) -> list[str]:
+    """The report lines of failed runs (first five mismatches each) and skipped layers."""
+    lines = [f"FAIL {r['layer']} sample {r['sample']}: " + "; ".join(r["mismatches"][:5])
+             for r in rows if not r["pass"]]
+    return lines + [f"skipped {k['layer']}: {k['reason']}" for k in skipped]
+
+
 def _samples(text: str):
     """``--samples``: ``all`` or a count of samples from 0."""
     import argparse
@@ -239,11 +246,7 @@ def cmd_sim(args) -> int:
         for r in rows:
             lines.append(f"{r['layer']:<10} {r['sample']:>6}  {'PASS' if r['pass'] else 'FAIL':<6} {r['rtl_cycles']:>10} "
                          f"{r['model_cycles']:>10} {r['dram_bytes']:>11} {r['wall_s']:>7.2f}")
-        for r in rows:
-            if not r["pass"]:
-                lines.append(f"FAIL {r['layer']} sample {r['sample']}: " + "; ".join(r["mismatches"][:5]))
-        for s in skipped:
-            lines.append(f"skipped {s['layer']}: {s['reason']}")
+        lines += _fail_lines(rows, skipped)
         lines.append(f"{n_pass}/{len(rows)} PASS: every output word and output fiber against the golden model, "
                      f"cycles against sim/tppe.py" + (" (at least, with backpressure)" if args.backpressure else ""))
         lines.append(f"simulated {summary['sim_cycles']} cycles in {summary['sim_s']:.2f} s: "
@@ -356,11 +359,7 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
             lines.append(f"{r['layer']} sample {r['sample']} buffer writes "
                          + ", ".join(f"{k} {v}" for k, v in q["buffer_writes"].items())
                          + "; reads " + ", ".join(f"{k} {v}" for k, v in q["buffer_reads"].items()))
-        for r in rows:
-            if not r["pass"]:
-                lines.append(f"FAIL {r['layer']} sample {r['sample']}: " + "; ".join(r["mismatches"][:5]))
-        for k in skipped:
-            lines.append(f"skipped {k['layer']}: {k['reason']}")
+        lines += _fail_lines(rows, skipped)
         lines.append(f"{n_pass}/{len(rows)} PASS: every output fiber read back from DRAM against the golden model; "
                      f"cycles, compute, fetch_wait, words loaded, DRAM bytes and buffer reads/writes per region against "
                      f"sim/memory.py accel_timing (write_wait: RTL only); wall {wall:.1f} s")
