@@ -30,7 +30,7 @@ from typing import Callable
 
 from hw.accel import Accelerator, Fetcher, OutputWriter, TileController
 from hw.compress import OutputCompressor
-from hw.core import Core, bank_depths, DynamicScheduler, Lane, LockstepScheduler, tag_layout
+from hw.core import Core, DynamicScheduler, Lane, LockstepScheduler, bank_depths, tag_layout
 from hw.join import InnerJoin
 from hw.params import Capacity, CoreParams, Widths
 from hw.plif import PLIF
@@ -125,7 +125,6 @@ register("dynamic_scheduler", "scheduler, dynamic (16 lanes)", lambda p, cap: Dy
 # it had not finished after 7 minutes, where one lane takes it 1 s.
 register("core", "core, P = 16, lockstep (memories, scheduler, 16 lanes)", lambda p, cap: Core(p, cap),
          keep=lambda p: [f"lane{i}" for i in range(p.pes)])
-
 
 
 def _chip(p):

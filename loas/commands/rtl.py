@@ -202,10 +202,8 @@ def cmd_sim(args) -> int:
             samples = list(range(n))
         for s in samples:
             items.append((name, s))
-        words, weights = layer.words(samples[0]), layer.weights_kn()
-        if args.target == "accel":
-            continue
-        caps.append(Capacity.fit(words, weights, layer.bias))
+        if args.target == "core":  # the accelerator is one fixed build: no capacity to fit
+            caps.append(Capacity.fit(layer.words(samples[0]), layer.weights_kn(), layer.bias))
     if args.target == "accel":
         return _sim_accel(args, cfg, wl, items, skipped)
     if not items:
