@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import sys
@@ -74,7 +75,10 @@ def write_file(path, write: Callable | bytes | str) -> Path:
     any error; ``path`` is either its old content or the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _drop_dead_temps(path)
+    # the writer's pid in the name: a temp file a SIGKILL left behind (nothing can clean up after
+    # that signal) is recognised as dead by the next write of the same file and removed
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, str):
@@ -91,6 +95,24 @@ def write_file(path, write: Callable | bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _drop_dead_temps(path: Path) -> None:
+    """Remove the temp files of :func:`write_file` for ``path`` whose writing process is gone."""
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = p.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _try_lock(lock: Path):

@@ -94,6 +94,22 @@ def test_write_file_leaves_no_temp_on_error(tmp_path):
     assert p.read_text() == "one" and os.listdir(tmp_path) == ["f.txt"]
 
 
+def test_write_file_removes_a_sigkilled_writers_temp_but_not_a_live_ones(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "m.pt.state"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / f".m.pt.state.{dead}.abc.tmp").write_bytes(b"half")  # what a SIGKILL mid-write leaves
+    live = tmp_path / f".m.pt.state.{os.getppid()}.abc.tmp"  # a writer still running
+    live.write_bytes(b"busy")
+    other = tmp_path / f".other.{dead}.abc.tmp"  # another file's temp is not ours to touch
+    other.write_bytes(b"x")
+    write_file(p, "whole")
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.pt.state", live.name, other.name])
+
+
 # --- output paths -------------------------------------------------------------------------------
 def test_check_output_refuses_files_and_paths_under_files(tmp_path):
     f = tmp_path / "file"
