@@ -142,7 +142,8 @@ module {TOP}_body ({head}
   reg dump = 0;
   wire reset = rst_q | (st == 1);  // every layer starts from reset: the accelerator and the DRAM's queues
   wire csr_valid = (st == 2) && (csr_i != n_csr_q);
-  wire csr_ready, start = st == 3, done;
+  wire csr_ready, done;
+  wire start = st == 3;
   wire ar_valid, ar_ready, r_valid, r_ready, r_last, aw_valid, aw_ready, w_valid, w_ready, b_valid, b_ready;
   wire [{al.size - 1}:0] ar_p, aw_p;
   wire [{wl.size - 1}:0] w_p;

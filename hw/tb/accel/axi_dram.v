@@ -31,7 +31,6 @@ module loas_axi_dram #(
   output reg [7:0] err, output reg [31:0] err_cycle, output reg [31:0] r_beats, output reg [31:0] w_beats
 );
   localparam LB = D / 8;
-  localparam LBW = $clog2(LB);
   reg [D-1:0] mem [0:DEPTH-1];
   reg [8*1024-1:0] dram_path, dump_path;
   initial begin
