@@ -17,9 +17,9 @@ tests/test_hw_buffer.py):
 * Counters: ``bank_reads`` (winning reads), ``merged_reads`` (the other granted reads), ``writes``,
   ``read_stalls[r]`` / ``write_stalls`` (cycles a request was valid and not granted).
 
-The loop runs once per cycle in which some request is valid, vectorized over the R + 1 heads;
-every such cycle grants at least one request, so it runs at most once per request (idle cycles are
-skipped in one step).
+The loop runs once per cycle in which some request is valid, the arbitration in numpy over the
+R + 1 stream heads (the same-line merge a loop over them); every such cycle grants at least one
+request, so it runs at most once per request, and idle stretches are skipped in one step.
 """
 
 from __future__ import annotations
