@@ -267,3 +267,19 @@ def test_params():
         buffer_timing(SMALL, [((0,), (SMALL.lines,)), ((), ()), ((), ())])
     with pytest.raises(TypeError, match="^bp: "):
         GlobalBuffer(ChipParams())
+
+
+def test_read_write_same_bank_directed():
+    """Reader 0 asks for line 5 twice from cycle 0, the write port writes line 5 from cycle 0
+    (same bank): round-robin gives the bank to the read (cycle 0, old data), the write (cycle 1:
+    the pointer is past reader 0) and the read again (cycle 2, the new line)."""
+    bp = SMALL
+    reads = [((0, 0), (5, 5)), ((), ()), ((), ())]
+    writes = ((0,), (5,))
+    new = 0xDEADBEEF
+    rtl = run_buffer_sim(bp, reads, [[1, 2], [], []], writes, [new], [0b1111])
+    assert rtl["grant"][0] == [0, 2] and rtl["grant"][bp.requesters] == [1]
+    assert rtl["resp"][0] == [(1, 1, 0), (3, 2, new)]
+    assert rtl["counters"]["read_stalls"] == [1, 0, 0] and rtl["counters"]["write_stalls"] == 1
+    model = buffer_timing(bp, reads, writes)
+    assert model.read_grant[0].tolist() == [0, 2] and model.write_grant.tolist() == [1]
