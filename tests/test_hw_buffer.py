@@ -283,3 +283,12 @@ def test_read_write_same_bank_directed():
     assert rtl["counters"]["read_stalls"] == [1, 0, 0] and rtl["counters"]["write_stalls"] == 1
     model = buffer_timing(bp, reads, writes)
     assert model.read_grant[0].tolist() == [0, 2] and model.write_grant.tolist() == [1]
+
+
+def test_paper_buffer_exact():
+    """The synthesized configuration (the default chip's: 16 banks x 256 x 512 bits, 17
+    requesters) on a short random trace."""
+    bp = BufferParams.from_chip(ChipParams())
+    reads, writes = trace(bp, "random", 12, seed=7)
+    model, _ = check_against_model(bp, reads, writes, seed=4)
+    assert model.read_stalls.sum() > 0 and model.merged_reads > 0
