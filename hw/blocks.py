@@ -146,14 +146,10 @@ register("tile_controller", "accelerator: tile controller (descriptor, mntk tile
 # requesters (the lanes and the B broadcast requester, hw/README.md "Global buffer"), one write port
 register("global_buffer", "global buffer (256 KiB, 16 banks x 256 x 512 bits, 17 readers, 1 writer)",
          lambda p, cap: GlobalBuffer(BufferParams.from_chip(_chip(p))))
-# Not in the default table: the output stage's 512-bit mask lines take each lane's bit through a
-# one-bit write enable (16 ports x 512 enables: 8 192 one-bit writes in the Verilog), which kept
-# yosys 0.23 in synth's first passes for 26 minutes at 10 GB before it was stopped (hw/README.md
-# "Synthesis"); `--blocks output_writer` / `--blocks accelerator` still run them.
 register("output_writer", "accelerator: output stage and writer (AXI4 write bursts)",
-         lambda p, cap: OutputWriter(_chip(p)), table=False)
+         lambda p, cap: OutputWriter(_chip(p)))
 register("accelerator", "accelerator, P = 16 (tile controller, fetch unit, double-buffered core, writer)",
-         lambda p, cap: Accelerator(_chip(p)), keep=lambda p: [f"core.lane{i}" for i in range(p.pes)], table=False)
+         lambda p, cap: Accelerator(_chip(p)), keep=lambda p: [f"core.lane{i}" for i in range(p.pes)])
 
 
 def blocks(params: CoreParams = PARAMS, cap: Capacity = CAPACITY) -> dict:
@@ -288,7 +284,8 @@ def _is_ff(cell: str) -> bool:
     return "DFF" in cell or "DLATCH" in cell  # $_DFF_*, $_DFFE_*, $_SDFF*_*, $_ALDFF*_*, $_DFFSR*_*
 
 
-def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False) -> dict:
+def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False,
+                known: dict | None = None) -> dict:
     """Synthesize one block's Verilog (top ``loas_<name>``) in ``cwd``; cached by its Verilog, the
     script and the Yosys version (a cached row keeps the wall time of the run that made it)."""
     top = f"loas_{name}"
@@ -305,6 +302,9 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
         row = json.loads(done.read_text())
         if row.get("key") == key:
             return {**row, "cached": True}
+    if not force and known and known.get("key") == key:  # the results file's row: same Verilog, same yosys
+        done.write_text(json.dumps({k: v for k, v in known.items() if k != "cached"}, indent=1))
+        return {**known, "cached": True}
     for fname, abc in ABC_SCRIPTS.items():  # in the work directory: yowasp sees only files under it
         (cwd / fname).write_text(abc)
     script = cwd / f"{top}.ys"
@@ -369,6 +369,8 @@ def _merged_rows(saved: Path, rows: list, yosys_id: dict) -> list:
     mine = {r["block"] for r in rows}
     kept = [{"command": old.get("command"), **r, "cached": True} for r in old.get("rows", [])
             if r.get("block") in BLOCKS and r["block"] not in mine]
+    if not kept:
+        return rows  # in the order asked for
     order = list(BLOCKS)
     return sorted(rows + kept, key=lambda r: order.index(r["block"]))
 
@@ -390,10 +392,18 @@ def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool
     out.mkdir(parents=True, exist_ok=True)
     log(f"synth: {len(names)} blocks with {ys.kind} yosys ({ys.version}); writing Verilog to {out / 'verilog'}")
     rows = write_verilog(out / "verilog", lint=False, names=names, synthesis=True)
+    # Rows of an earlier results file count as cached where their key (the block's Verilog, the
+    # script, the yosys version) is today's: a fresh checkout re-synthesizes only changed blocks
+    # (the core alone takes about half an hour).
+    known = {}
+    try:
+        known = {r["block"]: r for r in json.loads((res_dir / "synth.json").read_text())["rows"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     table = []
     for n, v in zip(names, rows):
         log(f"synth: {n} ...")
-        row = synth_block(n, Path(v["file"]), out, ys, force=force)
+        row = synth_block(n, Path(v["file"]), out, ys, force=force, known=known.get(n))
         log(f"synth: {n}: {row['generic_cells']} generic cells, {row['luts']} LUTs, {row['ffs']} FFs, "
             f"{row['memory_bits']} memory bits, {row['wall_s']} s{' (cached)' if row['cached'] else ''}")
         table.append(row)
