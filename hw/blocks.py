@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from hw.accel import Accelerator, Fetcher, OutputWriter, TileController
+from hw.buffer import GlobalBuffer
 from hw.compress import OutputCompressor
 from hw.core import Core, DynamicScheduler, Lane, LockstepScheduler, bank_depths, tag_layout
 from hw.join import InnerJoin
@@ -37,7 +38,7 @@ from hw.plif import PLIF
 from hw.prefix import FastPrefixSum, LaggyPrefixSum
 from hw.tppe import TPPE, FSide, LookaheadWindow, LSide, MatchQueue, ResultSlots, WalkUnit, layouts
 from sim.errors import UserError
-from sim.params import SHARED, ChipParams
+from sim.params import SHARED, BufferParams, ChipParams
 
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
                 "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE", "-Wno-PROCASSINIT"]
@@ -141,6 +142,10 @@ def _fetcher(p):
 register("fetcher", "accelerator: fetch unit (AXI4 read bursts, 512 bits)", lambda p, cap: _fetcher(p))
 register("tile_controller", "accelerator: tile controller (descriptor, mntk tile loop)",
          lambda p, cap: TileController(_chip(p)))
+# the default chip's buffer: 256 KiB in 16 banks of 256 x 512-bit single-port SRAM, P + 1 = 17 read
+# requesters (the lanes and the B broadcast requester, hw/README.md "Global buffer"), one write port
+register("global_buffer", "global buffer (256 KiB, 16 banks x 256 x 512 bits, 17 readers, 1 writer)",
+         lambda p, cap: GlobalBuffer(BufferParams.from_chip(_chip(p))))
 register("output_writer", "accelerator: output stage and writer (AXI4 write bursts)",
          lambda p, cap: OutputWriter(_chip(p)))
 register("accelerator", "accelerator, P = 16 (tile controller, fetch unit, double-buffered core, writer)",
@@ -342,10 +347,32 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['what']} (`{r['block']}`) | {_fmt(r['generic_cells'])} | {_fmt(r['luts'])} | "
                      f"{_fmt(r['ffs'])} | {mem} | {r['wall_s']:.1f}{' (cached)' if r['cached'] else ''} | "
                      f"{r.get('cpu_s', '-')} |")
+    commands = res.get("commands") or [res["command"]]
     lines += ["", f"Whole run: {res['wall_s']:.1f} s wall ({res['synth_wall_s']:.1f} s wall and "
               f"{res['synth_cpu_s']:.1f} s CPU of synthesis in the rows; a cached row keeps its own run's times).",
-              "Command: `" + res["command"] + "`"]
+              "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands)]
     return "\n".join(lines) + "\n"
+
+
+def _merged_rows(saved: Path, rows: list, yosys_id: dict) -> list:
+    """This run's rows and, from an earlier ``synth.json`` of the same Yosys, parameters and
+    capacity, the rows of the blocks this run did not synthesize (registry order): a run of some
+    blocks (``--blocks``) adds or replaces their rows and keeps the table's others."""
+    try:
+        old = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return rows
+    same = (old.get("yosys", {}).get("version") == yosys_id["version"] and old.get("yosys", {}).get("kind") == yosys_id["kind"]
+            and old.get("params") == dataclasses.asdict(PARAMS) and old.get("capacity") == dataclasses.asdict(CAPACITY))
+    if not same:
+        return rows
+    mine = {r["block"] for r in rows}
+    kept = [{"command": old.get("command"), **r, "cached": True} for r in old.get("rows", [])
+            if r.get("block") in BLOCKS and r["block"] not in mine]
+    if not kept:
+        return rows  # in the order asked for
+    order = list(BLOCKS)
+    return sorted(rows + kept, key=lambda r: order.index(r["block"]))
 
 
 def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool = False,
@@ -381,12 +408,17 @@ def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool
             f"{row['memory_bits']} memory bits, {row['wall_s']} s{' (cached)' if row['cached'] else ''}")
         table.append(row)
     cmd = "loas rtl synth" + (f" --blocks {' '.join(names)}" if names != table_blocks() else "")
+    for row in table:
+        row["command"] = cmd
+    yosys_id = {"kind": ys.kind, "version": ys.version, "path": ys.argv[0]}
+    table = _merged_rows(res_dir / "synth.json", table, yosys_id)
     res = {
-        "yosys": {"kind": ys.kind, "version": ys.version, "path": ys.argv[0]},
+        "yosys": yosys_id,
         "params": dataclasses.asdict(PARAMS), "capacity": dataclasses.asdict(CAPACITY),
         "capacity_note": (f"every block at the paper's parameters and the shared build's capacity (M <= {CAPACITY.rows}, "
                           f"K <= {CAPACITY.k}, N <= {CAPACITY.cols}); memories kept as memories, not flip-flops"),
         "rows": table, "wall_s": round(time.perf_counter() - t0, 1),
+        "commands": list(dict.fromkeys(r["command"] for r in table if r.get("command"))),
         "synth_wall_s": round(sum(r["wall_s"] for r in table), 1),
         "synth_cpu_s": round(sum(r.get("cpu_s", 0) for r in table), 1), "command": cmd,
         "files": [str(res_dir / "synth.md"), str(res_dir / "synth.json")],

@@ -249,8 +249,8 @@ def test_registry_builds_every_block_and_refuses_a_duplicate_name():
     assert {"fetcher", "output_writer", "tile_controller", "accelerator"} <= set(made)
     from hw.blocks import table_blocks
 
-    assert "fetcher" in table_blocks() and not {"output_writer", "accelerator"} & set(table_blocks())
-    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler", "fetcher", "tile_controller"):
+    assert {"fetcher", "output_writer", "accelerator", "global_buffer"} <= set(table_blocks())
+    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler", "fetcher", "tile_controller", "global_buffer"):
         block = made[name]()
         assert isinstance(block, wiring.Component)
         Fragment.get(block, None)  # elaborates
@@ -278,6 +278,12 @@ def test_synth_keeps_memories_as_memories_and_caches(tmp_path):
 
     saved = json.loads((tmp_path / "synth.json").read_text())
     assert saved["rows"][0]["block"] == "match_queue" and saved["command"] == "loas rtl synth --blocks match_queue"
+    # a run of some blocks keeps the other rows of the results (same yosys, parameters, capacity)
+    assert [r["block"] for r in saved["rows"]] == ["match_queue", "output_compressor"]
+    assert saved["rows"][1]["cached"] and saved["rows"][1]["luts"] == c["luts"]
+    assert saved["commands"] == ["loas rtl synth --blocks match_queue",
+                                 "loas rtl synth --blocks match_queue output_compressor"]
+    assert "Commands: `loas rtl synth --blocks match_queue`; `" in (tmp_path / "synth.md").read_text()
 
 
 def test_synth_reuses_the_results_files_rows_whose_key_matches(tmp_path):
