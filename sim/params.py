@@ -347,8 +347,30 @@ class ChipParams:
         return dataclasses.replace(self, **kw)
 
 
+#: ChipParams field -> the LoASConfig key it comes from (:func:`chip_from_config`)
+CHIP_KEYS = {"tile_rows": "tile.m", "tile_cols": "tile.n", "a_nnz": "tile.a_nnz", "b_nnz": "tile.b_nnz",
+             "max_k": "tile.max_k", "max_m": "tile.max_m", "max_n": "tile.max_n", "buffer_kib": "buffer.capacity_kb",
+             "buffer_banks": "buffer.banks", "mem.data_bits": "dram.data_bits"}
+
+
 def chip_from_config(cfg, **override) -> ChipParams:
-    """The chip of a :class:`~sim.config.LoASConfig`: its core, its buffer's capacity and banks
-    (``buffer.capacity_kb``, ``buffer.banks``), the other fields at their defaults or ``override``."""
-    kw = dict(core=CoreParams.from_config(cfg), buffer_kib=cfg.buffer.capacity_kb, buffer_banks=cfg.buffer.banks)
-    return ChipParams(**{**kw, **override})
+    """The chip of a :class:`~sim.config.LoASConfig`: its core, its tiles and layer limits
+    (``tile.*``), its buffer's capacity and banks (``buffer.capacity_kb``, ``buffer.banks``) and its
+    DRAM port (``dram``), the other fields at their defaults or ``override``.
+
+    Raises
+    ------
+    ValueError ``"<config key>: ..."`` (:data:`CHIP_KEYS`) when the chip cannot be built, e.g. tiles
+    that do not fit ``buffer.capacity_kb``.
+    """
+    t = cfg.tile
+    kw = dict(core=CoreParams.from_config(cfg), tile_rows=t.m, tile_cols=t.n, a_nnz=t.a_nnz, b_nnz=t.b_nnz,
+              max_k=t.max_k, max_m=t.max_m, max_n=t.max_n, buffer_kib=cfg.buffer.capacity_kb,
+              buffer_banks=cfg.buffer.banks, mem=cfg.dram)
+    try:
+        return ChipParams(**{**kw, **override})
+    except ValueError as exc:
+        name, sep, problem = str(exc).partition(": ")
+        if sep and name in CHIP_KEYS and name not in override:
+            raise ValueError(f"{CHIP_KEYS[name]}: {problem}") from None
+        raise

@@ -12,7 +12,8 @@ from sim.config import LoASConfig, load
 from sim.energy import COMPONENTS, EnergyConfig, load_energy
 from sim.errors import ConfigError
 from sim.golden import LIFParams, run_layer, strong_mask
-from sim.loas import join_cost, simulate_layer
+from sim.baselines import join_cost
+from sim.loas import simulate_layer
 from sim.memory import OPERANDS, dram_bytes_per_cycle
 from sim.fidelity import run_paper
 from sim.report import synthetic_inputs, run_design, totals
