@@ -314,7 +314,7 @@ class ChipParams:
                              f"must fit one burst of {self.mem.burst_beats} x {self.mem.data_bits} bits, got {self.tile_cols}")
         if self.buffer_bytes() > self.buffer_kib * 1024:
             raise ValueError(f"buffer_kib: the tiles need {self.buffer_bytes()} bytes, more than "
-                             f"{self.buffer_kib} KiB (shrink tile_rows, tile_cols, a_nnz or b_nnz)")
+                             f"{self.buffer_kib} KiB (shrink tile_rows, tile_cols, a_nnz, b_nnz or max_k)")
 
     @property
     def value_bits(self) -> int:
@@ -372,5 +372,8 @@ def chip_from_config(cfg, **override) -> ChipParams:
     except ValueError as exc:
         name, sep, problem = str(exc).partition(": ")
         if sep and name in CHIP_KEYS and name not in override:
+            import re  # the problem's own hints, in the configuration's names
+
+            problem = re.sub(r"\b(tile_rows|tile_cols|a_nnz|b_nnz|max_k)\b", lambda m: CHIP_KEYS[m.group(1)], problem)
             raise ValueError(f"{CHIP_KEYS[name]}: {problem}") from None
         raise
