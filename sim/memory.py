@@ -8,14 +8,21 @@ Traffic is counted in bytes per *operand* so that every design reports the same 
 * ``outputs``  packed output values (LoAS) or output spike coordinates
 * ``psums``    partial sums and membrane potentials that cross timesteps or are merged through memory
 
-Buffer model (an assumption of ours, written down here once): the global buffer behaves like
-Gamma's FiberCache, i.e. the accelerator knows its future accesses (fibers are fetched explicitly,
-replacement is by next use). For an operand of ``size`` bytes that is swept ``passes`` times in the
-same order while ``avail`` bytes of buffer are free for it, the first pass misses completely and
-each later pass misses on ``max(0, size - avail)`` bytes (an optimal policy keeps ``avail`` bytes
-of the cyclic stream resident; LRU would keep none). Banks bound the buffer bandwidth:
-``banks * line_bytes`` bytes per cycle. DRAM transfers overlap compute (double buffering), so a
-layer takes ``max(compute, DRAM, buffer)`` cycles plus the fill of its first tile.
+Two memory models live here:
+
+* LoAS: the accelerator's memory system as built (hw/accel.py, hw/README.md "Accelerator"): DRAM
+  image, fetch jobs, the DRAM port's timing, the output writer, per-region counters
+  (:func:`accel_timing`, cycle-exact against the RTL with the deterministic DRAM model), and the
+  refusal of a layer that does not fit a build (:func:`check_layer`, :func:`check_fit`).
+* The analytical baselines (sim/baselines.py), an assumption of ours written down here once: the
+  global buffer behaves like Gamma's FiberCache, i.e. the accelerator knows its future accesses
+  (fibers are fetched explicitly, replacement is by next use). For an operand of ``size`` bytes that
+  is swept ``passes`` times in the same order while ``avail`` bytes of buffer are free for it, the
+  first pass misses completely and each later pass misses on ``max(0, size - avail)`` bytes (an
+  optimal policy keeps ``avail`` bytes of the cyclic stream resident; LRU would keep none). Banks
+  bound the buffer bandwidth: ``banks * line_bytes`` bytes per cycle. DRAM transfers overlap compute
+  (double buffering), so a layer takes ``max(compute, DRAM, buffer)`` cycles plus the fill of its
+  first tile; the DRAM bandwidth is LoAS's port's (:func:`dram_bytes_per_cycle`).
 """
 
 from __future__ import annotations
@@ -436,7 +443,9 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     idle["control"] += 1
     # Every (row, column) is one job of one tile; each match (a non-zero spike word meeting a
     # non-zero weight) is read once on each side, whatever the tiling and the timing.
-    matches = int(((words != 0).astype(np.int64) @ (weights != 0).astype(np.int64)).sum())
+    # sum_{m,n} |nz(A[m]) & nz(B[:, n])| = sum_k (non-silent words in column k) x (non-zeros in row k)
+    matches = int(np.dot(np.count_nonzero(words, axis=0).astype(np.int64),
+                         np.count_nonzero(weights, axis=1).astype(np.int64)))
     br = {"a_val": matches, "a_ptr": M * N, "b_val": matches, "b_ptr": M * N, "bias": M * N}
     return AccelTiming(cycles=t, compute=compute, fetch=fetch, write=write, fetch_wait=wait, bytes_read=rd,
                        bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles, buffer_writes=bw,
