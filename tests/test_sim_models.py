@@ -211,8 +211,8 @@ def test_larger_T_costs_loas_little_and_sparten_much():
 def test_advantage_grows_with_T(rate):
     """The paper's T study (spec/loas.md section 8): LoAS itself pays little for a larger T (paper:
     T = 8 costs ~15 % more cycles than T = 4), a per-timestep baseline about T-fold, so LoAS's
-    advantage grows with T. Measured here (T = 4 -> 8): LoAS 1.28x / 1.01x cycles, SparTen-S 2.01x /
-    1.81x, at a fixed firing rate per timestep / a fixed spike budget per neuron; the paper method
+    advantage grows with T. Measured here (T = 4 -> 8): LoAS 1.28x / 1.06x cycles, SparTen-S 1.99x /
+    1.80x, at a fixed firing rate per timestep / a fixed spike budget per neuron; the paper method
     (sim/paper.py) gives LoAS 1.31x and SparTen-S 1.92x at the fixed rate."""
     cyc, paper = {}, {}
     for T in (4, 8):
