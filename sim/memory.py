@@ -353,10 +353,11 @@ def _job_time(t: int, base: int, eb: int, first: int, count: int, mp, lines_mode
 def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     """Cycles and bytes of a layer on ``hw.accel.Accelerator(chip)`` with the deterministic DRAM
     model (hw/README.md "Accelerator"): fetch jobs one after another (:func:`fetch_jobs`), the core
-    per tile (:func:`sim.tppe.core_cycles`), the writer per tile. ``out_words`` (M, N): the layer's
+    per tile (:func:`sim.tppe.core_cycles` of each tile, all computed by :func:`sim.tppe.tile_cycles`),
+    the writer per tile. ``out_words`` (M, N): the layer's
     output words (their non-zeros size the packed output writes)."""
     from sim.fibers import spike_fibers, weight_fibers
-    from sim.tppe import core_cycles
+    from sim.tppe import tile_cycles
 
     words = np.asarray(words)
     weights = np.asarray(weights)
@@ -376,8 +377,7 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     rd = dict.fromkeys(FETCH_REGIONS, 0)
     wr = dict.fromkeys(WRITE_REGIONS, 0)
     compute = fetch = write = wait = loaded = 0
-    busy = np.zeros(p.pes, np.int64)
-    stalls: dict = {}
+    core_totals, busy, stalls = tile_cycles(words, weights, p, til.tile_rows, til.tile_cols)
     idle = dict.fromkeys(("fetch", "writer", "control"), 0)
     bw = dict.fromkeys(FETCH_REGIONS, 0)
     plan = fetch_jobs(fa.ptr, fb.ptr, til)
@@ -418,12 +418,8 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
         idle["writer"] += max(0, free - max(r_arrive, fetched_at))
         idle["control"] += 3  # R_RUN's start, done seen, back in R_WAIT
         run_start.append(s_k)
-        ct = core_cycles(words[m0:m0 + R], weights[:, n0:n0 + Nt], p)
-        core = ct.total
+        core = int(core_totals[g, j])
         compute += core
-        busy += np.asarray(ct.busy, np.int64)
-        for key, v in ct.stalls.items():
-            stalls[key] = stalls.get(key, 0) + int(v)
         d = s_k + core + 2  # done seen: the writer starts on the tile
         r_arrive = d + 1
         # Writer: per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats, VAL_AW, value beats; then the

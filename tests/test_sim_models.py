@@ -271,3 +271,27 @@ def test_energy_is_the_sum_of_its_components():
     assert r.energy["sram"] == pytest.approx(r.sram_bytes * ec.sram_pj_per_byte)
     assert r.energy["compute"] == pytest.approx(r.effectual_ops * 5.8)
     assert r.energy["leakage"] == pytest.approx(125e-3 * r.time_s * 1e12)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**31), st.sampled_from([1, 3, 16]), st.sampled_from([1, 5, 32]), st.sampled_from([1, 7, 64]),
+       st.sampled_from(["lockstep", "dynamic"]), st.booleans(), st.booleans())
+def test_tile_cycles_is_core_cycles_per_tile(seed, pes, tile_rows, tile_cols, schedule, prefetch, seg_cache):
+    """accel_timing's batched core timing (sim.tppe.tile_cycles) = core_cycles of each tile alone."""
+    from sim.params import CoreParams
+    from sim.tppe import core_cycles, tile_cycles
+
+    rng = np.random.default_rng(seed)
+    M, K, N = (int(x) for x in rng.integers(1, (70, 400, 80)))
+    words, weights = random_words(rng, (M, K), 4, 0.6), random_weights(rng, (K, N), 0.2)
+    p = CoreParams(pes=pes, schedule=schedule, row_prefetch=prefetch, seg_cache=seg_cache)
+    totals, busy, stalls = tile_cycles(words, weights, p, tile_rows, tile_cols)
+    want_busy, want_stalls = np.zeros(pes, np.int64), {}
+    for g in range(-(-M // tile_rows)):
+        for j in range(-(-N // tile_cols)):
+            ct = core_cycles(words[g * tile_rows:(g + 1) * tile_rows], weights[:, j * tile_cols:(j + 1) * tile_cols], p)
+            assert totals[g, j] == ct.total
+            want_busy += ct.busy
+            for k, v in ct.stalls.items():
+                want_stalls[k] = want_stalls.get(k, 0) + v
+    assert busy.tolist() == want_busy.tolist() and stalls == want_stalls
