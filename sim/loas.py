@@ -100,6 +100,34 @@ def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | Non
                      cfg=cfg, econf=econf, detail=detail)
 
 
+def fitted(cfg: LoASConfig, words, weights) -> LoASConfig:
+    """``cfg`` with the chip's capacities (``tile.a_nnz``, ``tile.b_nnz``, ``tile.max_k``,
+    ``tile.max_m``, ``tile.max_n`` and ``buffer.capacity_kb``) grown, to powers of two, as far as
+    this layer needs; never shrunk. The tile sizes, the DRAM port and the core are kept, so the
+    cycles are those of the accelerator with memories large enough for the layer (for design-space
+    searches over networks whose layers a fixed build would refuse)."""
+    import dataclasses
+
+    from sim.memory import tile_nnz
+
+    words, weights = np.asarray(words), np.asarray(weights)
+    M, K = words.shape
+    N = weights.shape[1]
+    t = cfg.tile
+
+    def grow(have, need):
+        return max(have, 1 << max(0, int(need - 1).bit_length()))
+
+    tr, tc = min(M, t.m), min(N, t.n)
+    tile = dataclasses.replace(
+        t, max_m=grow(t.max_m, M), max_n=grow(t.max_n, N), max_k=grow(t.max_k, K),
+        a_nnz=grow(t.a_nnz, tile_nnz(_ptr(np.count_nonzero(words, axis=1)), M, tr)),
+        b_nnz=grow(t.b_nnz, tile_nnz(_ptr(np.count_nonzero(weights, axis=0)), N, tc)))
+    out = dataclasses.replace(cfg, tile=tile)
+    need_kib = -(-chip_from_config(out, buffer_kib=1 << 20).buffer_bytes() // 1024)
+    return dataclasses.replace(out, buffer=dataclasses.replace(cfg.buffer, capacity_kb=grow(cfg.buffer.capacity_kb, need_kib)))
+
+
 def _ptr(counts) -> np.ndarray:
     """Fiber pointers (CSR) of fibers holding ``counts`` values."""
     return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
@@ -114,4 +142,4 @@ def build_chip(cfg: LoASConfig, source: str = "config"):
         raise ConfigError(source, key, problem) from None
 
 
-__all__ = ["LayerSim", "OPERANDS", "build_chip", "check_loop_order", "prologue", "simulate_layer"]
+__all__ = ["LayerSim", "OPERANDS", "build_chip", "check_loop_order", "fitted", "prologue", "simulate_layer"]

@@ -295,3 +295,22 @@ def test_tile_cycles_is_core_cycles_per_tile(seed, pes, tile_rows, tile_cols, sc
             for k, v in ct.stalls.items():
                 want_stalls[k] = want_stalls.get(k, 0) + v
     assert busy.tolist() == want_busy.tolist() and stalls == want_stalls
+
+
+def test_fitted_grows_only_the_memories():
+    """sim.loas.fitted: a dense classifier the default build refuses runs on the same tiles and
+    DRAM port with larger tile memories; capacities do not change the cycles of a layer that fits."""
+    from sim.loas import fitted
+
+    rng = np.random.default_rng(8)
+    words, weights = random_words(rng, (2, 2000), 4, 0.3), random_weights(rng, (2000, 40), 1.0)
+    with pytest.raises(LayerFitError, match=r"weights of a B tile = \d+ exceeds this build.s b_nnz = 32768"):
+        simulate_layer(words, weights, LoASConfig())
+    cfg = fitted(LoASConfig(), words, weights)
+    assert (cfg.tile.b_nnz, cfg.tile.m, cfg.tile.n, cfg.dram) == (131072, 32, 64, LoASConfig().dram)
+    assert simulate_layer(words, weights, cfg).cycles > 0
+    small_w = weights[:, :8] * (rng.random((2000, 8)) < 0.1)
+    big = fitted(LoASConfig(tile=TileConfig(a_nnz=65536, b_nnz=65536), buffer=dataclasses.replace(
+        LoASConfig().buffer, capacity_kb=1024)), words, small_w)
+    assert fitted(LoASConfig(), words, small_w) == LoASConfig()
+    assert simulate_layer(words, small_w, big).cycles == simulate_layer(words, small_w, LoASConfig()).cycles
