@@ -216,25 +216,37 @@ class OutputWriter(wiring.Component):
         P = chip.core.pes
         lb = D // 8
         ML, VL = self.ml, self.vl
-        mask_mem = Memory(shape=D, depth=cap.rows * ML, init=[])
-        val_mem = Memory(shape=D, depth=cap.rows * VL, init=[])
+        # The stage holds one word per tile row: its mask bits (bit n = column n) and its packed
+        # words, padded to whole DRAM lines; beat k of a burst is line k of the word. Each lane
+        # assembles its row in registers (a lane's beats come in n order, n = 0 first) and writes
+        # it whole with the row's last beat: one plain write per row and lane on each of the P
+        # write ports, where a masked write per beat (P x 512 one-bit enables) kept yosys' memory
+        # passes busy for hours.
+        mrow_bits, vrow_bits = ML * D, VL * D
+        mask_mem = Memory(shape=mrow_bits, depth=cap.rows, init=[])
+        val_mem = Memory(shape=vrow_bits, depth=cap.rows, init=[])
         cnt_mem = Memory(shape=32, depth=cap.rows, init=[])
         m.submodules.mask_mem, m.submodules.val_mem, m.submodules.cnt_mem = mask_mem, val_mem, cnt_mem
         for i in range(P):
             s = self.lanes[i]
             b = s.payload
             m.d.comb += s.ready.eq(1)
-            mw = mask_mem.write_port(granularity=1)
-            vw = val_mem.write_port(granularity=Vb)
-            cw = cnt_mem.write_port()
+            mw, vw, cw = mask_mem.write_port(), val_mem.write_port(), cnt_mem.write_port()
             go = s.valid
-            vpos = b.index * Vb
+            macc, vacc = Signal(cap.cols, name=f"mrow{i}"), Signal(cap.cols * Vb, name=f"vrow{i}")
+            mbit, vbits = Signal(cap.cols, name=f"mbit{i}"), Signal(cap.cols * Vb, name=f"vbits{i}")
+            mrow, vrow = Signal(cap.cols, name=f"mnext{i}"), Signal(cap.cols * Vb, name=f"vnext{i}")
             m.d.comb += [
-                mw.addr.eq(b.row * ML + (b.n // D)), mw.data.eq(Mux(b.nz, (1 << D) - 1, 0)),
-                mw.en.eq(Mux(go, Const(1, D) << (b.n % D), 0)),
-                vw.addr.eq(b.row * VL + vpos // D), vw.data.eq(Cat(*([b.word[:Vb]] * (D // Vb)))),
-                vw.en.eq(Mux(go & b.nz, Const(1, D // Vb) << ((vpos % D) // Vb), 0)),
-                cw.addr.eq(b.row), cw.data.eq(b.index + b.nz), cw.en.eq(go & (b.n == self.cols - 1)),
+                mbit.eq(b.nz << b.n), vbits.eq(Mux(b.nz, b.word[:Vb], 0) << (b.index * Vb)),
+                mrow.eq(Mux(b.n == 0, 0, macc) | mbit), vrow.eq(Mux(b.n == 0, 0, vacc) | vbits),
+            ]
+            with m.If(go):
+                m.d.sync += [macc.eq(mrow), vacc.eq(vrow)]
+            last = go & (b.n == self.cols - 1)
+            m.d.comb += [
+                mw.addr.eq(b.row), mw.data.eq(mrow), mw.en.eq(last),
+                vw.addr.eq(b.row), vw.data.eq(vrow), vw.en.eq(last),
+                cw.addr.eq(b.row), cw.data.eq(b.index + b.nz), cw.en.eq(last),
             ]
         mr = mask_mem.read_port()
         vr = val_mem.read_port()
@@ -257,7 +269,6 @@ class OutputWriter(wiring.Component):
         # size and burst are driven with the address, not alone: a constant-only slice becomes an
         # ``always @*`` block without inputs, which Verilator never evaluates.
         aw_const = [aw.payload.size.eq((lb - 1).bit_length()), aw.payload.burst.eq(BURST_INCR)]
-        w_x = w.valid & w.ready
         with m.If(aw.valid & aw.ready & ~(bch.valid & bch.ready)):
             m.d.sync += outstanding.eq(outstanding + 1)
         with m.Elif(bch.valid & bch.ready & ~(aw.valid & aw.ready)):
@@ -269,20 +280,20 @@ class OutputWriter(wiring.Component):
         def count(reg, n):
             m.d.sync += self.bytes_written[regs[reg]].eq(self.bytes_written[regs[reg]] + n)
 
-        # The mask and the packed-word bursts of a row: one AW, then n beats from a stage memory.
-        # Its read port is synchronous: the AW cycle reads the first line, and each W cycle the
-        # line of the beat after the one on the bus (beat + 1 once this one is taken).
-        def burst_aw(addr, n, port, line0, then):
+        # The mask and the packed-word bursts of a row: one AW, then n beats, beat k line k of the
+        # row's stage word. The read port is synchronous: the cycle before the AW (and the AW
+        # itself) reads the row, whose word then stays on the port for the burst.
+        def burst_aw(addr, n, port, then):
             m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const, aw.payload.addr.eq(addr),
-                         aw.payload.len.eq(n - 1), port.addr.eq(line0)]
+                         aw.payload.len.eq(n - 1), port.addr.eq(row)]
             with m.If(aw.ready):
                 m.d.sync += beat.eq(0)
                 m.next = then
 
-        def burst_w(n, port, line0, region, last):
-            m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(port.data),
+        def burst_w(n, port, region, last):
+            m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(port.data.word_select(beat, D)),
                          w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == n - 1),
-                         port.addr.eq(line0 + beat + w_x)]
+                         port.addr.eq(row)]
             with m.If(w.ready):
                 count(region, lb)
                 m.d.sync += beat.eq(beat + 1)
@@ -318,22 +329,22 @@ class OutputWriter(wiring.Component):
                 off = (slot * 4)[:(lb - 1).bit_length()]  # byte of the count in its line
                 m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(cnt << (off * 8)),
                              w.payload.strb.eq(Const(0xF, lb) << off), w.payload.last.eq(1),
-                             mr.addr.eq(row * ML)]
+                             mr.addr.eq(row)]
                 with m.If(w.ready):
                     count("o_cnt", 4)
                     m.next = "MASK_AW"
             with m.State("MASK_AW"):
-                burst_aw(self.o_mask + slot * ml_rt * lb, mlines, mr, row * ML, "MASK_W")
+                burst_aw(self.o_mask + slot * ml_rt * lb, mlines, mr, "MASK_W")
             with m.State("MASK_W"):
-                burst_w(mlines, mr, row * ML, "o_mask", to_val_aw)
+                burst_w(mlines, mr, "o_mask", to_val_aw)
             with m.State("VAL_AW"):
                 with m.If(cnt == 0):  # a silent row: no packed words
                     m.d.comb += self.busy.eq(1)
                     next_row()
                 with m.Else():
-                    burst_aw(self.o_val + slot * vl_rt * lb, vbeats, vr, row * VL, "VAL_W")
+                    burst_aw(self.o_val + slot * vl_rt * lb, vbeats, vr, "VAL_W")
             with m.State("VAL_W"):
-                burst_w(vbeats, vr, row * VL, "o_val", next_row)
+                burst_w(vbeats, vr, "o_val", next_row)
             with m.State("DRAIN"):  # every B response back: the tile's outputs are in DRAM
                 m.d.comb += self.busy.eq(outstanding != 0)
                 with m.If(outstanding == 0):

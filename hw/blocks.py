@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from hw.accel import Accelerator, Fetcher, OutputWriter, TileController
+from hw.buffer import GlobalBuffer
 from hw.compress import OutputCompressor
 from hw.core import Core, DynamicScheduler, Lane, LockstepScheduler, bank_depths, tag_layout
 from hw.join import InnerJoin
@@ -37,7 +38,7 @@ from hw.plif import PLIF
 from hw.prefix import FastPrefixSum, LaggyPrefixSum
 from hw.tppe import TPPE, FSide, LookaheadWindow, LSide, MatchQueue, ResultSlots, WalkUnit, layouts
 from sim.errors import UserError
-from sim.params import SHARED, ChipParams
+from sim.params import SHARED, BufferParams, ChipParams
 
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-WIDTH", "-Wno-UNUSEDSIGNAL", "-Wno-UNUSEDPARAM",
                 "-Wno-DECLFILENAME", "-Wno-UNOPTFLAT", "-Wno-CASEINCOMPLETE", "-Wno-PROCASSINIT"]
@@ -141,14 +142,14 @@ def _fetcher(p):
 register("fetcher", "accelerator: fetch unit (AXI4 read bursts, 512 bits)", lambda p, cap: _fetcher(p))
 register("tile_controller", "accelerator: tile controller (descriptor, mntk tile loop)",
          lambda p, cap: TileController(_chip(p)))
-# Not in the default table: the output stage's 512-bit mask lines take each lane's bit through a
-# one-bit write enable (16 ports x 512 enables: 8 192 one-bit writes in the Verilog), which kept
-# yosys 0.23 in synth's first passes for 26 minutes at 10 GB before it was stopped (hw/README.md
-# "Synthesis"); `--blocks output_writer` / `--blocks accelerator` still run them.
+# the default chip's buffer: 256 KiB in 16 banks of 256 x 512-bit single-port SRAM, P + 1 = 17 read
+# requesters (the lanes and the B broadcast requester, hw/README.md "Global buffer"), one write port
+register("global_buffer", "global buffer (256 KiB, 16 banks x 256 x 512 bits, 17 readers, 1 writer)",
+         lambda p, cap: GlobalBuffer(BufferParams.from_chip(_chip(p))))
 register("output_writer", "accelerator: output stage and writer (AXI4 write bursts)",
-         lambda p, cap: OutputWriter(_chip(p)), table=False)
+         lambda p, cap: OutputWriter(_chip(p)))
 register("accelerator", "accelerator, P = 16 (tile controller, fetch unit, double-buffered core, writer)",
-         lambda p, cap: Accelerator(_chip(p)), keep=lambda p: [f"core.lane{i}" for i in range(p.pes)], table=False)
+         lambda p, cap: Accelerator(_chip(p)), keep=lambda p: [f"core.lane{i}" for i in range(p.pes)])
 
 
 def blocks(params: CoreParams = PARAMS, cap: Capacity = CAPACITY) -> dict:
@@ -283,7 +284,8 @@ def _is_ff(cell: str) -> bool:
     return "DFF" in cell or "DLATCH" in cell  # $_DFF_*, $_DFFE_*, $_SDFF*_*, $_ALDFF*_*, $_DFFSR*_*
 
 
-def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False) -> dict:
+def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False,
+                known: dict | None = None) -> dict:
     """Synthesize one block's Verilog (top ``loas_<name>``) in ``cwd``; cached by its Verilog, the
     script and the Yosys version (a cached row keeps the wall time of the run that made it)."""
     top = f"loas_{name}"
@@ -300,6 +302,9 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
         row = json.loads(done.read_text())
         if row.get("key") == key:
             return {**row, "cached": True}
+    if not force and known and known.get("key") == key:  # the results file's row: same Verilog, same yosys
+        done.write_text(json.dumps({k: v for k, v in known.items() if k != "cached"}, indent=1))
+        return {**known, "cached": True}
     for fname, abc in ABC_SCRIPTS.items():  # in the work directory: yowasp sees only files under it
         (cwd / fname).write_text(abc)
     script = cwd / f"{top}.ys"
@@ -342,10 +347,32 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['what']} (`{r['block']}`) | {_fmt(r['generic_cells'])} | {_fmt(r['luts'])} | "
                      f"{_fmt(r['ffs'])} | {mem} | {r['wall_s']:.1f}{' (cached)' if r['cached'] else ''} | "
                      f"{r.get('cpu_s', '-')} |")
+    commands = res.get("commands") or [res["command"]]
     lines += ["", f"Whole run: {res['wall_s']:.1f} s wall ({res['synth_wall_s']:.1f} s wall and "
               f"{res['synth_cpu_s']:.1f} s CPU of synthesis in the rows; a cached row keeps its own run's times).",
-              "Command: `" + res["command"] + "`"]
+              "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands)]
     return "\n".join(lines) + "\n"
+
+
+def _merged_rows(saved: Path, rows: list, yosys_id: dict) -> list:
+    """This run's rows and, from an earlier ``synth.json`` of the same Yosys, parameters and
+    capacity, the rows of the blocks this run did not synthesize (registry order): a run of some
+    blocks (``--blocks``) adds or replaces their rows and keeps the table's others."""
+    try:
+        old = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return rows
+    same = (old.get("yosys", {}).get("version") == yosys_id["version"] and old.get("yosys", {}).get("kind") == yosys_id["kind"]
+            and old.get("params") == dataclasses.asdict(PARAMS) and old.get("capacity") == dataclasses.asdict(CAPACITY))
+    if not same:
+        return rows
+    mine = {r["block"] for r in rows}
+    kept = [{"command": old.get("command"), **r, "cached": True} for r in old.get("rows", [])
+            if r.get("block") in BLOCKS and r["block"] not in mine]
+    if not kept:
+        return rows  # in the order asked for
+    order = list(BLOCKS)
+    return sorted(rows + kept, key=lambda r: order.index(r["block"]))
 
 
 def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool = False,
@@ -365,20 +392,33 @@ def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool
     out.mkdir(parents=True, exist_ok=True)
     log(f"synth: {len(names)} blocks with {ys.kind} yosys ({ys.version}); writing Verilog to {out / 'verilog'}")
     rows = write_verilog(out / "verilog", lint=False, names=names, synthesis=True)
+    # Rows of an earlier results file count as cached where their key (the block's Verilog, the
+    # script, the yosys version) is today's: a fresh checkout re-synthesizes only changed blocks
+    # (the core alone takes about half an hour).
+    known = {}
+    try:
+        known = {r["block"]: r for r in json.loads((res_dir / "synth.json").read_text())["rows"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     table = []
     for n, v in zip(names, rows):
         log(f"synth: {n} ...")
-        row = synth_block(n, Path(v["file"]), out, ys, force=force)
+        row = synth_block(n, Path(v["file"]), out, ys, force=force, known=known.get(n))
         log(f"synth: {n}: {row['generic_cells']} generic cells, {row['luts']} LUTs, {row['ffs']} FFs, "
             f"{row['memory_bits']} memory bits, {row['wall_s']} s{' (cached)' if row['cached'] else ''}")
         table.append(row)
     cmd = "loas rtl synth" + (f" --blocks {' '.join(names)}" if names != table_blocks() else "")
+    for row in table:
+        row["command"] = cmd
+    yosys_id = {"kind": ys.kind, "version": ys.version, "path": ys.argv[0]}
+    table = _merged_rows(res_dir / "synth.json", table, yosys_id)
     res = {
-        "yosys": {"kind": ys.kind, "version": ys.version, "path": ys.argv[0]},
+        "yosys": yosys_id,
         "params": dataclasses.asdict(PARAMS), "capacity": dataclasses.asdict(CAPACITY),
         "capacity_note": (f"every block at the paper's parameters and the shared build's capacity (M <= {CAPACITY.rows}, "
                           f"K <= {CAPACITY.k}, N <= {CAPACITY.cols}); memories kept as memories, not flip-flops"),
         "rows": table, "wall_s": round(time.perf_counter() - t0, 1),
+        "commands": list(dict.fromkeys(r["command"] for r in table if r.get("command"))),
         "synth_wall_s": round(sum(r["wall_s"] for r in table), 1),
         "synth_cpu_s": round(sum(r.get("cpu_s", 0) for r in table), 1), "command": cmd,
         "files": [str(res_dir / "synth.md"), str(res_dir / "synth.json")],

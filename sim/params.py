@@ -377,3 +377,87 @@ def chip_from_config(cfg, **override) -> ChipParams:
             problem = re.sub(r"\b(tile_rows|tile_cols|a_nnz|b_nnz|max_k)\b", lambda m: CHIP_KEYS[m.group(1)], problem)
             raise ValueError(f"{CHIP_KEYS[name]}: {problem}") from None
         raise
+
+
+#: Address-to-bank mappings of the global buffer (hw/README.md "Global buffer"): ``line`` = line
+#: a in bank a mod banks (consecutive lines in consecutive banks: a fiber streams over every bank),
+#: ``block`` = bank a // lines_per_bank (each bank one contiguous block of lines).
+INTERLEAVES = ("line", "block")
+
+
+@dataclass(frozen=True)
+class BufferParams:
+    """The global buffer as built (hw/buffer.py ``GlobalBuffer``, sim/buffer.py ``buffer_timing``):
+    ``banks`` banks of single-port synchronous SRAM, each ``lines_per_bank`` lines of ``line_bits``.
+
+    Parameters
+    ----------
+    banks : int           banks (power of two, 1..256); one access (a read or a write) per bank per cycle
+    line_bits : int       bits of one line, the unit of every read and write (power of two, 8..4096)
+    lines_per_bank : int  lines per bank (power of two, 1..2^20)
+    requesters : int      read requesters R (1..64), each a stream of {addr, tag} answered one cycle
+                          after its grant
+    tag_bits : int        bits of the tag a read returns with its data (1..32)
+    interleave : str      address-to-bank mapping, one of :data:`INTERLEAVES`
+
+    Addresses are line addresses 0 .. banks * lines_per_bank - 1.
+
+    Raises
+    ------
+    TypeError, ValueError ``"<field>: ..."``.
+    """
+
+    banks: int = 16
+    line_bits: int = 512
+    lines_per_bank: int = 256
+    requesters: int = 17
+    tag_bits: int = 8
+    interleave: str = "line"
+
+    def __post_init__(self):
+        check_pow2("banks", self.banks, hi=256)
+        check_pow2("line_bits", self.line_bits, hi=4096)
+        check_int("line_bits", self.line_bits, lo=8)
+        check_pow2("lines_per_bank", self.lines_per_bank, hi=1 << 20)
+        check_int("requesters", self.requesters, lo=1, hi=64)
+        check_int("tag_bits", self.tag_bits, lo=1, hi=32)
+        if self.interleave not in INTERLEAVES:
+            raise ValueError(f"interleave: must be one of {', '.join(INTERLEAVES)}, got {self.interleave!r}")
+
+    @classmethod
+    def from_chip(cls, chip: "ChipParams", *, requesters: int | None = None, line_bits: int | None = None,
+                  **kw) -> "BufferParams":
+        """The buffer of a chip: ``chip.buffer_banks`` banks holding ``chip.buffer_kib`` KiB in lines of
+        ``line_bits`` (default the DRAM line, ``chip.mem.data_bits``: one fetched beat is one write);
+        ``requesters`` default P + 1 (one per lane and the B broadcast requester, hw/README.md
+        "Global buffer"). Raises ``ValueError("buffer_kib: ...")`` when the capacity is not a whole
+        power-of-two number of lines per bank."""
+        line_bits = chip.mem.data_bits if line_bits is None else line_bits
+        check_pow2("line_bits", line_bits, hi=4096)
+        bits_ = chip.buffer_kib * 1024 * 8
+        per_bank, rest = divmod(bits_, chip.buffer_banks * line_bits)
+        if rest or per_bank < 1 or per_bank & (per_bank - 1):
+            raise ValueError(f"buffer_kib: {chip.buffer_kib} KiB is not a power-of-two number of {line_bits}-bit "
+                             f"lines in each of {chip.buffer_banks} banks")
+        return cls(banks=chip.buffer_banks, line_bits=line_bits, lines_per_bank=per_bank,
+                   requesters=chip.core.pes + 1 if requesters is None else requesters, **kw)
+
+    @property
+    def lines(self) -> int:
+        """Lines of the whole buffer (the address range)."""
+        return self.banks * self.lines_per_bank
+
+    @property
+    def kib(self) -> float:
+        return self.lines * self.line_bits / 8192
+
+    def bank_of(self, addr):
+        """Bank of line address(es) ``addr`` (int or numpy array)."""
+        return addr % self.banks if self.interleave == "line" else addr // self.lines_per_bank
+
+    def row_of(self, addr):
+        """Line within its bank of line address(es) ``addr``."""
+        return addr // self.banks if self.interleave == "line" else addr % self.lines_per_bank
+
+    def replace(self, **kw) -> "BufferParams":
+        return dataclasses.replace(self, **kw)

@@ -249,8 +249,8 @@ def test_registry_builds_every_block_and_refuses_a_duplicate_name():
     assert {"fetcher", "output_writer", "tile_controller", "accelerator"} <= set(made)
     from hw.blocks import table_blocks
 
-    assert "fetcher" in table_blocks() and not {"output_writer", "accelerator"} & set(table_blocks())
-    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler", "fetcher", "tile_controller"):
+    assert {"fetcher", "output_writer", "accelerator", "global_buffer"} <= set(table_blocks())
+    for name in ("fast_prefix_sum", "f_side", "lockstep_scheduler", "fetcher", "tile_controller", "global_buffer"):
         block = made[name]()
         assert isinstance(block, wiring.Component)
         Fragment.get(block, None)  # elaborates
@@ -278,6 +278,32 @@ def test_synth_keeps_memories_as_memories_and_caches(tmp_path):
 
     saved = json.loads((tmp_path / "synth.json").read_text())
     assert saved["rows"][0]["block"] == "match_queue" and saved["command"] == "loas rtl synth --blocks match_queue"
+    # a run of some blocks keeps the other rows of the results (same yosys, parameters, capacity)
+    assert [r["block"] for r in saved["rows"]] == ["match_queue", "output_compressor"]
+    assert saved["rows"][1]["cached"] and saved["rows"][1]["luts"] == c["luts"]
+    assert saved["commands"] == ["loas rtl synth --blocks match_queue",
+                                 "loas rtl synth --blocks match_queue output_compressor"]
+    assert "Commands: `loas rtl synth --blocks match_queue`; `" in (tmp_path / "synth.md").read_text()
+
+
+def test_synth_reuses_the_results_files_rows_whose_key_matches(tmp_path):
+    """A fresh work directory (a new checkout) with the committed results: a row whose key is
+    today's is taken as cached, without yosys; a row whose key differs is synthesized again."""
+    import json
+
+    from hw.blocks import synth_table
+
+    first = synth_table(tmp_path / "w1", ["output_compressor", "match_queue"], results=tmp_path / "res",
+                        log=lambda _: None)
+    saved = json.loads((tmp_path / "res" / "synth.json").read_text())
+    saved["rows"][0]["luts"] = 12345  # a figure yosys would not give: seen only if the row is reused
+    saved["rows"][1]["key"] = "stale"
+    (tmp_path / "res" / "synth.json").write_text(json.dumps(saved))
+    again = synth_table(tmp_path / "w2", ["output_compressor", "match_queue"], results=tmp_path / "res",
+                        log=lambda _: None)
+    c, q = again["rows"]
+    assert c["cached"] and c["luts"] == 12345
+    assert not q["cached"] and q["luts"] == first["rows"][1]["luts"]
 
 
 def test_without_native_yosys_auto_takes_yowasp_and_native_is_refused(monkeypatch, tmp_path):
