@@ -9,6 +9,7 @@ import numpy as np
 
 from sim.fibers import spike_fibers, weight_fibers
 from sim.golden import LIFParams, run_layer
+from sim.memory import check_fit
 from sim.params import Capacity, CoreParams
 
 from hw.core import MemSel
@@ -158,25 +159,6 @@ def _put(mem: bytearray, base: int, values, eb: int):
             mem[base + i // per] = byte
 
 
-def check_layer(name: str, M: int, K: int, N: int, chip, *, a_tile_nnz: int = 0, b_tile_nnz: int = 0,
-                bias_abs: int = 0, T: int = None):
-    """Refuse a layer this build cannot run: ValueError with one line naming the layer, the
-    dimension and its limit."""
-    limits = (("M", M, chip.max_m, "max_m"), ("N", N, chip.max_n, "max_n"), ("K", K, chip.max_k, "max_k"),
-              ("spike words of an A tile", a_tile_nnz, chip.a_nnz, "a_nnz"),
-              ("weights of a B tile", b_tile_nnz, chip.b_nnz, "b_nnz"))
-    for dim, v, lim, field in limits:
-        if v > lim:
-            raise ValueError(f"layer {name}: {dim} = {v} exceeds this build's {field} = {lim}")
-    for dim, v in (("M", M), ("K", K), ("N", N)):
-        if v < 1:
-            raise ValueError(f"layer {name}: {dim} = {v} must be >= 1")
-    if T is not None and T > chip.core.timesteps:
-        raise ValueError(f"layer {name}: T = {T} exceeds this build's timesteps = {chip.core.timesteps}")
-    if bias_abs >= 1 << (chip.bias_bits - 1):
-        raise ValueError(f"layer {name}: |bias| = {bias_abs} does not fit this build's bias_bits = {chip.bias_bits}")
-
-
 def check_descriptor(desc: dict, chip) -> None:
     """Refuse a descriptor this build cannot run: ValueError with one line naming the field, its
     value and the limit (every field of :data:`sim.memory.DESC_FIELDS`, 32-bit unsigned)."""
@@ -210,7 +192,7 @@ def check_descriptor(desc: dict, chip) -> None:
 def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name: str = "layer") -> DramImage:
     """The layer in DRAM in the trace's fiber format (A: bitmask chunks, packed T-bit words, row
     pointers; B: bitmask chunks, weights, column pointers; bias; output slots) and the descriptor
-    that runs it. Refuses a layer that does not fit (:func:`check_layer`)."""
+    that runs it. Refuses a layer that does not fit (:func:`sim.memory.check_fit`)."""
     from sim.memory import DESC_FIELDS, FETCH_REGIONS, elem_bits, region_sizes, tiling
 
     words = np.asarray(words, dtype=np.uint16)
@@ -221,10 +203,7 @@ def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name:
     W = chip.core.chunk_bits
     fa, fb = spike_fibers(words, W), weight_fibers(weights, W)
     til = tiling(M, K, N, chip)
-    a_tile = max(int(fa.ptr[min(M, m0 + til.tile_rows)] - fa.ptr[m0]) for m0 in range(0, M, til.tile_rows))
-    b_tile = max(int(fb.ptr[min(N, n0 + til.tile_cols)] - fb.ptr[n0]) for n0 in range(0, N, til.tile_cols))
-    check_layer(name, M, K, N, chip, a_tile_nnz=a_tile, b_tile_nnz=b_tile,
-                bias_abs=int(np.abs(bias).max(initial=0)))
+    check_fit(name, M, K, N, fa.ptr, fb.ptr, chip, bias_abs=int(np.abs(bias).max(initial=0)))
     if lif.decay_shift > 31 or not -(1 << 31) <= lif.threshold < (1 << 31):
         raise ValueError(f"layer {name}: LIF threshold {lif.threshold} / decay_shift {lif.decay_shift} out of range")
     sizes = region_sizes(M, N, til.C, fa.nnz, fb.nnz, chip, til)

@@ -20,12 +20,12 @@ Each design's own assumptions are written next to its function.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from sim.config import LoASConfig
 from sim.energy import EnergyConfig
-from sim.loas import fiber_sizes, join_cost
 from sim.result import LayerSim, finish, prologue
 from sim.memory import Traffic, capacity_bytes, nbytes, refetch_bytes, spill_bytes
 
@@ -33,6 +33,87 @@ MEMBRANE_BITS = 16  # ours: the paper's 12-bit accumulators rounded up to a whol
 PTR_BITS = 32  # CSR row pointer
 GAMMA_RADIX = 64  # Gamma's merger merges up to 64 fibers per pass
 GAMMA_FILL = 6  # log2(64) merger-tree pipeline cycles per row
+
+
+# Inner join statistics of the inner-product baselines (vectorized) --------------------------------
+@dataclass(frozen=True)
+class JoinCost:
+    """Cycles of an inner-product PE array built like LoAS's core but with a fast prefix-sum on
+    both sides (SparTen's PE): rows in groups of P (one row per PE); for each column n the P PEs
+    start together on the shared B fiber and the step costs the max over the group. A PE spends
+    ``max(1, matches)`` cycles per 128-bit chunk pair (one join cycle, one match per cycle, as the
+    TPPE's F side in sim/tppe.py) plus ``overhead`` cycles per output (start and result, as the
+    TPPE)."""
+
+    cycles: int
+    busy: np.ndarray  # (P,)
+    matches: int
+    scanned: int
+
+
+def _pack_chunks(nz: np.ndarray, chunk: int) -> np.ndarray:
+    """Boolean (R, L) -> (R, C, W) words holding each chunk's bitmask (bit order irrelevant here)."""
+    R, L = nz.shape
+    C = max(1, -(-L // chunk))
+    bits = np.zeros((R, C * chunk), bool)
+    bits[:, :L] = nz
+    packed = np.packbits(bits.reshape(R, C, chunk), axis=2, bitorder="little")  # (R, C, bytes)
+    word = {1: np.uint8, 2: np.uint16, 4: np.uint32}.get(packed.shape[2], np.uint64)
+    return np.ascontiguousarray(packed).view(word)
+
+
+def join_cost(nz_a: np.ndarray, nz_b: np.ndarray, *, chunk: int, pes: int, overhead: int = 2,
+              block_bytes: int = 32 << 20) -> JoinCost:
+    """Group-synchronised inner-join cycles of boolean operands nz_a (M, K) and nz_b (K, N).
+
+    Matches per chunk pair are popcounts of ANDed bitmask words (no BLAS: exact, and immune to
+    BLAS thread oversubscription on a loaded machine)."""
+    M, K = nz_a.shape
+    N = nz_b.shape[1]
+    C = max(1, -(-K // chunk))
+    Mp = -(-M // pes) * pes
+    a = _pack_chunks(np.asarray(nz_a, bool), chunk)  # (M, C, W)
+    b = _pack_chunks(np.asarray(nz_b, bool).T, chunk)  # (N, C, W)
+    W = a.shape[2]
+    rows = max(pes, (block_bytes // max(1, N * C * W * a.itemsize)) // pes * pes)
+    cycles, matches = 0, 0
+    busy = np.zeros(pes, np.int64)
+    for m0 in range(0, Mp, rows):  # a few blocks of rows, to bound memory; not a per-match loop
+        blk = a[m0:m0 + rows]
+        x = np.bitwise_count(blk[:, None] & b[None]).sum(axis=3, dtype=np.int32)  # (mb, N, C)
+        cost = np.maximum(x, 1).sum(axis=2, dtype=np.int64) + overhead  # (mb, N)
+        mb = cost.shape[0]
+        padded = np.zeros((-(-mb // pes) * pes, N), np.int64)
+        padded[:mb] = cost
+        per_pe = padded.reshape(-1, pes, N)
+        cycles += int(per_pe.max(axis=1).sum())
+        busy += per_pe.sum(axis=(0, 2))
+        matches += int(x.sum(dtype=np.int64))
+    return JoinCost(cycles, busy, matches, M * N * C)
+
+
+def fiber_sizes(words: np.ndarray, weights: np.ndarray, T: int, cfg: LoASConfig,
+                out_words: np.ndarray | None = None) -> dict:
+    """Bytes of the compressed LoAS fibers (spec/loas.md section 3): bitmasks padded to whole
+    chunks, T bits per packed spike word, weight_bits per weight. Without ``out_words`` the output
+    is assumed as silent as the input (the ratio of non-silent words carries over)."""
+    M, K = words.shape
+    N = weights.shape[1]
+    ch = cfg.chunk_bits
+    kp = -(-K // ch) * ch
+    np_ = -(-N // ch) * ch
+    nnz_a = int(np.count_nonzero(words))
+    nnz_b = int(np.count_nonzero(weights))
+    if out_words is None:
+        nnz_o = int(round(nnz_a / max(1, words.size) * M * N))
+    else:
+        nnz_o = int(np.count_nonzero(out_words))
+    return {
+        "a_bitmask": nbytes(M * kp), "a_values": nbytes(nnz_a * T),
+        "b_bitmask": nbytes(N * kp), "b_values": nbytes(nnz_b * cfg.weight_bits),
+        "o_bitmask": nbytes(M * np_), "o_values": nbytes(nnz_o * T),
+        "nnz_a": nnz_a, "nnz_b": nnz_b, "nnz_o": nnz_o,
+    }
 
 
 def _planes(words: np.ndarray, T: int):

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from sim.errors import ConfigError
-from sim.params import MAX_UNITS, CoreParams, check_int
+from sim.params import MAX_UNITS, ChipParams, CoreParams, MemParams, check_int
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -107,11 +107,21 @@ def _bounded(name: str, value: int, lo: int, hi: int) -> None:
 
 @dataclass(frozen=True)
 class TileConfig:
-    """Tile sizes of the mntk loop nest (spec/loas.md section 8): ``m`` spike rows and ``n`` weight
-    columns resident per tile (K is never tiled: a TPPE walks whole fibers)."""
+    """Tiles of the mntk loop nest (spec/loas.md section 8) and the largest layer the accelerator
+    accepts: ``m`` spike rows (the A tile) and ``n`` weight columns (the B tile) resident per tile
+    (K is never tiled: a TPPE walks whole fibers), ``a_nnz`` / ``b_nnz`` the packed spike words of
+    an A tile / weights of a B tile the tile memories hold, ``max_k`` / ``max_m`` / ``max_n`` the
+    longest fiber and the largest M and N. They are the chip's ``tile_rows``, ``tile_cols``,
+    ``a_nnz``, ``b_nnz``, ``max_k``, ``max_m``, ``max_n`` (:class:`sim.params.ChipParams`, whose
+    defaults and ranges apply; :func:`sim.params.chip_from_config`)."""
 
-    m: int = 16
-    n: int = 32
+    m: int = ChipParams.tile_rows
+    n: int = ChipParams.tile_cols
+    a_nnz: int = ChipParams.a_nnz
+    b_nnz: int = ChipParams.b_nnz
+    max_k: int = ChipParams.max_k
+    max_m: int = ChipParams.max_m
+    max_n: int = ChipParams.max_n
     #: keys older files set that no model reads: key -> why (a clear error instead of "unknown key")
     REMOVED = {"k": "K is not tiled (a TPPE walks whole fibers); delete the key"}
 
@@ -119,7 +129,7 @@ class TileConfig:
         self.check()
 
     def check(self):
-        for name in ("m", "n"):
+        for name in ("m", "n", "a_nnz", "b_nnz", "max_k", "max_m", "max_n"):
             _bounded(name, getattr(self, name), 1, MAX_DIM)
 
 
@@ -151,9 +161,13 @@ class LoASConfig(CoreParams):
                             chunk_bits, weight_bits, laggy_adders, fifo_depth, lookahead,
                             result_slots, seg_cache, row_prefetch, schedule, acc_bits): their one
                             definition, defaults and checks
-    loop_order : str        'mntk' (LoAS) or 'nmtk' (ablation)
-    clock_mhz, dram_gbps    clock and DRAM bandwidth
+    loop_order : str        'mntk' (LoAS, the accelerator's) or 'nmtk' (the paper's ablation: the
+                            paper fidelity only, sim/paper.py; the cycle-level model refuses it)
+    clock_mhz : float       clock
     tile, buffer            see TileConfig, BufferConfig
+    dram : MemParams        the DRAM port and the DRAM model (:class:`sim.params.MemParams`: AXI
+                            width ``data_bits``, ``burst_beats``, ``latency``, ``beat_cycles``);
+                            bandwidth ``data_bits / 8 / beat_cycles`` bytes per cycle, for every design
 
     Raises
     ------
@@ -163,10 +177,12 @@ class LoASConfig(CoreParams):
 
     loop_order: str = "mntk"
     clock_mhz: float = 800.0
-    dram_gbps: float = 128.0
     tile: TileConfig = field(default_factory=TileConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
-    REMOVED = {"max_k": "the datapath is sized per build from the layers it holds (hw Capacity); delete the key"}
+    dram: MemParams = field(default_factory=MemParams)
+    REMOVED = {"max_k": "the longest fiber is tile.max_k; delete the key",
+               "dram_gbps": "the DRAM bandwidth is dram.data_bits / 8 / dram.beat_cycles bytes per cycle at "
+                            "clock_mhz; set those and delete the key"}
 
     def __post_init__(self):
         super().__post_init__()
@@ -175,10 +191,10 @@ class LoASConfig(CoreParams):
     def check(self):
         if self.loop_order not in ("mntk", "nmtk"):
             raise ValueError(f"loop_order: must be 'mntk' or 'nmtk', got {self.loop_order!r}")
-        for name in ("clock_mhz", "dram_gbps"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name}: must be a finite number > 0, got {v}")
+        if not (math.isfinite(self.clock_mhz) and self.clock_mhz > 0):
+            raise ValueError(f"clock_mhz: must be a finite number > 0, got {self.clock_mhz}")
+        if not isinstance(self.dram, MemParams):
+            raise TypeError(f"dram: must be a MemParams, got {type(self.dram).__name__}")
 
     @property
     def laggy_cycles(self) -> int:

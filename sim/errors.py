@@ -43,3 +43,10 @@ class ConfigError(UserError):
 
 class ArithmeticOverflow(UserError):
     """A value does not fit the declared hardware width (the golden model never wraps silently)."""
+
+
+class LayerFitError(UserError, ValueError):
+    """A layer does not fit the accelerator as built (sim/params.ChipParams): M, N or K above the
+    build's limits, or more values in one A or B tile than its tile memory holds. The message is one
+    line naming the layer, the dimension and the limit (the host, hw.host.dram_image, and the
+    cycle-level model, sim.loas.simulate_layer, refuse with the same :func:`sim.memory.check_fit`)."""

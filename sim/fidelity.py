@@ -12,7 +12,9 @@ paper leaves out. The difference ``ours - paper`` is split, in cycles, into
                  walks (LoAS, SparTen-S)
 * ``imbalance``  our idle PE time at lane barriers minus the paper's per-tile barrier (negative
                  where our barrier costs less)
-* ``memory``     cycles DRAM or buffer bandwidth add beyond compute, and the first fill
+* ``memory``     cycles beyond compute: LoAS the accelerator's cycles with its core idle (waiting
+                 for a tile's fetch, for the output writer, for the sequencers: sim.memory.accel_timing);
+                 the baselines what DRAM or buffer bandwidth adds, and the first fill
 * ``merge``      partial-sum merging: Gamma-S's extra merge rounds and pipeline fills, GoSPA-S's
                  accumulation-bank conflicts
 

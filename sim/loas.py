@@ -1,199 +1,145 @@
 """Cycle-level model of LoAS (spec/loas.md sections 2-8); its result type is :class:`sim.result.LayerSim`.
 
-Compute timing comes from :func:`sim.tppe.core_cycles` (owned by the hardware side: the same
-microarchitecture as the RTL in hw/); this module builds the rest of the accelerator around it:
-tiling and loop order, the FiberCache-like global buffer, DRAM bandwidth, traffic by operand and
-energy by component.
+The model is the accelerator of hw/accel.py (hw/README.md "Accelerator"), cycle-exact with the
+deterministic DRAM model: :func:`sim.memory.accel_timing` on :func:`sim.params.chip_from_config` of
+the configuration gives the cycles (each tile's fetch by the fetch unit through the DRAM port, the
+core's compute per tile from :func:`sim.tppe.core_cycles`, the output writer's drain, as the RTL's
+two sequencers overlap them), the DRAM bytes per region and the buffer (tile memory) accesses per
+region, all equal to the RTL's counters. This module turns them into a :class:`LayerSim`:
 
-LoAS data movement (loop order ``mntk``, the paper's): the A tile (``tile.m`` spike rows of the
-layer, as bitmask + packed T-bit words) stays resident while every weight fiber streams past and is
-broadcast to all TPPEs, so
+* cycles = the accelerator's ``cycles`` counter; ``compute_cycles`` = its ``compute`` (core cycles
+  summed over tiles);
+* stalls = the core's stall causes (sim.tppe, lane cycles, summed over tiles) and the cycles the core
+  is idle: ``fetch`` (waiting for its tile's fetch, DRAM latency included), ``writer`` (waiting for
+  the output writer), ``control`` (sequencer cycles); the fetch unit's DRAM wait (the ``fetch_wait``
+  counter, partly hidden under compute) is in ``detail``;
+* DRAM bytes by operand = the per-region counters (:data:`sim.memory.REGION_OPERAND`); buffer bytes =
+  the fetch unit's buffer writes plus the lanes' counted reads (one pointer per side and one bias per
+  job, one weight and one spike word per match; the mask-window reads are not counted, as in the
+  RTL); energy from these counts.
 
-* DRAM: A read once; B swept once per m-tile (misses only for what does not fit beside the A tile,
-  see :mod:`sim.memory`); output fibers written once.
-* Buffer: each TPPE loads its A chunk once per (n-tile, k-chunk) and keeps it for the ``tile.n``
-  columns of the tile; each B chunk is read once per m-tile and broadcast.
-
-Loop order ``nmtk`` (ablation) swaps the roles: a ``tile.n``-column weight tile stays resident and
-the spike fibers are swept once per n-tile. Buffer reads are the same; DRAM traffic differs.
-The GEMM (im2col) view of A is used for traffic, as for every design in :mod:`sim.baselines`.
+Loop order: the accelerator runs mntk (A tile resident while the B tiles stream past); ``nmtk`` is
+the paper-fidelity model's ablation (sim/paper.py) and is refused here. The GEMM (im2col) view of
+every layer is used, as for every design in :mod:`sim.baselines`.
 """
 
 from __future__ import annotations
-
-import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 
 from sim.config import LoASConfig
 from sim.energy import EnergyConfig
-from sim.memory import OPERANDS, Traffic, capacity_bytes, nbytes, refetch_bytes
-from sim.result import LayerSim, finish, prologue
-
-# Inner join statistics (vectorized) --------------------------------------------------------------
-@dataclass(frozen=True)
-class JoinCost:
-    """Cycles of an inner-product PE array built like LoAS's core but with a fast prefix-sum on
-    both sides (SparTen's PE): rows in groups of P (one row per PE); for each column n the P PEs
-    start together on the shared B fiber and the step costs the max over the group. A PE spends
-    ``max(1, matches)`` cycles per 128-bit chunk pair (one join cycle, one match per cycle, as the
-    TPPE's F side in sim/tppe.py) plus ``overhead`` cycles per output (start and result, as the
-    TPPE)."""
-
-    cycles: int
-    busy: np.ndarray  # (P,)
-    matches: int
-    scanned: int
+from sim.errors import ConfigError
+from sim.memory import OPERANDS, accel_timing, check_fit
+from sim.params import chip_from_config
+from sim.result import LayerSim, layer_sim, prologue
 
 
-def _pack_chunks(nz: np.ndarray, chunk: int) -> np.ndarray:
-    """Boolean (R, L) -> (R, C, W) words holding each chunk's bitmask (bit order irrelevant here)."""
-    R, L = nz.shape
-    C = max(1, -(-L // chunk))
-    bits = np.zeros((R, C * chunk), bool)
-    bits[:, :L] = nz
-    packed = np.packbits(bits.reshape(R, C, chunk), axis=2, bitorder="little")  # (R, C, bytes)
-    word = {1: np.uint8, 2: np.uint16, 4: np.uint32}.get(packed.shape[2], np.uint64)
-    return np.ascontiguousarray(packed).view(word)
-
-
-def join_cost(nz_a: np.ndarray, nz_b: np.ndarray, *, chunk: int, pes: int, overhead: int = 2,
-              block_bytes: int = 32 << 20) -> JoinCost:
-    """Group-synchronised inner-join cycles of boolean operands nz_a (M, K) and nz_b (K, N).
-
-    Matches per chunk pair are popcounts of ANDed bitmask words (no BLAS: exact, and immune to
-    BLAS thread oversubscription on a loaded machine)."""
-    M, K = nz_a.shape
-    N = nz_b.shape[1]
-    C = max(1, -(-K // chunk))
-    Mp = -(-M // pes) * pes
-    a = _pack_chunks(np.asarray(nz_a, bool), chunk)  # (M, C, W)
-    b = _pack_chunks(np.asarray(nz_b, bool).T, chunk)  # (N, C, W)
-    W = a.shape[2]
-    rows = max(pes, (block_bytes // max(1, N * C * W * a.itemsize)) // pes * pes)
-    cycles, matches = 0, 0
-    busy = np.zeros(pes, np.int64)
-    for m0 in range(0, Mp, rows):  # a few blocks of rows, to bound memory; not a per-match loop
-        blk = a[m0:m0 + rows]
-        x = np.bitwise_count(blk[:, None] & b[None]).sum(axis=3, dtype=np.int32)  # (mb, N, C)
-        cost = np.maximum(x, 1).sum(axis=2, dtype=np.int64) + overhead  # (mb, N)
-        mb = cost.shape[0]
-        padded = np.zeros((-(-mb // pes) * pes, N), np.int64)
-        padded[:mb] = cost
-        per_pe = padded.reshape(-1, pes, N)
-        cycles += int(per_pe.max(axis=1).sum())
-        busy += per_pe.sum(axis=(0, 2))
-        matches += int(x.sum(dtype=np.int64))
-    return JoinCost(cycles, busy, matches, M * N * C)
-
-
-# LoAS --------------------------------------------------------------------------------------------
-def _core_timing(words, weights, cfg: LoASConfig):
-    """Compute timing of the TPPE array from sim.tppe (the RTL's microarchitecture)."""
-    from sim.tppe import core_cycles
-
-    # The core executes the same (row group, column) steps in either loop order; only the order,
-    # hence the data movement, differs, so nmtk reuses the mntk step costs.
-    return core_cycles(words, weights, dataclasses.replace(cfg, loop_order="mntk"))
-
-
-def fiber_sizes(words: np.ndarray, weights: np.ndarray, T: int, cfg: LoASConfig,
-                out_words: np.ndarray | None = None) -> dict:
-    """Bytes of the compressed LoAS fibers (spec/loas.md section 3): bitmasks padded to whole
-    chunks, T bits per packed spike word, weight_bits per weight. Without ``out_words`` the output
-    is assumed as silent as the input (the ratio of non-silent words carries over)."""
-    M, K = words.shape
-    N = weights.shape[1]
-    ch = cfg.chunk_bits
-    kp = -(-K // ch) * ch
-    np_ = -(-N // ch) * ch
-    nnz_a = int(np.count_nonzero(words))
-    nnz_b = int(np.count_nonzero(weights))
-    if out_words is None:
-        nnz_o = int(round(nnz_a / max(1, words.size) * M * N))
-    else:
-        nnz_o = int(np.count_nonzero(out_words))
-    return {
-        "a_bitmask": nbytes(M * kp), "a_values": nbytes(nnz_a * T),
-        "b_bitmask": nbytes(N * kp), "b_values": nbytes(nnz_b * cfg.weight_bits),
-        "o_bitmask": nbytes(M * np_), "o_values": nbytes(nnz_o * T),
-        "nnz_a": nnz_a, "nnz_b": nnz_b, "nnz_o": nnz_o,
-    }
-
-
-def loas_traffic(sz: dict, M: int, N: int, cfg: LoASConfig) -> tuple[Traffic, float]:
-    """Buffer and DRAM bytes of LoAS for one layer; returns (traffic, first-tile bytes)."""
-    tr = Traffic()
-    cap = capacity_bytes(cfg)
-    n_mt = -(-M // cfg.tile.m)
-    n_nt = -(-N // cfg.tile.n)
-    size_a = sz["a_bitmask"] + sz["a_values"]
-    size_b = sz["b_bitmask"] + sz["b_values"]
-    out_tile = (sz["o_bitmask"] + sz["o_values"]) * min(1.0, cfg.tile.m / M)
-    if cfg.loop_order == "mntk":
-        a_tile = size_a * min(1.0, cfg.tile.m / M)
-        fa = 1.0
-        fb = refetch_bytes(size_b, n_mt, cap - a_tile - out_tile) / size_b if size_b else 0.0
-        first = a_tile + size_b * min(1.0, cfg.tile.n / N)
-    else:
-        b_tile = size_b * min(1.0, cfg.tile.n / N)
-        fb = 1.0
-        fa = refetch_bytes(size_a, n_nt, cap - b_tile - out_tile) / size_a if size_a else 0.0
-        first = b_tile + size_a * min(1.0, cfg.tile.m / M)
-    # DRAM: reads of A and B (scaled by their refetch factors), output fibers written once.
-    tr.add("dram", "spikes", sz["a_values"] * fa)
-    tr.add("dram", "weights", sz["b_values"] * fb)
-    tr.add("dram", "bitmasks", sz["a_bitmask"] * fa + sz["b_bitmask"] * fb + sz["o_bitmask"])
-    tr.add("dram", "outputs", sz["o_values"])
-    # Buffer: PE reads (A per n-tile, B broadcast per m-tile), fills from DRAM, output writes. With
-    # the dynamic schedule the lanes are on different columns: no broadcast, every row reads every
-    # B fiber once (about P times the lockstep reads).
-    b_reads = n_mt if cfg.schedule == "lockstep" else M
-    tr.add("sram", "spikes", sz["a_values"] * (n_nt + fa))
-    tr.add("sram", "weights", sz["b_values"] * (b_reads + fb))
-    tr.add("sram", "bitmasks", sz["a_bitmask"] * (n_nt + fa) + sz["b_bitmask"] * (b_reads + fb) + 2 * sz["o_bitmask"])
-    tr.add("sram", "outputs", 2 * sz["o_values"])
-    return tr, first
+def check_loop_order(cfg: LoASConfig, source: str = "config") -> None:
+    """Refuse loop orders the accelerator does not run (it runs mntk only) in one line."""
+    if cfg.loop_order != "mntk":
+        raise ConfigError(source, "loop_order", f"the cycle-level model is the accelerator's (hw/accel.py), which "
+                                                f"runs 'mntk' only, got {cfg.loop_order!r}; 'nmtk' is modelled "
+                                                f"by --fidelity paper")
 
 
 def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | None = None, *,
                    T: int | None = None, out_words: np.ndarray | None = None, name: str = "layer",
                    econf: EnergyConfig | None = None) -> LayerSim:
-    """Simulate one layer on LoAS.
+    """Simulate one layer on LoAS: the accelerator ``chip_from_config(cfg)`` with its DRAM port.
 
     Parameters
     ----------
     words : uint16 (M, K)      packed input spike words
     weights : int8 (K, N)
-    cfg : LoASConfig           defaults to the paper's configuration
+    cfg : LoASConfig           defaults to sim/configs/loas.yaml's values (the class defaults)
     T : int                    timesteps of the trace (defaults to cfg.timesteps)
-    out_words : uint16 (M, N)  the layer's output words (from the trace), for output traffic
-    name : str                 layer name in the result
+    out_words : uint16 (M, N)  the layer's output words (from the trace); they size the packed
+                               output writes. None: the golden model's
+                               (:func:`sim.synthetic.golden_outputs`)
+    name : str                 layer name in the result and in errors
     econf : EnergyConfig       energy constants (defaults to sim/configs/energy.yaml)
 
     Raises
     ------
     ValueError
         On operands of the wrong dtype or shape, or spike words wider than T.
+    sim.errors.ConfigError
+        On a loop order other than mntk, or a chip the configuration cannot build (e.g. tiles that
+        do not fit ``buffer.capacity_kb``).
+    sim.errors.LayerFitError
+        On a layer that does not fit the chip (one line naming the layer and the dimension).
     """
     cfg, T, words, weights, M, K, N = prologue(words, weights, cfg, T)
     if T > cfg.timesteps:
         raise ValueError(f"the trace has T={T} but the hardware is built for timesteps={cfg.timesteps}")
-    core = _core_timing(words, weights, cfg)
+    check_loop_order(cfg)
+    chip = build_chip(cfg)
+    check_fit(name, M, K, N, _ptr(np.count_nonzero(words, axis=1)), _ptr(np.count_nonzero(weights, axis=0)), chip)
+    if out_words is None:
+        from sim.synthetic import golden_outputs
+
+        out_words = golden_outputs(words, weights, T)
+    elif np.shape(out_words) != (M, N):
+        raise ValueError(f"layer {name}: out_words has shape {np.shape(out_words)}, expected ({M}, {N})")
+    at = accel_timing(words, weights, out_words, chip)
     # sum_{m,n} |nz(A[m]) & nz(B[:, n])| = sum_k (non-silent words in column k) x (non-zeros in row k)
     ops = int(np.dot(np.count_nonzero(words, axis=0).astype(np.int64), np.count_nonzero(weights, axis=1).astype(np.int64)))
-    sz = fiber_sizes(words, weights, T, cfg, out_words)
-    tr, first = loas_traffic(sz, M, N, cfg)
-    busy = np.asarray(core.busy)
     # The F side examines `lookahead` chunk pairs per cycle: at least ceil(C / L) windows per fiber.
     scanned = M * N * -(-max(1, -(-K // cfg.chunk_bits)) // cfg.lookahead)
-    return finish("loas", name, M=M, K=K, N=N, T=T, compute_cycles=int(core.total), pe_busy=busy,
-                  core_stalls=dict(core.stalls), effectual_ops=ops, chunks_scanned=scanned, traffic=tr,
-                  cfg=cfg, econf=econf, first_tile_bytes=first,
-                  detail={"loop_order": cfg.loop_order,
-                          "nnz_spike_words": sz["nnz_a"], "nnz_weights": sz["nnz_b"]})
+    stalls = {**at.core_stalls, **at.idle}
+    lines = sum(at.bytes_read.values()) // chip.mem.line_bytes
+    detail = {"loop_order": cfg.loop_order, "tiles": at.tiles, "fetch_wait": at.fetch_wait,
+              "fetch_cycles": at.fetch, "write_cycles": at.write, "words_loaded": at.words_loaded,
+              "bytes_read": dict(at.bytes_read), "bytes_written": dict(at.bytes_written),
+              "buffer_reads": dict(at.buffer_reads), "buffer_writes": dict(at.buffer_writes),
+              "nnz_spike_words": int(np.count_nonzero(words)), "nnz_weights": int(np.count_nonzero(weights))}
+    return layer_sim("loas", name, M=M, K=K, N=N, T=T, cycles=at.cycles, compute_cycles=at.compute,
+                     pe_busy=at.pe_busy, stalls=stalls, effectual_ops=ops, chunks_scanned=scanned,
+                     traffic=at.traffic(chip), buffer_hits=sum(at.buffer_reads.values()), buffer_misses=lines,
+                     cfg=cfg, econf=econf, detail=detail)
 
 
-__all__ = ["LayerSim", "JoinCost", "join_cost", "prologue", "simulate_layer", "fiber_sizes", "loas_traffic", "finish",
-           "OPERANDS"]
+def fitted(cfg: LoASConfig, words, weights) -> LoASConfig:
+    """``cfg`` with the chip's capacities (``tile.a_nnz``, ``tile.b_nnz``, ``tile.max_k``,
+    ``tile.max_m``, ``tile.max_n`` and ``buffer.capacity_kb``) grown, to powers of two, as far as
+    this layer needs; never shrunk. The tile sizes, the DRAM port and the core are kept, so the
+    cycles are those of the accelerator with memories large enough for the layer (for design-space
+    searches over networks whose layers a fixed build would refuse)."""
+    import dataclasses
+
+    from sim.memory import tile_nnz
+
+    words, weights = np.asarray(words), np.asarray(weights)
+    M, K = words.shape
+    N = weights.shape[1]
+    t = cfg.tile
+
+    def grow(have, need):
+        return max(have, 1 << max(0, int(need - 1).bit_length()))
+
+    tr, tc = min(M, t.m), min(N, t.n)
+    tile = dataclasses.replace(
+        t, max_m=grow(t.max_m, M), max_n=grow(t.max_n, N), max_k=grow(t.max_k, K),
+        a_nnz=grow(t.a_nnz, tile_nnz(_ptr(np.count_nonzero(words, axis=1)), M, tr)),
+        b_nnz=grow(t.b_nnz, tile_nnz(_ptr(np.count_nonzero(weights, axis=0)), N, tc)))
+    out = dataclasses.replace(cfg, tile=tile)
+    need_kib = -(-chip_from_config(out, buffer_kib=1 << 20).buffer_bytes() // 1024)
+    return dataclasses.replace(out, buffer=dataclasses.replace(cfg.buffer, capacity_kb=grow(cfg.buffer.capacity_kb, need_kib)))
+
+
+def _ptr(counts) -> np.ndarray:
+    """Fiber pointers (CSR) of fibers holding ``counts`` values."""
+    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+
+
+def build_chip(cfg: LoASConfig, source: str = "config"):
+    """:func:`sim.params.chip_from_config`, its refusal as a one-line :class:`ConfigError`."""
+    try:
+        return chip_from_config(cfg)
+    except ValueError as exc:
+        key, _, problem = str(exc).partition(": ")
+        raise ConfigError(source, key, problem) from None
+
+
+__all__ = ["LayerSim", "OPERANDS", "build_chip", "check_loop_order", "fitted", "prologue", "simulate_layer"]

@@ -8,14 +8,21 @@ Traffic is counted in bytes per *operand* so that every design reports the same 
 * ``outputs``  packed output values (LoAS) or output spike coordinates
 * ``psums``    partial sums and membrane potentials that cross timesteps or are merged through memory
 
-Buffer model (an assumption of ours, written down here once): the global buffer behaves like
-Gamma's FiberCache, i.e. the accelerator knows its future accesses (fibers are fetched explicitly,
-replacement is by next use). For an operand of ``size`` bytes that is swept ``passes`` times in the
-same order while ``avail`` bytes of buffer are free for it, the first pass misses completely and
-each later pass misses on ``max(0, size - avail)`` bytes (an optimal policy keeps ``avail`` bytes
-of the cyclic stream resident; LRU would keep none). Banks bound the buffer bandwidth:
-``banks * line_bytes`` bytes per cycle. DRAM transfers overlap compute (double buffering), so a
-layer takes ``max(compute, DRAM, buffer)`` cycles plus the fill of its first tile.
+Two memory models live here:
+
+* LoAS: the accelerator's memory system as built (hw/accel.py, hw/README.md "Accelerator"): DRAM
+  image, fetch jobs, the DRAM port's timing, the output writer, per-region counters
+  (:func:`accel_timing`, cycle-exact against the RTL with the deterministic DRAM model), and the
+  refusal of a layer that does not fit a build (:func:`check_layer`, :func:`check_fit`).
+* The analytical baselines (sim/baselines.py), an assumption of ours written down here once: the
+  global buffer behaves like Gamma's FiberCache, i.e. the accelerator knows its future accesses
+  (fibers are fetched explicitly, replacement is by next use). For an operand of ``size`` bytes that
+  is swept ``passes`` times in the same order while ``avail`` bytes of buffer are free for it, the
+  first pass misses completely and each later pass misses on ``max(0, size - avail)`` bytes (an
+  optimal policy keeps ``avail`` bytes of the cyclic stream resident; LRU would keep none). Banks
+  bound the buffer bandwidth: ``banks * line_bytes`` bytes per cycle. DRAM transfers overlap compute
+  (double buffering), so a layer takes ``max(compute, DRAM, buffer)`` cycles plus the fill of its
+  first tile; the DRAM bandwidth is LoAS's port's (:func:`dram_bytes_per_cycle`).
 """
 
 from __future__ import annotations
@@ -102,8 +109,9 @@ def memory_timing(traffic: Traffic, cfg, *, first_tile_bytes: float = 0.0) -> Me
 
 
 def dram_bytes_per_cycle(cfg) -> float:
-    """DRAM bytes per accelerator clock cycle (128 GB/s at 800 MHz = 160 B/cycle)."""
-    return cfg.dram_gbps * 1e9 / (cfg.clock_mhz * 1e6)
+    """DRAM bytes per clock cycle of a :class:`~sim.config.LoASConfig`: its DRAM port's
+    (``dram.data_bits / 8 / dram.beat_cycles``; 64 B/cycle = 51.2 GB/s at 800 MHz by default)."""
+    return cfg.dram.bytes_per_cycle()
 
 
 def capacity_bytes(cfg) -> int:
@@ -226,7 +234,12 @@ class AccelTiming:
     (buffer writes by the fetch unit), ``tiles``; ``buffer_writes`` (the fetch unit's buffer writes
     per :data:`FETCH_REGIONS` region: elements, lines for the line-wide ``a_val`` / ``b_val``; they
     sum to ``words_loaded``) and ``buffer_reads`` (the lanes' element reads per
-    :data:`READ_REGIONS` region)."""
+    :data:`READ_REGIONS` region). Beyond the RTL's counters: ``pe_busy`` (P,) and ``core_stalls``
+    (:class:`sim.tppe.CoreTiming`'s busy cycles per lane and stall causes, summed over tiles), and
+    ``idle``, the cycles the core is not running split by what it waits for: ``fetch`` (its tile's
+    fetch, DRAM waits included), ``writer`` (the output writer's drain of the previous tile, and of
+    the last tile at the end) and ``control`` (the sequencers' 3 cycles per tile and the final one);
+    ``compute + sum(idle.values()) == cycles``."""
 
     cycles: int
     compute: int
@@ -239,13 +252,65 @@ class AccelTiming:
     tiles: int
     buffer_writes: dict
     buffer_reads: dict
+    pe_busy: np.ndarray = None
+    core_stalls: dict = field(default_factory=dict)
+    idle: dict = field(default_factory=dict)
 
-    def traffic(self) -> "Traffic":
-        """DRAM bytes by operand (buffer bytes: the fetch unit's writes are the DRAM reads)."""
+    def traffic(self, chip=None) -> "Traffic":
+        """DRAM bytes by operand; with ``chip`` also the buffer bytes by operand
+        (:meth:`buffer_bytes`)."""
         tr = Traffic()
         for r, n in {**self.bytes_read, **self.bytes_written}.items():
             tr.add("dram", REGION_OPERAND[r], n)
+        if chip is not None:
+            for r, n in self.buffer_bytes(chip).items():
+                tr.add("sram", REGION_OPERAND[r], n)
         return tr
+
+    def buffer_bytes(self, chip) -> dict:
+        """Buffer bytes per region, from the counters: the fetch unit's writes (an element of the
+        region's width, a whole line for ``a_val`` / ``b_val``) plus the lanes' element reads."""
+        out = {}
+        for r in FETCH_REGIONS:
+            w = self.buffer_writes.get(r, 0) * (chip.mem.data_bits if r in LINE_REGIONS else elem_bits(r, chip))
+            out[r] = nbytes(w + self.buffer_reads.get(r, 0) * elem_bits(r, chip))
+        return out
+
+
+def check_layer(name: str, M: int, K: int, N: int, chip, *, a_tile_nnz: int = 0, b_tile_nnz: int = 0,
+                bias_abs: int = 0, T: int = None):
+    """Refuse a layer this build cannot run: :class:`~sim.errors.LayerFitError` (a ValueError) with
+    one line naming the layer, the dimension and its limit."""
+    from sim.errors import LayerFitError
+
+    for dim, v in (("M", M), ("K", K), ("N", N)):
+        if v < 1:
+            raise LayerFitError(f"layer {name}: {dim} = {v} must be >= 1")
+    limits = (("M", M, chip.max_m, "max_m"), ("N", N, chip.max_n, "max_n"), ("K", K, chip.max_k, "max_k"),
+              ("spike words of an A tile", a_tile_nnz, chip.a_nnz, "a_nnz"),
+              ("weights of a B tile", b_tile_nnz, chip.b_nnz, "b_nnz"))
+    for dim, v, lim, field in limits:
+        if v > lim:
+            raise LayerFitError(f"layer {name}: {dim} = {v} exceeds this build's {field} = {lim}")
+    if T is not None and T > chip.core.timesteps:
+        raise LayerFitError(f"layer {name}: T = {T} exceeds this build's timesteps = {chip.core.timesteps}")
+    if bias_abs >= 1 << (chip.bias_bits - 1):
+        raise LayerFitError(f"layer {name}: |bias| = {bias_abs} does not fit this build's bias_bits = {chip.bias_bits}")
+
+
+def tile_nnz(ptr, size: int, step: int) -> int:
+    """Most values in one tile of ``step`` consecutive fibers (``ptr``: the size + 1 fiber pointers)."""
+    ptr = np.asarray(ptr, dtype=np.int64)
+    starts = np.arange(0, size, step)
+    return int((ptr[np.minimum(starts + step, size)] - ptr[starts]).max(initial=0))
+
+
+def check_fit(name: str, M: int, K: int, N: int, a_ptr, b_ptr, chip, *, bias_abs: int = 0, T: int = None):
+    """:func:`check_layer` with the values per A / B tile counted from the fibers' pointers."""
+    check_layer(name, M, K, N, chip)
+    til = tiling(M, K, N, chip)
+    check_layer(name, M, K, N, chip, a_tile_nnz=tile_nnz(a_ptr, M, til.tile_rows),
+                b_tile_nnz=tile_nnz(b_ptr, N, til.tile_cols), bias_abs=bias_abs, T=T)
 
 
 #: Regions the fetch unit copies a whole line per cycle into the buffer (the others: one element).
@@ -288,10 +353,11 @@ def _job_time(t: int, base: int, eb: int, first: int, count: int, mp, lines_mode
 def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     """Cycles and bytes of a layer on ``hw.accel.Accelerator(chip)`` with the deterministic DRAM
     model (hw/README.md "Accelerator"): fetch jobs one after another (:func:`fetch_jobs`), the core
-    per tile (:func:`sim.tppe.core_cycles`), the writer per tile. ``out_words`` (M, N): the layer's
+    per tile (:func:`sim.tppe.core_cycles` of each tile, all computed by :func:`sim.tppe.tile_cycles`),
+    the writer per tile. ``out_words`` (M, N): the layer's
     output words (their non-zeros size the packed output writes)."""
     from sim.fibers import spike_fibers, weight_fibers
-    from sim.tppe import core_cycles
+    from sim.tppe import tile_cycles
 
     words = np.asarray(words)
     weights = np.asarray(weights)
@@ -311,6 +377,8 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     rd = dict.fromkeys(FETCH_REGIONS, 0)
     wr = dict.fromkeys(WRITE_REGIONS, 0)
     compute = fetch = write = wait = loaded = 0
+    core_totals, busy, stalls = tile_cycles(words, weights, p, til.tile_rows, til.tile_cols)
+    idle = dict.fromkeys(("fetch", "writer", "control"), 0)
     bw = dict.fromkeys(FETCH_REGIONS, 0)
     plan = fetch_jobs(fa.ptr, fb.ptr, til)
     f_arrive = 0    # the fetch sequencer reaches tile k's F_TILE state
@@ -346,8 +414,11 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
         f_arrive = t + 1
         # Run sequencer: R_WAIT until the tile is fetched and the writer has drained tile k - 1.
         s_k = max(r_arrive, fetched_at, free)
+        idle["fetch"] += max(0, fetched_at - r_arrive)
+        idle["writer"] += max(0, free - max(r_arrive, fetched_at))
+        idle["control"] += 3  # R_RUN's start, done seen, back in R_WAIT
         run_start.append(s_k)
-        core = core_cycles(words[m0:m0 + R], weights[:, n0:n0 + Nt], p).total
+        core = int(core_totals[g, j])
         compute += core
         d = s_k + core + 2  # done seen: the writer starts on the tile
         r_arrive = d + 1
@@ -364,10 +435,14 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
         wr["o_mask"] += mb * lb * R
         wr["o_val"] += int(vb.sum()) * lb
     t = max(d + 1, free) + 1  # R_FINISH until the last tile is in DRAM, then DONE
+    idle["writer"] += max(0, free - d - 1)
+    idle["control"] += 1
     # Every (row, column) is one job of one tile; each match (a non-zero spike word meeting a
     # non-zero weight) is read once on each side, whatever the tiling and the timing.
-    matches = int(((words != 0).astype(np.int64) @ (weights != 0).astype(np.int64)).sum())
+    # sum_{m,n} |nz(A[m]) & nz(B[:, n])| = sum_k (non-silent words in column k) x (non-zeros in row k)
+    matches = int(np.dot(np.count_nonzero(words, axis=0).astype(np.int64),
+                         np.count_nonzero(weights, axis=1).astype(np.int64)))
     br = {"a_val": matches, "a_ptr": M * N, "b_val": matches, "b_ptr": M * N, "bias": M * N}
     return AccelTiming(cycles=t, compute=compute, fetch=fetch, write=write, fetch_wait=wait, bytes_read=rd,
                        bytes_written=wr, words_loaded=loaded, tiles=til.groups * til.n_tiles, buffer_writes=bw,
-                       buffer_reads=br)
+                       buffer_reads=br, pe_busy=busy, core_stalls=stalls, idle=idle)

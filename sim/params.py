@@ -314,7 +314,7 @@ class ChipParams:
                              f"must fit one burst of {self.mem.burst_beats} x {self.mem.data_bits} bits, got {self.tile_cols}")
         if self.buffer_bytes() > self.buffer_kib * 1024:
             raise ValueError(f"buffer_kib: the tiles need {self.buffer_bytes()} bytes, more than "
-                             f"{self.buffer_kib} KiB (shrink tile_rows, tile_cols, a_nnz or b_nnz)")
+                             f"{self.buffer_kib} KiB (shrink tile_rows, tile_cols, a_nnz, b_nnz or max_k)")
 
     @property
     def value_bits(self) -> int:
@@ -347,11 +347,36 @@ class ChipParams:
         return dataclasses.replace(self, **kw)
 
 
+#: ChipParams field -> the LoASConfig key it comes from (:func:`chip_from_config`)
+CHIP_KEYS = {"tile_rows": "tile.m", "tile_cols": "tile.n", "a_nnz": "tile.a_nnz", "b_nnz": "tile.b_nnz",
+             "max_k": "tile.max_k", "max_m": "tile.max_m", "max_n": "tile.max_n", "buffer_kib": "buffer.capacity_kb",
+             "buffer_banks": "buffer.banks", "mem.data_bits": "dram.data_bits"}
+
+
 def chip_from_config(cfg, **override) -> ChipParams:
-    """The chip of a :class:`~sim.config.LoASConfig`: its core, its buffer's capacity and banks
-    (``buffer.capacity_kb``, ``buffer.banks``), the other fields at their defaults or ``override``."""
-    kw = dict(core=CoreParams.from_config(cfg), buffer_kib=cfg.buffer.capacity_kb, buffer_banks=cfg.buffer.banks)
-    return ChipParams(**{**kw, **override})
+    """The chip of a :class:`~sim.config.LoASConfig`: its core, its tiles and layer limits
+    (``tile.*``), its buffer's capacity and banks (``buffer.capacity_kb``, ``buffer.banks``) and its
+    DRAM port (``dram``), the other fields at their defaults or ``override``.
+
+    Raises
+    ------
+    ValueError ``"<config key>: ..."`` (:data:`CHIP_KEYS`) when the chip cannot be built, e.g. tiles
+    that do not fit ``buffer.capacity_kb``.
+    """
+    t = cfg.tile
+    kw = dict(core=CoreParams.from_config(cfg), tile_rows=t.m, tile_cols=t.n, a_nnz=t.a_nnz, b_nnz=t.b_nnz,
+              max_k=t.max_k, max_m=t.max_m, max_n=t.max_n, buffer_kib=cfg.buffer.capacity_kb,
+              buffer_banks=cfg.buffer.banks, mem=cfg.dram)
+    try:
+        return ChipParams(**{**kw, **override})
+    except ValueError as exc:
+        name, sep, problem = str(exc).partition(": ")
+        if sep and name in CHIP_KEYS and name not in override:
+            import re  # the problem's own hints, in the configuration's names
+
+            problem = re.sub(r"\b(tile_rows|tile_cols|a_nnz|b_nnz|max_k)\b", lambda m: CHIP_KEYS[m.group(1)], problem)
+            raise ValueError(f"{CHIP_KEYS[name]}: {problem}") from None
+        raise
 
 
 #: Address-to-bank mappings of the global buffer (hw/README.md "Global buffer"): ``line`` = line

@@ -96,6 +96,25 @@ def check_timesteps(inputs: list[LayerInput], cfg: LoASConfig, source: str = "co
                             f"but layer {li.name} has T={li.T}")
 
 
+def check_inputs(inputs: list[LayerInput], cfg: LoASConfig, source: str = "config", designs=("loas",)) -> None:
+    """Before the work of a cycle-level run: the layers' T (:func:`check_timesteps`) and, when LoAS is
+    among ``designs``, its loop order, its chip (:func:`sim.loas.build_chip`) and every layer's fit
+    on it; each refusal is one line (:class:`~sim.errors.UserError`)."""
+    check_timesteps(inputs, cfg, source)
+    if "loas" not in designs:
+        return
+    from sim.loas import build_chip, check_loop_order
+    from sim.memory import check_fit
+
+    check_loop_order(cfg, source)
+    chip = build_chip(cfg, source)
+    for li in inputs:
+        M, K = li.words.shape
+        N = li.weights.shape[1]
+        check_fit(li.name, M, K, N, np.concatenate(([0], np.cumsum(np.count_nonzero(li.words, axis=1)))),
+                  np.concatenate(([0], np.cumsum(np.count_nonzero(li.weights, axis=0)))), chip)
+
+
 def totals(sims) -> dict:
     """Whole-network figures of a list of LayerSim."""
     energy = {c: float(sum(s.energy[c] for s in sims)) for c in COMPONENTS}
@@ -395,8 +414,12 @@ def sweep(params: dict, *, base: LoASConfig, designs=("loas", "sparten"), worklo
     keys = list(params)
     points = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))]
     cfgs = []
+    from sim.loas import build_chip, check_loop_order
+
     for p in points:  # fail fast, before any work, on a bad key or value
         cfgs.append(point_config(base, p))
+        check_loop_order(cfgs[-1], "--param")
+        build_chip(cfgs[-1], "--param")
         for k in DATA_PARAMS:
             if k in p and not (isinstance(p[k], (int, float)) and 0 <= p[k] <= 1):
                 raise SweepError(f"--param: key '{k}': must be a number in [0, 1], got {p[k]!r}")
@@ -424,8 +447,7 @@ def sweep(params: dict, *, base: LoASConfig, designs=("loas", "sparten"), worklo
             pairs = [(SYNTHETIC, (cfg.timesteps, tuple((k, p[k]) for k in DATA_PARAMS if k in p)))]
         for w, spec in pairs:
             lis = layers_of(w, spec)
-            if w != SYNTHETIC:
-                check_timesteps([s.value for s, _ in lis], cfg, f"--param (workload {w})")
+            check_inputs([s.value for s, _ in lis], cfg, f"--param (workload {w})")
             tkeys = []
             for shared, dg in lis:
                 key = dist.digest(dg, cfg, designs, econf, version)

@@ -1,6 +1,7 @@
-"""The result every design model returns (:class:`LayerSim`) and the first and last steps all of
-them share: :func:`prologue` (default configuration, T, validated operands) and :func:`finish`
-(compute overlapped with memory, stall causes, energy).
+"""The result every design model returns (:class:`LayerSim`) and the first and last steps they
+share: :func:`prologue` (default configuration, T, validated operands), :func:`layer_sim` (energy
+from the counts, the result) and, for the analytical baselines, :func:`finish` (compute overlapped
+with bandwidth-bound memory time, then :func:`layer_sim`).
 """
 
 from __future__ import annotations
@@ -23,16 +24,21 @@ class LayerSim:
     ----------
     design, layer : str
     M, K, N, T : int
-    cycles : int                 total cycles (compute and memory overlapped, plus first fill)
+    cycles : int                 total cycles (LoAS: the accelerator's, sim.memory.accel_timing;
+                                 the baselines: compute and memory overlapped, plus first fill)
     compute_cycles : int         cycles of the PE array alone
-    stalls : dict[str, int]      breakdown of the cycles the PEs are not busy (PE-average), plus
-                                 ``dram`` / ``buffer`` = cycles added by bandwidth beyond compute
+    stalls : dict[str, int]      the PE array's stall causes (lane cycles; LoAS: sim.tppe's, summed
+                                 over tiles), plus the cycles the memory system adds beyond compute:
+                                 LoAS ``fetch`` / ``writer`` / ``control`` (the core idle waiting for
+                                 a tile's fetch, for the output writer, for the sequencers), the
+                                 baselines ``dram`` / ``buffer`` (bandwidth beyond compute)
     effectual_ops : int          accumulations the design performs (for LoAS: the golden match
                                  count; for per-timestep designs: spike x weight pairs)
     chunks_scanned : int         128-bit bitmask chunk pairs joined (inner-product designs; else 0)
     pe_busy : list[int]          busy cycles per PE
     sram, dram : dict[str, int]  bytes by operand (:data:`sim.memory.OPERANDS`)
-    buffer_hits, buffer_misses : int   global-buffer lines
+    buffer_hits, buffer_misses : int   global buffer: LoAS the lanes' element reads and the lines
+                                 filled from DRAM; the baselines lines hit and missed
     energy : dict[str, float]    pJ by component (:data:`sim.energy.COMPONENTS`)
     clock_mhz : float
     detail : dict                design-specific figures
@@ -90,8 +96,8 @@ def finish(design: str, layer: str, *, M, K, N, T, compute_cycles: int, pe_busy,
            effectual_ops: int, chunks_scanned: int, traffic: Traffic, cfg: LoASConfig,
            econf: EnergyConfig | None, first_tile_bytes: float = 0.0, detail: dict | None = None,
            energy_ops: int | None = None) -> LayerSim:
-    """Overlap compute with memory, add the stall causes and the energy: the common last step of
-    every design model."""
+    """Overlap compute with bandwidth-bound memory time (:func:`sim.memory.memory_timing`), add the
+    stall causes and the energy: the last step of the analytical baseline models."""
     mt = memory_timing(traffic, cfg, first_tile_bytes=first_tile_bytes)
     compute_cycles = int(compute_cycles)
     mem = max(mt.dram_cycles, mt.sram_cycles)
@@ -100,18 +106,31 @@ def finish(design: str, layer: str, *, M, K, N, T, compute_cycles: int, pe_busy,
     extra = max(0, mem - compute_cycles)
     stalls["dram"] = (extra if mt.dram_cycles >= mt.sram_cycles else 0) + mt.fill_cycles
     stalls["buffer"] = extra if mt.dram_cycles < mt.sram_cycles else 0
-    econf = econf or load_energy()
-    energy = energy_breakdown(design, cycles=cycles, clock_mhz=cfg.clock_mhz,
-                              ops=effectual_ops if energy_ops is None else energy_ops,
-                              sram_bytes=traffic.sram_total, dram_bytes=traffic.dram_total, econf=econf)
     det = {"dram_cycles": mt.dram_cycles, "buffer_cycles": mt.sram_cycles, "fill_cycles": mt.fill_cycles,
            "buffer_accesses": mt.buffer_accesses}
     det.update(detail or {})
+    return layer_sim(design, layer, M=M, K=K, N=N, T=T, cycles=cycles, compute_cycles=compute_cycles,
+                     pe_busy=pe_busy, stalls=stalls, effectual_ops=effectual_ops, chunks_scanned=chunks_scanned,
+                     traffic=traffic, buffer_hits=mt.buffer_hits, buffer_misses=mt.buffer_misses, cfg=cfg,
+                     econf=econf, detail=det, energy_ops=energy_ops)
+
+
+def layer_sim(design: str, layer: str, *, M, K, N, T, cycles: int, compute_cycles: int, pe_busy, stalls: dict,
+              effectual_ops: int, chunks_scanned: int, traffic: Traffic, buffer_hits: int, buffer_misses: int,
+              cfg: LoASConfig, econf: EnergyConfig | None, detail: dict | None = None,
+              energy_ops: int | None = None) -> LayerSim:
+    """The :class:`LayerSim` of a layer whose cycles and traffic are known, with its energy
+    (:func:`sim.energy.energy_breakdown` of the cycles, the operations and the bytes)."""
+    econf = econf or load_energy()
+    energy = energy_breakdown(design, cycles=int(cycles), clock_mhz=cfg.clock_mhz,
+                              ops=effectual_ops if energy_ops is None else energy_ops,
+                              sram_bytes=traffic.sram_total, dram_bytes=traffic.dram_total, econf=econf)
     return LayerSim(design=design, layer=layer, M=int(M), K=int(K), N=int(N), T=int(T), cycles=int(cycles),
-                    compute_cycles=compute_cycles, stalls=stalls, effectual_ops=int(effectual_ops),
-                    chunks_scanned=int(chunks_scanned), pe_busy=[int(b) for b in np.asarray(pe_busy).ravel()],
-                    sram=dict(traffic.sram), dram=dict(traffic.dram), buffer_hits=mt.buffer_hits,
-                    buffer_misses=mt.buffer_misses, energy=energy, clock_mhz=cfg.clock_mhz, detail=det)
+                    compute_cycles=int(compute_cycles), stalls={k: int(v) for k, v in stalls.items()},
+                    effectual_ops=int(effectual_ops), chunks_scanned=int(chunks_scanned),
+                    pe_busy=[int(b) for b in np.asarray(pe_busy).ravel()], sram=dict(traffic.sram),
+                    dram=dict(traffic.dram), buffer_hits=int(buffer_hits), buffer_misses=int(buffer_misses),
+                    energy=energy, clock_mhz=cfg.clock_mhz, detail=dict(detail or {}))
 
 
 def prologue(words, weights, cfg, T):
@@ -122,4 +141,4 @@ def prologue(words, weights, cfg, T):
     return cfg, T, words, weights, words.shape[0], words.shape[1], weights.shape[1]
 
 
-__all__ = ["LayerSim", "finish", "prologue"]
+__all__ = ["LayerSim", "finish", "layer_sim", "prologue"]

@@ -28,6 +28,22 @@ def random_weights(rng, shape, weight_density: float) -> np.ndarray:
     return w
 
 
+def default_threshold(K: int, weight_density: float, silent_ratio: float) -> int:
+    """LIF threshold of a synthetic layer: about one typical matched weight, which gives a mix of
+    firing and silent outputs."""
+    return max(1, int(64 * max(1.0, K * weight_density * (1 - silent_ratio) / 4)))
+
+
+def golden_outputs(words, weights, T: int) -> np.ndarray:
+    """Output words of a layer given without them (a synthetic layer: no bias, no LIF settings):
+    the golden model's, with zero bias and :func:`default_threshold` at the operands' densities."""
+    words, weights = np.asarray(words), np.asarray(weights)
+    K, N = weights.shape
+    th = default_threshold(K, np.count_nonzero(weights) / max(1, weights.size),
+                           float((words == 0).mean()) if words.size else 1.0)
+    return run_layer(words, weights, np.zeros(N, np.int64), LIFParams(th), T).out_words
+
+
 def random_layer(rng, g: Geometry, T: int, *, silent_ratio=0.7, weight_density=0.05, samples=1,
                  threshold=None, n_mask=0):
     """A random layer as the keyword arguments of :func:`sim.trace.write_layer`."""
@@ -35,8 +51,7 @@ def random_layer(rng, g: Geometry, T: int, *, silent_ratio=0.7, weight_density=0
     weight = random_weights(rng, (g.c_out, g.c_in, g.kernel, g.kernel), weight_density)
     bias = rng.integers(-64, 64, size=g.c_out).astype(np.int64)
     if threshold is None:
-        # About one typical matched weight: gives a mix of firing and silent outputs.
-        threshold = max(1, int(64 * max(1.0, g.K * weight_density * (1 - silent_ratio) / 4)))
+        threshold = default_threshold(g.K, weight_density, silent_ratio)
     lif = LIFParams(int(threshold))
     wkn = np.ascontiguousarray(weight.reshape(g.N, g.K).T)
     expected = np.stack([

@@ -113,11 +113,12 @@ def _walk_cycles(rows, ks, N, W, seg_bits, seg_cache):
     return adv
 
 
-def _fiber_static(words, weights, cfg, seg_cache, L, warm_from):
+def _fiber_static(words, weights, cfg, seg_cache, L, warm, unit):
     """Per output neuron, what does not depend on when its job starts, for row blocks.
 
-    Rows from ``warm_from`` on start with every segment base cached (the walk unit prefetched
-    them): their matches never walk.
+    Rows where ``warm`` (bool (M,)) start with every segment base cached (the walk unit prefetched
+    them): their matches never walk. Blocks are whole multiples of ``unit`` rows (lane groups, or
+    tiles).
 
     Yields (m0, J (Mb, N), phi (Mb, N, jmax), walk (Mb, N, jmax), tail (Mb, N), early (Mb, N)):
     J matches; phi[j] the F cycle of match j counted from the accept cycle without stalls; walk[j]
@@ -130,10 +131,9 @@ def _fiber_static(words, weights, cfg, seg_cache, L, warm_from):
     C = max(1, -(-K // W))
     nz_b = np.zeros((C * W, N), dtype=bool)
     nz_b[:K] = weights != 0
-    P = cfg.pes
     # Row blocks bound the (rows, N, K) match tensor to a few tens of MB; whole lane groups.
     block = max(1, int(2**25 // max(1, N * C * W)))
-    block = max(P, block // P * P)
+    block = max(unit, block // unit * unit)
     for m0 in range(0, M, block):
         nz_a = np.zeros((min(block, M - m0), C * W), dtype=bool)
         nz_a[:, :K] = words[m0 : m0 + block] != 0
@@ -159,7 +159,7 @@ def _fiber_static(words, weights, cfg, seg_cache, L, warm_from):
         pos[rows, rank] = ks
         walk = np.zeros((R, jmax), dtype=np.int64)
         walk[rows, rank] = _walk_cycles(rows, ks, N, W, cfg.laggy_adders, seg_cache)
-        walk[max(0, warm_from - m0) * N:] = 0
+        walk.reshape(Mb, N, jmax)[warm[m0:m0 + Mb]] = 0
         chunk = pos // W
         phi = np.arange(jmax)[None, :] + np.take_along_axis(empties_before, chunk, axis=1)
         # The window the last match is found in starts at its chunk when an earlier match of the
@@ -178,10 +178,11 @@ def _fiber_static(words, weights, cfg, seg_cache, L, warm_from):
 _NEG = -(1 << 40)
 
 
-def _rows_timing(J, phi, walk, tail, early, cfg, lockstep, seg_cache):
+def _rows_timing(J, phi, walk, tail, early, cfg, lockstep, seg_cache, starts=None):
     """Pipelined timing of the N jobs of each row of a block (hw/README.md "Timing").
 
-    Vectorized over rows; loops over columns and match rank. Returns (occupancy (Mb, N): cycles
+    Vectorized over rows; loops over columns and match rank. Lockstep lane groups start at rows
+    ``starts`` of the block (None: every P rows). Returns (occupancy (Mb, N): cycles
     each job holds its TPPE's F side, the row's final drain added to its last job; row_end (Mb,):
     cycle the row's last result is taken, counted from its first accept; stalls dict)."""
     Mb, N, _ = phi.shape
@@ -195,7 +196,7 @@ def _rows_timing(J, phi, walk, tail, early, cfg, lockstep, seg_cache):
     r_last = np.full(Mb, _NEG, dtype=np.int64)
     occ = np.zeros((Mb, N), dtype=np.int64)
     fifo_stall = slot_stall = 0
-    starts = np.arange(0, Mb, P)
+    starts = np.arange(0, Mb, P) if starts is None else starts
     sizes = np.diff(np.append(starts, Mb))
     for n in range(N):
         Jn = J[:, n]
@@ -251,15 +252,24 @@ def _prefetch_cycles(cfg, seg_cache, C):
     return 2 + C * (S - 1)
 
 
-def _timing(words, weights, cfg, seg_cache, L, schedule, warm_from):
-    """(occupancy (M, N), row_end (M,), stalls) for the whole layer."""
+def _timing(words, weights, cfg, seg_cache, L, schedule, warm_from, tile_rows=None):
+    """(occupancy (M, N), row_end (M,), stalls) for the whole layer: rows from ``warm_from`` on
+    start warm. With ``tile_rows``, for every tile of ``tile_rows`` rows at once, each as a layer of
+    its own (its rows ``warm_from`` on warm, its lane groups from its first row)."""
     M = words.shape[0]
     N = weights.shape[1]
+    tr = tile_rows or M
+    warm = np.arange(M) % tr >= warm_from
+    unit = tr if tile_rows else cfg.pes
     occ = np.zeros((M, N), dtype=np.int64)
     row_end = np.zeros(M, dtype=np.int64)
     stalls = {"fifo_full": 0, "result_slots": 0, "row_drain": 0}
-    for m0, J, phi, walk, tail, early in _fiber_static(words, weights, cfg, seg_cache, L, warm_from):
-        o, e, st = _rows_timing(J, phi, walk, tail, early, cfg, schedule == "lockstep", seg_cache)
+    for m0, J, phi, walk, tail, early in _fiber_static(words, weights, cfg, seg_cache, L, warm, unit):
+        Mb = len(J)
+        # lane groups of P rows from each tile's first row (blocks hold whole tiles)
+        starts = (np.arange(0, Mb, tr)[:, None] + np.arange(0, tr, cfg.pes)[None, :]).ravel()
+        starts = starts[starts < Mb]
+        o, e, st = _rows_timing(J, phi, walk, tail, early, cfg, schedule == "lockstep", seg_cache, starts)
         occ[m0 : m0 + len(e)] = o
         row_end[m0 : m0 + len(e)] = e
         for k, v in st.items():
@@ -354,7 +364,52 @@ def core_cycles(words, weights, cfg: CoreParams | LoASConfig, *, seg_cache: bool
     pre = _prefetch_cycles(cfg, seg_cache, C)
     # Rows 0..P-1 start cold (nothing prefetched yet); every later row was claimed and walked ahead.
     occ, row_end, stalls = _timing(words, weights, cfg, seg_cache, cfg.lookahead, schedule, P if pre else M)
-    if schedule == "dynamic":
+    total, busy, wait, steps = _lanes(occ, row_end, cfg, pre)
+    return CoreTiming(total=int(total), busy=busy.astype(np.int64),
+                      stalls={**stalls, "walk_wait": wait, "imbalance": int(total * P - busy.sum() - wait)},
+                      tppe=occ, steps=int(steps))
+
+
+def tile_cycles(words, weights, cfg: CoreParams | LoASConfig, tile_rows: int, tile_cols: int):
+    """Core cycles of every tile of a tiled layer (the accelerator's runs, hw/README.md
+    "Accelerator"): tile (g, j) = rows g*tile_rows.. and columns j*tile_cols.., each exactly
+    ``core_cycles(words[rows], weights[:, cols], cfg).total``, computed for all the row groups of a
+    B tile at once (the per-row timing is vectorized over rows; a tile's lane groups and prefetch
+    start from its first row).
+
+    Returns (total int64 (G, J), busy int64 (P,) and stalls dict summed over the tiles, as
+    :class:`CoreTiming`'s).
+    """
+    words, weights, cfg = _check(words, weights, cfg, True)
+    M, N = words.shape[0], weights.shape[1]
+    P = cfg.pes
+    C = max(1, -(-words.shape[1] // cfg.chunk_bits))
+    pre = _prefetch_cycles(cfg, cfg.seg_cache, C)
+    G, J = -(-M // tile_rows), -(-N // tile_cols)
+    totals = np.zeros((G, J), dtype=np.int64)
+    busy = np.zeros(P, dtype=np.int64)
+    stalls = {"fifo_full": 0, "result_slots": 0, "row_drain": 0, "walk_wait": 0, "imbalance": 0}
+    for j in range(J):
+        occ, row_end, st = _timing(words, weights[:, j * tile_cols:(j + 1) * tile_cols], cfg, cfg.seg_cache,
+                                   cfg.lookahead, cfg.schedule, P if pre else tile_rows, tile_rows)
+        for k, v in st.items():
+            stalls[k] += v
+        for g in range(G):
+            rows = slice(g * tile_rows, (g + 1) * tile_rows)
+            total, b, wait, _ = _lanes(occ[rows], row_end[rows], cfg, pre)
+            totals[g, j] = total
+            busy += b
+            stalls["walk_wait"] += wait
+            stalls["imbalance"] += int(total * P - b.sum() - wait)
+    return totals, busy, stalls
+
+
+def _lanes(occ, row_end, cfg, pre):
+    """The P lanes' schedule of rows with these occupancies and ends (cfg.schedule): (total, busy
+    (P,), cycles waiting for the walk unit, steps)."""
+    M, N = occ.shape
+    P = cfg.pes
+    if cfg.schedule == "dynamic":
         total, busy, wait = _dynamic(row_end, P, pre)
         steps = M * N
     else:
@@ -379,6 +434,4 @@ def core_cycles(words, weights, cfg: CoreParams | LoASConfig, *, seg_cache: bool
         busy_rows[:M] = occ.sum(axis=1)
         busy = busy_rows.reshape(G, P).sum(axis=0)
         steps = G * N
-    return CoreTiming(total=int(total), busy=busy.astype(np.int64),
-                      stalls={**stalls, "walk_wait": wait, "imbalance": int(total * P - busy.sum() - wait)},
-                      tppe=occ, steps=int(steps))
+    return int(total), busy.astype(np.int64), int(wait), int(steps)

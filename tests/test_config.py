@@ -28,7 +28,12 @@ def test_default_is_papers_table_iii():
     ("buffer: {banks: 0}\n", "buffer.banks", "must be >= 1"),
     ("buffer: 5\n", "buffer", "must be a mapping"),
     ("pes: [16\n", "<yaml>", "not valid YAML"),
-    ("max_k: 4608\n", "max_k", "no longer a setting"),
+    ("max_k: 4608\n", "max_k", "tile.max_k"),
+    ("dram_gbps: 128.0\n", "dram_gbps", "dram.data_bits / 8 / dram.beat_cycles"),
+    ("dram: {latency: 0}\n", "dram.latency", "must be >= 1"),
+    ("dram: {data_bits: 100}\n", "dram.data_bits", "power of two"),
+    ("dram: {lat: 3}\n", "dram.lat", "unknown key"),
+    ("tile: {a_nnz: 0}\n", "tile.a_nnz", "must be >= 1"),
     ("tile: {m: 16, k: 128}\n", "tile.k", "no longer a setting"),
     ("buffer: {ways: 16}\n", "buffer.ways", "no longer a setting"),
     ("acc_bits: 4\n", "acc_bits", "9..64"),
@@ -52,7 +57,7 @@ def test_partial_file_keeps_defaults(tmp_path):
     p.write_text("pes: 4\nclock_mhz: 1000\ntile: {m: 4}\n")
     c = load(p)
     assert c.pes == 4 and c.clock_mhz == 1000.0 and isinstance(c.clock_mhz, float)
-    assert c.tile.m == 4 and c.tile.n == 32 and c.timesteps == 4
+    assert c.tile.m == 4 and c.tile.n == 64 and c.timesteps == 4 and c.dram.latency == 20
 
 
 def test_direct_construction_validates():

@@ -162,7 +162,7 @@ def test_non_utf8_manifest_and_config(wl, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("text, key", [("clock_mhz: .inf\n", "clock_mhz"), ("clock_mhz: .nan\n", "clock_mhz"),
-                                       ("dram_gbps: -.inf\n", "dram_gbps"), ("clock_mhz: 0\n", "clock_mhz"),
+                                       ("clock_mhz: -.inf\n", "clock_mhz"), ("clock_mhz: 0\n", "clock_mhz"),
                                        ("clock_mhz: " + "9" * 400 + "\n", "clock_mhz")])
 def test_nan_inf_zero_in_config_numbers(wl, tmp_path, capsys, text, key):
     cfg = tmp_path / "c.yaml"

@@ -66,10 +66,42 @@ def test_sweep_runs_workers_and_writes_table(tmp_path):
     (("sweep", "--param", "pez=4"), "key 'pez'"),
     (("sweep", "--param", "pes=0"), "key 'pes'"),
     (("sweep", "--param", "loop_order=xyz"), "key 'loop_order'"),
+    (("sweep", "--param", "loop_order=mntk,nmtk"), "key 'loop_order': the cycle-level model"),
+    (("sweep", "--param", "tile.n=2048"), "key 'tile.n'"),
+    (("sweep", "--param", "tile.m=256"), "key 'buffer.capacity_kb': the tiles need"),
+    (("sweep", "--param", "dram.latency=0"), "key 'dram.latency'"),
+    (("sweep", "--param", "dram_gbps=64"), "key 'dram_gbps'"),
 ])
 def test_sweep_errors_are_one_line(args, needle):
     r = loas(*args)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_sweep_points_set_the_accelerators_memory_system():
+    """``dram.*`` and ``tile.*`` sweep keys reach the chip the LoAS model runs on."""
+    from sim.config import LoASConfig
+    from sim.params import chip_from_config
+    from sim.report import point_config
+
+    cfg = point_config(LoASConfig(), {"dram.latency": 40, "dram.beat_cycles": 2, "tile.n": 32, "buffer.capacity_kb": 512})
+    chip = chip_from_config(cfg)
+    assert (chip.mem.latency, chip.mem.beat_cycles, chip.tile_cols, chip.buffer_kib) == (40, 2, 32, 512)
+    assert chip.mem.bytes_per_cycle() == 32
+
+
+def test_a_layer_that_does_not_fit_is_one_line(wl, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tile: {max_k: 16}\n")
+    for argv in (("sim", wl), ("compare", wl, "--out", tmp_path / "x")):
+        r = loas(*argv, "--config", cfg)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert "exceeds this build's max_k = 16" in r.stderr and "layer " in r.stderr
+    cfg.write_text("loop_order: nmtk\n")
+    r = loas("sim", wl, "--config", cfg)
+    assert r.returncode == 2 and str(cfg) in r.stderr and "'mntk' only" in r.stderr
+    r = loas("sim", wl, "--config", cfg, "--fidelity", "paper")  # the paper method keeps its nmtk
+    assert r.returncode == 0, r.stderr
 
 
 def test_config_errors_name_file_and_key(wl, tmp_path):

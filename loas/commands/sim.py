@@ -121,13 +121,13 @@ def _designs(spec: str | None, fidelity: str = "cycle") -> list[str]:
 
 
 def cmd_sim(args) -> int:
-    from sim.report import check_timesteps, run_design, sim_report, workload_inputs
+    from sim.report import check_inputs, run_design, sim_report, workload_inputs
 
     cfg, econf = _configs(args)
     inputs = workload_inputs(args.workload, sample=args.sample, layer=args.layer)
     if args.fidelity != "cycle":
         return _sim_paper(args, cfg, econf, inputs)
-    check_timesteps(inputs, cfg, _config_name(args))
+    check_inputs(inputs, cfg, _config_name(args), [args.design])
     sims = run_design(args.design, inputs, cfg, econf)
     rep = sim_report(args.design, sims, cfg, str(args.workload))
 
@@ -160,7 +160,7 @@ def _sim_paper(args, cfg, econf, inputs) -> int:
     from sim.fidelity import (check_paper_designs, format_paper_layers, format_rows, run_paper, side_by_side,
                               write_fidelity_report)
     from sim.paper import paper_totals
-    from sim.report import check_timesteps, run_design
+    from sim.report import check_inputs, run_design
 
     check_paper_designs([args.design])
     if args.fidelity == "both":
@@ -177,7 +177,7 @@ def _sim_paper(args, cfg, econf, inputs) -> int:
              lambda: [f"{args.design} on {args.workload}, paper method (the LoAS authors' cost models, 16 PEs)",
                       format_paper_layers(paper, total)])
         return 0
-    check_timesteps(inputs, cfg, _config_name(args))
+    check_inputs(inputs, cfg, _config_name(args), [args.design])
     ours = run_design(args.design, inputs, cfg, econf)
     rows = side_by_side(args.design, ours, paper, cfg.pes)
     files = _report_whole(args.out, lambda tmp: write_fidelity_report(tmp, rows, meta))
@@ -190,7 +190,7 @@ def _sim_paper(args, cfg, econf, inputs) -> int:
 def cmd_compare(args) -> int:
     from sim.atomic import check_output, check_target
     from sim.errors import UserError
-    from sim.report import (COMPARE_TARGET, check_timesteps, compare, compare_workloads, workload_inputs,
+    from sim.report import (COMPARE_TARGET, check_inputs, compare, compare_workloads, workload_inputs,
                             write_compare_report)
 
     cfg, econf = _configs(args)
@@ -210,7 +210,7 @@ def cmd_compare(args) -> int:
     for w in workloads:
         name = _unique(Path(str(w)).name, inputs)
         inputs[name] = workload_inputs(w, sample=args.sample, layer=args.layer)
-        check_timesteps(inputs[name], cfg, _config_name(args))
+        check_inputs(inputs[name], cfg, _config_name(args), ["loas", *designs])
     ran, failures = compare_workloads(inputs, designs, cfg, econf, progress=not args.no_progress,
                                       scheduler=args.scheduler, workers=args.workers)
     several = len(workloads) > 1
@@ -283,7 +283,7 @@ def _compare_paper(args, cfg, econf, designs, inputs) -> int:
     """`loas compare --fidelity paper|both`."""
     from sim.fidelity import (check_paper_designs, format_rows, format_speedups, run_paper, side_by_side,
                               speedup_rows, write_fidelity_report, write_paper_report)
-    from sim.report import COMPARE_FILES, _compare_files, check_timesteps, compare, run_design
+    from sim.report import COMPARE_FILES, _compare_files, check_inputs, compare, run_design
 
     check_paper_designs(designs)
     pe = _paper_energy(args)
@@ -294,7 +294,7 @@ def _compare_paper(args, cfg, econf, designs, inputs) -> int:
             "loop_order": cfg.loop_order}
     ours, rows = None, []
     if args.fidelity == "both":
-        check_timesteps(inputs, cfg, _config_name(args))
+        check_inputs(inputs, cfg, _config_name(args), names)
         ours = {d: run_design(d, inputs, cfg, econf) for d in names}
         for d in names:
             rows += side_by_side(d, ours[d], paper[d], cfg.pes)
