@@ -1,5 +1,6 @@
-"""Testbench DRAM: an AXI4 slave over a bytearray, independent of the simulator (Amaranth's in
-hw/amsim.py, cocotb's in tests/cocotb/accel_tb.py). Per cycle the testbench calls
+"""Testbench DRAM of Amaranth's simulator (hw/amsim.py): an AXI4 slave over a bytearray. The
+native-speed testbench's Verilog slave (hw/tb/accel/axi_dram.v, hw/accel_cosim.py) implements the
+same timing. Per cycle the testbench calls
 :meth:`DramSlave.outputs` (what the slave drives: readies, R beat, B response -- from its state
 only, never from the master's signals of the same cycle) and then :meth:`DramSlave.observe` with the
 master's signals of that cycle (transfers update the state).

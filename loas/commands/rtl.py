@@ -259,8 +259,10 @@ def cmd_sim(args) -> int:
 
 def _sim_accel(args, cfg, wl, items, skipped) -> int:
     """``loas rtl sim --target accel``: each (layer, sample) through ``Accelerator(chip)`` (one build:
-    ``chip_from_config`` of the config at the workload's T) with the deterministic DRAM model; outputs
-    read back from DRAM against the golden model, every counter against ``sim.memory.accel_timing``."""
+    ``chip_from_config`` of the config at the workload's T) with the deterministic DRAM model (Verilator /
+    Icarus: the native-speed testbench, hw.accel_cosim, all layers in one simulator process; amaranth:
+    hw.amsim per layer); outputs read back from DRAM against the golden model, every counter against
+    ``sim.memory.accel_timing``."""
     import time
 
     from sim.errors import UserError
@@ -285,47 +287,56 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
         runnable.append((name, s))
     if not runnable:
         raise UserError(f"{wl.path}: no layer the accelerator can run ({'; '.join(k['reason'] for k in skipped)})")
-    if args.simulator == "amaranth":
-        from hw.amsim import run_accel_sim as run
-    else:
-        from functools import partial
-
-        from hw.accel_cosim import run_accel
-
-        run = partial(run_accel, simulator=args.simulator)
     counters = ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded")
-    rows, build_s = [], 0.0
+    layers, models = [], []
+    for name, s in runnable:
+        L = wl.layer(name)
+        words, weights = L.words(s), L.weights_kn()
+        gold = run_layer(words, weights, L.bias, L.lif, L.T, n_mask=L.n_mask)
+        models.append(accel_timing(words, weights, gold.out_words, chip))
+        layers.append((name, words, weights, L.bias, L.lif, L.n_mask))
+    build_s = 0.0
     bar = _bar(len(runnable), f"{wl.name} on the accelerator ({args.simulator})")
     t0 = time.perf_counter()
     try:
-        for name, s in runnable:
-            L = wl.layer(name)
-            words, weights = L.words(s), L.weights_kn()
-            gold = run_layer(words, weights, L.bias, L.lif, L.T, n_mask=L.n_mask)
-            model = accel_timing(words, weights, gold.out_words, chip)
-            t1 = time.perf_counter()
-            res = run(words, weights, L.bias, L.lif, L.n_mask, chip, name=name)
-            wall = time.perf_counter() - t1
-            build_s += res.get("build_s", 0.0)
-            c = check(res["collector"], words, weights, L.bias, L.lif, L.T, L.n_mask)
-            rtl = {k: int(res[k]) for k in counters}
-            for k in ("bytes_read", "bytes_written", "buffer_writes", "buffer_reads"):
-                rtl[k] = res[k]
-            mod = {"cycles": model.cycles, "compute": model.compute, "fetch_wait": model.fetch_wait,
-                   "words_loaded": model.words_loaded, "bytes_read": model.bytes_read,
-                   "bytes_written": model.bytes_written, "buffer_writes": model.buffer_writes,
-                   "buffer_reads": model.buffer_reads}
-            equal = {k: rtl[k] == v for k, v in mod.items()}
-            errs = list(res.get("stream_errors", []))
-            mism = c.mismatches + [f"{k}: rtl {rtl[k]} model {mod[k]}" for k, ok in equal.items() if not ok] + errs[:5]
-            rows.append({"layer": name, "sample": s, "M": int(words.shape[0]), "K": int(words.shape[1]),
-                         "N": int(weights.shape[1]), "tiles": model.tiles, "pass": not mism,
-                         "bit_exact": c.match, "rtl_cycles": rtl["cycles"], "model_cycles": model.cycles,
-                         "equal": equal, "rtl": rtl, "model": mod, "mismatches": mism,
-                         "wall_s": round(wall - res.get("build_s", 0.0), 3)})
-            bar.update(1)
+        if args.simulator == "amaranth":  # Amaranth's simulator: a Python DRAM model per cycle, no build
+            from hw.amsim import run_accel_sim
+
+            results = []
+            for name, *lay in layers:
+                t1, c1 = time.perf_counter(), time.process_time()
+                res = run_accel_sim(*lay, chip, name=name)
+                res.update(sim_wall_s=time.perf_counter() - t1, sim_cpu_s=time.process_time() - c1,
+                           sim_cycles=res["tb_cycles"])
+                results.append(res)
+                bar.update(1)
+        else:  # the native-speed testbench: every layer in one simulator process
+            from hw.accel_cosim import run_accel_layers
+
+            out = run_accel_layers(layers, chip, simulator=args.simulator, on_result=lambda i, r: bar.update(1))
+            results, build_s = out["results"], out["build_s"]
     finally:
         bar.close()
+    rows = []
+    for (name, s), (_, words, weights, bias, lif, n_mask), model, res in zip(runnable, layers, models, results):
+        L = wl.layer(name)
+        c = check(res["collector"], words, weights, bias, lif, L.T, n_mask)
+        rtl = {k: int(res[k]) for k in counters}
+        for k in ("bytes_read", "bytes_written", "buffer_writes", "buffer_reads"):
+            rtl[k] = res[k]
+        mod = {"cycles": model.cycles, "compute": model.compute, "fetch_wait": model.fetch_wait,
+               "words_loaded": model.words_loaded, "bytes_read": model.bytes_read,
+               "bytes_written": model.bytes_written, "buffer_writes": model.buffer_writes,
+               "buffer_reads": model.buffer_reads}
+        equal = {k: rtl[k] == v for k, v in mod.items()}
+        errs = list(res.get("stream_errors", [])) + list(res.get("errors", []))
+        mism = c.mismatches + [f"{k}: rtl {rtl[k]} model {mod[k]}" for k, ok in equal.items() if not ok] + errs[:5]
+        rows.append({"layer": name, "sample": s, "M": int(words.shape[0]), "K": int(words.shape[1]),
+                     "N": int(weights.shape[1]), "tiles": model.tiles, "pass": not mism,
+                     "bit_exact": c.match, "rtl_cycles": rtl["cycles"], "model_cycles": model.cycles,
+                     "equal": equal, "rtl": rtl, "model": mod, "mismatches": mism,
+                     "sim_cycles": int(res["sim_cycles"]), "sim_s": round(res["sim_wall_s"], 4),
+                     "sim_cpu_s": round(res["sim_cpu_s"], 4), "wall_s": round(res["sim_wall_s"], 3)})
     wall = time.perf_counter() - t0
     n_pass = sum(r["pass"] for r in rows)
     mp = chip.mem
@@ -333,7 +344,11 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
                "schedule": chip.core.schedule, "tile_rows": chip.tile_rows, "tile_cols": chip.tile_cols,
                "data_bits": mp.data_bits, "latency": mp.latency, "burst_beats": mp.burst_beats,
                "beat_cycles": mp.beat_cycles, "layers_run": len(rows), "pass": n_pass, "fail": len(rows) - n_pass,
-               "skipped": skipped, "wall_s": round(wall, 2), "build_s": round(build_s, 2), "rows": rows}
+               "skipped": skipped, "wall_s": round(wall, 2), "build_s": round(build_s, 2),
+               "sim_cycles": sum(r["sim_cycles"] for r in rows), "sim_s": round(sum(r["sim_s"] for r in rows), 3),
+               "sim_cpu_s": round(sum(r["sim_cpu_s"] for r in rows), 3), "rows": rows}
+    for k, d in (("sim_cycles_per_s", "sim_s"), ("sim_cycles_per_cpu_s", "sim_cpu_s")):
+        summary[k] = round(summary["sim_cycles"] / summary[d]) if summary[d] else None
 
     def text():
         lines = [f"{wl.name} on the accelerator ({args.simulator}): P={chip.core.pes}, schedule {chip.core.schedule}, "
@@ -361,6 +376,8 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
         lines.append(f"{n_pass}/{len(rows)} PASS: every output fiber read back from DRAM against the golden model; "
                      f"cycles, compute, fetch_wait, words loaded, DRAM bytes and buffer reads/writes per region against "
                      f"sim/memory.py accel_timing (write_wait: RTL only); wall {wall:.1f} s")
+        lines.append(f"simulated {summary['sim_cycles']} cycles in {summary['sim_s']:.2f} s: "
+                     f"{summary['sim_cycles_per_s']} cycles/s ({summary['sim_cycles_per_cpu_s']} per CPU second)")
         return lines
 
     emit(args, summary, text)
