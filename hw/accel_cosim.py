@@ -19,13 +19,12 @@ import hashlib
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hw.cosim import ROOT, TB_DIR, build, build_info, setup_verilator
+from hw.cosim import ROOT, TB_DIR, build, build_info, setup_verilator, stream_testbench
 from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS
 
 TOP = "loas_accel_tb"
@@ -283,7 +282,6 @@ def run_accel_layers(layers, chip, *, simulator: str = "verilator", random_dram:
     timeout or the DRAM slave's error), ``r_beats``, ``w_beats``, ``sim_cycles``, ``sim_wall_s``,
     ``sim_cpu_s``], "build_s", "build"}``. ValueError (one line) for a layer that does not fit the
     build (``hw.host.dram_image``); RuntimeError when the testbench itself fails."""
-    from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     from hw.host import dram_image, read_outputs
@@ -322,17 +320,6 @@ def run_accel_layers(layers, chip, *, simulator: str = "verilator", random_dram:
                                    "stop_file": str(tmp / "stop")}))
         plusargs = [f"+loas_dram={tmp / 'dram.hex'}", f"+loas_csr={tmp / 'csr.hex'}", f"+loas_dump={tmp / 'dump.hex'}"]
         runner = get_runner(simulator)
-        box = {}
-
-        def go():
-            try:
-                box["xml"] = runner.test(
-                    test_module="accel_native_tb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=bdir,
-                    test_dir=TB_DIR, plusargs=plusargs,
-                    extra_env={"LOAS_ACCEL_IN": str(inp), "PYTHONPATH": os.pathsep.join([str(ROOT), str(TB_DIR)])},
-                    results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log")
-            except BaseException as exc:  # reported below, in the caller's thread
-                box["exc"] = exc
 
         def take(rec):
             i = len(records)
@@ -352,34 +339,12 @@ def run_accel_layers(layers, chip, *, simulator: str = "verilator", random_dram:
             if on_result:
                 on_result(i, res)
 
-        th = threading.Thread(target=go, daemon=True)
-        th.start()
-        seen = 0
-
-        def poll():
-            nonlocal seen
-            if not res_path.exists():
-                return
-            for line in res_path.read_text().splitlines()[seen:]:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    break  # a line being written
-                seen += 1
-                take(rec)
-
-        while th.is_alive():
-            th.join(0.2)
-            poll()
-            if cancel is not None and not (tmp / "stop").exists() and cancel():
-                (tmp / "stop").touch()
-        poll()
-        failed = True
-        if "xml" in box:
-            _, failed = get_results(Path(box["xml"]))
-        if "exc" in box or failed:
-            log = (tmp / "sim.log").read_text()[-4000:] if (tmp / "sim.log").exists() else ""
-            raise RuntimeError(f"the accelerator's native testbench failed ({simulator}): {box.get('exc', '')}\n{log}")
+        stream_testbench(lambda: runner.test(
+            test_module="accel_native_tb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog", build_dir=bdir,
+            test_dir=TB_DIR, plusargs=plusargs,
+            extra_env={"LOAS_ACCEL_IN": str(inp), "PYTHONPATH": os.pathsep.join([str(ROOT), str(TB_DIR)])},
+            results_xml=str(tmp / "results.xml"), log_file=tmp / "sim.log"), res_path, take, tmp, cancel=cancel,
+            what=f"the accelerator's native testbench failed ({simulator})")
     return {"results": records, "build_s": t_build, "build": build_info(bdir), "build_dir": str(bdir)}
 
 

@@ -383,6 +383,55 @@ def build_info(bdir: Path) -> dict:
     return out
 
 
+def stream_testbench(test, res_path: Path, take, tmp: Path, *, cancel=None, skip: int = 0,
+                     what: str = "the testbench failed") -> None:
+    """Run ``test()`` (a cocotb runner's test, returning its results XML) in a thread while this
+    thread hands every new JSON line the testbench appends to ``res_path`` (after the first
+    ``skip``) to ``take(record)``, in order, as it arrives. ``cancel()`` True touches ``tmp/stop``,
+    which the testbench checks between layers. RuntimeError ``what: ...`` with the end of
+    ``tmp/sim.log`` when the test raised or failed."""
+    import threading
+
+    from cocotb_tools.check_results import get_results
+
+    box = {}
+
+    def go():
+        try:
+            box["xml"] = test()
+        except BaseException as exc:  # reported below, in the caller's thread
+            box["exc"] = exc
+
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    seen = skip
+
+    def poll():
+        nonlocal seen
+        if not res_path.exists():
+            return
+        for line in res_path.read_text().splitlines()[seen:]:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                break  # a line being written
+            seen += 1
+            take(rec)
+
+    while th.is_alive():
+        th.join(0.2)
+        poll()
+        if cancel is not None and not (tmp / "stop").exists() and cancel():
+            (tmp / "stop").touch()
+    poll()
+    failed = True
+    if "xml" in box:
+        _, failed = get_results(Path(box["xml"]))
+    if "exc" in box or failed:
+        log = (tmp / "sim.log").read_text()[-4000:] if (tmp / "sim.log").exists() else ""
+        raise RuntimeError(f"{what}: {box.get('exc', '')}\n{log}")
+
+
 def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves: bool = False,
                results: Path | None = None, on_result=None, stop_on_fail: bool = True, cancel=None) -> dict:
     """Run the layers ``source`` names (hw.regress.cases: a workload's (layer, sample) pairs or
@@ -398,9 +447,7 @@ def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves
     fails (an exception in the cocotb test, a crash of the simulator).
     """
     import dataclasses
-    import threading
 
-    from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     t0 = time.perf_counter()
@@ -429,51 +476,20 @@ def run_native(params, cap, source: dict, *, simulator: str = "verilator", waves
             else:
                 plusargs.append(f"+loas_vcd={wave}")
         runner = _IcarusVCD() if simulator == "icarus" else get_runner(simulator)
-        box = {}
-
-        def go():
-            try:
-                box["xml"] = runner.test(
-                    test_module="native_tb", hdl_toplevel="loas_tb", hdl_toplevel_lang="verilog",
-                    build_dir=bdir, test_dir=TB_DIR, plusargs=plusargs, test_args=test_args,
-                    extra_env={"LOAS_NATIVE_IN": str(inp), "PYTHONPATH": os.pathsep.join([str(ROOT), str(TB_DIR)])},
-                    waves=waves and simulator == "verilator", results_xml=str(tmp / "results.xml"),
-                    log_file=tmp / "sim.log")
-            except BaseException as exc:  # reported below, in the caller's thread
-                box["exc"] = exc
-
-        th = threading.Thread(target=go, daemon=True)
-        th.start()
         records = []
-        seen = skip
 
-        def poll():
-            nonlocal seen
-            if not res_path.exists():
-                return
-            lines = res_path.read_text().splitlines()
-            for line in lines[seen:]:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    break  # a line being written
-                records.append(rec)
-                seen += 1
-                if on_result:
-                    on_result(rec)
+        def take(rec):
+            records.append(rec)
+            if on_result:
+                on_result(rec)
 
-        while th.is_alive():
-            th.join(0.2)
-            poll()
-            if cancel is not None and not (tmp / "stop").exists() and cancel():
-                (tmp / "stop").touch()
-        poll()
-        failed = True
-        if "xml" in box:
-            _, failed = get_results(Path(box["xml"]))
-        if "exc" in box or failed:
-            log = (tmp / "sim.log").read_text()[-4000:] if (tmp / "sim.log").exists() else ""
-            raise RuntimeError(f"the native testbench failed ({simulator}): {box.get('exc', '')}\n{log}")
+        stream_testbench(lambda: runner.test(
+            test_module="native_tb", hdl_toplevel="loas_tb", hdl_toplevel_lang="verilog",
+            build_dir=bdir, test_dir=TB_DIR, plusargs=plusargs, test_args=test_args,
+            extra_env={"LOAS_NATIVE_IN": str(inp), "PYTHONPATH": os.pathsep.join([str(ROOT), str(TB_DIR)])},
+            waves=waves and simulator == "verilator", results_xml=str(tmp / "results.xml"),
+            log_file=tmp / "sim.log"), res_path, take, tmp, cancel=cancel, skip=skip,
+            what=f"the native testbench failed ({simulator})")
     return {"results": records, "build_s": t_build, "build": build_info(bdir), "build_dir": str(bdir),
             "waves": wave_files}
 
