@@ -31,9 +31,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(VPY) -m pytest -n $(JOBS) -m "not rtl and not slow" tests
 
-# LAYER=all runs every layer and (unless SAMPLES says how many) every sample.
+# LAYER=all runs every layer and (unless SAMPLES says how many) every sample; TARGET=accel runs the
+# whole accelerator (DRAM port, fetch unit, tiles, output writer) instead of the core.
 sim-rtl: $(STAMP)
-	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(filter 1,$(WAVES)),--waves) \
+	$(VENV)/bin/loas rtl sim $(WORKLOAD) --layer $(LAYER) --simulator $(SIM) $(if $(TARGET),--target $(TARGET)) \
+	  $(if $(filter 1,$(WAVES)),--waves) \
 	  $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(if $(SAMPLES),--samples $(SAMPLES),$(if $(filter all,$(LAYER)),--samples all))
 
 regress: $(STAMP)
