@@ -30,7 +30,7 @@ import numpy as np
 from sim.config import LoASConfig
 from sim.energy import EnergyConfig
 from sim.errors import ConfigError
-from sim.memory import OPERANDS, accel_timing, check_fit
+from sim.memory import OPERANDS, accel_timing, check_operands_fit, fiber_ptr
 from sim.params import chip_from_config
 from sim.result import LayerSim, layer_sim, prologue
 
@@ -75,7 +75,7 @@ def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | Non
         raise ValueError(f"the trace has T={T} but the hardware is built for timesteps={cfg.timesteps}")
     check_loop_order(cfg)
     chip = build_chip(cfg)
-    check_fit(name, M, K, N, _ptr(np.count_nonzero(words, axis=1)), _ptr(np.count_nonzero(weights, axis=0)), chip)
+    check_operands_fit(name, words, weights, chip)
     if out_words is None:
         from sim.synthetic import golden_outputs
 
@@ -121,16 +121,11 @@ def fitted(cfg: LoASConfig, words, weights) -> LoASConfig:
     tr, tc = min(M, t.m), min(N, t.n)
     tile = dataclasses.replace(
         t, max_m=grow(t.max_m, M), max_n=grow(t.max_n, N), max_k=grow(t.max_k, K),
-        a_nnz=grow(t.a_nnz, tile_nnz(_ptr(np.count_nonzero(words, axis=1)), M, tr)),
-        b_nnz=grow(t.b_nnz, tile_nnz(_ptr(np.count_nonzero(weights, axis=0)), N, tc)))
+        a_nnz=grow(t.a_nnz, tile_nnz(fiber_ptr(np.count_nonzero(words, axis=1)), M, tr)),
+        b_nnz=grow(t.b_nnz, tile_nnz(fiber_ptr(np.count_nonzero(weights, axis=0)), N, tc)))
     out = dataclasses.replace(cfg, tile=tile)
     need_kib = -(-chip_from_config(out, buffer_kib=1 << 20).buffer_bytes() // 1024)
     return dataclasses.replace(out, buffer=dataclasses.replace(cfg.buffer, capacity_kb=grow(cfg.buffer.capacity_kb, need_kib)))
-
-
-def _ptr(counts) -> np.ndarray:
-    """Fiber pointers (CSR) of fibers holding ``counts`` values."""
-    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
 
 
 def build_chip(cfg: LoASConfig, source: str = "config"):

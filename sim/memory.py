@@ -305,6 +305,18 @@ def tile_nnz(ptr, size: int, step: int) -> int:
     return int((ptr[np.minimum(starts + step, size)] - ptr[starts]).max(initial=0))
 
 
+def fiber_ptr(counts) -> np.ndarray:
+    """Fiber pointers (CSR: len(counts) + 1, starting at 0) of fibers holding ``counts`` values."""
+    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+
+
+def check_operands_fit(name: str, words, weights, chip) -> None:
+    """:func:`check_fit` of a layer given as its operands (spike words (M, K), weights (K, N))."""
+    (M, K), N = np.shape(words), np.shape(weights)[1]
+    check_fit(name, M, K, N, fiber_ptr(np.count_nonzero(words, axis=1)),
+              fiber_ptr(np.count_nonzero(weights, axis=0)), chip)
+
+
 def check_fit(name: str, M: int, K: int, N: int, a_ptr, b_ptr, chip, *, bias_abs: int = 0, T: int = None):
     """:func:`check_layer` with the values per A / B tile counted from the fibers' pointers."""
     check_layer(name, M, K, N, chip)

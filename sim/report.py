@@ -104,15 +104,12 @@ def check_inputs(inputs: list[LayerInput], cfg: LoASConfig, source: str = "confi
     if "loas" not in designs:
         return
     from sim.loas import build_chip, check_loop_order
-    from sim.memory import check_fit
+    from sim.memory import check_operands_fit
 
     check_loop_order(cfg, source)
     chip = build_chip(cfg, source)
     for li in inputs:
-        M, K = li.words.shape
-        N = li.weights.shape[1]
-        check_fit(li.name, M, K, N, np.concatenate(([0], np.cumsum(np.count_nonzero(li.words, axis=1)))),
-                  np.concatenate(([0], np.cumsum(np.count_nonzero(li.weights, axis=0)))), chip)
+        check_operands_fit(li.name, li.words, li.weights, chip)
 
 
 def totals(sims) -> dict:
