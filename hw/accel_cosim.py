@@ -207,7 +207,7 @@ def tb_design(chip) -> str:
     from hw.cosim import to_verilog
 
     acc = Accelerator(chip)
-    return "\n".join(["`timescale 1ns/1ps", to_verilog(acc, "loas_accel"), tb_verilog(acc, chip), DRAM_V.read_text()])
+    return "\n".join(["`timescale 1ns/1ps", to_verilog(acc, "loas_accel", sim_cells=True), tb_verilog(acc, chip), DRAM_V.read_text()])
 
 
 def build_accel_native(chip, simulator: str = "verilator") -> Path:

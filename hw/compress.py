@@ -49,7 +49,7 @@ class OutputCompressor(wiring.Component):
         word = Signal(self.T)
         one = Signal()
         m.d.comb += [
-            one.eq(popcount(self.i.payload.word) == 1),
+            one.eq(popcount(self.i.payload.word, m, platform) == 1),
             word.eq(self.i.payload.word),
         ]
         with m.If(self.n_mask & one):

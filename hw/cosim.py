@@ -108,13 +108,20 @@ def top_ports(component) -> dict:
     return ports
 
 
-def to_verilog(component, name: str) -> str:
+def to_verilog(component, name: str, *, sim_cells: bool = False) -> str:
+    """Verilog of ``component`` as top ``name``. ``sim_cells``: the cosimulation form, elaborated
+    on :data:`hw.prefix.SIM_CELLS` with the behavioural cells' Verilog appended (popcounts as
+    ``$countones``); without it, the adder trees that synthesis and ``make verilog`` see."""
     from amaranth.back import verilog
+
+    from hw.prefix import SIM_CELLS, SIM_CELLS_VERILOG
 
     ports = top_ports(component)
     if len(ports) == len(list(component.signature.flatten(component))):
         ports = None  # no constant members: Amaranth's own ports (and directions) from the signature
-    return _compact_zero_inits(verilog.convert(component, name=name, emit_src=False, ports=ports))
+    text = _compact_zero_inits(verilog.convert(component, name=name, emit_src=False, ports=ports,
+                                               platform=SIM_CELLS if sim_cells else None))
+    return text + "\n" + SIM_CELLS_VERILOG if sim_cells else text
 
 
 def _rtl_digest() -> str:
@@ -251,7 +258,7 @@ def _build_locked(kind, make, params, simulator, waves, bdir, verilator_args=())
     src = bdir / f"{kind}.v"
     t_gen = time.perf_counter()
     design = make()
-    text = design if isinstance(design, str) else to_verilog(design, kind)
+    text = design if isinstance(design, str) else to_verilog(design, kind, sim_cells=True)
     if simulator == "icarus":
         text = _kick_comb_blocks(text)
     src.write_text(text)
@@ -355,7 +362,7 @@ def tb_design(params, cap) -> str:
     from hw.harness import TB_SOURCES, tb_verilog
 
     core = Core(params, cap)
-    text = to_verilog(core, "loas_core")
+    text = to_verilog(core, "loas_core", sim_cells=True)
     return "\n".join(["`timescale 1ns/1ps", text, tb_verilog(core, params, cap)]
                      + [f.read_text() for f in TB_SOURCES])
 

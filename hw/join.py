@@ -5,12 +5,12 @@ consumes one match per cycle."""
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.params import validated, check_pow2
-from hw.prefix import FastPrefixSum, popcount
+from hw.prefix import FastPrefixSum, SimCells, popcount
 
 
 class InnerJoin(wiring.Component):
@@ -58,7 +58,6 @@ class InnerJoin(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W = self.chunk_bits
-        m.submodules.fast = fast = FastPrefixSum(width=W)
         rem = Signal(W)
         m.d.comb += rem.eq(self.a_mask & self.b_mask & ~self.consumed)
         onehot = Signal(W)
@@ -67,13 +66,21 @@ class InnerJoin(wiring.Component):
         for b in range(len(self.pos)):
             m.d.comb += self.pos[b].eq(
                 (onehot & sum(1 << i for i in range(W) if (i >> b) & 1)).any())
+        if isinstance(platform, SimCells):
+            # The B offset is the fast prefix-sum's entry at pos: in simulation, the popcount of
+            # the B bits below pos, one cell instead of 128 offsets and a 128-way mux.
+            below = Signal(W)
+            m.d.comb += below.eq(self.b_mask & ((Const(1, W + 1) << self.pos) - 1)[:W])
+            m.d.comb += [self.b_offset.eq(popcount(below, m, platform)),
+                         self.b_total.eq(popcount(self.b_mask, m, platform))]
+        else:
+            m.submodules.fast = fast = FastPrefixSum(width=W)
+            m.d.comb += [fast.mask.eq(self.b_mask), self.b_offset.eq(fast.offset[self.pos]),
+                         self.b_total.eq(fast.total)]
         m.d.comb += [
-            fast.mask.eq(self.b_mask),
             self.has_match.eq(rem.any()),
             self.onehot.eq(onehot),
             self.last.eq(~(rem & ~onehot).any()),
-            self.b_offset.eq(fast.offset[self.pos]),
-            self.b_total.eq(fast.total),
-            self.a_total.eq(popcount(self.a_mask)),
+            self.a_total.eq(popcount(self.a_mask, m, platform)),
         ]
         return m

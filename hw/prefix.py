@@ -3,15 +3,52 @@ segment-serial unit (spec/loas.md section 4.2; hw/README.md "Inner join")."""
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Signal, unsigned
+from amaranth import Const, Instance, Module, Signal, unsigned
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from hw.params import validated, check_adders, check_pow2
 
 
-def popcount(bits):
-    """Adder-tree popcount of a Value (combinational)."""
+class SimCells:
+    """The platform object of a cosimulation build (``hw.cosim.to_verilog(..., sim_cells=True)``):
+    every popcount becomes an instance of the behavioural cell ``loas_popcount``
+    (:data:`SIM_CELLS_VERILOG`, ``$countones``), and the inner join's B offset the popcount of the
+    B bits below the match instead of the 128-entry fast prefix-sum and its mux. Same function,
+    a fraction of the simulation cost: Verilator evaluates every adder of a tree every cycle, and
+    the 16 TPPEs' trees were most of the accelerator's evaluation and of its build (hw/README.md
+    "Simulation cells"). Synthesis, ``make verilog`` and the Amaranth simulator (platform None)
+    keep the adder trees; tests/test_hw_cells.py holds the two forms equal."""
+
+    def __repr__(self):
+        return "SimCells()"
+
+
+SIM_CELLS = SimCells()
+
+#: The behavioural cells of a cosimulation build, appended to its Verilog (Verilator and Icarus
+#: both know ``$countones``).
+SIM_CELLS_VERILOG = """\
+module loas_popcount #(parameter WIDTH = 1, parameter OW = 1) (
+  input  wire [WIDTH-1:0] bits,
+  output wire [OW-1:0]    count
+);
+  assign count = $countones(bits);
+endmodule
+"""
+
+
+def popcount(bits, m=None, platform=None):
+    """Popcount of a Value (combinational, ``log2(len) + 1`` bits): an adder tree, or, when
+    ``platform`` is :data:`SIM_CELLS` (and the module ``m`` is given), a ``loas_popcount`` cell."""
+    if isinstance(platform, SimCells):
+        if m is None:
+            raise ValueError("popcount: a simulation cell needs the module (m) to instantiate it in")
+        n = len(bits)
+        count = Signal(max(1, n.bit_length()), name="popcount")
+        m.submodules += Instance("loas_popcount", p_WIDTH=max(1, n), p_OW=len(count),
+                                 i_bits=bits if n else Const(0, 1), o_count=count)
+        return count
     vals = [bits[i] for i in range(len(bits))]
     if not vals:
         return Signal(1)
@@ -129,7 +166,7 @@ class LaggyPrefixSum(wiring.Component):
             segbits.eq(self.mask.word_select(self.seg, A) if A < self.chunk_bits else self.mask),
             # segment bits strictly below pos: the adders' within-segment prefix
             below.eq(segbits & ((Const(1, A + 1) << in_seg) - 1)[:A]),
-            self.offset.eq(self.base + popcount(below)),
-            self.next.eq(self.base + popcount(segbits)),
+            self.offset.eq(self.base + popcount(below, m, platform)),
+            self.next.eq(self.base + popcount(segbits, m, platform)),
         ]
         return m

@@ -110,7 +110,8 @@ class LookaheadWindow(wiring.Component):
         askip, bskip = [Const(0, ow)], [Const(0, ow)]
         for i in range(L):  # popcounts of the chunks skipped before chunk i of the window
             sa, sb = Signal(ow, name=f"la_askip{i + 1}"), Signal(ow, name=f"la_bskip{i + 1}")
-            m.d.comb += [sa.eq(askip[-1] + popcount(a_ch[i])), sb.eq(bskip[-1] + popcount(b_ch[i]))]
+            m.d.comb += [sa.eq(askip[-1] + popcount(a_ch[i], m, platform)),
+                         sb.eq(bskip[-1] + popcount(b_ch[i], m, platform))]
             askip.append(sa)
             bskip.append(sb)
         rest = []  # a match in the window above chunk i
