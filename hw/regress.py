@@ -90,6 +90,11 @@ def draw_layer(seed: int, index: int, params: CoreParams, cap: Capacity = REGRES
     weights = rng.integers(-128, 128, size=(K, N)).astype(np.int8)
     weights[rng.random((K, N)) >= db] = 0
     weights[:, rng.random(N) < rng.choice([0.0, 0.3, 1.0], p=[0.6, 0.3, 0.1])] = 0  # all-zero columns
+    # The thinned density bounds the mean count only: drop the surplus of a draw above capacity.
+    for arr, limit in ((words, cap.a_nnz), (weights, cap.b_nnz)):
+        nz = np.flatnonzero(arr)
+        if nz.size > limit:
+            arr.flat[rng.choice(nz, nz.size - limit, replace=False)] = 0
     bmax = 1 << int(rng.integers(0, cap.bias_bits))
     bias = rng.integers(-bmax, bmax, size=N).astype(np.int64)
     # A threshold around a typical current gives a mix of firing and silent outputs.

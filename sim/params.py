@@ -193,6 +193,21 @@ class Capacity:
                     for key, v in need.items()}
         return cls(**need)
 
+    def check(self, words, weights, bias=None) -> None:
+        """Refuse a layer this build cannot hold: ValueError ``"<field>: ..."`` naming the first
+        dimension that does not fit (a packed operand past its memory would wrap onto the layer's
+        first words, silently)."""
+        M, K = np.shape(words)
+        N = np.shape(weights)[1]
+        bias_abs = int(np.abs(np.asarray(bias, dtype=np.int64)).max(initial=0)) if bias is not None else 0
+        need = {"rows": M, "cols": N, "k": K, "a_nnz": int(np.count_nonzero(words)),
+                "b_nnz": int(np.count_nonzero(weights)), "bias_bits": bias_abs.bit_length() + 1}
+        what = {"rows": "rows (M)", "cols": "columns (N)", "k": "K", "a_nnz": "non-zero spike words",
+                "b_nnz": "non-zero weights", "bias_bits": "bias bits"}
+        for key, v in need.items():
+            if v > getattr(self, key):
+                raise ValueError(f"{key}: the layer has {v} {what[key]}, this build holds {getattr(self, key)}")
+
     def replace(self, **kw) -> "Capacity":
         return dataclasses.replace(self, **kw)
 

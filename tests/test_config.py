@@ -71,3 +71,24 @@ def test_direct_construction_validates():
     with pytest.raises(ValueError, match="banks"):
         LoASConfig(buffer=BufferConfig(banks=0))
     assert CoreParams.from_config(LoASConfig(acc_bits=20)).acc_bits == 20
+
+
+@pytest.mark.parametrize("field, layer", [
+    ("rows", dict(M=5)), ("cols", dict(N=5)), ("k", dict(K=9)), ("a_nnz", dict(a=5)), ("b_nnz", dict(b=9)),
+    ("bias_bits", dict(bias=1 << 8)),
+])
+def test_capacity_check_names_the_dimension_that_does_not_fit(field, layer):
+    import numpy as np
+
+    from sim.params import Capacity
+
+    cap = Capacity(rows=4, cols=4, k=8, a_nnz=4, b_nnz=8, bias_bits=8)
+    M, N, K = layer.get("M", 4), layer.get("N", 4), layer.get("K", 8)
+    words = np.zeros((M, K), np.uint16)
+    words.flat[:min(layer.get("a", 4), words.size)] = 1
+    weights = np.zeros((K, N), np.int8)
+    weights.flat[:min(layer.get("b", 8), weights.size)] = 1
+    bias = np.full(N, layer.get("bias", 1), np.int64)
+    with pytest.raises(ValueError, match=rf"^{field}: the layer has"):
+        cap.check(words, weights, bias)
+    cap.check(np.ones((4, 1), np.uint16), np.ones((1, 4), np.int8), np.zeros(4, np.int64))  # fits

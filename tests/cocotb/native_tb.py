@@ -47,6 +47,10 @@ async def run_layers(dut):
             if cfg.get("stop_file") and Path(cfg["stop_file"]).exists():  # the caller cancelled the run
                 break
             t0 = time.perf_counter()
+            try:  # a layer past the build's memories would wrap onto its own first words
+                cap.check(case.words, case.weights, case.bias)
+            except ValueError as exc:
+                raise ValueError(f"{case.name} does not fit this build: {exc}") from None
             image = load_image(case.words, case.weights, case.bias, params, all_chunks=True)
             n_words = write_image(image_path, image, params)
             M, K = case.words.shape
