@@ -181,27 +181,28 @@ class Capacity:
         """Capacity for this layer: by default at least :data:`SHARED` (grown to powers of two when
         the layer is larger) so that all layers of a workload share one build; ``exact=True`` sizes
         the memories to the layer (small, fast builds for tests)."""
-        M, K = np.shape(words)
-        N = np.shape(weights)[1]
-        bias_abs = int(np.abs(np.asarray(bias, dtype=np.int64)).max(initial=0)) if bias is not None else 0
-        need = dict(rows=M, cols=N, k=K, a_nnz=max(1, int((np.asarray(words) != 0).sum())),
-                    b_nnz=max(1, int((np.asarray(weights) != 0).sum())),
-                    bias_bits=max(16, bias_abs.bit_length() + 1))
+        need = cls._needs(words, weights, bias)
+        need.update(a_nnz=max(1, need["a_nnz"]), b_nnz=max(1, need["b_nnz"]), bias_bits=max(16, need["bias_bits"]))
         if not exact:
             shared = dataclasses.asdict(SHARED)
             need = {key: max(shared[key], v if key == "bias_bits" else 1 << max(0, int(v - 1).bit_length()))
                     for key, v in need.items()}
         return cls(**need)
 
+    @staticmethod
+    def _needs(words, weights, bias) -> dict:
+        """What a layer uses of each field: its shape, packed operand counts and bias width."""
+        M, K = np.shape(words)
+        N = np.shape(weights)[1]
+        bias_abs = int(np.abs(np.asarray(bias, dtype=np.int64)).max(initial=0)) if bias is not None else 0
+        return {"rows": M, "cols": N, "k": K, "a_nnz": int(np.count_nonzero(words)),
+                "b_nnz": int(np.count_nonzero(weights)), "bias_bits": bias_abs.bit_length() + 1}
+
     def check(self, words, weights, bias=None) -> None:
         """Refuse a layer this build cannot hold: ValueError ``"<field>: ..."`` naming the first
         dimension that does not fit (a packed operand past its memory would wrap onto the layer's
         first words, silently)."""
-        M, K = np.shape(words)
-        N = np.shape(weights)[1]
-        bias_abs = int(np.abs(np.asarray(bias, dtype=np.int64)).max(initial=0)) if bias is not None else 0
-        need = {"rows": M, "cols": N, "k": K, "a_nnz": int(np.count_nonzero(words)),
-                "b_nnz": int(np.count_nonzero(weights)), "bias_bits": bias_abs.bit_length() + 1}
+        need = self._needs(words, weights, bias)
         what = {"rows": "rows (M)", "cols": "columns (N)", "k": "K", "a_nnz": "non-zero spike words",
                 "b_nnz": "non-zero weights", "bias_bits": "bias bits"}
         for key, v in need.items():

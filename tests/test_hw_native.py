@@ -201,4 +201,5 @@ def test_random_layers_fit_the_regression_build():
     assert np.count_nonzero(case.words) == REGRESS_CAP.a_nnz  # trimmed to exactly the capacity
     REGRESS_CAP.check(case.words, case.weights, case.bias)
     for i in range(40):
-        REGRESS_CAP.check(*(lambda c: (c.words, c.weights, c.bias))(draw_layer(0, i, P2)))
+        c = draw_layer(0, i, P2)
+        REGRESS_CAP.check(c.words, c.weights, c.bias)
