@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.axi import BURST_INCR, AXIReadSignature, AXIWriteSignature
-from hw.core import Core, MemSel, lane_layout, load_layout
+from hw.core import Core, LaneCounters, MemSel, lane_layout, load_layout
 from hw.params import Widths, validated
 from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS, elem_bits, slot_lines
 from sim.params import ChipParams
@@ -542,6 +542,8 @@ class Accelerator(wiring.Component):
                                         of the line-wide A_VAL / B_VAL)
     buffer_reads : Out(array of 32) per READ_REGIONS     the lanes' element reads (per job a pointer
                                         of each side and a bias, per match a weight and a spike word)
+    lane_busy : Out(array of 32) per lane, walk_wait, imbalance : Out(32)   where the lanes' cycles
+                                        go, summed over the tiles' runs (:class:`hw.core.LaneCounters`)
 
     Raises
     ------
@@ -562,10 +564,11 @@ class Accelerator(wiring.Component):
             "bytes_written": Out(data.ArrayLayout(32, len(WRITE_REGIONS))), "words_loaded": Out(32),
             "buffer_writes": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
             "buffer_reads": Out(data.ArrayLayout(32, len(READ_REGIONS))),
+            "lane_busy": Out(data.ArrayLayout(32, chip.core.pes)), "walk_wait": Out(32), "imbalance": Out(32),
         })
         core = Core(chip.core, chip.capacity(), line_bits=chip.mem.data_bits, double=True)
         self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip, core.parts["mems"].bank_depth), "core": core,
-                      "writer": OutputWriter(chip)}
+                      "writer": OutputWriter(chip), "lanes": LaneCounters(chip.core.pes)}
 
     def elaborate(self, platform):
         m = Module()
@@ -577,6 +580,10 @@ class Accelerator(wiring.Component):
         wiring.connect(m, fetch.load, core.load)
         wiring.connect(m, fetch.axi, wiring.flipped(self.rd))
         wiring.connect(m, wr.axi, wiring.flipped(self.wr))
+        lc = self.parts["lanes"]
+        wiring.connect(m, core.activity, lc.activity)
+        m.d.comb += [lc.clear.eq(ctrl.clear), self.lane_busy.eq(lc.busy), self.walk_wait.eq(lc.walk_wait),
+                     self.imbalance.eq(lc.imbalance)]
         for i in range(self.chip.core.pes):
             wiring.connect(m, core.out[i], wr.lanes[i])
         m.d.comb += [

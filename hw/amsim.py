@@ -209,13 +209,14 @@ def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0
             await ctx.tick()
             cycle += 1
             assert cycle <= budget, f"no progress: done never rose after {cycle} cycles"
-        for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded"):
+        for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded", "walk_wait", "imbalance"):
             res[k] = ctx.get(getattr(dut, k))
         from sim.memory import FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS
         res["bytes_read"] = {r: ctx.get(dut.bytes_read[i]) for i, r in enumerate(FETCH_REGIONS)}
         res["bytes_written"] = {r: ctx.get(dut.bytes_written[i]) for i, r in enumerate(WRITE_REGIONS)}
         res["buffer_writes"] = {r: ctx.get(dut.buffer_writes[i]) for i, r in enumerate(FETCH_REGIONS)}
         res["buffer_reads"] = {r: ctx.get(dut.buffer_reads[i]) for i, r in enumerate(READ_REGIONS)}
+        res["lane_busy"] = [ctx.get(dut.lane_busy[i]) for i in range(chip.core.pes)]
         res["tb_cycles"] = cycle
 
     sim = Simulator(dut)

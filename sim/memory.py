@@ -234,9 +234,10 @@ class AccelTiming:
     (buffer writes by the fetch unit), ``tiles``; ``buffer_writes`` (the fetch unit's buffer writes
     per :data:`FETCH_REGIONS` region: elements, lines for the line-wide ``a_val`` / ``b_val``; they
     sum to ``words_loaded``) and ``buffer_reads`` (the lanes' element reads per
-    :data:`READ_REGIONS` region). Beyond the RTL's counters: ``pe_busy`` (P,) and ``core_stalls``
-    (:class:`sim.tppe.CoreTiming`'s busy cycles per lane and stall causes, summed over tiles), and
-    ``idle``, the cycles the core is not running split by what it waits for: ``fetch`` (its tile's
+    :data:`READ_REGIONS` region); ``pe_busy`` (P,) and ``core_stalls`` (:class:`sim.tppe.CoreTiming`'s
+    busy cycles per lane and stall causes, summed over tiles: the RTL's ``lane_busy``, and its
+    ``walk_wait`` and ``imbalance`` counters are these stalls of the same names). Beyond the RTL's
+    counters: the other core stalls, and ``idle``, the cycles the core is not running split by what it waits for: ``fetch`` (its tile's
     fetch, DRAM waits included), ``writer`` (the output writer's drain of the previous tile, and of
     the last tile at the end) and ``control`` (the sequencers' 3 cycles per tile and the final one);
     ``compute + sum(idle.values()) == cycles``."""
@@ -255,6 +256,15 @@ class AccelTiming:
     pe_busy: np.ndarray = None
     core_stalls: dict = field(default_factory=dict)
     idle: dict = field(default_factory=dict)
+
+    def counters(self) -> dict:
+        """The values of the RTL's counters (hw/accel.py ``Accelerator``) this model predicts, by
+        the counters' names (``write_wait`` has no model counterpart)."""
+        return {"cycles": self.cycles, "compute": self.compute, "fetch_wait": self.fetch_wait,
+                "words_loaded": self.words_loaded, "bytes_read": dict(self.bytes_read),
+                "bytes_written": dict(self.bytes_written), "buffer_writes": dict(self.buffer_writes),
+                "buffer_reads": dict(self.buffer_reads), "lane_busy": [int(b) for b in self.pe_busy],
+                "walk_wait": int(self.core_stalls["walk_wait"]), "imbalance": int(self.core_stalls["imbalance"])}
 
     def traffic(self, chip=None) -> "Traffic":
         """DRAM bytes by operand; with ``chip`` also the buffer bytes by operand

@@ -58,6 +58,31 @@ def test_accel_exact_through_dram(M, K, N, chip):
     assert res["words_loaded"] == model.words_loaded == sum(model.buffer_writes.values())
     assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads
     assert model.buffer_reads["a_val"] == model.buffer_reads["b_val"] > 0 and model.buffer_reads["bias"] == M * N
+    _check_lanes(res, model, chip)
+
+
+def _check_lanes(res, model, chip):
+    """The lane counters equal the model's busy cycles and stalls, and account for every lane
+    cycle of the runs."""
+    assert res["lane_busy"] == model.counters()["lane_busy"]
+    assert (res["walk_wait"], res["imbalance"]) == (model.core_stalls["walk_wait"], model.core_stalls["imbalance"])
+    assert sum(res["lane_busy"]) + res["walk_wait"] + res["imbalance"] == chip.core.pes * res["compute"]
+
+
+@pytest.mark.parametrize("schedule", ["lockstep", "dynamic"])
+def test_accel_lane_counters(schedule):
+    """Short rows (one column, sparse spikes) on a deep K: the lanes wait for their walk units
+    between rows, one lane has a row fewer (imbalance), and the RTL's per-lane busy, walk-wait and
+    imbalance counters equal the model's (sim.tppe) for both schedules."""
+    import dataclasses
+
+    chip = small_chip(P=2, rows=8, cols=4)
+    chip = dataclasses.replace(chip, core=dataclasses.replace(chip.core, schedule=schedule))
+    words, weights, bias = layer(5, 7, 512, 1, sparsity=0.97, density=0.05)
+    res, model = run_and_check(chip, words, weights, bias)
+    assert res["cycles"] == model.cycles
+    _check_lanes(res, model, chip)
+    assert res["walk_wait"] > 0 and res["imbalance"] > 0 and min(res["lane_busy"]) > 0
     assert res["dram"].r_beats * chip.mem.line_bytes == sum(model.bytes_read.values())
     if model.tiles > 1 and -(-N // chip.tile_cols) == 1:  # one B tile: B read once, not per row group
         assert res["bytes_read"]["b_mask"] == -(-N * chip.core.chunks(K) * 16 // chip.mem.line_bytes) * chip.mem.line_bytes
@@ -159,6 +184,7 @@ def test_accel_native_exact(native):
         assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads, name
         assert res["r_beats"] * chip.mem.line_bytes == sum(model.bytes_read.values())
         assert res["run_cycles"] == model.cycles + 1  # the testbench's count: start to done seen
+        _check_lanes(res, model, chip)
     assert sum(m.tiles > 1 for m in models) >= 3
 
 
