@@ -364,7 +364,7 @@ class OutputWriter(wiring.Component):
 
 
 class TileController(wiring.Component):
-    """Descriptor register file and the mntk tile loop: a fetch sequencer and a run sequencer.
+    """Descriptor register file and the mntk tile loop: fetch, run and write sequencers.
 
     Ports: ``csr`` In(stream of :func:`csr_layout`) (always ready; registers hold until rewritten),
     ``start`` In(1) (pulse: run the layer), ``done`` Out(1) (from the end of the run to the next
