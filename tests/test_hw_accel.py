@@ -30,9 +30,9 @@ def layer(seed, M, K, N, sparsity=0.5, density=0.2):
             rng.integers(-64, 64, size=N))
 
 
-def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0):
+def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0, probe=None):
     lif = LIFParams(threshold=40)
-    res = run_accel_sim(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=seed)
+    res = run_accel_sim(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=seed, probe=probe)
     assert not res["stream_errors"], res["stream_errors"][:5]
     c = check(res["collector"], words, weights, bias, lif, T, 1)
     assert c.match, c.mismatches
@@ -95,8 +95,46 @@ def test_accel_random_dram():
     words, weights, bias = layer(7, 6, 200, 6)
     res, model = run_and_check(chip, words, weights, bias, random_dram=True, seed=3)
     assert res["cycles"] > model.cycles
+    assert not res["dram"].bresp and not res["dram"].writes  # DONE waited for every B response
     assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
     assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads  # timing-free
+
+
+@pytest.mark.parametrize("M,K,N,chip,writer_bound", [
+    (32, 40, 8, small_chip(cols=8), False),                         # 8 row groups, B resident: run-bound
+    (40, 40, 4, small_chip(P=4, rows=8, cols=4, latency=1), True),  # 8-row tiles, short runs: writer-bound
+])
+def test_accel_output_stage_double_buffered(M, K, N, chip, writer_bound):
+    """The output stage holds two tiles: run k overlaps the write of tile k - 1 and starts no
+    earlier than the writer is done with tile k - 2 (the bank it fills), exactly then when the
+    writer is the bottleneck; cycles below what any schedule with runs and writes apart takes; the
+    model still cycle-exact, DONE after every B response."""
+    words, weights, bias = layer(M * 100 + N, M, K, N)
+    log = []
+
+    def probe(ctx, dut, cycle):
+        ctrl, wr = dut.parts["ctrl"], dut.parts["writer"]
+        log.append((ctx.get(ctrl.core_start), ctx.get(ctrl.core_done), ctx.get(ctrl.write_start), ctx.get(wr.busy)))
+
+    res, model = run_and_check(chip, words, weights, bias, probe=probe)
+    assert (res["cycles"], res["compute"], res["fetch_wait"]) == (model.cycles, model.compute, model.fetch_wait)
+    assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
+    assert not res["dram"].bresp and not res["dram"].writes
+    start, done, w_start, busy = (np.array(c) for c in zip(*log))
+    runs = [(s, s + 1 + int(np.argmax(done[s + 1:]))) for s in np.flatnonzero(start)]  # core_start .. core_done
+    writes = [(w, w + 1 + int(np.argmax(busy[w + 1:] == 0))) for w in np.flatnonzero(w_start)]  # pulse .. idle
+    assert len(runs) == len(writes) == model.tiles >= 5
+    for k, (s, d) in enumerate(runs):
+        assert writes[k][0] >= d  # a tile is written after its run
+        if k >= 1:
+            assert s < writes[k - 1][1] and d > writes[k - 1][0]  # run k overlaps the write of tile k - 1
+        if k >= 2:
+            assert s >= writes[k - 2][1]  # ... and never fills the bank the writer still reads
+    tight = sum(k >= 2 and s == writes[k - 2][1] for k, (s, _) in enumerate(runs))
+    assert (tight > 0) == writer_bound
+    # Runs and writes apart (a single-buffered stage) would take at least their cycles summed.
+    assert res["cycles"] == model.cycles < model.compute + model.write
+    assert model.cycles == model.compute + sum(model.idle.values())
 
 
 def test_host_refuses_layers_that_do_not_fit():
