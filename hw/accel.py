@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.axi import BURST_INCR, AXIReadSignature, AXIWriteSignature
-from hw.core import Core, MemSel, lane_layout, load_layout
+from hw.core import Core, LaneCounters, MemSel, lane_layout, load_layout
 from hw.params import Widths, validated
 from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS, elem_bits, slot_lines
 from sim.params import ChipParams
@@ -179,18 +179,24 @@ class Fetcher(wiring.Component):
 
 
 class OutputWriter(wiring.Component):
-    """Output stage and writer. The lanes' output beats (always taken) land in the stage: per tile
-    row a mask line set (bit n = the bitmask bit of column n of the tile), the packed words (word
-    ``index`` of the row's tile fiber) and the count of packed words. On ``start`` the writer puts
+    """Output stage (two tiles) and writer. The lanes' output beats (always taken) land in stage
+    bank ``lane_bank`` (the running tile's): per tile row a mask line set (bit n = the bitmask bit of
+    column n of the tile), the packed words (word ``index`` of the row's tile fiber) and the count of
+    packed words. On ``start`` the writer latches the tile's settings and its bank ``bank`` and puts
     every row's slot into DRAM (:func:`sim.memory.slot_lines`): its count (one strobed beat), its
     mask lines (one burst), its packed-word lines (one burst of ceil(count * value_bits / D) beats,
-    none when the count is 0); it does not wait for the B responses until the tile's last.
+    none when the count is 0). It is done with the tile (``busy`` low, the bank free for the lanes)
+    once the last row's W beats are out; the B responses are counted (``pending``) and awaited only
+    by the tile controller before DONE.
 
-    Ports: ``lanes`` In(stream of lane_layout).array(P), ``axi`` AXIWriteSignature (master),
-    ``start`` In(1), ``busy`` Out(1); ``rows`` (tile rows), ``cols`` (tile columns), ``slot0``
-    (slot of tile row 0: m0 * tiles + j), ``stride`` (slots per row = tiles), ``o_mask``,
-    ``o_val``, ``o_cnt`` (region bases) In; counters ``bytes_written`` Out per written region and
-    ``dram_wait`` Out(32) (cycles an AW or W beat waited for ready).
+    Ports: ``lanes`` In(stream of lane_layout).array(P), ``lane_bank`` In(1) and ``lane_cols`` In
+    (the running tile's stage bank and columns: a lane writes its row with the beat of column
+    ``lane_cols`` - 1); ``axi`` AXIWriteSignature (master), ``start`` In(1) (taken while ``busy`` is
+    low), ``busy`` Out(1) (a tile being written), ``pending`` Out(1) (B responses outstanding);
+    the tile to write, latched at ``start``: ``bank`` (its stage bank), ``rows`` (tile rows),
+    ``cols`` (tile columns), ``slot0`` (slot of tile row 0: m0 * tiles + j), ``stride`` (slots per
+    row = tiles), ``o_mask``, ``o_val``, ``o_cnt`` (region bases) In; counters ``bytes_written`` Out
+    per written region and ``dram_wait`` Out(32) (cycles an AW or W beat waited for ready).
     """
 
     def __init__(self, chip: ChipParams):
@@ -204,8 +210,9 @@ class OutputWriter(wiring.Component):
         super().__init__({
             "lanes": In(stream.Signature(lane_layout(p, cap))).array(p.pes),
             "axi": Out(AXIWriteSignature(a, D)),
-            "start": In(1), "busy": Out(1), "clear": In(1),
-            "rows": In(range(cap.rows + 1)), "cols": In(range(cap.cols + 1)),
+            "lane_bank": In(1), "lane_cols": In(range(cap.cols + 1)),
+            "start": In(1), "busy": Out(1), "pending": Out(1), "clear": In(1),
+            "bank": In(1), "rows": In(range(cap.rows + 1)), "cols": In(range(cap.cols + 1)),
             "slot0": In(32), "stride": In(32), "o_mask": In(a), "o_val": In(a), "o_cnt": In(a),
             "bytes_written": Out(data.ArrayLayout(32, len(WRITE_REGIONS))), "dram_wait": Out(32),
         })
@@ -221,11 +228,14 @@ class OutputWriter(wiring.Component):
         # assembles its row in registers (a lane's beats come in n order, n = 0 first) and writes
         # it whole with the row's last beat: one plain write per row and lane on each of the P
         # write ports, where a masked write per beat (P x 512 one-bit enables) kept yosys' memory
-        # passes busy for hours.
+        # passes busy for hours. Two banks (bank 1 from word cap.rows): the lanes fill one with the
+        # running tile while the writer empties the other, so a run need not wait for the write of
+        # the tile before it.
         mrow_bits, vrow_bits = ML * D, VL * D
-        mask_mem = Memory(shape=mrow_bits, depth=cap.rows, init=[])
-        val_mem = Memory(shape=vrow_bits, depth=cap.rows, init=[])
-        cnt_mem = Memory(shape=32, depth=cap.rows, init=[])
+        mask_mem = Memory(shape=mrow_bits, depth=2 * cap.rows, init=[])
+        val_mem = Memory(shape=vrow_bits, depth=2 * cap.rows, init=[])
+        cnt_mem = Memory(shape=32, depth=2 * cap.rows, init=[])
+        lane_base = Mux(self.lane_bank, cap.rows, 0)
         m.submodules.mask_mem, m.submodules.val_mem, m.submodules.cnt_mem = mask_mem, val_mem, cnt_mem
         for i in range(P):
             s = self.lanes[i]
@@ -242,11 +252,11 @@ class OutputWriter(wiring.Component):
             ]
             with m.If(go):
                 m.d.sync += [macc.eq(mrow), vacc.eq(vrow)]
-            last = go & (b.n == self.cols - 1)
+            last = go & (b.n == self.lane_cols - 1)
             m.d.comb += [
-                mw.addr.eq(b.row), mw.data.eq(mrow), mw.en.eq(last),
-                vw.addr.eq(b.row), vw.data.eq(vrow), vw.en.eq(last),
-                cw.addr.eq(b.row), cw.data.eq(b.index + b.nz), cw.en.eq(last),
+                mw.addr.eq(lane_base + b.row), mw.data.eq(mrow), mw.en.eq(last),
+                vw.addr.eq(lane_base + b.row), vw.data.eq(vrow), vw.en.eq(last),
+                cw.addr.eq(lane_base + b.row), cw.data.eq(b.index + b.nz), cw.en.eq(last),
             ]
         mr = mask_mem.read_port()
         vr = val_mem.read_port()
@@ -254,6 +264,9 @@ class OutputWriter(wiring.Component):
         aw, w, bch = self.axi.aw, self.axi.w, self.axi.b
         row = Signal(range(cap.rows + 1))
         rows, cols, stride = Signal.like(self.rows), Signal.like(self.cols), Signal.like(self.stride)
+        bank = Signal()  # stage bank of the tile being written
+        srow = Signal(range(2 * cap.rows + 1))  # the row's word in the stage
+        m.d.comb += srow.eq(Mux(bank, cap.rows, 0) + row)
         cnt = Signal(32)
         beat = Signal(32)
         outstanding = Signal(16)
@@ -265,7 +278,7 @@ class OutputWriter(wiring.Component):
             with m.If(cols == c):
                 mlc, vlc = slot_lines(c, chip)
                 m.d.comb += [ml_rt.eq(mlc), vl_rt.eq(vlc)]
-        m.d.comb += [bch.ready.eq(1), mr.addr.eq(0), vr.addr.eq(0), cr.addr.eq(row)]
+        m.d.comb += [bch.ready.eq(1), mr.addr.eq(0), vr.addr.eq(0), cr.addr.eq(srow), self.pending.eq(outstanding != 0)]
         # size and burst are driven with the address, not alone: a constant-only slice becomes an
         # ``always @*`` block without inputs, which Verilator never evaluates.
         aw_const = [aw.payload.size.eq((lb - 1).bit_length()), aw.payload.burst.eq(BURST_INCR)]
@@ -285,7 +298,7 @@ class OutputWriter(wiring.Component):
         # itself) reads the row, whose word then stays on the port for the burst.
         def burst_aw(addr, n, port, then):
             m.d.comb += [self.busy.eq(1), aw.valid.eq(1), *aw_const, aw.payload.addr.eq(addr),
-                         aw.payload.len.eq(n - 1), port.addr.eq(row)]
+                         aw.payload.len.eq(n - 1), port.addr.eq(srow)]
             with m.If(aw.ready):
                 m.d.sync += beat.eq(0)
                 m.next = then
@@ -293,7 +306,7 @@ class OutputWriter(wiring.Component):
         def burst_w(n, port, region, last):
             m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(port.data.word_select(beat, D)),
                          w.payload.strb.eq((1 << lb) - 1), w.payload.last.eq(beat == n - 1),
-                         port.addr.eq(row)]
+                         port.addr.eq(srow)]
             with m.If(w.ready):
                 count(region, lb)
                 m.d.sync += beat.eq(beat + 1)
@@ -311,12 +324,12 @@ class OutputWriter(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):  # the tile's settings are latched: the controller moves on
                     m.d.sync += [row.eq(0), slot.eq(self.slot0), rows.eq(self.rows), cols.eq(self.cols),
-                                 stride.eq(self.stride)]
+                                 stride.eq(self.stride), bank.eq(self.bank)]
                     m.next = "ROW"
-            with m.State("ROW"):  # cr.addr = row: the count is read in this cycle
+            with m.State("ROW"):  # cr.addr = the row's word: the count is read in this cycle
                 m.d.comb += self.busy.eq(1)
-                with m.If(row == rows):
-                    m.next = "DRAIN"
+                with m.If(row == rows):  # every W beat is out: the bank is free, B responses may be due
+                    m.next = "IDLE"
                 with m.Else():
                     m.next = "CNT_AW"
             with m.State("CNT_AW"):
@@ -329,7 +342,7 @@ class OutputWriter(wiring.Component):
                 off = (slot * 4)[:(lb - 1).bit_length()]  # byte of the count in its line
                 m.d.comb += [self.busy.eq(1), w.valid.eq(1), w.payload.data.eq(cnt << (off * 8)),
                              w.payload.strb.eq(Const(0xF, lb) << off), w.payload.last.eq(1),
-                             mr.addr.eq(row)]
+                             mr.addr.eq(srow)]
                 with m.If(w.ready):
                     count("o_cnt", 4)
                     m.next = "MASK_AW"
@@ -345,32 +358,33 @@ class OutputWriter(wiring.Component):
                     burst_aw(self.o_val + slot * vl_rt * lb, vbeats, vr, "VAL_W")
             with m.State("VAL_W"):
                 burst_w(vbeats, vr, "o_val", next_row)
-            with m.State("DRAIN"):  # every B response back: the tile's outputs are in DRAM
-                m.d.comb += self.busy.eq(outstanding != 0)
-                with m.If(outstanding == 0):
-                    m.next = "IDLE"
         with m.If(self.clear):
             m.d.sync += [self.dram_wait.eq(0), self.bytes_written.as_value().eq(0)]
         return m
 
 
 class TileController(wiring.Component):
-    """Descriptor register file and the mntk tile loop: a fetch sequencer and a run sequencer.
+    """Descriptor register file and the mntk tile loop: fetch, run and write sequencers.
 
     Ports: ``csr`` In(stream of :func:`csr_layout`) (always ready; registers hold until rewritten),
     ``start`` In(1) (pulse: run the layer), ``done`` Out(1) (from the end of the run to the next
     start), ``job`` Out(stream) to the fetch unit with its ``fetch_busy``/``first_val``/``last_val``;
     the core's ``core_start``/``core_done``/``core_cycles``, ``a_bank``/``b_bank`` and its run-time
-    shape and LIF settings; the writer's ``write_start``/``write_busy`` and tile/slot settings;
-    ``clear`` Out (counters to 0 at start); counters ``cycles`` (start to done) and ``compute``
-    (core cycles summed over tiles).
+    shape and LIF settings (``rows``, ``cols``: the running tile's; ``stage_bank`` the output stage
+    bank its lanes write); the writer's ``write_start``/``write_busy``/``write_pending`` and the
+    settings of the tile it is to write (``write_bank``, ``write_rows``, ``write_cols``, ``slot0``,
+    ``stride``, region bases); ``clear`` Out (counters to 0 at start); counters ``cycles`` (start
+    to done) and ``compute`` (core cycles summed over tiles).
 
     Tiles k = (g, j) in mntk order. Fetch sequencer, per tile: once run k - 1 has started (so the
     banks tile k fills are free), at j = 0 the A pointers (rebased), chunks and words of row group
     g into A bank g mod 2; then (unless one B tile holds every column and this is not the first
     tile) the B pointers, chunks, weights and bias into B bank (B tiles fetched so far) mod 2.
-    Run sequencer: tile k runs once it is fetched, run k - 1 is done and the writer has drained the
-    output stage; when it is done the writer starts on it.
+    Run sequencer: tile k runs, its outputs into stage bank k mod 2, once it is fetched, run k - 1
+    is done and the writer has finished tile k - 2 (the last user of that bank; it may still be
+    writing tile k - 1). Write sequencer: the writer starts on tile k (bank k mod 2) once run k is
+    done and the writer has finished tile k - 1, in the cycle the run's done is seen if the writer
+    is idle then. DONE once every tile is written and every B response is back.
     """
 
     def __init__(self, chip: ChipParams):
@@ -385,7 +399,8 @@ class TileController(wiring.Component):
             "core_start": Out(1), "core_done": In(1), "core_cycles": In(32), "a_bank": Out(1), "b_bank": Out(1),
             "rows": Out(range(1, cap.rows + 1)), "cols": Out(range(1, cap.cols + 1)), "chunks": Out(range(1, w.chunks + 1)),
             "threshold": Out(32), "decay_shift": Out(5), "n_mask": Out(1),
-            "write_start": Out(1), "write_busy": In(1),
+            "stage_bank": Out(1), "write_start": Out(1), "write_busy": In(1), "write_pending": In(1),
+            "write_bank": Out(1), "write_rows": Out(range(1, cap.rows + 1)), "write_cols": Out(range(1, cap.cols + 1)),
             "slot0": Out(32), "stride": Out(32), "o_mask": Out(a), "o_val": Out(a), "o_cnt": Out(a),
             "cycles": Out(32), "compute": Out(32),
         })
@@ -418,6 +433,7 @@ class TileController(wiring.Component):
 
         fk, fg, fj, f_m0, f_n0, fR, fNt, f_last = tile_counters("f")
         rk, rg, rj, r_m0, r_n0, rR, rNt, r_last = tile_counters("r")
+        wk, wg, wj, w_m0, w_n0, wR, wNt, _ = tile_counters("w")  # the writer's next tile
         fetched = Signal(32)   # tiles whose fetch is complete
         started = Signal(32)   # runs started
         b_fetches = Signal(32)  # B tiles fetched (their bank parity)
@@ -426,7 +442,8 @@ class TileController(wiring.Component):
         m.d.comb += [self.rows.eq(rR), self.cols.eq(rNt), self.chunks.eq(C), self.threshold.eq(regs["threshold"]),
                      self.decay_shift.eq(regs["decay_shift"]), self.n_mask.eq(regs["n_mask"]),
                      self.a_bank.eq(rg[0]), self.b_bank.eq(Mux(single_b, 0, rk[0])),
-                     self.slot0.eq(r_m0 * regs["n_tiles"] + rj), self.stride.eq(regs["n_tiles"]),
+                     self.stage_bank.eq(rk[0]), self.write_bank.eq(wk[0]), self.write_rows.eq(wR),
+                     self.write_cols.eq(wNt), self.slot0.eq(w_m0 * regs["n_tiles"] + wj), self.stride.eq(regs["n_tiles"]),
                      self.o_mask.eq(regs["o_mask"]), self.o_val.eq(regs["o_val"]), self.o_cnt.eq(regs["o_cnt"])]
         running = Signal()
         with m.If(running):
@@ -488,6 +505,15 @@ class TileController(wiring.Component):
                 m.next = "F_TILE"
                 with m.If(f_last):
                     m.next = "F_IDLE"
+        # Tiles the writer has finished: those it started, less the one it is writing.
+        written = Signal(32)
+        m.d.comb += written.eq(wk - self.write_busy)
+        run_done = Signal()  # the run sequencer sees the core done (rk advances)
+        # Write sequencer: rk counts the runs done, so tile wk's run is done when rk > wk (or in this
+        # cycle); the writer takes start only while idle.
+        with m.If(~self.write_busy & ((rk > wk) | run_done)):
+            m.d.comb += self.write_start.eq(1)
+            advance(wk, wg, wj, w_m0, w_n0)
         with m.FSM(name="run"):
             for st in ("IDLE", "DONE"):
                 with m.State(st):
@@ -497,27 +523,27 @@ class TileController(wiring.Component):
                         m.d.comb += [self.clear.eq(1), go.eq(1)]
                         m.d.sync += [self.cycles.eq(0), self.compute.eq(0), fetched.eq(0), started.eq(0),
                                      b_fetches.eq(0)]
-                        for sig in (fk, fg, fj, f_m0, f_n0, rk, rg, rj, r_m0, r_n0):
+                        for sig in (fk, fg, fj, f_m0, f_n0, rk, rg, rj, r_m0, r_n0, wk, wg, wj, w_m0, w_n0):
                             m.d.sync += sig.eq(0)
                         m.next = "R_WAIT"
-            with m.State("R_WAIT"):  # tile rk fetched and the output stage drained
+            with m.State("R_WAIT"):  # tile rk fetched and its stage bank free (tile rk - 2 written)
                 m.d.comb += running.eq(1)
-                with m.If((fetched > rk) & ~self.write_busy):
+                with m.If((fetched > rk) & (written + 1 >= rk)):
                     m.d.comb += self.core_start.eq(1)
                     m.d.sync += started.eq(started + 1)
                     m.next = "R_RUN"
             with m.State("R_RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(self.core_done):
-                    m.d.comb += self.write_start.eq(1)
+                    m.d.comb += run_done.eq(1)
                     m.d.sync += self.compute.eq(self.compute + self.core_cycles)
                     advance(rk, rg, rj, r_m0, r_n0)
                     m.next = "R_WAIT"
                     with m.If(r_last):
                         m.next = "R_FINISH"
-            with m.State("R_FINISH"):  # every output in DRAM
+            with m.State("R_FINISH"):  # every tile written and every B response back: the outputs are in DRAM
                 m.d.comb += running.eq(1)
-                with m.If(~self.write_busy):
+                with m.If((wk == rk) & ~self.write_busy & ~self.write_pending):
                     m.next = "DONE"
         return m
 
@@ -542,6 +568,8 @@ class Accelerator(wiring.Component):
                                         of the line-wide A_VAL / B_VAL)
     buffer_reads : Out(array of 32) per READ_REGIONS     the lanes' element reads (per job a pointer
                                         of each side and a bias, per match a weight and a spike word)
+    lane_busy : Out(array of 32) per lane, walk_wait, imbalance : Out(32)   where the lanes' cycles
+                                        go, summed over the tiles' runs (:class:`hw.core.LaneCounters`)
 
     Raises
     ------
@@ -562,10 +590,11 @@ class Accelerator(wiring.Component):
             "bytes_written": Out(data.ArrayLayout(32, len(WRITE_REGIONS))), "words_loaded": Out(32),
             "buffer_writes": Out(data.ArrayLayout(32, len(FETCH_REGIONS))),
             "buffer_reads": Out(data.ArrayLayout(32, len(READ_REGIONS))),
+            "lane_busy": Out(data.ArrayLayout(32, chip.core.pes)), "walk_wait": Out(32), "imbalance": Out(32),
         })
         core = Core(chip.core, chip.capacity(), line_bits=chip.mem.data_bits, double=True)
         self.parts = {"ctrl": TileController(chip), "fetch": Fetcher(chip, core.parts["mems"].bank_depth), "core": core,
-                      "writer": OutputWriter(chip)}
+                      "writer": OutputWriter(chip), "lanes": LaneCounters(chip.core.pes)}
 
     def elaborate(self, platform):
         m = Module()
@@ -577,6 +606,10 @@ class Accelerator(wiring.Component):
         wiring.connect(m, fetch.load, core.load)
         wiring.connect(m, fetch.axi, wiring.flipped(self.rd))
         wiring.connect(m, wr.axi, wiring.flipped(self.wr))
+        lc = self.parts["lanes"]
+        wiring.connect(m, core.activity, lc.activity)
+        m.d.comb += [lc.clear.eq(ctrl.clear), self.lane_busy.eq(lc.busy), self.walk_wait.eq(lc.walk_wait),
+                     self.imbalance.eq(lc.imbalance)]
         for i in range(self.chip.core.pes):
             wiring.connect(m, core.out[i], wr.lanes[i])
         m.d.comb += [
@@ -587,8 +620,9 @@ class Accelerator(wiring.Component):
             core.a_bank.eq(ctrl.a_bank), core.b_bank.eq(ctrl.b_bank),
             core.rows.eq(ctrl.rows), core.cols.eq(ctrl.cols), core.chunks.eq(ctrl.chunks),
             core.threshold.eq(ctrl.threshold), core.decay_shift.eq(ctrl.decay_shift), core.n_mask.eq(ctrl.n_mask),
-            wr.start.eq(ctrl.write_start), ctrl.write_busy.eq(wr.busy),
-            wr.rows.eq(ctrl.rows), wr.cols.eq(ctrl.cols), wr.slot0.eq(ctrl.slot0), wr.stride.eq(ctrl.stride),
+            wr.start.eq(ctrl.write_start), ctrl.write_busy.eq(wr.busy), ctrl.write_pending.eq(wr.pending),
+            wr.lane_bank.eq(ctrl.stage_bank), wr.lane_cols.eq(ctrl.cols), wr.bank.eq(ctrl.write_bank),
+            wr.rows.eq(ctrl.write_rows), wr.cols.eq(ctrl.write_cols), wr.slot0.eq(ctrl.slot0), wr.stride.eq(ctrl.stride),
             wr.o_mask.eq(ctrl.o_mask), wr.o_val.eq(ctrl.o_val), wr.o_cnt.eq(ctrl.o_cnt),
             self.cycles.eq(ctrl.cycles), self.compute.eq(ctrl.compute), self.fetch_wait.eq(fetch.dram_wait),
             self.write_wait.eq(wr.dram_wait), self.bytes_read.eq(fetch.bytes_read),

@@ -173,11 +173,13 @@ class DramModel:
 
 
 def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0, random_dram: bool = False,
-                  check_streams: bool = True, name: str = "layer") -> dict:
+                  check_streams: bool = True, name: str = "layer", probe=None) -> dict:
     """Run one layer through ``Accelerator(chip)`` in Amaranth's simulator with a :class:`DramModel`
     (deterministic, or random latency and backpressure with ``random_dram``): the DRAM image and
     descriptor from :func:`hw.host.dram_image`, the output fibers read back from DRAM
-    (``collector``), every counter of the accelerator, and the stream checker's findings."""
+    (``collector``), every counter of the accelerator, and the stream checker's findings.
+    ``probe(ctx, dut, cycle)``, when given, is called in every cycle from start to done (tests
+    that watch internal signals)."""
     from hw.accel import Accelerator
     from hw.host import dram_image, read_outputs
     from sim.memory import DESC_FIELDS
@@ -206,16 +208,19 @@ def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0
             dram.step(ctx, dut.rd, dut.wr, cycle)
             if checker:
                 checker.sample(ctx, cycle)
+            if probe:
+                probe(ctx, dut, cycle)
             await ctx.tick()
             cycle += 1
             assert cycle <= budget, f"no progress: done never rose after {cycle} cycles"
-        for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded"):
+        for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded", "walk_wait", "imbalance"):
             res[k] = ctx.get(getattr(dut, k))
         from sim.memory import FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS
         res["bytes_read"] = {r: ctx.get(dut.bytes_read[i]) for i, r in enumerate(FETCH_REGIONS)}
         res["bytes_written"] = {r: ctx.get(dut.bytes_written[i]) for i, r in enumerate(WRITE_REGIONS)}
         res["buffer_writes"] = {r: ctx.get(dut.buffer_writes[i]) for i, r in enumerate(FETCH_REGIONS)}
         res["buffer_reads"] = {r: ctx.get(dut.buffer_reads[i]) for i, r in enumerate(READ_REGIONS)}
+        res["lane_busy"] = [ctx.get(dut.lane_busy[i]) for i in range(chip.core.pes)]
         res["tb_cycles"] = cycle
 
     sim = Simulator(dut)

@@ -62,10 +62,56 @@ def lane_layout(p: CoreParams, cap: Capacity) -> data.StructLayout:
 
 class LaneStatus(wiring.Signature):
     """What a lane tells its scheduler (lane's view): TPPE ``idle`` / ``row_free`` (it would accept
-    a job / a new-row job now) and ``busy`` (work in flight)."""
+    a job / a new-row job now), ``busy`` (work in flight) and ``active`` (a job holds the lane in
+    this cycle: from its accept to its F side's last cycle, a row's last job until the cycle before
+    its last result is taken; ``sim.tppe.CoreTiming``'s ``tppe`` occupancy)."""
 
     def __init__(self):
-        super().__init__({"idle": Out(1), "row_free": Out(1), "busy": Out(1)})
+        super().__init__({"idle": Out(1), "row_free": Out(1), "busy": Out(1), "active": Out(1)})
+
+
+class ActivitySignature(wiring.Signature):
+    """Per cycle of a run, what every lane does (the core's view, for :class:`LaneCounters`):
+    ``active`` (P bits: a job holds the lane, :class:`LaneStatus`), ``walk`` (P bits: the lane has its next row but
+    waits for its walk unit, with ``lockstep`` once every lane with a next row has finished its
+    own) and ``count`` (a cycle of the run: ``cycles`` counts the same ones)."""
+
+    def __init__(self, pes: int):
+        super().__init__({"active": Out(pes), "walk": Out(pes), "count": Out(1)})
+
+
+class LaneCounters(wiring.Component):
+    """Where the lanes' cycles go, as registers (``sim.tppe.CoreTiming``'s ``busy`` and stalls).
+
+    Parameters: ``pes`` (P). Ports: ``activity`` In(:class:`ActivitySignature`), ``clear`` In(1)
+    (counters to 0); counters ``busy`` Out(array of P x 32: cycles a job holds each lane),
+    ``walk_wait`` Out(32) (lane cycles waiting for the walk unit) and ``imbalance`` Out(32) (the
+    other lane cycles of the run, in which no job holds the lane while another lane works). In every
+    run the three add up to P x ``cycles``: the run's last cycle, in which every lane has taken
+    its last result, is counted in ``cycles`` and in none of them, as the first cycle (the start,
+    in which the lanes take their first jobs) is counted in them and not in ``cycles``."""
+
+    def __init__(self, pes: int):
+        self.pes = pes
+        super().__init__({"activity": In(ActivitySignature(pes)), "clear": In(1),
+                          "busy": Out(data.ArrayLayout(32, pes)), "walk_wait": Out(32), "imbalance": Out(32)})
+
+    def elaborate(self, platform):
+        m = Module()
+        act, P = self.activity, self.pes
+        on = [act.active[i] for i in range(P)]
+        walk = [act.walk[i] for i in range(P)]
+        working = Signal()  # some lane holds a job or waits for its walk unit: the run goes on
+        m.d.comb += working.eq(act.active.any() | act.walk.any())
+        with m.If(self.clear):
+            m.d.sync += [self.busy.as_value().eq(0), self.walk_wait.eq(0), self.imbalance.eq(0)]
+        with m.Elif(act.count):
+            for i in range(P):
+                m.d.sync += self.busy[i].eq(self.busy[i] + on[i])
+            m.d.sync += self.walk_wait.eq(self.walk_wait + _count(walk))
+            with m.If(working):
+                m.d.sync += self.imbalance.eq(self.imbalance + (P - _count(on) - _count(walk)))
+        return m
 
 
 def _elem_bits(p: CoreParams) -> dict:
@@ -163,7 +209,8 @@ class Lane(wiring.Component):
     Ports: ``job`` In(stream of (row, n)), ``pf`` In(stream of the next row), ``out`` Out(stream of
     :func:`lane_layout`), ``status`` Out(LaneStatus); the TPPE's memory ports (``a_win``, ``b_win``,
     ``al_mask``, ``aw_mask``, ``a_val``, ``b_val``) and the job former's ``a_ptr``, ``b_ptr``,
-    ``bias``; layer settings ``chunks``, ``threshold``, ``decay_shift``, ``n_mask``."""
+    ``bias``; layer settings ``chunks``, ``cols`` (N: a row's last result), ``threshold``,
+    ``decay_shift``, ``n_mask``."""
 
     def __init__(self, p: CoreParams, cap: Capacity):
         self.p, self.cap = p, cap
@@ -179,6 +226,7 @@ class Lane(wiring.Component):
             "a_ptr": comb_read(w.depth["a_ptr"], w.a_ptr_bits), "b_ptr": comb_read(w.depth["b_ptr"], w.b_ptr_bits),
             "bias": comb_read(w.depth["bias"], signed(cap.bias_bits)),
             "threshold": In(signed(w.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
+            "cols": In(range(1, cap.cols + 1)),
         })
         tie_enables(self.al_mask, self.aw_mask, self.a_val, self.b_val, self.a_ptr, self.b_ptr, self.bias)
         self.parts = {"tppe": self.tppe, "plif": PLIF(timesteps=p.timesteps, acc_bits=w.acc_bits, mem_bits=w.mem_bits),
@@ -205,6 +253,18 @@ class Lane(wiring.Component):
             self.status.idle.eq(t.idle), self.status.row_free.eq(t.row_free), self.status.busy.eq(t.busy),
         ]
         rtag = data.View(self.tag, t.result.payload.tag)
+        # ``active`` (sim.tppe's job occupancy): a job holds the lane from its accept to its F
+        # side's last cycle (the TPPE not idle), a row's last job until the cycle before its last
+        # result is taken (``tail``); in that cycle the next row's first job may be accepted. A
+        # lane that waits, idle, for the other lanes of a lockstep column holds nothing.
+        tail, acc, last = Signal(), Signal(), Signal()
+        m.d.comb += [acc.eq(self.job.valid & self.job.ready),
+                     last.eq(t.result.valid & t.result.ready & (rtag.n == self.cols - 1)),
+                     self.status.active.eq(acc | ~t.idle | (tail & ~last))]
+        with m.If(acc & (job.n == self.cols - 1)):
+            m.d.sync += tail.eq(1)
+        with m.Elif(last):
+            m.d.sync += tail.eq(0)
         m.d.comb += [
             plif.i.valid.eq(t.result.valid), plif.i.payload.eq(t.result.payload.o), t.result.ready.eq(plif.i.ready),
             plif.threshold.eq(self.threshold), plif.decay_shift.eq(self.decay_shift),
@@ -235,7 +295,8 @@ class _Scheduler(wiring.Component):
     it), and claims the next unclaimed row when it starts one (lanes in the same cycle in lane
     order: ``rank``). Ports: ``start`` In, ``rows``/``cols`` In (run-time M, N), per lane ``job``
     Out(stream of (row, n)), ``pf`` Out(stream of rows), ``status`` In(LaneStatus); ``done`` Out
-    (from the end of the run until the next start), ``cycles`` Out(32) (start to last result)."""
+    (from the end of the run until the next start), ``cycles`` Out(32) (start to last result),
+    ``activity`` Out(:class:`ActivitySignature`) (what each lane does in each cycle)."""
 
     def __init__(self, p: CoreParams, cap: Capacity):
         self.p, self.cap = p, cap
@@ -245,6 +306,7 @@ class _Scheduler(wiring.Component):
             "start": In(1), "rows": In(range(1, cap.rows + 1)), "cols": In(range(1, cap.cols + 1)),
             "job": Out(stream.Signature(self.tag)).array(P), "pf": Out(stream.Signature(self.tag["row"].shape)).array(P),
             "status": In(LaneStatus()).array(P), "done": Out(1), "cycles": Out(32),
+            "activity": Out(ActivitySignature(P)),
         })
 
     def gate(self, m, gos, oks, rows_new):
@@ -309,7 +371,21 @@ class _Scheduler(wiring.Component):
         idle = Signal()  # nothing to issue and nothing in flight
         m.d.comb += idle.eq(~Cat(*gos).any() & ~Cat(*(s.busy for s in self.status)).any())
         self._control(m, starting, run, idle, next_row, _count(takes))
+        # Activity: a lane with a next row (its last job was a column N - 1 and it claimed a row
+        # < M) and no row in hand waits for its walk unit (the only thing a new row waits for
+        # once its lane is free, and with lockstep once the group's other lanes are free too).
+        nexts = [Signal(name=f"has_next{i}") for i in range(P)]
+        act = self.activity
+        m.d.comb += [nexts[i].eq(run & wants[i] & (pf_row[i] < M)) for i in range(P)]
+        m.d.comb += [act.active.eq(Cat(*(s.active for s in self.status))), act.count.eq(starting | (run & ~idle))]
+        free = self.group_free(m, nexts)
+        m.d.comb += act.walk.eq(Cat(*(n & ~s.active & free for n, s in zip(nexts, self.status))))
         return m
+
+    def group_free(self, m, nexts):
+        """Whether a lane with its next row and no row in hand waits for its walk unit (dynamic:
+        always; lockstep: once no lane with a next row still holds one)."""
+        return Const(1, 1)
 
     def _control(self, m, starting, run, idle, next_row, taking):
         with m.FSM():
@@ -337,6 +413,11 @@ class LockstepScheduler(_Scheduler):
 
     def rank(self, i, wants, takes):
         return _count(wants[:i])  # they all issue together
+
+    def group_free(self, m, nexts):
+        free = Signal()  # the group's lanes have all finished their rows: any wait now is the walk's
+        m.d.comb += free.eq(~Cat(*(n & s.active for n, s in zip(nexts, self.status))).any())
+        return free
 
     def gate(self, m, gos, oks, news):
         all_ok = Signal()
@@ -378,6 +459,8 @@ class Core(wiring.Component):
     start : In(1)        pulse: run the whole layer
     done : Out(1)        high from the end of the run until the next start
     cycles : Out(32)     cycles of the last run (sim/tppe.py core_cycles' ``total``)
+    activity : Out(ActivitySignature)   per cycle, which lanes hold a row / wait for their walk
+                         unit (:class:`LaneCounters` counts them)
     out : Out(stream).array(P)   lane i's results (:func:`lane_layout`) in its jobs' order
 
     Raises
@@ -398,7 +481,7 @@ class Core(wiring.Component):
             "threshold": In(signed(w.mem_bits)), "decay_shift": In(5), "n_mask": In(1),
             "rows": In(range(1, cap.rows + 1)), "cols": In(range(1, cap.cols + 1)),
             "chunks": In(range(1, w.chunks + 1)),
-            "start": In(1), "done": Out(1), "cycles": Out(32),
+            "start": In(1), "done": Out(1), "cycles": Out(32), "activity": Out(ActivitySignature(params.pes)),
             "out": Out(stream.Signature(lane_layout(params, cap))).array(params.pes),
             **({"a_bank": In(1), "b_bank": In(1)} if double else {}),
         })
@@ -417,6 +500,7 @@ class Core(wiring.Component):
             m.d.comb += [mems.a_bank.eq(self.a_bank), mems.b_bank.eq(self.b_bank)]
         m.d.comb += [sched.start.eq(self.start), sched.rows.eq(self.rows), sched.cols.eq(self.cols),
                      self.done.eq(sched.done), self.cycles.eq(sched.cycles)]
+        wiring.connect(m, sched.activity, wiring.flipped(self.activity))
         for i in range(p.pes):
             lane = self.parts[f"lane{i}"]
             for port in ("a_win", "b_win"):
@@ -428,6 +512,6 @@ class Core(wiring.Component):
             wiring.connect(m, sched.pf[i], lane.pf)
             wiring.connect(m, lane.status, sched.status[i])
             wiring.connect(m, lane.out, wiring.flipped(self.out[i]))
-            m.d.comb += [lane.chunks.eq(self.chunks), lane.threshold.eq(self.threshold),
+            m.d.comb += [lane.chunks.eq(self.chunks), lane.cols.eq(self.cols), lane.threshold.eq(self.threshold),
                          lane.decay_shift.eq(self.decay_shift), lane.n_mask.eq(self.n_mask)]
         return m

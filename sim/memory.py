@@ -228,17 +228,20 @@ def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
 class AccelTiming:
     """Cycles and bytes of one layer on the accelerator (hw/accel.py) with the deterministic DRAM
     model: ``cycles`` (the RTL's ``cycles`` counter), ``compute`` (core cycles summed over tiles),
-    ``fetch`` / ``write`` (cycles of the fetch phases; writer busy cycles, which overlap the
-    next tile's fetches), ``fetch_wait`` (fetch-unit cycles
+    ``fetch`` / ``write`` (cycles of the fetch phases; writer cycles per tile, start to idle, and
+    the final wait for the B responses, which overlap the next tiles' fetches and runs),
+    ``fetch_wait`` (fetch-unit cycles
     waiting for DRAM), DRAM ``bytes_read`` / ``bytes_written`` per region, ``words_loaded``
     (buffer writes by the fetch unit), ``tiles``; ``buffer_writes`` (the fetch unit's buffer writes
     per :data:`FETCH_REGIONS` region: elements, lines for the line-wide ``a_val`` / ``b_val``; they
     sum to ``words_loaded``) and ``buffer_reads`` (the lanes' element reads per
-    :data:`READ_REGIONS` region). Beyond the RTL's counters: ``pe_busy`` (P,) and ``core_stalls``
-    (:class:`sim.tppe.CoreTiming`'s busy cycles per lane and stall causes, summed over tiles), and
-    ``idle``, the cycles the core is not running split by what it waits for: ``fetch`` (its tile's
-    fetch, DRAM waits included), ``writer`` (the output writer's drain of the previous tile, and of
-    the last tile at the end) and ``control`` (the sequencers' 3 cycles per tile and the final one);
+    :data:`READ_REGIONS` region); ``pe_busy`` (P,) and ``core_stalls`` (:class:`sim.tppe.CoreTiming`'s
+    busy cycles per lane and stall causes, summed over tiles: the RTL's ``lane_busy``, and its
+    ``walk_wait`` and ``imbalance`` counters are these stalls of the same names). Beyond the RTL's
+    counters: the other core stalls, and ``idle``, the cycles the core is not running split by what
+    it waits for: ``fetch`` (its tile's fetch, DRAM waits included), ``writer`` (its output stage
+    bank: the writer still writing the tile two before; at the end, the last tile's write and its B
+    responses) and ``control`` (the sequencers' 3 cycles per tile and the final one);
     ``compute + sum(idle.values()) == cycles``."""
 
     cycles: int
@@ -255,6 +258,15 @@ class AccelTiming:
     pe_busy: np.ndarray = None
     core_stalls: dict = field(default_factory=dict)
     idle: dict = field(default_factory=dict)
+
+    def counters(self) -> dict:
+        """The values of the RTL's counters (hw/accel.py ``Accelerator``) this model predicts, by
+        the counters' names (``write_wait`` has no model counterpart)."""
+        return {"cycles": self.cycles, "compute": self.compute, "fetch_wait": self.fetch_wait,
+                "words_loaded": self.words_loaded, "bytes_read": dict(self.bytes_read),
+                "bytes_written": dict(self.bytes_written), "buffer_writes": dict(self.buffer_writes),
+                "buffer_reads": dict(self.buffer_reads), "lane_busy": [int(b) for b in self.pe_busy],
+                "walk_wait": int(self.core_stalls["walk_wait"]), "imbalance": int(self.core_stalls["imbalance"])}
 
     def traffic(self, chip=None) -> "Traffic":
         """DRAM bytes by operand; with ``chip`` also the buffer bytes by operand
@@ -366,7 +378,8 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     """Cycles and bytes of a layer on ``hw.accel.Accelerator(chip)`` with the deterministic DRAM
     model (hw/README.md "Accelerator"): fetch jobs one after another (:func:`fetch_jobs`), the core
     per tile (:func:`sim.tppe.core_cycles` of each tile, all computed by :func:`sim.tppe.tile_cycles`),
-    the writer per tile. ``out_words`` (M, N): the layer's
+    the writer per tile from the double-buffered output stage (run k waits for the write of tile
+    k - 2, the write of tile k for run k and the write of tile k - 1). ``out_words`` (M, N): the layer's
     output words (their non-zeros size the packed output writes)."""
     from sim.fibers import spike_fibers, weight_fibers
     from sim.tppe import tile_cycles
@@ -396,7 +409,8 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     f_arrive = 0    # the fetch sequencer reaches tile k's F_TILE state
     run_start = []  # cycle each run starts (core_start)
     r_arrive = 0    # the run sequencer is back in R_WAIT
-    free = 0        # first cycle the writer is idle (busy low)
+    free = [0, 0]   # first cycle the writer is idle (busy low) after tile k - 2, after tile k - 1
+    b_back = 0      # the cycle after the last B response so far
     d = 0
     for k, ((g, j), jobs) in enumerate(plan):
         m0, R = til.rows(g)
@@ -424,30 +438,37 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
         fetched_at = t + 1  # F_DONE in cycle t
         fetch += fetched_at - p_k
         f_arrive = t + 1
-        # Run sequencer: R_WAIT until the tile is fetched and the writer has drained tile k - 1.
-        s_k = max(r_arrive, fetched_at, free)
+        # Run sequencer: R_WAIT until the tile is fetched and the writer has finished tile k - 2
+        # (the stage bank the run writes); it may still be writing tile k - 1.
+        s_k = max(r_arrive, fetched_at, free[0])
         idle["fetch"] += max(0, fetched_at - r_arrive)
-        idle["writer"] += max(0, free - max(r_arrive, fetched_at))
+        idle["writer"] += max(0, free[0] - max(r_arrive, fetched_at))
         idle["control"] += 3  # R_RUN's start, done seen, back in R_WAIT
         run_start.append(s_k)
         core = int(core_totals[g, j])
         compute += core
-        d = s_k + core + 2  # done seen: the writer starts on the tile
+        d = s_k + core + 2  # done seen
         r_arrive = d + 1
-        # Writer: per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats, VAL_AW, value beats; then the
-        # final ROW and the drain of the B responses.
+        # Writer: starts on the tile (the start pulse) once the run is done and it is idle after
+        # tile k - 1; per row ROW, CNT_AW, CNT_W, MASK_AW, mask beats, VAL_AW, value beats; then
+        # the final ROW, idle from the cycle after. The B responses are awaited only at the end.
+        w_k = max(d, free[1])
         cnt = nz[m0:m0 + R, n0:n0 + Nt].sum(axis=1)
         mb = -(-Nt // D)
         vb = -(-cnt * chip.value_bits // D)
-        end = d + 1 + int((5 + mb + vb).sum())  # the final ROW state
+        end = w_k + 1 + int((5 + mb + vb).sum())  # the final ROW state
         y = end - 1 - (1 if vb[-1] == 0 else 0)  # last W beat
-        free = max(end + 1, y + L + 1)
-        write += free - d
+        free = [free[1], end + 1]
+        b_back = y + L + 1  # the last B response, `latency` after the last W beat, counted
+        write += end + 1 - w_k
         wr["o_cnt"] += 4 * R
         wr["o_mask"] += mb * lb * R
         wr["o_val"] += int(vb.sum()) * lb
-    t = max(d + 1, free) + 1  # R_FINISH until the last tile is in DRAM, then DONE
-    idle["writer"] += max(0, free - d - 1)
+    # R_FINISH until the last tile is written and its B responses are back, then DONE.
+    last = max(free[1], b_back)
+    write += max(0, b_back - free[1])
+    t = max(d + 1, last) + 1
+    idle["writer"] += max(0, last - d - 1)
     idle["control"] += 1
     # Every (row, column) is one job of one tile; each match (a non-zero spike word meeting a
     # non-zero weight) is read once on each side, whatever the tiling and the timing.

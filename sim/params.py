@@ -284,7 +284,7 @@ class ChipParams:
     max_m, max_n : int       largest layer M and N the descriptor accepts
     a_nnz, b_nnz : int       packed spike words of an A tile / weights of a B tile
     buffer_kib : int         global buffer capacity; two A and two B tiles (double-buffered), their
-                             pointers and the output stage must fit (checked here)
+                             pointers and the output stage's two tiles must fit (checked here)
     buffer_banks : int       banks of the global buffer
     bias_bits : int          signed bias width (1..32)
     mem : MemParams          the DRAM port
@@ -348,15 +348,16 @@ class ChipParams:
                         b_nnz=self.b_nnz + D // self.weight_store_bits, bias_bits=self.bias_bits)
 
     def buffer_bytes(self) -> int:
-        """Buffer bytes the tiles occupy: two A tiles (masks, words, pointers) and two B tiles
-        (masks, weights, pointers, bias) -- double-buffered -- and the output stage (mask bit and
-        packed word per output, counts)."""
+        """Buffer bytes the tiles occupy: two A tiles (masks, words, pointers), two B tiles
+        (masks, weights, pointers, bias) and two output tiles of the stage (mask bit and packed
+        word per output, counts) -- all double-buffered."""
         C = self.core.chunks(self.max_k)
         W = self.core.chunk_bits
         tiles = (self.tile_rows * C * W + self.a_nnz * self.value_bits + (self.tile_rows + 1) * 32
                  + self.tile_cols * C * W + self.b_nnz * self.weight_store_bits + (self.tile_cols + 1) * 32
                  + self.tile_cols * 32)
-        bits = 2 * tiles + self.tile_rows * self.tile_cols * (1 + self.value_bits) + self.tile_rows * 32
+        stage = self.tile_rows * self.tile_cols * (1 + self.value_bits) + self.tile_rows * 32
+        bits = 2 * (tiles + stage)
         return -(-bits // 8)
 
     def replace(self, **kw) -> "ChipParams":

@@ -30,9 +30,9 @@ def layer(seed, M, K, N, sparsity=0.5, density=0.2):
             rng.integers(-64, 64, size=N))
 
 
-def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0):
+def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0, probe=None):
     lif = LIFParams(threshold=40)
-    res = run_accel_sim(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=seed)
+    res = run_accel_sim(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=seed, probe=probe)
     assert not res["stream_errors"], res["stream_errors"][:5]
     c = check(res["collector"], words, weights, bias, lif, T, 1)
     assert c.match, c.mismatches
@@ -58,6 +58,31 @@ def test_accel_exact_through_dram(M, K, N, chip):
     assert res["words_loaded"] == model.words_loaded == sum(model.buffer_writes.values())
     assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads
     assert model.buffer_reads["a_val"] == model.buffer_reads["b_val"] > 0 and model.buffer_reads["bias"] == M * N
+    _check_lanes(res, model, chip)
+
+
+def _check_lanes(res, model, chip):
+    """The lane counters equal the model's busy cycles and stalls, and account for every lane
+    cycle of the runs."""
+    assert res["lane_busy"] == model.counters()["lane_busy"]
+    assert (res["walk_wait"], res["imbalance"]) == (model.core_stalls["walk_wait"], model.core_stalls["imbalance"])
+    assert sum(res["lane_busy"]) + res["walk_wait"] + res["imbalance"] == chip.core.pes * res["compute"]
+
+
+@pytest.mark.parametrize("schedule", ["lockstep", "dynamic"])
+def test_accel_lane_counters(schedule):
+    """Short rows (one column, sparse spikes) on a deep K: the lanes wait for their walk units
+    between rows, one lane has a row fewer (imbalance), and the RTL's per-lane busy, walk-wait and
+    imbalance counters equal the model's (sim.tppe) for both schedules."""
+    import dataclasses
+
+    chip = small_chip(P=2, rows=8, cols=4)
+    chip = dataclasses.replace(chip, core=dataclasses.replace(chip.core, schedule=schedule))
+    words, weights, bias = layer(5, 7, 512, 1, sparsity=0.97, density=0.05)
+    res, model = run_and_check(chip, words, weights, bias)
+    assert res["cycles"] == model.cycles
+    _check_lanes(res, model, chip)
+    assert res["walk_wait"] > 0 and res["imbalance"] > 0 and min(res["lane_busy"]) > 0
     assert res["dram"].r_beats * chip.mem.line_bytes == sum(model.bytes_read.values())
     if model.tiles > 1 and -(-N // chip.tile_cols) == 1:  # one B tile: B read once, not per row group
         assert res["bytes_read"]["b_mask"] == -(-N * chip.core.chunks(K) * 16 // chip.mem.line_bytes) * chip.mem.line_bytes
@@ -70,8 +95,46 @@ def test_accel_random_dram():
     words, weights, bias = layer(7, 6, 200, 6)
     res, model = run_and_check(chip, words, weights, bias, random_dram=True, seed=3)
     assert res["cycles"] > model.cycles
+    assert not res["dram"].bresp and not res["dram"].writes  # DONE waited for every B response
     assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
     assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads  # timing-free
+
+
+@pytest.mark.parametrize("M,K,N,chip,writer_bound", [
+    (32, 40, 8, small_chip(cols=8), False),                         # 8 row groups, B resident: run-bound
+    (40, 40, 4, small_chip(P=4, rows=8, cols=4, latency=1), True),  # 8-row tiles, short runs: writer-bound
+])
+def test_accel_output_stage_double_buffered(M, K, N, chip, writer_bound):
+    """The output stage holds two tiles: run k overlaps the write of tile k - 1 and starts no
+    earlier than the writer is done with tile k - 2 (the bank it fills), exactly then when the
+    writer is the bottleneck; cycles below what any schedule with runs and writes apart takes; the
+    model still cycle-exact, DONE after every B response."""
+    words, weights, bias = layer(M * 100 + N, M, K, N)
+    log = []
+
+    def probe(ctx, dut, cycle):
+        ctrl, wr = dut.parts["ctrl"], dut.parts["writer"]
+        log.append((ctx.get(ctrl.core_start), ctx.get(ctrl.core_done), ctx.get(ctrl.write_start), ctx.get(wr.busy)))
+
+    res, model = run_and_check(chip, words, weights, bias, probe=probe)
+    assert (res["cycles"], res["compute"], res["fetch_wait"]) == (model.cycles, model.compute, model.fetch_wait)
+    assert res["bytes_read"] == model.bytes_read and res["bytes_written"] == model.bytes_written
+    assert not res["dram"].bresp and not res["dram"].writes
+    start, done, w_start, busy = (np.array(c) for c in zip(*log))
+    runs = [(s, s + 1 + int(np.argmax(done[s + 1:]))) for s in np.flatnonzero(start)]  # core_start .. core_done
+    writes = [(w, w + 1 + int(np.argmax(busy[w + 1:] == 0))) for w in np.flatnonzero(w_start)]  # pulse .. idle
+    assert len(runs) == len(writes) == model.tiles >= 5
+    for k, (s, d) in enumerate(runs):
+        assert writes[k][0] >= d  # a tile is written after its run
+        if k >= 1:
+            assert s < writes[k - 1][1] and d > writes[k - 1][0]  # run k overlaps the write of tile k - 1
+        if k >= 2:
+            assert s >= writes[k - 2][1]  # ... and never fills the bank the writer still reads
+    tight = sum(k >= 2 and s == writes[k - 2][1] for k, (s, _) in enumerate(runs))
+    assert (tight > 0) == writer_bound
+    # Runs and writes apart (a single-buffered stage) would take at least their cycles summed.
+    assert res["cycles"] == model.cycles < model.compute + model.write
+    assert model.cycles == model.compute + sum(model.idle.values())
 
 
 def test_host_refuses_layers_that_do_not_fit():
@@ -159,6 +222,7 @@ def test_accel_native_exact(native):
         assert res["buffer_writes"] == model.buffer_writes and res["buffer_reads"] == model.buffer_reads, name
         assert res["r_beats"] * chip.mem.line_bytes == sum(model.bytes_read.values())
         assert res["run_cycles"] == model.cycles + 1  # the testbench's count: start to done seen
+        _check_lanes(res, model, chip)
     assert sum(m.tiles > 1 for m in models) >= 3
 
 

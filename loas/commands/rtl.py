@@ -287,7 +287,7 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
         runnable.append((name, s))
     if not runnable:
         raise UserError(f"{wl.path}: no layer the accelerator can run ({'; '.join(k['reason'] for k in skipped)})")
-    counters = ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded")
+    counters = ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded", "walk_wait", "imbalance")
     layers, models = [], []
     for name, s in runnable:
         L = wl.layer(name)
@@ -324,10 +324,8 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
         rtl = {k: int(res[k]) for k in counters}
         for k in ("bytes_read", "bytes_written", "buffer_writes", "buffer_reads"):
             rtl[k] = res[k]
-        mod = {"cycles": model.cycles, "compute": model.compute, "fetch_wait": model.fetch_wait,
-               "words_loaded": model.words_loaded, "bytes_read": model.bytes_read,
-               "bytes_written": model.bytes_written, "buffer_writes": model.buffer_writes,
-               "buffer_reads": model.buffer_reads}
+        rtl["lane_busy"] = [int(b) for b in res["lane_busy"]]
+        mod = model.counters()
         equal = {k: rtl[k] == v for k, v in mod.items()}
         errs = list(res.get("stream_errors", [])) + list(res.get("errors", []))
         mism = c.mismatches + [f"{k}: rtl {rtl[k]} model {mod[k]}" for k, ok in equal.items() if not ok] + errs[:5]
@@ -372,9 +370,14 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
             lines.append(f"{r['layer']} sample {r['sample']} buffer writes "
                          + ", ".join(f"{k} {v}" for k, v in q["buffer_writes"].items())
                          + "; reads " + ", ".join(f"{k} {v}" for k, v in q["buffer_reads"].items()))
+            lanes = q["lane_busy"]
+            lines.append(f"{r['layer']} sample {r['sample']} lanes: busy {min(lanes)}..{max(lanes)} cycles "
+                         f"(sum {sum(lanes)}), walk_wait {q['walk_wait']}, imbalance {q['imbalance']} "
+                         f"(lane cycles of {chip.core.pes} x compute {q['compute']})")
         lines += _fail_lines(rows, skipped)
         lines.append(f"{n_pass}/{len(rows)} PASS: every output fiber read back from DRAM against the golden model; "
-                     f"cycles, compute, fetch_wait, words loaded, DRAM bytes and buffer reads/writes per region against "
+                     f"cycles, compute, fetch_wait, words loaded, DRAM bytes, buffer reads/writes per region and the lanes' "
+                     f"busy, walk_wait and imbalance cycles against "
                      f"sim/memory.py accel_timing (write_wait: RTL only); wall {wall:.1f} s")
         lines.append(f"simulated {summary['sim_cycles']} cycles in {summary['sim_s']:.2f} s: "
                      f"{summary['sim_cycles_per_s']} cycles/s ({summary['sim_cycles_per_cpu_s']} per CPU second)")

@@ -54,8 +54,10 @@ async def run_layers(dut):
             rec = {k: int(getattr(dut, k).value) for k in (*COUNTERS, "timeout", "run_cycles", "tb_cycles",
                                                            "r_beats", "w_beats", "dram_err", "dram_err_cycle")}
             for name, regions in ARRAYS.items():
-                v = int(getattr(dut, name).value)
-                rec[name] = {r: (v >> (32 * i)) & 0xFFFF_FFFF for i, r in enumerate(regions)}
+                bits = getattr(dut, name).value
+                v = int(bits)
+                words = [(v >> (32 * i)) & 0xFFFF_FFFF for i in range(len(bits) // 32)]
+                rec[name] = words if regions is None else dict(zip(regions, words))
             rec.update(name=layer["name"], dump=layer["dump"], sim_cycles=rec["tb_cycles"], sim_wall_s=round(sim_s, 5),
                        sim_cpu_s=round(sim_cpu, 5))
             out.write(json.dumps(rec) + "\n")
