@@ -376,7 +376,9 @@ class TileController(wiring.Component):
     ``stride``, region bases); ``clear`` Out (counters to 0 at start); counters ``cycles`` (start
     to done) and ``compute`` (core cycles summed over tiles).
 
-    Tiles k = (g, j) in mntk order. Fetch sequencer, per tile: once run k - 1 has started (so the
+    Tiles k = (g, j) in mntk order, or nmtk with the descriptor's ``nmtk`` bit (then B is the
+    resident operand: fetched at g = 0 into B bank j mod 2, A with every tile into A bank k mod 2,
+    once when one tile holds every row). Fetch sequencer (mntk), per tile: once run k - 1 has started (so the
     banks tile k fills are free), at j = 0 the A pointers (rebased), chunks and words of row group
     g into A bank g mod 2; then (unless one B tile holds every column and this is not the first
     tile) the B pointers, chunks, weights and bias into B bank (B tiles fetched so far) mod 2.
@@ -424,11 +426,21 @@ class TileController(wiring.Component):
                          last.eq((j + 1 >= regs["n_tiles"]) & (m0 + regs["tile_rows"] >= regs["m"]))]
             return k, g, j, m0, n0, R, Nt, last
 
+        nmtk = regs["nmtk"][0]
+
         def advance(k, g, j, m0, n0):
-            with m.If(j + 1 < regs["n_tiles"]):
-                m.d.sync += [j.eq(j + 1), n0.eq(n0 + regs["tile_cols"])]
-            with m.Else():
-                m.d.sync += [j.eq(0), n0.eq(0), g.eq(g + 1), m0.eq(m0 + regs["tile_rows"])]
+            next_j = [j.eq(j + 1), n0.eq(n0 + regs["tile_cols"])]
+            next_g = [g.eq(g + 1), m0.eq(m0 + regs["tile_rows"])]
+            with m.If(~nmtk):  # mntk: the B tiles j of row group g, then the next row group
+                with m.If(j + 1 < regs["n_tiles"]):
+                    m.d.sync += next_j
+                with m.Else():
+                    m.d.sync += [j.eq(0), n0.eq(0), *next_g]
+            with m.Else():  # nmtk: the row groups g of B tile j, then the next B tile
+                with m.If(m0 + regs["tile_rows"] < regs["m"]):
+                    m.d.sync += next_g
+                with m.Else():
+                    m.d.sync += [g.eq(0), m0.eq(0), *next_j]
             m.d.sync += k.eq(k + 1)
 
         fk, fg, fj, f_m0, f_n0, fR, fNt, f_last = tile_counters("f")
@@ -439,9 +451,14 @@ class TileController(wiring.Component):
         b_fetches = Signal(32)  # B tiles fetched (their bank parity)
         a_lo, a_hi, b_lo, b_hi = (Signal(32, name=n) for n in ("a_lo", "a_hi", "b_lo", "b_hi"))
         single_b = regs["n_tiles"] == 1
+        single_a = regs["m"] <= regs["tile_rows"]
+        # The banks of a tile's operands. The resident operand (mntk: A, nmtk: B) changes bank with
+        # its tile index (g, j), the streamed one with every tile, unless one tile holds all of it.
+        run_a_bank = Mux(nmtk, Mux(single_a, 0, rk[0]), rg[0])
+        run_b_bank = Mux(nmtk, rj[0], Mux(single_b, 0, rk[0]))
         m.d.comb += [self.rows.eq(rR), self.cols.eq(rNt), self.chunks.eq(C), self.threshold.eq(regs["threshold"]),
                      self.decay_shift.eq(regs["decay_shift"]), self.n_mask.eq(regs["n_mask"]),
-                     self.a_bank.eq(rg[0]), self.b_bank.eq(Mux(single_b, 0, rk[0])),
+                     self.a_bank.eq(run_a_bank), self.b_bank.eq(run_b_bank),
                      self.stage_bank.eq(rk[0]), self.write_bank.eq(wk[0]), self.write_rows.eq(wR),
                      self.write_cols.eq(wNt), self.slot0.eq(w_m0 * regs["n_tiles"] + wj), self.stride.eq(regs["n_tiles"]),
                      self.o_mask.eq(regs["o_mask"]), self.o_val.eq(regs["o_val"]), self.o_cnt.eq(regs["o_cnt"])]
@@ -480,9 +497,9 @@ class TileController(wiring.Component):
             with m.State("F_TILE"):  # the banks of tile fk are free once run fk - 1 has started
                 with m.If(started >= fk):
                     m.next = "A_PTR"
-                    with m.If(fj != 0):
+                    with m.If(Mux(nmtk, single_a & (fk != 0), fj != 0)):
                         m.next = "B_TILE"
-            a_bank = fg[0]
+            a_bank = Mux(nmtk, fk[0], fg[0])
             fetch("A_PTR", MemSel.A_PTR, regs["a_ptr"], f_m0, fR + 1, 1, "A_MASK", a_bank, align=line_align("a_val", chip),
                   after=lambda: m.d.sync.__iadd__([a_lo.eq(self.first_val), a_hi.eq(self.last_val)]))
             fetch("A_MASK", MemSel.A_MASK, regs["a_mask"], f_m0 * C, fR * C, 0, "A_VAL", a_bank)
@@ -490,7 +507,7 @@ class TileController(wiring.Component):
                   lines=1)
             with m.State("B_TILE"):
                 m.next = "B_PTR"
-                with m.If(single_b & (fk != 0)):
+                with m.If(Mux(nmtk, fg != 0, single_b & (fk != 0))):
                     m.next = "F_DONE"
             b_bank = b_fetches[0]
             fetch("B_PTR", MemSel.B_PTR, regs["b_ptr"], f_n0, fNt + 1, 1, "B_MASK", b_bank, align=line_align("b_val", chip),

@@ -270,11 +270,12 @@ def _budget(words, weights, chip, mem_bytes: int) -> int:
 
 
 def run_accel_layers(layers, chip, *, simulator: str = "verilator", random_dram: bool = False, seed: int = 0,
-                     on_result=None, cancel=None) -> dict:
+                     on_result=None, cancel=None, loop_order: str = "mntk") -> dict:
     """Run layers through one simulator process of the native-speed testbench on ``Accelerator(chip)``.
 
     ``layers``: (name, words, weights, bias, lif, n_mask) tuples. ``random_dram``: random DRAM
-    readies and extra latency (seeded, ``seed`` + the layer's index). ``on_result(i, res)`` is
+    readies and extra latency (seeded, ``seed`` + the layer's index). ``loop_order``: the tiles'
+    order (:data:`sim.memory.LOOP_ORDERS`, a descriptor field: the same build runs both). ``on_result(i, res)`` is
     called as each layer's result arrives; ``cancel()`` True stops after the layer in progress.
     Returns ``{"results": [per layer: the counters as hw.amsim.run_accel_sim (``cycles``,
     ``compute``, ``fetch_wait``, ``write_wait``, ``words_loaded``, ``bytes_read``, ...),
@@ -288,7 +289,7 @@ def run_accel_layers(layers, chip, *, simulator: str = "verilator", random_dram:
 
     lb = chip.mem.line_bytes
     depth = dram_depth(chip)
-    imgs = [dram_image(w, wt, b, lif, nm, chip, name=name) for name, w, wt, b, lif, nm in layers]
+    imgs = [dram_image(w, wt, b, lif, nm, chip, name=name, loop_order=loop_order) for name, w, wt, b, lif, nm in layers]
     for (name, *_), img in zip(layers, imgs):
         if len(img.mem) // lb > depth:
             raise ValueError(f"layer {name}: the DRAM image ({len(img.mem)} bytes) exceeds the testbench's "

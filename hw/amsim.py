@@ -173,10 +173,10 @@ class DramModel:
 
 
 def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0, random_dram: bool = False,
-                  check_streams: bool = True, name: str = "layer", probe=None) -> dict:
+                  check_streams: bool = True, name: str = "layer", probe=None, loop_order: str = "mntk") -> dict:
     """Run one layer through ``Accelerator(chip)`` in Amaranth's simulator with a :class:`DramModel`
     (deterministic, or random latency and backpressure with ``random_dram``): the DRAM image and
-    descriptor from :func:`hw.host.dram_image`, the output fibers read back from DRAM
+    descriptor from :func:`hw.host.dram_image` (tiles in ``loop_order``), the output fibers read back from DRAM
     (``collector``), every counter of the accelerator, and the stream checker's findings.
     ``probe(ctx, dut, cycle)``, when given, is called in every cycle from start to done (tests
     that watch internal signals)."""
@@ -184,7 +184,7 @@ def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0
     from hw.host import dram_image, read_outputs
     from sim.memory import DESC_FIELDS
 
-    img = dram_image(words, weights, bias, lif, n_mask, chip, name=name)
+    img = dram_image(words, weights, bias, lif, n_mask, chip, name=name, loop_order=loop_order)
     dut = Accelerator(chip)
     dram = DramModel(img.mem, chip.mem, random.Random(seed) if random_dram else None)
     checker = StreamChecker(streams(dut)) if check_streams else None

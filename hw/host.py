@@ -172,7 +172,7 @@ def check_descriptor(desc: dict, chip) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 1 << 32:
             raise ValueError(f"descriptor field {f} = {v!r} is not a 32-bit unsigned integer")
     limits = {"m": chip.max_m, "n": chip.max_n, "chunks": chip.core.chunks(chip.max_k),
-              "tile_rows": chip.tile_rows, "tile_cols": chip.tile_cols, "decay_shift": 31, "n_mask": 1}
+              "tile_rows": chip.tile_rows, "tile_cols": chip.tile_cols, "decay_shift": 31, "n_mask": 1, "nmtk": 1}
     for f, lim in limits.items():
         if desc[f] > lim:
             raise ValueError(f"descriptor field {f} = {desc[f]} exceeds this build's limit {lim}")
@@ -189,10 +189,12 @@ def check_descriptor(desc: dict, chip) -> None:
                              f"2^{chip.mem.addr_bits}")
 
 
-def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name: str = "layer") -> DramImage:
+def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name: str = "layer",
+               loop_order: str = "mntk") -> DramImage:
     """The layer in DRAM in the trace's fiber format (A: bitmask chunks, packed T-bit words, row
     pointers; B: bitmask chunks, weights, column pointers; bias; output slots) and the descriptor
-    that runs it. Refuses a layer that does not fit (:func:`sim.memory.check_fit`)."""
+    that runs it with its tiles in ``loop_order`` (:data:`sim.memory.LOOP_ORDERS`). Refuses a layer
+    that does not fit (:func:`sim.memory.check_fit`)."""
     from sim.memory import DESC_FIELDS, FETCH_REGIONS, elem_bits, region_sizes, tiling
 
     words = np.asarray(words, dtype=np.uint16)
@@ -202,7 +204,7 @@ def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name:
     N = weights.shape[1]
     W = chip.core.chunk_bits
     fa, fb = spike_fibers(words, W), weight_fibers(weights, W)
-    til = tiling(M, K, N, chip)
+    til = tiling(M, K, N, chip, loop_order)
     check_fit(name, M, K, N, fa.ptr, fb.ptr, chip, bias_abs=int(np.abs(bias).max(initial=0)))
     if lif.decay_shift > 31 or not -(1 << 31) <= lif.threshold < (1 << 31):
         raise ValueError(f"layer {name}: LIF threshold {lif.threshold} / decay_shift {lif.decay_shift} out of range")
@@ -222,7 +224,7 @@ def dram_image(words, weights, bias, lif: LIFParams, n_mask: int, chip, *, name:
         _put(mem, regions[r][0], content[r], elem_bits(r, chip))
     desc = {"m": M, "n": N, "chunks": til.C, "tile_rows": til.tile_rows, "tile_cols": til.tile_cols,
             "n_tiles": til.n_tiles, "threshold": lif.threshold & 0xFFFF_FFFF, "decay_shift": lif.decay_shift,
-            "n_mask": n_mask, **{r: regions[r][0] for r in regions}}
+            "n_mask": n_mask, "nmtk": int(loop_order == "nmtk"), **{r: regions[r][0] for r in regions}}
     assert set(desc) == set(DESC_FIELDS)
     check_descriptor(desc, chip)
     return DramImage(mem=mem, desc=desc, regions=regions, tiling=til)

@@ -161,8 +161,10 @@ class LoASConfig(CoreParams):
                             chunk_bits, weight_bits, laggy_adders, fifo_depth, lookahead,
                             result_slots, seg_cache, row_prefetch, schedule, acc_bits): their one
                             definition, defaults and checks
-    loop_order : str        'mntk' (LoAS, the accelerator's) or 'nmtk' (the paper's ablation: the
-                            paper fidelity only, sim/paper.py; the cycle-level model refuses it)
+    loop_order : str        tile loop order: 'mntk' (LoAS's: a row group's A tile resident while
+                            the B tiles stream) or 'nmtk' (the paper's ablation: a B tile resident
+                            while the row groups stream); both fidelities, the accelerator's
+                            descriptor bit ``nmtk``
     clock_mhz : float       clock
     tile, buffer            see TileConfig, BufferConfig
     dram : MemParams        the DRAM port and the DRAM model (:class:`sim.params.MemParams`: AXI

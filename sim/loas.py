@@ -18,8 +18,9 @@ region, all equal to the RTL's counters. This module turns them into a :class:`L
   job, one weight and one spike word per match; the mask-window reads are not counted, as in the
   RTL); energy from these counts.
 
-Loop order: the accelerator runs mntk (A tile resident while the B tiles stream past); ``nmtk`` is
-the paper-fidelity model's ablation (sim/paper.py) and is refused here. The GEMM (im2col) view of
+Loop order (``cfg.loop_order``, a descriptor field of the accelerator): mntk (LoAS's: a row group's
+A tile resident while the B tiles stream past) or nmtk (a B tile resident while the row groups'
+A tiles stream past; the paper's ablation, also modelled by sim/paper.py). The GEMM (im2col) view of
 every layer is used, as for every design in :mod:`sim.baselines`.
 """
 
@@ -33,14 +34,6 @@ from sim.errors import ConfigError
 from sim.memory import OPERANDS, accel_timing, check_operands_fit, fiber_ptr
 from sim.params import chip_from_config
 from sim.result import LayerSim, layer_sim, prologue
-
-
-def check_loop_order(cfg: LoASConfig, source: str = "config") -> None:
-    """Refuse loop orders the accelerator does not run (it runs mntk only) in one line."""
-    if cfg.loop_order != "mntk":
-        raise ConfigError(source, "loop_order", f"the cycle-level model is the accelerator's (hw/accel.py), which "
-                                                f"runs 'mntk' only, got {cfg.loop_order!r}; 'nmtk' is modelled "
-                                                f"by --fidelity paper")
 
 
 def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | None = None, *,
@@ -65,15 +58,13 @@ def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | Non
     ValueError
         On operands of the wrong dtype or shape, or spike words wider than T.
     sim.errors.ConfigError
-        On a loop order other than mntk, or a chip the configuration cannot build (e.g. tiles that
-        do not fit ``buffer.capacity_kb``).
+        On a chip the configuration cannot build (e.g. tiles that do not fit ``buffer.capacity_kb``).
     sim.errors.LayerFitError
         On a layer that does not fit the chip (one line naming the layer and the dimension).
     """
     cfg, T, words, weights, M, K, N = prologue(words, weights, cfg, T)
     if T > cfg.timesteps:
         raise ValueError(f"the trace has T={T} but the hardware is built for timesteps={cfg.timesteps}")
-    check_loop_order(cfg)
     chip = build_chip(cfg)
     check_operands_fit(name, words, weights, chip)
     if out_words is None:
@@ -82,7 +73,7 @@ def simulate_layer(words: np.ndarray, weights: np.ndarray, cfg: LoASConfig | Non
         out_words = golden_outputs(words, weights, T)
     elif np.shape(out_words) != (M, N):
         raise ValueError(f"layer {name}: out_words has shape {np.shape(out_words)}, expected ({M}, {N})")
-    at = accel_timing(words, weights, out_words, chip)
+    at = accel_timing(words, weights, out_words, chip, cfg.loop_order)
     # sum_{m,n} |nz(A[m]) & nz(B[:, n])| = sum_k (non-silent words in column k) x (non-zeros in row k)
     ops = int(np.dot(np.count_nonzero(words, axis=0).astype(np.int64), np.count_nonzero(weights, axis=1).astype(np.int64)))
     # The F side examines `lookahead` chunk pairs per cycle: at least ceil(C / L) windows per fiber.
@@ -137,4 +128,4 @@ def build_chip(cfg: LoASConfig, source: str = "config"):
         raise ConfigError(source, key, problem) from None
 
 
-__all__ = ["LayerSim", "OPERANDS", "build_chip", "check_loop_order", "fitted", "prologue", "simulate_layer"]
+__all__ = ["LayerSim", "OPERANDS", "build_chip", "fitted", "prologue", "simulate_layer"]

@@ -120,8 +120,8 @@ def capacity_bytes(cfg) -> int:
 
 # The accelerator's memory system (hw/README.md "Accelerator"; hw/accel.py is its RTL) ------------
 #: Descriptor registers, in register-index order (all 32 bits): layer shape, tiling, LIF settings,
-#: region base addresses (bytes, line-aligned).
-DESC_FIELDS = ("m", "n", "chunks", "tile_rows", "tile_cols", "n_tiles", "threshold", "decay_shift", "n_mask",
+#: the loop order (``nmtk``: 0 = mntk, 1 = nmtk), region base addresses (bytes, line-aligned).
+DESC_FIELDS = ("m", "n", "chunks", "tile_rows", "tile_cols", "n_tiles", "threshold", "decay_shift", "n_mask", "nmtk",
                "a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias", "o_mask", "o_val", "o_cnt")
 #: Regions the fetch unit reads (the trace's fiber format) and the writer writes.
 FETCH_REGIONS = ("a_mask", "a_val", "a_ptr", "b_mask", "b_val", "b_ptr", "bias")
@@ -158,17 +158,30 @@ def slot_lines(cols: int, chip) -> tuple[int, int]:
     return _pow2(-(-cols // D)), _pow2(-(-cols * chip.value_bits // D))
 
 
+#: Tile loop orders the accelerator runs (the descriptor's ``nmtk`` bit): ``mntk`` (LoAS's: a row
+#: group's A tile resident while every B tile streams past) and ``nmtk`` (a B tile resident while
+#: every row group's A tile streams past).
+LOOP_ORDERS = ("mntk", "nmtk")
+
+
 @dataclass(frozen=True)
 class Tiling:
     """How a layer runs on a chip: A tiles of ``tile_rows`` rows (``groups`` of them), B tiles of
-    ``tile_cols`` columns (``n_tiles``); B is fetched once when one tile holds all N columns, else
-    once per row group (mntk)."""
+    ``tile_cols`` columns (``n_tiles``), tiles (g, j) in ``order`` (:data:`LOOP_ORDERS`). mntk: A
+    fetched once per row group, B once per tile (once in all when one tile holds every column);
+    nmtk: B fetched once per column tile, A once per tile (once in all when one tile holds every
+    row)."""
 
     M: int
     N: int
     C: int
     tile_rows: int
     tile_cols: int
+    order: str = "mntk"
+
+    def __post_init__(self):
+        if self.order not in LOOP_ORDERS:
+            raise ValueError(f"loop_order: must be one of {', '.join(LOOP_ORDERS)}, got {self.order!r}")
 
     @property
     def groups(self) -> int:
@@ -186,9 +199,16 @@ class Tiling:
         n0 = j * self.tile_cols
         return n0, min(self.tile_cols, self.N - n0)
 
+    def tiles(self) -> list[tuple[int, int]]:
+        """The tiles (g, j) in run order."""
+        if self.order == "mntk":
+            return [(g, j) for g in range(self.groups) for j in range(self.n_tiles)]
+        return [(g, j) for j in range(self.n_tiles) for g in range(self.groups)]
 
-def tiling(M: int, K: int, N: int, chip) -> Tiling:
-    return Tiling(M=M, N=N, C=chip.core.chunks(K), tile_rows=min(M, chip.tile_rows), tile_cols=min(N, chip.tile_cols))
+
+def tiling(M: int, K: int, N: int, chip, loop_order: str = "mntk") -> Tiling:
+    return Tiling(M=M, N=N, C=chip.core.chunks(K), tile_rows=min(M, chip.tile_rows), tile_cols=min(N, chip.tile_cols),
+                  order=loop_order)
 
 
 def region_sizes(M: int, N: int, C: int, a_nnz: int, b_nnz: int, chip, til: Tiling) -> dict:
@@ -206,21 +226,23 @@ def region_sizes(M: int, N: int, C: int, a_nnz: int, b_nnz: int, chip, til: Tili
 def fetch_jobs(a_ptr: np.ndarray, b_ptr: np.ndarray, til: Tiling):
     """The fetch unit's jobs in order, per tile: a list of (tile, jobs) where jobs are (region,
     first element, count) (a value job of count 0 the tile controller skips), then the core runs
-    tile (g, j) and the writer writes it. B is fetched for every tile unless one tile holds every
-    column (then only with the first row group)."""
+    tile (g, j) and the writer writes it; the tiles in ``til.order``, A's jobs before B's. The
+    resident operand (mntk: A, nmtk: B) is fetched with the first tile that uses it, the streamed
+    one for every tile unless one tile holds all of it (then with the first tile only)."""
     C = til.C
+    mntk = til.order == "mntk"
     out = []
-    for g in range(til.groups):
+    for k, (g, j) in enumerate(til.tiles()):
         m0, R = til.rows(g)
-        jobs = [("a_ptr", m0, R + 1), ("a_mask", m0 * C, R * C),
-                ("a_val", int(a_ptr[m0]), int(a_ptr[m0 + R] - a_ptr[m0]))]
-        for j in range(til.n_tiles):
-            n0, Nt = til.cols(j)
-            if til.n_tiles > 1 or g == 0:
-                jobs += [("b_ptr", n0, Nt + 1), ("b_mask", n0 * C, Nt * C),
-                         ("b_val", int(b_ptr[n0]), int(b_ptr[n0 + Nt] - b_ptr[n0])), ("bias", n0, Nt)]
-            out.append(((g, j), jobs))
-            jobs = []
+        n0, Nt = til.cols(j)
+        jobs = []
+        if (j == 0) if mntk else (til.groups > 1 or k == 0):
+            jobs += [("a_ptr", m0, R + 1), ("a_mask", m0 * C, R * C),
+                     ("a_val", int(a_ptr[m0]), int(a_ptr[m0 + R] - a_ptr[m0]))]
+        if (til.n_tiles > 1 or k == 0) if mntk else (g == 0):
+            jobs += [("b_ptr", n0, Nt + 1), ("b_mask", n0 * C, Nt * C),
+                     ("b_val", int(b_ptr[n0]), int(b_ptr[n0 + Nt] - b_ptr[n0])), ("bias", n0, Nt)]
+        out.append(((g, j), jobs))
     return out
 
 
@@ -374,13 +396,14 @@ def _job_time(t: int, base: int, eb: int, first: int, count: int, mp, lines_mode
     return last, lines.size, busy - int(e.sum())
 
 
-def accel_timing(words, weights, out_words, chip) -> AccelTiming:
+def accel_timing(words, weights, out_words, chip, loop_order: str = "mntk") -> AccelTiming:
     """Cycles and bytes of a layer on ``hw.accel.Accelerator(chip)`` with the deterministic DRAM
     model (hw/README.md "Accelerator"): fetch jobs one after another (:func:`fetch_jobs`), the core
     per tile (:func:`sim.tppe.core_cycles` of each tile, all computed by :func:`sim.tppe.tile_cycles`),
     the writer per tile from the double-buffered output stage (run k waits for the write of tile
-    k - 2, the write of tile k for run k and the write of tile k - 1). ``out_words`` (M, N): the layer's
-    output words (their non-zeros size the packed output writes)."""
+    k - 2, the write of tile k for run k and the write of tile k - 1), the tiles in ``loop_order``
+    (:data:`LOOP_ORDERS`). ``out_words`` (M, N): the layer's output words (their non-zeros size
+    the packed output writes)."""
     from sim.fibers import spike_fibers, weight_fibers
     from sim.tppe import tile_cycles
 
@@ -390,7 +413,7 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     N = weights.shape[1]
     mp, p = chip.mem, chip.core
     D, lb, L = mp.data_bits, mp.line_bytes, mp.latency
-    til = tiling(M, K, N, chip)
+    til = tiling(M, K, N, chip, loop_order)
     fa, fb = spike_fibers(words, p.chunk_bits), weight_fibers(weights, p.chunk_bits)
     sizes = region_sizes(M, N, til.C, fa.nnz, fb.nnz, chip, til)
     bases, at = {}, 0
@@ -415,8 +438,8 @@ def accel_timing(words, weights, out_words, chip) -> AccelTiming:
     for k, ((g, j), jobs) in enumerate(plan):
         m0, R = til.rows(g)
         n0, Nt = til.cols(j)
-        # Fetch sequencer: F_TILE waits until run k - 1 has started, then the A jobs (j = 0),
-        # B_TILE, the B jobs, F_DONE (the tile counts as fetched from the cycle after).
+        # Fetch sequencer: F_TILE waits until run k - 1 has started, then the A jobs (if any),
+        # B_TILE, the B jobs (if any), F_DONE (the tile counts as fetched from the cycle after).
         p_k = f_arrive if k == 0 else max(f_arrive, run_start[k - 1] + 1)
         t = p_k + 1
         for side in ("a_", "b_"):

@@ -98,15 +98,14 @@ def check_timesteps(inputs: list[LayerInput], cfg: LoASConfig, source: str = "co
 
 def check_inputs(inputs: list[LayerInput], cfg: LoASConfig, source: str = "config", designs=("loas",)) -> None:
     """Before the work of a cycle-level run: the layers' T (:func:`check_timesteps`) and, when LoAS is
-    among ``designs``, its loop order, its chip (:func:`sim.loas.build_chip`) and every layer's fit
+    among ``designs``, its chip (:func:`sim.loas.build_chip`) and every layer's fit
     on it; each refusal is one line (:class:`~sim.errors.UserError`)."""
     check_timesteps(inputs, cfg, source)
     if "loas" not in designs:
         return
-    from sim.loas import build_chip, check_loop_order
+    from sim.loas import build_chip
     from sim.memory import check_operands_fit
 
-    check_loop_order(cfg, source)
     chip = build_chip(cfg, source)
     for li in inputs:
         check_operands_fit(li.name, li.words, li.weights, chip)
@@ -411,11 +410,10 @@ def sweep(params: dict, *, base: LoASConfig, designs=("loas", "sparten"), worklo
     keys = list(params)
     points = [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))]
     cfgs = []
-    from sim.loas import build_chip, check_loop_order
+    from sim.loas import build_chip
 
     for p in points:  # fail fast, before any work, on a bad key or value
         cfgs.append(point_config(base, p))
-        check_loop_order(cfgs[-1], "--param")
         build_chip(cfgs[-1], "--param")
         for k in DATA_PARAMS:
             if k in p and not (isinstance(p[k], (int, float)) and 0 <= p[k] <= 1):

@@ -30,14 +30,39 @@ def layer(seed, M, K, N, sparsity=0.5, density=0.2):
             rng.integers(-64, 64, size=N))
 
 
-def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0, probe=None):
+def run_and_check(chip, words, weights, bias, *, random_dram=False, seed=0, probe=None, loop_order="mntk"):
     lif = LIFParams(threshold=40)
-    res = run_accel_sim(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=seed, probe=probe)
+    res = run_accel_sim(words, weights, bias, lif, 1, chip, random_dram=random_dram, seed=seed, probe=probe,
+                        loop_order=loop_order)
     assert not res["stream_errors"], res["stream_errors"][:5]
     c = check(res["collector"], words, weights, bias, lif, T, 1)
     assert c.match, c.mismatches
     gold = run_layer(words, weights, bias, lif, T, n_mask=1)
-    return res, accel_timing(words, weights, gold.out_words, chip)
+    return res, accel_timing(words, weights, gold.out_words, chip, loop_order)
+
+
+@pytest.mark.parametrize("M,K,N,chip", [
+    (10, 300, 9, small_chip(P=3, rows=4, cols=4)),                  # 3 B tiles x 3 row groups
+    (3, 200, 10, small_chip(rows=4, cols=4)),                       # 3 B tiles, A resident
+    (9, 256, 3, small_chip(P=2, rows=4, cols=4, data_bits=128, burst_beats=2, latency=3)),  # 3 row groups, one B tile
+])
+def test_accel_nmtk_exact(M, K, N, chip):
+    """The nmtk loop order (descriptor bit; the same build): B tiles resident while the row groups
+    stream, tile order and operand banks switched; outputs bit-exact, every counter equal to the
+    model's, B read from DRAM once and A once per B tile."""
+    words, weights, bias = layer(M * 10 + N, M, K, N)
+    res, model = run_and_check(chip, words, weights, bias, loop_order="nmtk")
+    for f in ("cycles", "compute", "fetch_wait", "bytes_read", "bytes_written", "words_loaded", "buffer_writes",
+              "buffer_reads"):
+        assert res[f] == getattr(model, f), f
+    _check_lanes(res, model, chip)
+    mn = accel_timing(words, weights, run_layer(words, weights, bias, LIFParams(threshold=40), T, n_mask=1).out_words,
+                      chip)
+    lb, C = chip.mem.line_bytes, chip.core.chunks(K)
+    assert model.bytes_read["b_mask"] == -(-N * C * 16 // lb) * lb  # once (16 B per 128-bit chunk)
+    groups, b_tiles = -(-M // chip.tile_rows), -(-N // chip.tile_cols)
+    assert (model.bytes_read["a_mask"] > mn.bytes_read["a_mask"]) == (groups > 1 and b_tiles > 1)
+    assert (model.compute, model.bytes_written, model.buffer_reads) == (mn.compute, mn.bytes_written, mn.buffer_reads)
 
 
 @pytest.mark.parametrize("M,K,N,chip", [
@@ -181,8 +206,9 @@ def native_layers():
     return out
 
 
-def _models(layers, chip):
-    return [accel_timing(w, wt, run_layer(w, wt, b, lif, T, n_mask=nm).out_words, chip) for _, w, wt, b, lif, nm in layers]
+def _models(layers, chip, loop_order="mntk"):
+    return [accel_timing(w, wt, run_layer(w, wt, b, lif, T, n_mask=nm).out_words, chip, loop_order)
+            for _, w, wt, b, lif, nm in layers]
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +250,25 @@ def test_accel_native_exact(native):
         assert res["run_cycles"] == model.cycles + 1  # the testbench's count: start to done seen
         _check_lanes(res, model, chip)
     assert sum(m.tiles > 1 for m in models) >= 3
+
+
+@pytest.mark.rtl
+@pytest.mark.slow
+def test_accel_native_nmtk(native):
+    """The same build with the descriptor's nmtk bit: every layer bit-exact, cycles and bytes equal
+    to the model's nmtk timing, B read once per layer where mntk reads it per row group."""
+    from hw.accel_cosim import run_accel_layers
+
+    chip, layers, mn_models, _, _ = native
+    res = run_accel_layers(layers, chip, loop_order="nmtk")["results"]
+    _check_outputs(layers, res)
+    models = _models(layers, chip, "nmtk")
+    for (name, *_), r, model, mn in zip(layers, res, models, mn_models):
+        assert (r["cycles"], r["compute"], r["fetch_wait"]) == (model.cycles, model.compute, model.fetch_wait), name
+        assert r["bytes_read"] == model.bytes_read and r["bytes_written"] == model.bytes_written, name
+        assert r["buffer_reads"] == model.buffer_reads == mn.buffer_reads, name
+        _check_lanes(r, model, chip)
+    assert any(m.bytes_read["b_mask"] < mn.bytes_read["b_mask"] for m, mn in zip(models, mn_models))
 
 
 @pytest.mark.rtl

@@ -259,7 +259,7 @@ def cmd_sim(args) -> int:
 
 def _sim_accel(args, cfg, wl, items, skipped) -> int:
     """``loas rtl sim --target accel``: each (layer, sample) through ``Accelerator(chip)`` (one build:
-    ``chip_from_config`` of the config at the workload's T) with the deterministic DRAM model (Verilator /
+    ``chip_from_config`` of the config at the workload's T, tiles in its ``loop_order``) with the deterministic DRAM model (Verilator /
     Icarus: the native-speed testbench, hw.accel_cosim, all layers in one simulator process; amaranth:
     hw.amsim per layer); outputs read back from DRAM against the golden model, every counter against
     ``sim.memory.accel_timing``."""
@@ -277,7 +277,7 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
     for name, s in items:
         L = wl.layer(name)
         try:  # the host's fit check: one line naming the layer, the dimension and this build's limit
-            dram_image(L.words(s), L.weights_kn(), L.bias, L.lif, L.n_mask, chip, name=name)
+            dram_image(L.words(s), L.weights_kn(), L.bias, L.lif, L.n_mask, chip, name=name, loop_order=cfg.loop_order)
         except ValueError as exc:
             if args.layer != "all":
                 raise UserError(f"{L.path}: {exc}") from None
@@ -293,7 +293,7 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
         L = wl.layer(name)
         words, weights = L.words(s), L.weights_kn()
         gold = run_layer(words, weights, L.bias, L.lif, L.T, n_mask=L.n_mask)
-        models.append(accel_timing(words, weights, gold.out_words, chip))
+        models.append(accel_timing(words, weights, gold.out_words, chip, cfg.loop_order))
         layers.append((name, words, weights, L.bias, L.lif, L.n_mask))
     build_s = 0.0
     bar = _bar(len(runnable), f"{wl.name} on the accelerator ({args.simulator})")
@@ -305,7 +305,7 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
             results = []
             for name, *lay in layers:
                 t1, c1 = time.perf_counter(), time.process_time()
-                res = run_accel_sim(*lay, chip, name=name)
+                res = run_accel_sim(*lay, chip, name=name, loop_order=cfg.loop_order)
                 res.update(sim_wall_s=time.perf_counter() - t1, sim_cpu_s=time.process_time() - c1,
                            sim_cycles=res["tb_cycles"])
                 results.append(res)
@@ -313,7 +313,8 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
         else:  # the native-speed testbench: every layer in one simulator process
             from hw.accel_cosim import run_accel_layers
 
-            out = run_accel_layers(layers, chip, simulator=args.simulator, on_result=lambda i, r: bar.update(1))
+            out = run_accel_layers(layers, chip, simulator=args.simulator, on_result=lambda i, r: bar.update(1),
+                                   loop_order=cfg.loop_order)
             results, build_s = out["results"], out["build_s"]
     finally:
         bar.close()
