@@ -295,14 +295,34 @@ def test_killed_search_on_two_local_workers_resumes_and_equals_one_shot(tmp_path
     assert _ranking(resumed) == _search_here(n, channels=4, batch=16)
 
 
+def _no_retries():
+    """dask.config.set of allowed-failures 0 (a lost worker fails its task at once). distributed is
+    imported first: a set entered before distributed registers its defaults records the whole
+    ``distributed`` section as new and deletes it on exit, and every later Client in the process
+    then fails with KeyError 'distributed'."""
+    import dask
+    import distributed  # noqa: F401
+
+    return dask.config.set({"distributed.scheduler.allowed-failures": 0})
+
+
+def test_no_retries_keeps_distributed_defaults():
+    """In a fresh interpreter (distributed not yet imported), _no_retries leaves Dask's config whole."""
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+            "import dask, test_dist\n"
+            "assert 'distributed' not in sys.modules\n"
+            "with test_dist._no_retries():\n    pass\n"
+            "print(dask.config.get('distributed.comm.timeouts.connect'))")
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT), str(ROOT / "tests")], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_failing_points_exit_1_and_are_named(tmp_path):
     """A worker lost mid-point (allowed-failures 0: the point is not retried) fails that point only:
     the sweep and the search finish the others, name the failed point and exit with status 1."""
-    import dask
-
     _fmnist()
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dist.local_cluster(2) as cluster:
+    with _no_retries(), dist.local_cluster(2) as cluster:
         s = cluster.scheduler
         cases = [(["sweep", "--param", "pes=2,4,8,16", "--layer", "conv9", "--designs", "gamma", "--out",
                    tmp_path / "sweep"], "loas: sweep: point pes=", 4),
@@ -392,13 +412,12 @@ def test_regress_on_a_cluster_by_address_equals_serial(scheduler, tmp_path, monk
 def test_regress_chunk_lost_with_its_worker_is_named_and_exits_1(tmp_path):
     """A worker killed (with its simulator) mid-chunk, allowed-failures 0: its chunks fail, named by
     build and layers; the other chunks finish; exit status 1."""
-    import dask
     import psutil
 
     from hw.cosim import BUILD
 
     before = set(BUILD.glob("verilator/*/native-*"))
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dist.local_cluster(2) as cluster:
+    with _no_retries(), dist.local_cluster(2) as cluster:
         s = cluster.scheduler
         p = subprocess.Popen([sys.executable, "-m", "loas.cli", "rtl", "regress", "--count", "6", "--seed", "4",
                               "--builds", "1", "--chunk", "2", "--out", str(tmp_path), "--scheduler",
