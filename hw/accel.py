@@ -22,6 +22,12 @@ from hw.params import Widths, validated
 from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS, elem_bits, slot_lines
 from sim.params import ChipParams
 
+#: The accelerator's scalar counters (Out(32) each), and its counter arrays (32 bits per element):
+#: per region of the named regions, or one per lane (None).
+COUNTERS = ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded", "walk_wait", "imbalance")
+ARRAYS = {"bytes_read": FETCH_REGIONS, "bytes_written": WRITE_REGIONS, "buffer_writes": FETCH_REGIONS,
+          "buffer_reads": READ_REGIONS, "lane_busy": None}
+
 #: MemSel of each fetched region.
 REGION_SEL = {"a_mask": MemSel.A_MASK, "a_val": MemSel.A_VAL, "a_ptr": MemSel.A_PTR, "b_mask": MemSel.B_MASK,
               "b_val": MemSel.B_VAL, "b_ptr": MemSel.B_PTR, "bias": MemSel.BIAS}

@@ -24,15 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.accel import ARRAYS, COUNTERS
 from hw.cosim import ROOT, TB_DIR, build, build_info, setup_verilator, stream_testbench
-from sim.memory import DESC_FIELDS, FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS
+from sim.memory import DESC_FIELDS
 
 TOP = "loas_accel_tb"
 DRAM_V = Path(__file__).resolve().parent / "tb" / "accel" / "axi_dram.v"
-#: Scalar counters of the accelerator, and its per-region counter arrays (32 bits per region).
-COUNTERS = ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded", "walk_wait", "imbalance")
-ARRAYS = {"bytes_read": FETCH_REGIONS, "bytes_written": WRITE_REGIONS, "buffer_writes": FETCH_REGIONS,
-          "buffer_reads": READ_REGIONS, "lane_busy": None}  # None: one counter per lane, read as a list
 #: Status outputs of the testbench top (besides the counters).
 STATUS = ("finished", "timeout", "run_cycles", "tb_cycles", "r_beats", "w_beats", "dram_err", "dram_err_cycle")
 #: The DRAM slave's error codes (hw/tb/accel/axi_dram.v).

@@ -180,7 +180,7 @@ def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0
     (``collector``), every counter of the accelerator, and the stream checker's findings.
     ``probe(ctx, dut, cycle)``, when given, is called in every cycle from start to done (tests
     that watch internal signals)."""
-    from hw.accel import Accelerator
+    from hw.accel import ARRAYS, COUNTERS, Accelerator
     from hw.host import dram_image, read_outputs
     from sim.memory import DESC_FIELDS
 
@@ -213,14 +213,11 @@ def run_accel_sim(words, weights, bias, lif, n_mask: int, chip, *, seed: int = 0
             await ctx.tick()
             cycle += 1
             assert cycle <= budget, f"no progress: done never rose after {cycle} cycles"
-        for k in ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded", "walk_wait", "imbalance"):
+        for k in COUNTERS:
             res[k] = ctx.get(getattr(dut, k))
-        from sim.memory import FETCH_REGIONS, READ_REGIONS, WRITE_REGIONS
-        res["bytes_read"] = {r: ctx.get(dut.bytes_read[i]) for i, r in enumerate(FETCH_REGIONS)}
-        res["bytes_written"] = {r: ctx.get(dut.bytes_written[i]) for i, r in enumerate(WRITE_REGIONS)}
-        res["buffer_writes"] = {r: ctx.get(dut.buffer_writes[i]) for i, r in enumerate(FETCH_REGIONS)}
-        res["buffer_reads"] = {r: ctx.get(dut.buffer_reads[i]) for i, r in enumerate(READ_REGIONS)}
-        res["lane_busy"] = [ctx.get(dut.lane_busy[i]) for i in range(chip.core.pes)]
+        for k, regions in ARRAYS.items():
+            words = [ctx.get(getattr(dut, k)[i]) for i in range(chip.core.pes if regions is None else len(regions))]
+            res[k] = words if regions is None else dict(zip(regions, words))
         res["tb_cycles"] = cycle
 
     sim = Simulator(dut)

@@ -270,6 +270,7 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
     from sim.memory import accel_timing
     from sim.params import CoreParams, chip_from_config
 
+    from hw.accel import ARRAYS, COUNTERS
     from hw.host import check, dram_image
 
     chip = chip_from_config(cfg, core=CoreParams.from_config(cfg, timesteps=wl.T))
@@ -287,7 +288,6 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
         runnable.append((name, s))
     if not runnable:
         raise UserError(f"{wl.path}: no layer the accelerator can run ({'; '.join(k['reason'] for k in skipped)})")
-    counters = ("cycles", "compute", "fetch_wait", "write_wait", "words_loaded", "walk_wait", "imbalance")
     layers, models = [], []
     for name, s in runnable:
         L = wl.layer(name)
@@ -322,10 +322,7 @@ def _sim_accel(args, cfg, wl, items, skipped) -> int:
     for (name, s), (_, words, weights, bias, lif, n_mask), model, res in zip(runnable, layers, models, results):
         L = wl.layer(name)
         c = check(res["collector"], words, weights, bias, lif, L.T, n_mask)
-        rtl = {k: int(res[k]) for k in counters}
-        for k in ("bytes_read", "bytes_written", "buffer_writes", "buffer_reads"):
-            rtl[k] = res[k]
-        rtl["lane_busy"] = [int(b) for b in res["lane_busy"]]
+        rtl = {**{k: int(res[k]) for k in COUNTERS}, **{k: res[k] for k in ARRAYS}}
         mod = model.counters()
         equal = {k: rtl[k] == v for k, v in mod.items()}
         errs = list(res.get("stream_errors", [])) + list(res.get("errors", []))

@@ -18,7 +18,7 @@ from pathlib import Path
 import cocotb
 from cocotb.triggers import RisingEdge, Timer
 
-from hw.accel_cosim import ARRAYS, COUNTERS
+from hw.accel import ARRAYS, COUNTERS
 
 INPUTS = ("n_lines", "n_csr", "dump_lo", "dump_hi", "w_lo", "w_hi", "rnd", "stall_thresh", "extra_max", "seed",
           "budget")
