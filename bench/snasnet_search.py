@@ -6,18 +6,26 @@ Dask engine (``run_search`` on an embedded cluster of N single-threaded workers,
 up before the clock starts; each cell scored twice, under two draw indices, so that every worker has
 work): seconds per candidate = wall time / candidates, and the CPU seconds per candidate (this
 process, or the workers) that a shared machine's load inflates less. The machine's 2 cores are
-shared, so each figure is the median (and the minimum) of RUNS runs, with the 1-minute load average. The
-scores are recorded: implementations must agree on them exactly. The in-process mode runs unchanged
-against an older checkout (``PYTHONPATH=<old tree> python bench/snasnet_search.py --label before``);
-figures are merged into bench/results/snasnet_search.json under ``--label``.
+shared, so each figure is the median (and the minimum) of RUNS runs, with the 1-minute load average
+(take them on an otherwise idle machine: another process halves them). The scores are recorded;
+implementations must agree on them to the float rounding of their layouts. The in-process mode runs
+unchanged against an older checkout, from a copy outside bench/ (whose sim.py would shadow the
+package); figures are merged into bench/results/snasnet_search.json under ``--label``, with the
+speed-ups over the :data:`BASES` labels. Each record also holds the candidates' GEMM work
+(convolutions, linear layers, the kernel's Gram matrices): the floor under a candidate's time at the
+machine's GEMM rate.
 
-    PYTHONPATH=$PWD OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python -m bench.snasnet_search --label after --threads 1
-    PYTHONPATH=$PWD OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python -m bench.snasnet_search --label engine-2 --engine 2
+    git worktree add --detach /tmp/issue 957aab8^ && cp bench/snasnet_search.py /tmp/
+    (cd /tmp && PYTHONPATH=/tmp/issue LOAS_BENCH_OUT=$OLDPWD/bench/results/snasnet_search.json \
+        OMP_NUM_THREADS=1 $OLDPWD/.venv/bin/python snasnet_search.py --label issue --threads 2)
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python -m bench.snasnet_search --label after --threads 2
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python -m bench.snasnet_search --label after-engine-2-workers --engine 2
 """
 
 import argparse
 import inspect
 import json
+import math
 import os
 import statistics
 import time
@@ -29,6 +37,9 @@ from models import snasnet_search as ss
 from models.snasnet import build_snasnet, parse_cnt_mat
 
 RUNS = 3
+#: Labels the speed-ups are taken against: ``issue``, the code when the speed-up was asked for
+#: (957aab8^), and ``before``, the code before the scoring rewrite (90c428b^); each at 2 threads.
+BASES = ("issue", "before")
 OUT = Path(os.environ.get("LOAS_BENCH_OUT", Path(__file__).resolve().parent / "results" / "snasnet_search.json"))
 
 
@@ -70,6 +81,9 @@ def main():
             times.append((time.perf_counter() - t0) / len(cells))
             cpu.append((time.process_time() - c0) / len(cells))
     rec = {"seconds_per_candidate": statistics.median(times), "min_seconds_per_candidate": min(times),
+           "gemm_gmac_per_candidate": (g := _gemm_gmac(build, cells, xs)),
+           "gemm_gmac_per_s": (r := _conv_rate(1 if args.engine else args.threads) * max(1, args.engine)),
+           "gemm_floor_seconds_per_candidate": g / r,
            "cpu_seconds_per_candidate": statistics.median(cpu), "runs": times, "load_avg_1min_before": load,
            "settings": {"dataset": "fashion-mnist", "channels": args.channels, "T": args.T,
                         "batch_size": args.batch_size, "batches": 2, "cells": [str(c) for c in cells],
@@ -78,15 +92,67 @@ def main():
            "scores": [c.score for c in sorted(res, key=lambda c: c.index)][: len(cells)]}
     data = json.loads(OUT.read_text()) if OUT.exists() else {}
     data[args.label] = rec
-    base = data.get("before")
-    if base:
-        data["speedup_over_before"] = {k: base["seconds_per_candidate"] / v["seconds_per_candidate"]
-                                       for k, v in data.items() if isinstance(v, dict) and "runs" in v}
-    data.pop("speedup", None)
+    for name in BASES:
+        base = data.get(name)
+        if base:
+            data[f"speedup_over_{name}"] = {k: base["seconds_per_candidate"] / v["seconds_per_candidate"]
+                                            for k, v in data.items() if isinstance(v, dict) and "runs" in v}
     tmp = OUT.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(OUT)
     print(f"{args.label}: {rec['seconds_per_candidate']:.2f} s per candidate (load {load:.1f}); {OUT}")
+
+
+def _gemm_gmac(build, cells, xs) -> float:
+    """Multiply-accumulates (1e9) per candidate in GEMM-shaped work, the part no rewrite of the
+    elementwise code removes: convolutions, linear layers and the kernel's Gram matrices (S x B x B x N
+    per spiking-neuron call), counted by hooks on one untimed forward per cell and batch."""
+    from spikingjelly.activation_based import neuron
+
+    total = 0
+
+    def layer(mod, inp, out):
+        nonlocal total
+        k = mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1] if isinstance(mod, torch.nn.Conv2d) \
+            else mod.in_features
+        total += out.numel() * k
+
+    def lif(mod, inp, out):
+        nonlocal total
+        steps = out if mod.step_mode == "m" else out.unsqueeze(0)
+        S, B = steps.shape[:2]
+        total += S * B * B * steps[0, 0].numel()
+
+    with torch.no_grad():
+        for m in cells:
+            torch.manual_seed(0)
+            net = build(m).train()
+            for mod in net.modules():
+                if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+                    mod.register_forward_hook(layer)
+                elif isinstance(mod, neuron.BaseNode):
+                    mod.register_forward_hook(lif)
+            for x in xs:
+                net(x)
+    return total / len(cells) / 1e9
+
+
+def _conv_rate(threads: int) -> float:
+    """GMAC/s of the cells' typical convolution (3x3, 32 -> 32 channels, 28 x 28, 320 maps of T x B,
+    channels-last: oneDNN near the machine's FMA peak) on ``threads`` threads, best of 5."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    conv = torch.nn.Conv2d(32, 32, 3, 1, 1, bias=False).to(memory_format=torch.channels_last)
+    x = (torch.rand(320, 32, 28, 28) < 0.2).float().contiguous(memory_format=torch.channels_last)
+    best = math.inf
+    with torch.no_grad():
+        conv(x)
+        for _ in range(5):
+            t0 = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - t0)
+    torch.set_num_threads(old)
+    return 320 * 28 * 28 * 32 * 32 * 9 / best / 1e9
 
 
 def _engine(args, xs, cells, extra):

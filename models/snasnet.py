@@ -315,6 +315,8 @@ class EdgeOp(nn.Module):
         if self.code == 1:
             return x
         if self.code == 4:
+            if x.dim() == 5 and x.stride(0) == 0:  # the same map at every step (cell 1's input): pool it once
+                return self.pool(x[0]).unsqueeze(0).expand(x.shape)
             return seq_apply(self.pool, x)
         y = seq_apply(lambda z: _conv(self.conv, z), self.lif(x))
         return bn_seq(self.bn, y, self.bn_per_timestep)
@@ -366,12 +368,12 @@ class SNASCell(nn.Module):
         for n in range(1, 4):
             if n in rec:
                 continue
-            acc = zero
+            acc = None  # the sum of the node's inputs (no pass over a zero tensor first)
             for s in range(n):
                 if self.matrix.op(s, n):
                     pre[(s, n)] = self.ops[self.edge_name(s, n)](v[s])
-                    acc = acc + pre[(s, n)]
-            v[n] = acc
+                    acc = pre[(s, n)] if acc is None else acc + pre[(s, n)]
+            v[n] = zero if acc is None else acc
         for s in list(v):
             for d in range(4):
                 if d != s and self.matrix.op(s, d) and (s, d) not in pre:
@@ -379,7 +381,10 @@ class SNASCell(nn.Module):
         if not rec:
             return v[3]
         # The recurrent nodes, timestep by timestep: a backward edge's output feeds the next step.
-        out = []
+        # The output in the inputs' channels-last layout (torch.cat of the steps would return it
+        # contiguous, and the next BN and LIF then run several times slower).
+        out = torch.empty((T * x.shape[1], *x.shape[2:]), dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last).view(x.shape) if x.dim() == 5 else torch.empty_like(x)
         prev: dict[tuple[int, int], torch.Tensor] = {}
         for t in range(T):
             vt = {s: v[s][t:t + 1] for s in v}
@@ -398,8 +403,8 @@ class SNASCell(nn.Module):
                 for d in range(s):
                     if self.matrix.op(s, d):
                         prev[(s, d)] = self.ops[self.edge_name(s, d)](vt[s])
-            out.append(vt[3])
-        return torch.cat(out)
+            out[t] = vt[3][0]
+        return out
 
 
 def default_group(classes: int) -> int:

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer, neuron
 
+from sim.dist import keep_large_blocks
 from sim.errors import UserError
 
 from .data import Augment, Dataset
@@ -290,7 +291,11 @@ def score_candidate(build, batches, index: int, matrix: CellMatrix, *, seed: int
                     hw: bool = False, device="cpu") -> Candidate:
     """Score one cell: seed torch with :func:`candidate_seed`, build it, score it on ``batches``
     (a list of input tensors, or a callable ``index -> list`` for fresh batches per candidate) and,
-    with ``hw``, measure the LoAS / SparTen-S cost of its spike layers on sample 0 of the first batch."""
+    with ``hw``, measure the LoAS / SparTen-S cost of its spike layers on sample 0 of the first batch.
+
+    Sets this process's allocator to keep large blocks (:func:`sim.dist.keep_large_blocks`): each
+    candidate allocates and frees the same layer-sized tensors."""
+    keep_large_blocks()
     torch.manual_seed(candidate_seed(seed, index))
     model = build(matrix).to(device)
     xs = batches(index) if callable(batches) else batches

@@ -317,6 +317,24 @@ def test_no_retries_keeps_distributed_defaults():
     assert r.returncode == 0 and r.stdout.strip(), r.stderr[-2000:]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux only)")
+def test_keep_large_blocks_reuses_freed_tensors():
+    """With keep_large_blocks, a loop that allocates and frees 32 and 16 MiB tensors (as a candidate's
+    layers do) runs from reused heap memory once warm; without it, glibc maps every block above its
+    threshold afresh and faults its pages in each time."""
+    code = ("import resource, sys, torch\nsys.path.insert(0, sys.argv[1])\nfrom sim import dist\n"
+            "if sys.argv[2] == '1':\n    assert dist.keep_large_blocks()\n"
+            "def step():\n    a = torch.ones(8 << 20); b = torch.ones(4 << 20); del a; c = torch.ones(8 << 20)\n"
+            "for _ in range(10):\n    step()\n"
+            "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(10):\n    step()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)")
+    faults = [int(subprocess.run([sys.executable, "-c", code, str(ROOT), keep], capture_output=True, text=True,
+                                 check=True).stdout) for keep in "01"]
+    pages = (32 << 20) // os.sysconf("SC_PAGE_SIZE")  # one 32 MiB tensor
+    assert faults[0] >= 10 * pages and faults[1] <= pages // 4, faults
+
+
 @pytest.mark.slow
 def test_failing_points_exit_1_and_are_named(tmp_path):
     """A worker lost mid-point (allowed-failures 0: the point is not retried) fails that point only:

@@ -261,3 +261,28 @@ def test_scoring_fast_path_is_exact(monkeypatch):
             b = sn.bn_seq(bn.train(), x, True)
     assert torch.equal(a, b)
     assert all(torch.equal(u, w) for u, w in zip(ref.state_dict().values(), bn.state_dict().values()))
+
+
+@pytest.mark.parametrize("text", ["0443 0004 0004 0000", "0443 0004 0004 0200"])
+def test_cell_pools_a_constant_input_once_and_stays_channels_last(text):
+    """Cell 1's input is the stem's map repeated over T (an expanded tensor): its pooling edges pool
+    it once, with the same values as pooling every step; the output keeps the channels-last layout
+    (also when the steps are assembled one by one: the second cell has a backward edge 3->1)."""
+    from spikingjelly.activation_based import functional
+
+    net = build_snasnet(text, "fashion-mnist", channels=3, T=3)
+    cell = net.cell1.train()
+    assert bool(cell.recurrent) == text.endswith("0200")
+    seen = []
+    cell.ops["f01"].pool.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
+    cur = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    x = cur.unsqueeze(0).expand(3, *cur.shape)
+    with torch.no_grad():
+        functional.reset_net(cell)
+        once = cell(x)
+        functional.reset_net(cell)
+        per_step = cell(x.clone())  # a materialised input: pooled as T x B maps
+    assert seen == [4, 12]
+    assert torch.equal(once, per_step) and float(once.abs().sum()) > 0
+    want = torch.empty(12, 3, 6, 6, memory_format=torch.channels_last).view(3, 4, 3, 6, 6).stride()
+    assert once.stride() == want and per_step.stride() == want
