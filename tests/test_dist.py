@@ -451,6 +451,7 @@ def test_regress_chunk_lost_with_its_worker_is_named_and_exits_1(tmp_path):
         finally:
             if p.poll() is None:
                 p.kill()
+                p.communicate()  # reap it and close its pipes (no ResourceWarning in later tests)
     for d in set(BUILD.glob("verilator/*/native-*")) - before:  # the killed run's temporary directory
         import shutil
 
