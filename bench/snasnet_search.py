@@ -82,6 +82,7 @@ def main():
             cpu.append((time.process_time() - c0) / len(cells))
     rec = {"seconds_per_candidate": statistics.median(times), "min_seconds_per_candidate": min(times),
            "gemm_gmac_per_candidate": (g := _gemm_gmac(build, cells, xs)),
+           # on the engine: one worker's rate times the workers (their scaling is not measured)
            "gemm_gmac_per_s": (r := _conv_rate(1 if args.engine else args.threads) * max(1, args.engine)),
            "gemm_floor_seconds_per_candidate": g / r,
            "cpu_seconds_per_candidate": statistics.median(cpu), "runs": times, "load_avg_1min_before": load,

@@ -171,14 +171,21 @@ def adaptive_malloc() -> bool:
     ``dask worker`` command), set glibc's mmap and trim thresholds to the values its adaptive
     policy -- which that variable switches off -- reaches, so that large temporaries are reused
     rather than mapped and faulted in afresh each time. True if it changed them (Linux only)."""
-    if os.environ.get("MALLOC_TRIM_THRESHOLD_") is None or not sys.platform.startswith("linux"):
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") is None:
+        return False
+    return _malloc_thresholds(32 << 20, 64 << 20)
+
+
+def _malloc_thresholds(mmap_bytes: int, trim_bytes: int) -> bool:
+    """glibc's ``mallopt`` mmap and trim thresholds; True if both were accepted (Linux/glibc only)."""
+    if not sys.platform.startswith("linux"):
         return False
     import ctypes
 
     try:
         libc = ctypes.CDLL(None)
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20))
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_bytes) and libc.mallopt(M_TRIM_THRESHOLD, trim_bytes))
     except (OSError, AttributeError):
         return False
 
@@ -198,17 +205,7 @@ def keep_large_blocks() -> bool:
     pages faulted in afresh on each use: 170 k page faults and a quarter of a candidate's time. The
     cost is that the process keeps its peak memory. Process-wide and idempotent; True if glibc
     accepted both settings (False elsewhere than Linux/glibc, which keep their defaults)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
-                    and libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGE_BLOCK_BYTES - 1))
-    except (OSError, AttributeError):
-        return False
+    return _malloc_thresholds(LARGE_BLOCK_BYTES, 2 * LARGE_BLOCK_BYTES - 1)
 
 
 def _check_workers(client, scheduler, packages=("sim",)) -> None:
